@@ -1,0 +1,46 @@
+"""Recommenders behind one interface (see ``base.Recommender``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Callable, Union
+
+import scipy.sparse as sp
+from pydantic import Field
+
+from features.interactions import InteractionConfig
+from training.recommenders.als import ALSConfig, ALSRecommender
+from training.recommenders.base import Recommender, topk
+from training.recommenders.blend import BlendConfig, BlendRecommender
+from training.recommenders.popular import PopularConfig, PopularRecommender
+
+MODELS: dict[str, type[Recommender]] = {
+    m.kind: m for m in (PopularRecommender, ALSRecommender, BlendRecommender)
+}
+
+ModelConfig = Annotated[Union[PopularConfig, ALSConfig, BlendConfig], Field(discriminator="kind")]
+
+
+def make_model(config) -> Recommender:
+    return MODELS[config.kind](config)
+
+
+def fit_model(
+    config, interactions: InteractionConfig, matrix_for: Callable[[InteractionConfig], sp.csr_matrix]
+) -> Recommender:
+    """Fit a model on the matrix its recipe asks for (a blend: one matrix per part)."""
+    model = make_model(config)
+    if isinstance(model, BlendRecommender):
+        return model.fit_views(matrix_for)
+    return model.fit(matrix_for(interactions))
+
+
+def load_model(path: Path) -> Recommender:
+    """Load any saved recommender, dispatching on the kind in ``model.json``."""
+    kind = json.loads((Path(path) / "model.json").read_text())["kind"]
+    if kind not in MODELS:
+        raise ValueError(f"{path}: unknown model kind {kind!r}; known: {sorted(MODELS)}")
+    return MODELS[kind].load(path)
+
+
+__all__ = ["MODELS", "ModelConfig", "Recommender", "fit_model", "load_model", "make_model", "topk"]

@@ -1,0 +1,108 @@
+"""The fixed, leak-free evaluation protocol of PRODUCT.md for recommenders.
+
+Next-period discovery: the last ``test_days`` of purchases are the test period; known users
+and items have a purchase up to the cutoff; a user's truth is the known items bought in
+the test period and never before; recommendations exclude items bought before the cutoff.
+Buy-again (repeat purchases of items bought before) is scored as a second task.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.interactions import TrainingView, purchases, training_view
+from training.metrics import ndcg_at_k, recall_at_k
+from training.recommenders import topk
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]  # user rows -> dense (n, n_items) scores
+
+
+@dataclass
+class Split:
+    """What models may see (``view``: data up to the cutoff) and the test-period truth."""
+
+    view: TrainingView
+    test_users: np.ndarray  # user rows with a non-empty discovery truth
+    truth: list[set[int]]  # item rows per test user
+    repeat_users: np.ndarray  # user rows with a non-empty buy-again truth
+    repeat_truth: list[set[int]]
+
+    @property
+    def cutoff(self) -> pd.Timestamp:
+        return self.view.now
+
+    def summary(self) -> dict:
+        return {
+            "cutoff": str(self.cutoff),
+            "n_users": len(self.view.users),
+            "n_items": len(self.view.items),
+            "test_users": len(self.test_users),
+            "repeat_users": len(self.repeat_users),
+        }
+
+
+def time_split(events: pd.DataFrame | None, orders: pd.DataFrame | None, test_days: float) -> Split:
+    """Split at (last purchase - test_days); see the module docstring for the protocol."""
+    bought_all = purchases(events, orders)
+    if bought_all.empty:
+        raise ValueError("no purchases to split on")
+    cutoff = bought_all["ts"].max() - pd.Timedelta(days=test_days)
+    view = training_view(events, orders, cutoff)
+    users, items, bought = view.users, view.items, view.bought
+    future = bought_all[bought_all["ts"] > cutoff]
+    known_users = np.flatnonzero(np.diff(bought.indptr) > 0)
+    known_items = np.flatnonzero(np.diff(bought.tocsc().indptr) > 0)
+    fu, fi = users.rows(future["user_id"]), items.rows(future["item_id"])
+    keep = np.isin(fu, known_users) & np.isin(fi, known_items)
+    pairs = pd.DataFrame({"u": fu[keep], "i": fi[keep]}).drop_duplicates()
+    seen = np.asarray(bought[pairs["u"].to_numpy(), pairs["i"].to_numpy()]).ravel() > 0
+    test_users, truth = _group(pairs[~seen])
+    repeat_users, repeat_truth = _group(pairs[seen])
+    return Split(view, test_users, truth, repeat_users, repeat_truth)
+
+
+def _group(pairs: pd.DataFrame) -> tuple[np.ndarray, list[set[int]]]:
+    if pairs.empty:
+        return np.empty(0, np.int64), []
+    grouped = pairs.sort_values(["u", "i"]).groupby("u")["i"].agg(lambda s: set(s.tolist()))
+    return grouped.index.to_numpy(np.int64), grouped.tolist()
+
+
+def score_discovery(score_fn: ScoreFn, split: Split, k: int = 10) -> dict[str, float]:
+    """NDCG@k and Recall@k of ``score_fn`` on the split's test users, bought items excluded."""
+    items = _ranked(score_fn, split.test_users, split.view.bought, k, restrict=False)
+    return {f"ndcg@{k}": ndcg_at_k(items, split.truth, k), f"recall@{k}": recall_at_k(items, split.truth, k),
+            "users": len(split.test_users)}
+
+
+def score_buy_again(score_fn: ScoreFn, split: Split, k: int = 10) -> dict[str, float]:
+    """NDCG@k and Recall@k ranking only the items each user bought before the cutoff."""
+    items = _ranked(score_fn, split.repeat_users, split.view.bought, k, restrict=True)
+    return {f"ndcg@{k}": ndcg_at_k(items, split.repeat_truth, k),
+            f"recall@{k}": recall_at_k(items, split.repeat_truth, k), "users": len(split.repeat_users)}
+
+
+def _ranked(score_fn: ScoreFn, user_rows: np.ndarray, bought: sp.csr_matrix, k: int, restrict: bool) -> np.ndarray:
+    out = []
+    block = max(1, 20_000_000 // max(1, bought.shape[1]))
+    for start in range(0, len(user_rows), block):
+        rows = user_rows[start : start + block]
+        scores = np.asarray(score_fn(rows), dtype=np.float32).copy()
+        mask = bought[rows]
+        if restrict:  # keep only previously bought items: everything else to -inf
+            allowed = np.full(scores.shape, -np.inf, dtype=np.float32)
+            r = np.repeat(np.arange(len(rows)), np.diff(mask.indptr))
+            allowed[r, mask.indices] = scores[r, mask.indices]
+            out.append(topk(allowed, k)[0])
+        else:
+            out.append(topk(scores, k, mask)[0])
+    return np.vstack(out) if out else np.empty((0, k), np.int64)
+
+
+def personal_frequency(split: Split) -> ScoreFn:
+    """Buy-again baseline: how often the user bought the item before the cutoff."""
+    return lambda rows: split.view.bought[rows].toarray()

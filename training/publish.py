@@ -1,0 +1,42 @@
+"""Publish the registered champion into the BentoML model store, where the service loads it.
+
+MLflow stays out of the request path: the service only reads the BentoML store.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from training import tracking
+
+BENTO_MODEL = "shoprec-recommender"
+
+
+def publish_champion(project_dir: Path, name: str = tracking.MODEL_NAME):
+    """Copy the champion bundle into the BentoML store (labels: registry version); returns the model."""
+    import bentoml
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training.bundle import ModelBundle
+
+    tracking.setup(project_dir)
+    champion = tracking.current_champion(name)
+    if champion is None:
+        raise RuntimeError(f"no '{tracking.ALIAS}' alias on registered model {name!r}: run `shoprec train` first")
+    mv = MlflowClient().get_model_version(name, champion.version)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp))
+        ModelBundle.load(local)  # refuse a broken bundle before it reaches the store
+        existing = [m for m in bentoml.models.list(BENTO_MODEL) if m.info.labels.get("registry_version") == champion.version
+                    and m.info.labels.get("registered_model") == name]
+        if existing:
+            return existing[0]
+        with bentoml.models.create(
+            BENTO_MODEL,
+            labels={"registered_model": name, "registry_version": champion.version, "alias": tracking.ALIAS},
+            metadata={"run_id": mv.run_id, "source": mv.source},
+        ) as model:
+            shutil.copytree(local, model.path, dirs_exist_ok=True)
+        return bentoml.models.get(model.tag)

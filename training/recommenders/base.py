@@ -1,0 +1,131 @@
+"""The one recommender interface, shared top-k selection, and model (de)serialisation.
+
+Every model works on row numbers of a users x items CSR matrix (float32) and exposes
+``fit`` / ``scores`` / ``recommend`` / ``similar_items`` / ``save`` / ``load``, so that
+evaluation, tracking and serving treat them alike.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel
+
+# Users scored at once; bounds the dense (block, n_items) float32 score matrix.
+_SCORE_BUDGET = 32_000_000
+
+
+def topk(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k columns of each row of ``scores`` (n, m), best first, skipping excluded cells.
+
+    ``exclude`` is a CSR (n, m) aligned with the rows of ``scores``. Rows with fewer than k
+    allowed columns are padded with item -1 and score -inf. Changes ``scores`` in place.
+    """
+    n, m = scores.shape
+    if exclude is not None:
+        if exclude.shape != scores.shape:
+            raise ValueError(f"exclude has shape {exclude.shape}, scores have shape {scores.shape}")
+        rows = np.repeat(np.arange(n), np.diff(exclude.indptr))
+        scores[rows, exclude.indices] = -np.inf
+    k_eff = min(k, m)
+    if k_eff < m:
+        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    else:
+        part = np.tile(np.arange(m), (n, 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    items = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    best = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
+    items[~np.isfinite(best)] = -1
+    if k_eff < k:
+        items = np.pad(items, ((0, 0), (0, k - k_eff)), constant_values=-1)
+        best = np.pad(best, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
+    return items, best
+
+
+class Recommender(ABC):
+    """Base class: subclasses implement ``fit``, ``scores``, ``item_vectors`` and array I/O."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+
+    def __init__(self, config: BaseModel | None = None):
+        self.config = config if config is not None else self.Config()
+
+    @abstractmethod
+    def fit(self, interactions: sp.csr_matrix) -> Self:
+        """Learn from a users x items CSR matrix; returns self."""
+
+    @abstractmethod
+    def scores(self, user_rows: np.ndarray) -> np.ndarray:
+        """Dense float32 scores (len(user_rows), n_items); higher is better."""
+
+    @abstractmethod
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Learned state as named numeric arrays."""
+
+    @abstractmethod
+    def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        ...
+
+    @property
+    @abstractmethod
+    def n_items(self) -> int:
+        ...
+
+    def recommend(
+        self, user_rows: np.ndarray, k: int = 10, exclude: sp.csr_matrix | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item rows and scores, each (len(user_rows), k); ``exclude`` rows align with users."""
+        user_rows = np.asarray(user_rows, dtype=np.int64)
+        block = max(1, _SCORE_BUDGET // max(1, self.n_items))
+        out_items, out_scores = [], []
+        for start in range(0, len(user_rows), block):
+            rows = user_rows[start : start + block]
+            ex = exclude[start : start + block] if exclude is not None else None
+            items, scores = topk(self.scores(rows), k, ex)
+            out_items.append(items)
+            out_scores.append(scores)
+        if not out_items:
+            return np.empty((0, k), np.int64), np.empty((0, k), np.float32)
+        return np.vstack(out_items), np.vstack(out_scores)
+
+    def similar_items(self, item_rows: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Most similar items (cosine of item vectors), the item itself left out."""
+        vectors = self.item_vectors()
+        norms = np.linalg.norm(vectors, axis=1)
+        norms[norms == 0] = 1.0
+        unit = vectors / norms[:, None]
+        item_rows = np.asarray(item_rows, dtype=np.int64)
+        sims = unit[item_rows] @ unit.T
+        itself = sp.csr_matrix(
+            (np.ones(len(item_rows)), (np.arange(len(item_rows)), item_rows)), shape=sims.shape
+        )
+        return topk(sims.astype(np.float32), k, itself)
+
+    def item_vectors(self) -> np.ndarray:
+        """Item representation used by ``similar_items`` (n_items, d)."""
+        raise NotImplementedError(f"{self.kind} has no item vectors")
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        np.savez(path / "model.npz", **self._arrays())
+        (path / "model.json").write_text(
+            json.dumps({"kind": self.kind, "config": self.config.model_dump(mode="json")}, indent=2, sort_keys=True)
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        path = Path(path)
+        meta = json.loads((path / "model.json").read_text())
+        if meta["kind"] != cls.kind:
+            raise ValueError(f"{path} holds a {meta['kind']!r} model, not {cls.kind!r}")
+        model = cls(cls.Config.model_validate(meta["config"]))
+        with np.load(path / "model.npz", allow_pickle=False) as f:
+            model._set_arrays({name: f[name] for name in f.files})
+        return model

@@ -1,0 +1,96 @@
+"""A weighted blend of recommenders, each fitted on its own view of the interactions.
+
+Scores are standardised per user (z-score over items) before weighting, so a taste model
+(ALS) and a "what sells now" model (trending popularity) can be mixed with one weight.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Literal, Self
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, Field
+
+from features.interactions import InteractionConfig
+from training.recommenders.als import ALSConfig, ALSRecommender
+from training.recommenders.base import Recommender
+from training.recommenders.popular import PopularConfig, PopularRecommender
+
+_PARTS: dict[str, type[Recommender]] = {"popular": PopularRecommender, "als": ALSRecommender}
+
+
+class BlendPart(BaseModel):
+    weight: float = Field(1.0, description="weight of this part's standardised scores")
+    interactions: InteractionConfig = Field(default_factory=InteractionConfig)
+    model: PopularConfig | ALSConfig = Field(discriminator="kind")
+
+
+class BlendConfig(BaseModel):
+    kind: Literal["blend"] = "blend"
+    parts: list[BlendPart] = Field(min_length=1)
+
+
+def _standardise(scores: np.ndarray) -> np.ndarray:
+    scores = scores - scores.mean(axis=1, keepdims=True)
+    return scores / (scores.std(axis=1, keepdims=True) + 1e-9)
+
+
+class BlendRecommender(Recommender):
+    kind = "blend"
+    Config = BlendConfig
+
+    def fit(self, interactions: sp.csr_matrix) -> Self:
+        """Fit every part on the same matrix (use ``fit_views`` for per-part matrices)."""
+        return self.fit_views(lambda _config: interactions)
+
+    def fit_views(self, matrix_for: Callable[[InteractionConfig], sp.csr_matrix]) -> Self:
+        """Fit each part on the matrix built with its own interaction config."""
+        self.parts_ = [
+            _PARTS[part.model.kind](part.model).fit(matrix_for(part.interactions)) for part in self.config.parts
+        ]
+        return self
+
+    @property
+    def n_items(self) -> int:
+        return self.parts_[0].n_items
+
+    def scores(self, user_rows: np.ndarray) -> np.ndarray:
+        total = np.zeros((len(user_rows), self.n_items), dtype=np.float32)
+        for part, model in zip(self.config.parts, self.parts_):
+            total += part.weight * _standardise(model.scores(user_rows))
+        return total
+
+    def item_vectors(self) -> np.ndarray:
+        for model in self.parts_:
+            try:
+                return model.item_vectors()
+            except NotImplementedError:
+                continue
+        raise NotImplementedError("no part of this blend has item vectors")
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError  # parts are saved in their own folders
+
+    def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for i, model in enumerate(self.parts_):
+            model.save(path / f"part{i}")
+        (path / "model.json").write_text(
+            json.dumps({"kind": self.kind, "config": self.config.model_dump(mode="json")}, indent=2, sort_keys=True)
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        path = Path(path)
+        meta = json.loads((path / "model.json").read_text())
+        model = cls(cls.Config.model_validate(meta["config"]))
+        model.parts_ = [
+            _PARTS[part.model.kind].load(path / f"part{i}") for i, part in enumerate(model.config.parts)
+        ]
+        return model
