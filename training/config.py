@@ -38,7 +38,7 @@ def default_candidates() -> list[Candidate]:
         Candidate(name="als", interactions=binary, model=als),
         Candidate(name="als-weighted", interactions=weighted, model=als.model_copy(update={"weighting": "log"})),
     ]
-    for w in (1.0, 2.0, 4.0):
+    for w in (1.0, 2.0, 4.0, 8.0):
         parts = [
             BlendPart(weight=1.0, interactions=binary, model=als),
             BlendPart(weight=w, interactions=_trending(7), model=PopularConfig(count="weight")),

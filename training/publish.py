@@ -29,14 +29,23 @@ def publish_champion(project_dir: Path, name: str = tracking.MODEL_NAME):
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp))
         ModelBundle.load(local)  # refuse a broken bundle before it reaches the store
-        existing = [m for m in bentoml.models.list(BENTO_MODEL) if m.info.labels.get("registry_version") == champion.version
+        try:
+            stored = bentoml.models.list(BENTO_MODEL)
+        except bentoml.exceptions.NotFound:
+            stored = []
+        existing = [m for m in stored if m.info.labels.get("registry_version") == champion.version
                     and m.info.labels.get("registered_model") == name]
         if existing:
             return existing[0]
-        with bentoml.models.create(
-            BENTO_MODEL,
-            labels={"registered_model": name, "registry_version": champion.version, "alias": tracking.ALIAS},
-            metadata={"run_id": mv.run_id, "source": mv.source},
-        ) as model:
-            shutil.copytree(local, model.path, dirs_exist_ok=True)
-        return bentoml.models.get(model.tag)
+        return store_bundle(local, labels={"registered_model": name, "registry_version": champion.version,
+                                           "alias": tracking.ALIAS},
+                            metadata={"run_id": mv.run_id, "source": mv.source})
+
+
+def store_bundle(bundle_dir: Path, labels: dict[str, str], metadata: dict | None = None):
+    """Copy a bundle folder into the BentoML store (``BENTOML_HOME``) as a new model version."""
+    import bentoml
+
+    with bentoml.models.create(BENTO_MODEL, labels=labels, metadata=metadata or {}) as model:
+        shutil.copytree(bundle_dir, model.path, dirs_exist_ok=True)
+    return bentoml.models.get(model.tag)

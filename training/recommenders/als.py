@@ -55,7 +55,10 @@ class ALSRecommender(Recommender):
             random_state=self.config.seed,
             calculate_training_loss=False,
         )
-        model.fit(weight(sp.csr_matrix(interactions), self.config), show_progress=False)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS threads slow it down
+            model.fit(weight(sp.csr_matrix(interactions), self.config), show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         return self

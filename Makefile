@@ -1,0 +1,39 @@
+# shoprec: `make run` (train on the synthetic shop and serve) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export OPENBLAS_NUM_THREADS ?= 1
+export BENTOML_HOME ?= $(CURDIR)/bentoml_home
+export BENTOML_DO_NOT_TRACK ?= true
+export MLFLOW_ENABLE_TELEMETRY ?= false
+export DO_NOT_TRACK ?= true
+PORT ?= 3000
+PRESET ?= small
+
+.PHONY: venv run train test clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+data/shop/orders.parquet: | $(STAMP)
+	$(VENV)/bin/shoprec generate --preset $(PRESET) --out data/shop
+
+train: data/shop/orders.parquet
+	$(VENV)/bin/shoprec train --orders data/shop/orders.parquet --events data/shop/events.parquet \
+		--items data/shop/items.parquet --truth data/shop/truth --metrics-out runs/metrics.json
+
+run: train
+	$(VENV)/bin/shoprec serve --host 127.0.0.1 --port $(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf data/shop data/canonical runs mlruns bentoml_home

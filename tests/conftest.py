@@ -1,0 +1,53 @@
+"""Shared fixtures: seeded RNG, the checkerboard shop, and the shared real data."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLAS (see PITFALLS.md)
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """Path of a shared real data set; fails (never skips) with a clear message when absent."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.fail(f"shared data not found at {path}: these tests need ../shared/data next to the repository")
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def checkerboard() -> sp.csr_matrix:
+    """40 users x 20 items: even users like even items, odd users odd items; the diagonal
+    cell (u, u % 20) is held out, so a good model recommends it first."""
+    n_users, n_items = 40, 20
+    rows, cols = [], []
+    for u in range(n_users):
+        for i in range(u % 2, n_items, 2):
+            if i != u % n_items:
+                rows.append(u)
+                cols.append(i)
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
+
+
+def make_orders(rows: list[tuple]) -> pd.DataFrame:
+    """Canonical orders from (user, item, 'YYYY-MM-DD') tuples."""
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "ts"])
+    df["ts"] = pd.to_datetime(df["ts"])
+    df["order_id"] = [f"o{i}" for i in range(len(df))]
+    df["quantity"] = 1.0
+    df["price"] = 1.0
+    return df[["order_id", "user_id", "item_id", "ts", "quantity", "price"]]

@@ -1,0 +1,58 @@
+"""Start the real BentoML server on 127.0.0.1 for tests, and stop it by its PID."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def bentoml_server(bentoml_home: Path, timeout: float = 60.0, extra_env: dict | None = None):
+    """Yield the base URL of a running ``bentoml serve serving.service:Shoprec``."""
+    port = free_port()
+    env = dict(os.environ, BENTOML_HOME=str(bentoml_home), OPENBLAS_NUM_THREADS="1", BENTOML_DO_NOT_TRACK="true")
+    env.update(extra_env or {})
+    log = open(Path(bentoml_home) / f"serve-{port}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "serving.service:Shoprec", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: {Path(log.name).read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout}s: {Path(log.name).read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the group we started: the server and its workers
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
