@@ -111,3 +111,39 @@ def test_loading_the_wrong_kind_is_refused(checkerboard, tmp_path):
 
     with pytest.raises(ValueError, match="popular"):
         ALSRecommender.load(tmp_path / "m")
+
+
+class TestBPR(TasteContract):
+    def make(self):
+        from training.recommenders.bpr import BPRConfig
+
+        return make_model(BPRConfig(factors=8, iterations=200, learning_rate=0.05, seed=3))
+
+
+class TestItemKNNBM25(TasteContract):
+    def make(self):
+        from training.recommenders.neighbours import ItemKNNConfig
+
+        return make_model(ItemKNNConfig(similarity="bm25", neighbours=20))
+
+
+class TestItemKNNCosine(TasteContract):
+    def make(self):
+        from training.recommenders.neighbours import ItemKNNConfig
+
+        return make_model(ItemKNNConfig(similarity="cosine", neighbours=20))
+
+
+class TestEASE(TasteContract):
+    def make(self):
+        from training.recommenders.neighbours import EASEConfig
+
+        return make_model(EASEConfig(l2=1.0))
+
+
+def test_ease_cap_leaves_unpopular_items_out(checkerboard):
+    from training.recommenders.neighbours import EASEConfig
+
+    model = make_model(EASEConfig(l2=1.0, max_items=5)).fit(checkerboard)
+    scores = model.scores(np.arange(3))
+    assert scores.shape == (3, checkerboard.shape[1]) and np.isfinite(scores).sum(axis=1).tolist() == [5, 5, 5]

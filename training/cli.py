@@ -4,6 +4,7 @@ Heavy libraries are imported inside the commands so that ``--help`` stays fast.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -107,8 +108,9 @@ def train(
     canonical = load_canonical(work)
     if truth is None and orders is not None and (Path(orders).parent / "truth").is_dir():
         truth = Path(orders).parent / "truth"
-    outcome = run_train(canonical, cfg, PROJECT, truth_dir=truth, metrics_out=metrics_out,
-                        ingest_report=json.loads((work / "ingest_report.json").read_text()), progress=_say)
+    with _progress_bar(total=2 * len(cfg.candidates) + 3) as step:
+        outcome = run_train(canonical, cfg, PROJECT, truth_dir=truth, metrics_out=metrics_out,
+                            ingest_report=json.loads((work / "ingest_report.json").read_text()), progress=step)
     rec = outcome.metrics["recommend"]
     typer.echo(json.dumps({k: rec[k] for k in ("model", "ndcg@10", "recall@10", "baseline_popularity", "model_version")}
                           | ({"oracle": rec["oracle"]} if "oracle" in rec else {}), indent=2))
@@ -160,6 +162,19 @@ def champion() -> None:
         mark = "*" if champ and champ.version == str(mv.version) else " "
         typer.echo(f"{mark} v{mv.version}  ndcg@10={mv.tags.get('test_ndcg', '?')}  "
                    f"{json.loads(mv.tags.get('candidate', '{}')).get('name', '?')}  {mv.tags.get('eval_key', '')}")
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int):
+    """A progress bar on stderr; yields a callback that advances it with a message."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("starting", total=total)
+        yield lambda msg: bar.update(task, advance=1, description=msg)
+        bar.update(task, completed=total, description="done")
 
 
 def _bentoml_home() -> dict:

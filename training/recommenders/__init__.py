@@ -12,13 +12,18 @@ from features.interactions import InteractionConfig
 from training.recommenders.als import ALSConfig, ALSRecommender
 from training.recommenders.base import Recommender, topk
 from training.recommenders.blend import BlendConfig, BlendRecommender
+from training.recommenders.bpr import BPRConfig, BPRRecommender
+from training.recommenders.neighbours import EASEConfig, EASERecommender, ItemKNNConfig, ItemKNNRecommender
 from training.recommenders.popular import PopularConfig, PopularRecommender
 
 MODELS: dict[str, type[Recommender]] = {
-    m.kind: m for m in (PopularRecommender, ALSRecommender, BlendRecommender)
+    m.kind: m
+    for m in (PopularRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender, EASERecommender, BlendRecommender)
 }
 
-ModelConfig = Annotated[Union[PopularConfig, ALSConfig, BlendConfig], Field(discriminator="kind")]
+ModelConfig = Annotated[
+    Union[PopularConfig, ALSConfig, BPRConfig, ItemKNNConfig, EASEConfig, BlendConfig], Field(discriminator="kind")
+]
 
 
 def make_model(config) -> Recommender:

@@ -16,15 +16,20 @@ from pydantic import BaseModel, Field
 from features.interactions import InteractionConfig
 from training.recommenders.als import ALSConfig, ALSRecommender
 from training.recommenders.base import Recommender
+from training.recommenders.bpr import BPRConfig, BPRRecommender
+from training.recommenders.neighbours import EASEConfig, EASERecommender, ItemKNNConfig, ItemKNNRecommender
 from training.recommenders.popular import PopularConfig, PopularRecommender
 
-_PARTS: dict[str, type[Recommender]] = {"popular": PopularRecommender, "als": ALSRecommender}
+_PARTS: dict[str, type[Recommender]] = {
+    m.kind: m for m in (PopularRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender, EASERecommender)
+}
+PartConfig = PopularConfig | ALSConfig | BPRConfig | ItemKNNConfig | EASEConfig
 
 
 class BlendPart(BaseModel):
     weight: float = Field(1.0, description="weight of this part's standardised scores")
     interactions: InteractionConfig = Field(default_factory=InteractionConfig)
-    model: PopularConfig | ALSConfig = Field(discriminator="kind")
+    model: PartConfig = Field(discriminator="kind")
 
 
 class BlendConfig(BaseModel):
