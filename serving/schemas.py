@@ -1,35 +1,82 @@
 """Request and response schemas of the storefront endpoints, with size limits."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+K = Annotated[int, Field(ge=1, le=100, description="number of items")]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RecommendRequest(_Strict):
+class FilterFields(_Strict):
+    category: Id | None = Field(None, description="only items of this category")
+    in_stock: bool | None = Field(None, description="only items in stock (true) or out of stock (false)")
+    min_price: float | None = Field(None, ge=0, description="only items at or above this price")
+    max_price: float | None = Field(None, ge=0, description="only items at or below this price")
+
+    @model_validator(mode="after")
+    def _price_range(self):
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise ValueError(f"min_price {self.min_price} is above max_price {self.max_price}")
+        return self
+
+
+class RecommendRequest(FilterFields):
     user_id: Id = Field(description="the shopper's external id; unknown ids get the fallback")
-    k: int = Field(10, ge=1, le=100, description="number of items")
+    k: K = 10
     exclude_bought: bool = Field(True, description="leave out items the shopper already bought")
     exclude: list[Id] = Field(default_factory=list, max_length=500, description="more item ids to leave out")
 
 
-class SimilarItemsRequest(_Strict):
+class SimilarItemsRequest(FilterFields):
     item_id: Id = Field(description="the item on the product page; unknown ids get popular items")
-    k: int = Field(10, ge=1, le=100)
+    k: K = 10
+
+
+class BoughtTogetherRequest(FilterFields):
+    items: list[Id] = Field(min_length=1, max_length=100, description="the basket's item ids")
+    k: K = 10
+
+
+class SessionRequest(FilterFields):
+    items: list[Id] = Field(min_length=1, max_length=200, description="items viewed in the session, oldest first")
+    k: K = 10
+
+
+class RerankRequest(_Strict):
+    user_id: Id
+    items: list[Id] = Field(min_length=1, max_length=500, description="the caller's candidate item ids")
+
+
+class EventIn(_Strict):
+    item_id: Id
+    event_type: Literal["view", "cart", "purchase"]
+    ts: Annotated[str, StringConstraints(max_length=40)] | None = Field(None, description="ISO 8601; default: now")
+    session_id: Annotated[str, StringConstraints(max_length=128)] = ""
+
+
+class EventsRequest(_Strict):
+    user_id: Id
+    events: list[EventIn] = Field(min_length=1, max_length=100)
+
+
+class EventsAck(BaseModel):
+    stored: int
 
 
 class ScoredItem(BaseModel):
     item_id: str
     score: float
+    reason: str | None = None
 
 
 class Recommendations(BaseModel):
     items: list[ScoredItem]
-    source: str = Field(description="'model:<name>' or 'fallback:<name>' (which fallback)")
+    source: str = Field(description="'model:<recipe>', 'model:<recipe>+events', 'session:...', 'together:...' "
+                                    "or 'fallback:<name>'")
     model_version: str = Field(description="registered model version that answered")

@@ -41,6 +41,13 @@ class TasteContract(RecommenderContract):
         items, _ = model.recommend(users, k=1, exclude=checkerboard)
         assert (items[:, 0] == users % checkerboard.shape[1]).mean() >= 0.9
 
+    def test_rows_alone_are_enough(self, checkerboard):
+        """Fold-in: scoring users from their rows finds the held-out item too (new events, sessions)."""
+        model = self.make().fit(checkerboard)
+        users = np.arange(checkerboard.shape[0])
+        items, _ = topk(model.score_rows(checkerboard), 1, checkerboard)
+        assert (items[:, 0] == users % checkerboard.shape[1]).mean() >= 0.9
+
     def test_save_load_identical(self, checkerboard, tmp_path):
         model = self.make().fit(checkerboard)
         model.save(tmp_path / "m")

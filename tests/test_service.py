@@ -9,21 +9,25 @@ import pytest
 from tests.server import REPO, bentoml_server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from tests.test_bundle import ORDERS
-    from training.config import Candidate, TrainConfig
-    from training.pipeline import fit_bundle
-    from training.recommenders.als import ALSConfig
+def publish_test_bundle(home, src, version="7"):
+    from tests.test_storefront import make_bundle
 
-    home = tmp_path_factory.mktemp("bentoml_home")
-    src = tmp_path_factory.mktemp("bundle")
-    fit_bundle(Candidate(name="als", model=ALSConfig(factors=4, iterations=5, weighting="none")),
-               TrainConfig().fallback, None, ORDERS, {}).save(src)
+    make_bundle({"trained_at": "2024-01-01T00:00:00Z"}).save(src)
     subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from training.publish import store_bundle; "
-                    "store_bundle(Path(sys.argv[1]), {'registry_version': '7'})", str(src)],
+                    "store_bundle(Path(sys.argv[1]), {'registry_version': sys.argv[2]})", str(src), version],
                    cwd=REPO, env=dict(os.environ, BENTOML_HOME=str(home)), check=True)
-    with bentoml_server(home) as url:
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("bentoml_home")
+    publish_test_bundle(home, tmp_path_factory.mktemp("bundle"))
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    with bentoml_server(home, extra_env={"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db"}) as url:
         yield url
 
 
@@ -35,7 +39,8 @@ def test_health_and_openapi(server):
     assert httpx.get(f"{server}/livez").status_code == 200
     assert httpx.get(f"{server}/readyz").status_code == 200
     spec = httpx.get(f"{server}/docs.json").json()
-    assert "/recommend" in spec["paths"] and "/similar_items" in spec["paths"]
+    for path in ("/recommend", "/similar_items", "/bought_together", "/rerank", "/session", "/events"):
+        assert path in spec["paths"]
     assert "bentoml_service_request" in httpx.get(f"{server}/metrics").text
 
 
@@ -45,6 +50,7 @@ def test_known_user(server):
     body = r.json()
     assert body["source"] == "model:als" and body["model_version"] == "7" and len(body["items"]) == 5
     bought = {"i1", "i2", "i3", "i4"}  # u1 bought i(1+j) for j < 4
+    assert body["items"][0]["reason"].startswith("because you bought")
     assert not bought & {it["item_id"] for it in body["items"]}
 
 
@@ -82,3 +88,36 @@ def test_oversized_body_is_refused(server):
     r = httpx.post(f"{server}/recommend", content=b'{"user_id": "' + b"x" * 100_000 + b'"}',
                    headers={"content-type": "application/json"}, timeout=10)
     assert r.status_code == 413
+
+
+def test_filters_over_http(server):
+    body = post(server, "/recommend", {"user_id": "u1", "k": 5, "category": "even", "max_price": 8}).json()
+    assert body["items"] and all(int(it["item_id"][1:]) % 2 == 0 and int(it["item_id"][1:]) <= 8 for it in body["items"])
+    assert post(server, "/recommend", {"user_id": "u1", "min_price": 9, "max_price": 2}).status_code == 400
+
+
+def test_bought_together_session_rerank(server):
+    together = post(server, "/bought_together", {"items": ["i4"], "k": 3}).json()
+    assert together["source"].startswith("together:") and "i4" not in [it["item_id"] for it in together["items"]]
+    session = post(server, "/session", {"items": ["i4", "i5"], "k": 3}).json()
+    assert session["source"] == "session:als"
+    rerank = post(server, "/rerank", {"user_id": "u1", "items": ["nope", "i2", "i9"]}).json()
+    assert [it["item_id"] for it in rerank["items"]][-1] == "nope"
+    assert post(server, "/rerank", {"user_id": "u1", "items": ["a"] * 501}).status_code == 400
+
+
+def test_an_event_changes_the_next_answer_and_purchases_disappear(server):
+    before = post(server, "/recommend", {"user_id": "u20", "k": 3}).json()
+    top = before["items"][0]["item_id"]
+    ack = post(server, "/events", {"user_id": "u20", "events": [{"item_id": top, "event_type": "purchase"}]})
+    assert ack.status_code == 200 and ack.json() == {"stored": 1}
+    after = post(server, "/recommend", {"user_id": "u20", "k": 3}).json()
+    assert after["source"] == "model:als+events" and top not in [it["item_id"] for it in after["items"]]
+    assert post(server, "/events", {"user_id": "u20", "events": [{"item_id": "i1", "event_type": "like"}]}).status_code == 400
+
+
+def test_acknowledged_events_survive_a_restart(home, server):
+    post(server, "/events", {"user_id": "u21", "events": [{"item_id": "i0", "event_type": "purchase"}]})
+    with bentoml_server(home, extra_env={"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db"}) as second:
+        body = post(second, "/recommend", {"user_id": "u21", "k": 5}).json()
+    assert body["source"] == "model:als+events" and "i0" not in [it["item_id"] for it in body["items"]]

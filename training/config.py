@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
+from features.cooccurrence import AssociationConfig
 from features.interactions import InteractionConfig
 from training.recommenders import ModelConfig
 from training.recommenders.als import ALSConfig
@@ -22,6 +23,14 @@ class Candidate(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="short unique name")
     interactions: InteractionConfig = Field(default_factory=InteractionConfig)
     model: ModelConfig
+
+    def row_interactions(self) -> InteractionConfig:
+        """How a shopper's row is built for fold-in: a blend uses its first personal part's view."""
+        if self.model.kind == "blend":
+            for part in self.model.parts:
+                if part.model.kind != "popular":
+                    return part.interactions
+        return self.interactions
 
 
 def _trending(days: float = 7) -> InteractionConfig:
@@ -56,6 +65,7 @@ class TrainConfig(BaseModel):
         description="what unknown users get: a popularity recipe fitted on all data",
     )
     candidates: list[Candidate] = Field(default_factory=default_candidates)
+    together: AssociationConfig = Field(default_factory=AssociationConfig, description="bought-together rules")
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":

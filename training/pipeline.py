@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from features.cooccurrence import association_rules, baskets
 from features.interactions import TrainingView, training_view
 from training.bundle import ModelBundle
 from training.config import Candidate, TrainConfig
@@ -76,16 +77,45 @@ def evaluate_candidates(
 
 
 def fit_bundle(
-    candidate: Candidate, fallback: Candidate, events: pd.DataFrame | None, orders: pd.DataFrame | None, meta: dict
+    candidate: Candidate,
+    config: TrainConfig,
+    events: pd.DataFrame | None,
+    orders: pd.DataFrame | None,
+    meta: dict,
+    items: pd.DataFrame | None = None,
 ) -> ModelBundle:
-    """Fit the chosen recipe and the fallback on all the data, as served."""
+    """Fit the chosen recipe, the fallback and the bought-together rules on all data, as served."""
     view = training_view(events, orders)
     model = fit_candidate(candidate, view)
-    fallback_model = fit_candidate(fallback, view)
-    meta = meta | {"name": candidate.name, "kind": candidate.model.kind, "fallback": fallback.name,
-                   "data_until": str(view.now), "n_users": len(view.users), "n_items": len(view.items)}
-    return ModelBundle(model, fallback_model, view.users, view.items, view.bought, meta,
-                       candidate.model_dump(mode="json"))
+    fallback_model = fit_candidate(config.fallback, view)
+    rows = candidate.row_interactions()
+    together = association_rules(baskets(_basket_lines(events, orders), view.items), config.together)
+    meta = meta | {"name": candidate.name, "kind": candidate.model.kind, "fallback": config.fallback.name,
+                   "data_until": str(view.now), "n_users": len(view.users), "n_items": len(view.items),
+                   "row_interactions": rows.model_dump(mode="json")}
+    return ModelBundle(model, fallback_model, view.users, view.items, view.bought, view.matrix(rows), together,
+                       catalog(items, view.items), meta, candidate.model_dump(mode="json"))
+
+
+def _basket_lines(events: pd.DataFrame | None, orders: pd.DataFrame | None) -> pd.DataFrame:
+    """Order lines, or purchase events grouped by session when there are no orders."""
+    if orders is not None:
+        return orders
+    ev = events[events["event_type"] == "purchase"]
+    return pd.DataFrame({"order_id": ev["session_id"], "item_id": ev["item_id"], "quantity": 1.0})
+
+
+def catalog(items: pd.DataFrame | None, vocab) -> pd.DataFrame | None:
+    """Catalog columns aligned to the item vocabulary (items missing from the catalog: unknown category, in stock)."""
+    if items is None:
+        return None
+    aligned = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
+    aligned = aligned.reindex(vocab.ids)
+    return pd.DataFrame({
+        "category": aligned["category"].astype("string").to_numpy(),
+        "price": aligned["price"].astype("float64").to_numpy(),
+        "in_stock": aligned["in_stock"].astype("boolean").fillna(True).astype(bool).to_numpy(),
+    })
 
 
 def metrics_report(evaluation: Evaluation, config: TrainConfig) -> dict:

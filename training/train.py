@@ -100,9 +100,10 @@ def train(
         mlflow.log_dict(report, "metrics.json")
 
         progress(f"fitting {chosen.name} on all data")
-        bundle = fit_bundle(chosen, config.fallback, events, orders,
+        bundle = fit_bundle(chosen, config, events, orders,
                             {"run_id": run.info.run_id, "data_digest": digest, "eval_key": eval_key,
-                             "test_ndcg@10": score, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                             "test_ndcg@10": score, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                            items=canonical.items)
         with tempfile.TemporaryDirectory() as tmp:
             bundle.save(Path(tmp) / "bundle")
             mlflow.log_artifacts(str(Path(tmp) / "bundle"), artifact_path="bundle")

@@ -73,6 +73,30 @@ class ALSRecommender(Recommender):
     def item_vectors(self) -> np.ndarray:
         return self.item_factors_
 
+    def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
+        """User factors (n, factors) from interaction rows, item factors fixed: one ALS half-step
+        per user, x = (Y'Y + Y'(C - I)Y + reg I)^-1 Y'C p, as in Hu, Koren & Volinsky (2008)."""
+        y = self.item_factors_.astype(np.float64)
+        yty = y.T @ y
+        reg = getattr(self.config, "regularization", 0.01) * np.eye(y.shape[1])
+        alpha = getattr(self.config, "alpha", 1.0)
+        rows = sp.csr_matrix(user_items, dtype=np.float64)
+        if getattr(self.config, "weighting", "none") == "log":
+            rows.data = np.log1p(rows.data)
+        out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float32)
+        for u in range(rows.shape[0]):
+            idx = rows.indices[rows.indptr[u] : rows.indptr[u + 1]]
+            if len(idx) == 0:
+                continue
+            conf = 1.0 + alpha * rows.data[rows.indptr[u] : rows.indptr[u + 1]]
+            yi = y[idx]
+            a = yty + (yi.T * (conf - 1.0)) @ yi + reg
+            out[u] = np.linalg.solve(a, yi.T @ conf)
+        return out
+
+    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+        return self.fold_in(user_items) @ self.item_factors_.T
+
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
 

@@ -65,6 +65,14 @@ class Recommender(ABC):
         """Dense float32 scores (len(user_rows), n_items); higher is better."""
 
     @abstractmethod
+    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+        """Dense scores (n, n_items) for users given only their interaction rows (n, n_items).
+
+        Used for shoppers the model has not seen as they are now: a user with new events
+        (fold-in) or an anonymous session's viewed items.
+        """
+
+    @abstractmethod
     def _arrays(self) -> dict[str, np.ndarray]:
         """Learned state as named numeric arrays."""
 

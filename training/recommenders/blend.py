@@ -67,6 +67,12 @@ class BlendRecommender(Recommender):
             total += part.weight * _standardise(model.scores(user_rows))
         return total
 
+    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+        total = np.zeros((user_items.shape[0], self.n_items), dtype=np.float32)
+        for part, model in zip(self.config.parts, self.parts_):
+            total += part.weight * _standardise(model.score_rows(user_items))
+        return total
+
     def item_vectors(self) -> np.ndarray:
         for model in self.parts_:
             try:

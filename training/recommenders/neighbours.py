@@ -22,8 +22,10 @@ class _RowTimesItems(Recommender):
         return self.user_items_.shape[1]
 
     def scores(self, user_rows: np.ndarray) -> np.ndarray:
-        rows = self.user_items_[np.asarray(user_rows, dtype=np.int64)]
-        out = rows @ self.item_weights_
+        return self.score_rows(self.user_items_[np.asarray(user_rows, dtype=np.int64)])
+
+    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+        out = sp.csr_matrix(user_items, dtype=np.float32) @ self.item_weights_
         return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
 
     def item_vectors(self) -> np.ndarray:
@@ -119,9 +121,9 @@ class EASERecommender(_RowTimesItems):
     def n_items(self) -> int:
         return self.n_items_total_
 
-    def scores(self, user_rows: np.ndarray) -> np.ndarray:
-        rows = self.user_items_[np.asarray(user_rows, dtype=np.int64)][:, self.kept_]
-        out = np.full((len(user_rows), self.n_items_total_), -np.inf, dtype=np.float32)
+    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+        rows = sp.csr_matrix(user_items, dtype=np.float32)[:, self.kept_]
+        out = np.full((rows.shape[0], self.n_items_total_), -np.inf, dtype=np.float32)
         out[:, self.kept_] = np.asarray(rows @ self.item_weights_, dtype=np.float32)
         return out
 

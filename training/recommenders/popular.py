@@ -41,6 +41,9 @@ class PopularRecommender(Recommender):
     def scores(self, user_rows: np.ndarray) -> np.ndarray:
         return np.tile(self.item_scores_, (len(user_rows), 1))
 
+    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+        return np.tile(self.item_scores_, (user_items.shape[0], 1))
+
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"item_scores": self.item_scores_}
 

@@ -1,0 +1,172 @@
+"""Ingest raw shop files into the canonical tables, keeping every rejected row and a report.
+
+Picks each file's layout (UCI Online Retail, OTTO, or the data contract), then writes
+``events.parquet``, ``orders.parquet``, ``items.parquet`` (those present), ``rejects.csv``
+and ``ingest_report.json``. Each file is written atomically (temp file, then rename) and
+rows are sorted by fixed keys, so a rerun on the same inputs gives byte-identical outputs.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from features.adapters import AdapterResult, read_online_retail, read_otto
+from features.contract import SPECS
+from features.errors import IngestError
+from features.readers import peek_columns, read_raw
+from features.validate import validate
+
+LAYOUTS = ("auto", "contract", "online-retail", "otto")
+TABLE_FILES = {"events": "events.parquet", "orders": "orders.parquet", "items": "items.parquet"}
+REJECTS_FILE, REPORT_FILE = "rejects.csv", "ingest_report.json"
+# rows sort by these keys, then by their order in the input file
+SORT_KEYS = {"orders": ["ts", "order_id", "item_id"], "events": ["ts", "session_id"], "items": ["item_id"]}
+PRIMARY = {"online-retail": "orders", "otto": "events"}
+
+
+@dataclass
+class FileReport:
+    """What became of one input file: read == accepted + rejected."""
+
+    table: str
+    path: str
+    layout: str
+    read: int
+    accepted: int
+    rejected: int
+    by_reason: dict[str, int]
+    notes: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        reasons = "; ".join(f"{reason}: {count:,}" for reason, count in self.by_reason.items())
+        line = (
+            f"{self.table} {Path(self.path).name}: read {self.read:,} = accepted {self.accepted:,}"
+            f" + rejected {self.rejected:,}" + (f" ({reasons})" if reasons else "")
+        )
+        notes = "; ".join(f"{k}: {_fmt(v)}" for k, v in self.notes.items() if v not in ([], {}, None))
+        return line + (f"\n  {notes}" if notes else "")
+
+
+@dataclass
+class IngestReport:
+    """Per-file counts and the number of rows written per canonical table."""
+
+    out_dir: Path
+    files: list[FileReport]
+    tables: dict[str, int]
+
+    def summary(self) -> str:
+        written = ", ".join(f"{TABLE_FILES[t]} ({n:,} rows)" for t, n in self.tables.items())
+        return "\n".join([f.summary() for f in self.files] + [f"wrote {written} to {self.out_dir}"])
+
+    def to_dict(self) -> dict:
+        return {"files": [asdict(f) for f in self.files], "tables": self.tables}
+
+
+@dataclass
+class Canonical:
+    """The canonical tables of an ingest output directory (None where absent)."""
+
+    events: pd.DataFrame | None = None
+    orders: pd.DataFrame | None = None
+    items: pd.DataFrame | None = None
+
+
+def detect_layout(path: Path) -> str:
+    """The file's layout: "online-retail" (InvoiceNo/StockCode header), "otto" (session/events
+    records) or "contract"."""
+    columns = set(peek_columns(Path(path)))
+    if {"InvoiceNo", "StockCode"} <= columns:
+        return "online-retail"
+    if {"session", "events"} <= columns:
+        return "otto"
+    return "contract"
+
+
+def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir: Path, layout: str = "auto") -> IngestReport:
+    """Read, validate and write the given files; ``layout`` other than "auto" applies to all.
+
+    A table that an adapter derives on the side (items from Online Retail, orders from
+    OTTO) is used only when no file is given for it. Canonical tables not produced by this
+    run are removed from ``out_dir`` so that it never mixes two runs.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    inputs = {t: Path(p) for t, p in (("orders", orders), ("events", events), ("items", items)) if p is not None}
+    if not inputs:
+        raise ValueError("give at least one of orders, events, items")
+    reports, rejects, primary, side = [], [], {}, {}
+    for slot, path in inputs.items():
+        file_layout = detect_layout(path) if layout == "auto" else layout
+        table = PRIMARY.get(file_layout, slot)
+        if table in primary:
+            raise IngestError(f"{path}: gives the {table} table, which {primary[table][0]} already gives")
+        result = _read(path, slot, file_layout)
+        primary[table] = (path, result.tables[table])
+        side.update({t: df for t, df in result.tables.items() if t != table})
+        reports.append(FileReport(table, str(path), file_layout, **result.counts))
+        rejects.append(result.rejects)
+    tables = side | {t: df for t, (_, df) in primary.items()}
+    tables = {t: _sorted(tables[t], SORT_KEYS[t]) for t in TABLE_FILES if t in tables}
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for table, name in TABLE_FILES.items():
+        if table in tables:
+            _write_atomic(out_dir / name, lambda p, df=tables[table]: df.to_parquet(p, index=False, engine="pyarrow"))
+        elif (out_dir / name).exists():
+            (out_dir / name).unlink()
+    rejects = pd.concat(rejects, ignore_index=True)
+    _write_atomic(out_dir / REJECTS_FILE, lambda p: rejects.to_csv(p, index=False, lineterminator="\n"))
+    report = IngestReport(out_dir, reports, {t: len(df) for t, df in tables.items()})
+    text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    _write_atomic(out_dir / REPORT_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    return report
+
+
+def load_canonical(out_dir: Path) -> Canonical:
+    """The tables written by ``ingest`` (dtypes as validate produces them)."""
+    out_dir = Path(out_dir)
+    found = {t: pd.read_parquet(out_dir / name) for t, name in TABLE_FILES.items() if (out_dir / name).exists()}
+    if not found:
+        raise IngestError(f"{out_dir}: no canonical tables ({', '.join(TABLE_FILES.values())}); run ingest first")
+    return Canonical(**found)
+
+
+def _read(path: Path, slot: str, layout: str) -> AdapterResult:
+    if layout == "online-retail":
+        return read_online_retail(path)
+    if layout == "otto":
+        return read_otto(path)
+    return AdapterResult.from_validation(slot, validate(read_raw(path), SPECS[slot], path.name))
+
+
+def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    order = df.assign(_row=np.arange(len(df))).sort_values(keys + ["_row"], kind="stable").index
+    return df.loc[order].reset_index(drop=True)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write to a temporary name in the same directory, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, dict, list)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+    return ", ".join(map(str, value))

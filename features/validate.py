@@ -1,0 +1,292 @@
+"""Validate a raw table against a ``TableSpec`` (features/contract.py).
+
+Good rows become the canonical table; each bad row becomes one reject carrying the first
+reason that applies; a file that cannot fit the contract at all (a missing column, no
+rows, a column where no value parses) raises ``IngestError``. Every check is one
+vectorised pass over a column, so tens of millions of rows are fine.
+
+Canonical dtypes: text "string" (missing = <NA>); ``ts`` datetime64[ns], naive (aware
+values converted to UTC; integer epoch seconds or milliseconds accepted); numbers float64;
+``in_stock`` bool (missing = True: an item listed without stock data is taken as available).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.contract import EVENT_TYPES, Column, TableSpec
+from features.errors import IngestError
+
+REJECT_COLUMNS = ["source", "row", "reason", "record"]
+EXPECTED = {
+    "str": "expected text",
+    "datetime": "expected timestamps like 2011-12-09 12:50:00 or epoch ms",
+    "float": "expected numbers like 2.55",
+    "bool": "expected true/false",
+}
+_TRUE = ["true", "t", "yes", "y", "1", "1.0"]
+_FALSE = ["false", "f", "no", "n", "0", "0.0"]
+_EPOCH_MS_FROM = 1e11  # smaller magnitudes are epoch seconds (1e11 s is the year 5138)
+_TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+
+
+@dataclass
+class ValidationResult:
+    """``accepted`` has exactly the spec's columns; ``rejects`` has REJECT_COLUMNS."""
+
+    accepted: pd.DataFrame
+    rejects: pd.DataFrame
+    read: int
+    by_reason: dict[str, int]
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict:
+        return {
+            "read": self.read,
+            "accepted": len(self.accepted),
+            "rejected": len(self.rejects),
+            "by_reason": dict(self.by_reason),
+            "notes": dict(self.notes),
+        }
+
+
+class Reasons:
+    """The first reason that applies, per row; later checks never overwrite earlier ones."""
+
+    def __init__(self, n: int):
+        self.open = np.ones(n, dtype=bool)
+        self.kind = np.full(n, None, dtype=object)
+        self.text = np.full(n, None, dtype=object)
+
+    def add(self, mask, kind: str, detail: Callable[[np.ndarray], object] | None = None) -> None:
+        """Reject the still-open rows of ``mask`` as ``kind``; ``detail(new)`` gives the
+        reason texts of those rows when they carry the offending value."""
+        new = np.asarray(mask, dtype=bool) & self.open
+        if not new.any():
+            return
+        self.kind[new] = kind
+        self.text[new] = kind if detail is None else np.asarray(detail(new), dtype=object)
+        self.open &= ~new
+
+    def by_reason(self) -> dict[str, int]:
+        counts = pd.Series(self.kind[~self.open]).value_counts()
+        return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def validate(
+    df: pd.DataFrame,
+    spec: TableSpec,
+    source: str,
+    rows: np.ndarray | None = None,
+    raw: pd.DataFrame | None = None,
+) -> ValidationResult:
+    """Split ``df`` into the canonical table and rejects; read == accepted + rejected.
+
+    ``rows`` are the 1-based file row numbers reported in rejects (default: position + 1)
+    and ``raw`` the frame whose rows are quoted as the reject record (default: ``df``);
+    adapters pass both so that rejects point at the original file.
+    """
+    n = len(df)
+    if n == 0:
+        raise IngestError(f"{source}: empty file (no rows)")
+    df = _normalise_columns(df, source)
+    absent = [c for c in spec.required if c not in df.columns]
+    if absent:
+        raise IngestError(
+            f"{source}: missing required column {', '.join(map(repr, absent))} "
+            f"(expected {', '.join(spec.names)}; found {', '.join(map(str, df.columns))})"
+        )
+    rows = np.arange(1, n + 1) if rows is None else np.asarray(rows, dtype=np.int64)
+    reasons = Reasons(n)
+    canon = {c.name: _column(df[c.name] if c.name in df.columns else None, c, spec, n, reasons, source)
+             for c in spec.columns}
+    canon = pd.DataFrame(canon, index=pd.RangeIndex(n))
+    _table_rules(canon, spec, reasons, rows)
+    return ValidationResult(
+        accepted=canon[reasons.open].reset_index(drop=True),
+        rejects=make_rejects(source, rows, reasons, df if raw is None else raw),
+        read=n,
+        by_reason=reasons.by_reason(),
+        notes={"ignored_columns": [c for c in df.columns if c not in spec.names]},
+    )
+
+
+def make_rejects(source: str, rows: np.ndarray, reasons: Reasons, raw: pd.DataFrame) -> pd.DataFrame:
+    """One row per rejected row: source, 1-based row number, reason, raw row as JSON."""
+    idx = np.flatnonzero(~reasons.open)
+    return pd.DataFrame(
+        {
+            "source": pd.Series([source] * len(idx), dtype="string"),
+            "row": np.asarray(rows)[idx].astype(np.int64),
+            "reason": pd.Series(reasons.text[idx], dtype="string"),
+            "record": pd.Series(records(raw, idx), dtype="string"),
+        }
+    )
+
+
+def records(raw: pd.DataFrame, positions: np.ndarray) -> list[str]:
+    """The rows at ``positions`` as JSON objects (one string each)."""
+    if len(positions) == 0:
+        return []
+    lines = raw.iloc[positions].to_json(
+        orient="records", lines=True, date_format="iso", force_ascii=False, default_handler=str
+    )
+    return lines.rstrip("\n").split("\n")
+
+
+def text(col: pd.Series) -> pd.Series:
+    """Values as stripped "string" with empty as <NA>; integral floats (an id column that
+    Parquet or JSON stored as float because of a null) lose their ".0"."""
+    if pd.api.types.is_float_dtype(col):
+        present = col.dropna()
+        if len(present) and (present == np.floor(present)).all() and present.abs().max() < 2**53:
+            col = col.astype("Int64")
+    return col.astype("string").str.strip().replace("", pd.NA)
+
+
+def timestamps(col: pd.Series) -> pd.Series:
+    """datetime64[ns] naive UTC from datetimes, epoch numbers or ISO 8601 text; NaT where
+    a value is missing or does not parse."""
+    if pd.api.types.is_datetime64_any_dtype(col):
+        ts = col if col.dt.tz is None else col.dt.tz_convert("UTC").dt.tz_localize(None)
+        return ts.astype("datetime64[ns]")
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return _from_epoch(pd.Series(col.to_numpy(dtype="float64", na_value=np.nan), index=col.index))
+    values = text(col)
+    epoch = values.str.fullmatch(r"[+-]?\d+(\.\d*)?").fillna(False).to_numpy(dtype=bool)
+    out = pd.Series(pd.NaT, index=col.index, dtype="datetime64[ns]")
+    if epoch.any():
+        out[epoch] = _from_epoch(pd.to_numeric(values[epoch]).astype("float64"))
+    other = ~epoch & values.notna().to_numpy()
+    if other.any():
+        parsed = pd.to_datetime(values[other], format="ISO8601", utc=True, errors="coerce")
+        parsed = parsed.where((parsed >= _TS_MIN) & (parsed <= _TS_MAX))
+        out[other] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    return out
+
+
+def _from_epoch(num: pd.Series) -> pd.Series:
+    ms = num.where(num.abs() >= _EPOCH_MS_FROM, num * 1000.0)
+    ms = ms.where(ms.abs() < 9.2e15)
+    return pd.to_datetime(ms, unit="ms").astype("datetime64[ns]")
+
+
+def numbers(col: pd.Series) -> np.ndarray:
+    """float64 values; NaN where missing or not a finite number."""
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        num = col.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        values = text(col)
+        try:  # Arrow's cast is much faster and succeeds on clean columns
+            num = pc.cast(pa.array(values), pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            num = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return np.where(np.isfinite(num), num, np.nan)
+
+
+def _column(col: pd.Series | None, column: Column, spec: TableSpec, n: int, reasons: Reasons, source: str):
+    """The canonical values of one column; its bad rows go to ``reasons``."""
+    if col is None:
+        return _absent(column.kind, n)
+    col = col.reset_index(drop=True)
+    txt = text(col)
+    missing = txt.isna().to_numpy()
+    if column.kind == "str":
+        values = txt
+        if column.name == "event_type":
+            values = values.str.lower()
+        bad = np.zeros(n, dtype=bool)
+    elif column.kind == "datetime":
+        values = timestamps(col)
+        bad = values.isna().to_numpy() & ~missing
+    elif column.kind == "float":
+        values = numbers(col)
+        bad = np.isnan(values) & ~missing
+    else:
+        lowered = txt.str.lower()
+        values = (lowered.isin(_TRUE) | lowered.isna()).to_numpy(dtype=bool)
+        bad = ~missing & ~lowered.isin(_TRUE + _FALSE).to_numpy(dtype=bool)
+    _whole_column(col, column, missing, bad, source)
+    if not column.nullable:
+        reasons.add(missing, f"missing {column.name}")
+    reasons.add(bad, f"bad {column.name}", lambda m: f"bad {column.name} " + quote(col[m]))
+    _value_rules(values, column, spec, reasons, source)
+    return values
+
+
+def _value_rules(values, column: Column, spec: TableSpec, reasons: Reasons, source: str) -> None:
+    if column.name == "event_type":
+        present = values.notna().to_numpy()
+        unknown = present & ~values.isin(EVENT_TYPES).to_numpy(dtype=bool)
+        expected = ", ".join(EVENT_TYPES)
+        if unknown.any() and not (present & ~unknown).any():
+            found = ", ".join(map(repr, pd.unique(values[unknown])[:5]))
+            raise IngestError(f"{source}: column event_type: expected one of {expected}; found {found}")
+        reasons.add(unknown, "unknown event_type",
+                    lambda m: "unknown event_type " + quote(values[m]) + f" (expected {expected})")
+    elif column.name == "quantity" and spec.name == "orders":
+        reasons.add(values == 0, "quantity is zero")
+    elif column.name == "price":
+        reasons.add(values < 0, "negative price", lambda m: "negative price " + pd.Series(values[m]).astype(str))
+
+
+def _table_rules(canon: pd.DataFrame, spec: TableSpec, reasons: Reasons, rows: np.ndarray) -> None:
+    """Duplicates: an exact repeat of an event, or a second row for an item_id."""
+    if spec.name == "events":
+        dup, first = _duplicates(canon, reasons.open)
+        reasons.add(dup, "duplicate event", lambda m: "duplicate of row " + pd.Series(rows[first[m]]).astype(str))
+    elif spec.name == "items":
+        dup, first = _duplicates(canon[["item_id"]], reasons.open)
+        reasons.add(dup, "duplicate item_id", lambda m: "duplicate item_id of row " + pd.Series(rows[first[m]]).astype(str))
+
+
+def _duplicates(frame: pd.DataFrame, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Among ``candidates``, rows equal to an earlier one, and the position of that first one."""
+    positions = np.flatnonzero(candidates)
+    dup = np.zeros(len(frame), dtype=bool)
+    first = np.full(len(frame), -1, dtype=np.int64)
+    if len(positions) < 2:
+        return dup, first
+    group = frame.iloc[positions].groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
+    _, first_index = np.unique(group, return_index=True)
+    first[positions] = positions[first_index[group]]
+    dup[positions] = first[positions] != positions
+    return dup, first
+
+
+def _whole_column(col: pd.Series, column: Column, missing: np.ndarray, bad: np.ndarray, source: str) -> None:
+    """A column where no value is usable means the wrong file or layout, not bad rows."""
+    if (~missing & ~bad).any() or (column.nullable and not bad.any()):
+        return
+    if bad.any():
+        example = quote(col[bad].iloc[:1]).iloc[0]
+        raise IngestError(f"{source}: column {column.name}: {EXPECTED[column.kind]}; no value parses (first: {example})")
+    raise IngestError(f"{source}: column {column.name}: every value is empty ({EXPECTED[column.kind]})")
+
+
+def _absent(kind: str, n: int):
+    """An optional column the file does not have."""
+    if kind == "float":
+        return np.full(n, np.nan)
+    if kind == "bool":
+        return np.ones(n, dtype=bool)
+    return pd.Series(pd.NA, index=pd.RangeIndex(n), dtype="string")
+
+
+def _normalise_columns(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    names = [str(c).strip().lower() for c in df.columns]
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise IngestError(f"{source}: column {', '.join(map(repr, repeated))} appears more than once")
+    return df.set_axis(names, axis=1).reset_index(drop=True)
+
+
+def quote(values: pd.Series) -> pd.Series:
+    """Values in single quotes, cut at 40 characters, for reason texts."""
+    return "'" + pd.Series(values).astype("string").fillna("").str.slice(0, 40) + "'"

@@ -1,0 +1,96 @@
+"""Durable store of real-time shopper events (views, cart adds, purchases).
+
+An event is acknowledged only after it is committed (SQLite in WAL mode with
+``synchronous=FULL``), so nothing acknowledged is lost on restart. The next ``recommend``
+folds the shopper's events in; ``export`` hands them to the next training as a contract
+events table.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    event_type TEXT NOT NULL CHECK (event_type IN ('view', 'cart', 'purchase')),
+    ts TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_user ON events (user_id, received_at);
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    item_id: str
+    event_type: str
+    ts: str  # ISO 8601, as sent (or the time received)
+    session_id: str = ""
+
+
+class SQLiteEventStore:
+    """One SQLite file; safe for the threads of one service process."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def append(self, user_id: str, events: list[Event]) -> int:
+        """Store the events durably; returns how many were stored."""
+        now = time.time()
+        rows = [(user_id, e.session_id, e.item_id, e.event_type, e.ts, now) for e in events]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO events (user_id, session_id, item_id, event_type, ts, received_at) VALUES (?,?,?,?,?,?)",
+                    rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def recent(self, user_id: str, since: float = 0.0, limit: int = 500) -> list[tuple[str, str]]:
+        """The shopper's (item_id, event_type) received after ``since`` (epoch seconds), oldest first."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT item_id, event_type FROM (SELECT id, item_id, event_type FROM events WHERE user_id = ? "
+                "AND received_at > ? ORDER BY id DESC LIMIT ?) ORDER BY id", (user_id, since, limit))
+            return [(r[0], r[1]) for r in cur.fetchall()]
+
+    def forget(self, user_id: str) -> int:
+        with self._lock:
+            return self._db.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+
+    def export(self) -> pd.DataFrame:
+        """All stored events as a contract events table (for the next training)."""
+        with self._lock:
+            df = pd.read_sql_query("SELECT ts, user_id, session_id, event_type, item_id FROM events ORDER BY id", self._db)
+        df["session_id"] = df["session_id"].where(df["session_id"] != "", "rt-" + df["user_id"])
+        return df
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_event_store(url: str):
+    """``sqlite:///path/to/events.db`` (the embedded default)."""
+    if url.startswith("sqlite:///"):
+        return SQLiteEventStore(Path(url[len("sqlite:///"):]))
+    raise ValueError(f"event store URL {url!r}: expected sqlite:///PATH")

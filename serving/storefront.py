@@ -1,0 +1,215 @@
+"""Storefront answers from a model bundle: the model for known shoppers, the fallback for the rest.
+
+Composition lives here, once. Every answer says where it came from (``source``):
+``model:<recipe>``, ``model:<recipe>+events`` (folded in with new events), ``session:<recipe>``
+or ``fallback:<name>``. Ids are converted at this edge; the models only see rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from training.bundle import ModelBundle
+from training.recommenders import topk
+
+EVENT_TYPES = ("view", "cart", "purchase")
+
+
+@dataclass
+class Answer:
+    item_ids: list[str]
+    scores: list[float]
+    source: str
+    reasons: list[str | None] = field(default_factory=list)
+
+
+@dataclass
+class Filters:
+    """Business filters; None means no restriction."""
+
+    category: str | None = None
+    in_stock: bool | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+
+    def active(self) -> bool:
+        return any(v is not None for v in (self.category, self.in_stock, self.min_price, self.max_price))
+
+
+class Storefront:
+    def __init__(self, bundle: ModelBundle):
+        self.bundle = bundle
+        self.items = bundle.items
+        self.n_items = len(bundle.items)
+        ranked, _ = bundle.fallback.recommend(np.array([0]), k=self.n_items)  # same list for all: rank once
+        self._fallback_rows = ranked[0][ranked[0] >= 0]
+        row_cfg = bundle.meta.get("row_interactions", {})
+        self._event_weight = {"view": row_cfg.get("view_weight", 1.0), "cart": row_cfg.get("cart_weight", 3.0),
+                              "purchase": row_cfg.get("purchase_weight", 10.0)}
+        self._binary = bool(row_cfg.get("binary", False))
+        self.name = bundle.meta.get("name", bundle.model.kind)
+        self.fallback_name = bundle.meta.get("fallback", bundle.fallback.kind)
+        try:
+            vectors = bundle.model.item_vectors()
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            self._unit = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
+        except NotImplementedError:
+            self._unit = None
+
+    # -- building blocks -------------------------------------------------------------------
+    def _rows_of(self, item_ids) -> np.ndarray:
+        rows = self.items.rows(list(item_ids)) if len(item_ids) else np.empty(0, np.int64)
+        return rows[rows >= 0]
+
+    def _bought(self, user_row: int) -> np.ndarray:
+        b = self.bundle.bought
+        return b.indices[b.indptr[user_row] : b.indptr[user_row + 1]] if user_row >= 0 else np.empty(0, np.int64)
+
+    def _filtered_out(self, filters: Filters | None) -> np.ndarray:
+        if filters is None or not filters.active():
+            return np.empty(0, np.int64)
+        cat = self.bundle.catalog
+        if cat is None:
+            return np.empty(0, np.int64)  # no catalog: filters cannot apply (documented)
+        keep = np.ones(self.n_items, dtype=bool)
+        if filters.category is not None:
+            keep &= (cat["category"] == filters.category).fillna(False).to_numpy(bool)
+        if filters.in_stock is not None:
+            keep &= cat["in_stock"].to_numpy(bool) == filters.in_stock
+        price = cat["price"].to_numpy(np.float64)
+        if filters.min_price is not None:
+            keep &= price >= filters.min_price
+        if filters.max_price is not None:
+            keep &= price <= filters.max_price
+        return np.flatnonzero(~keep)
+
+    def _event_row(self, user_row: int, events: list[tuple[str, str]]) -> sp.csr_matrix:
+        """The shopper's row as the model saw it, plus new (item_id, event_type) events."""
+        base = self.bundle.interactions[user_row] if user_row >= 0 else sp.csr_matrix((1, self.n_items), dtype=np.float32)
+        cols = self.items.rows([item for item, _ in events]) if events else np.empty(0, np.int64)
+        w = np.array([1.0 if self._binary else self._event_weight.get(kind, 1.0) for _, kind in events])
+        keep = cols >= 0
+        extra = sp.csr_matrix((w[keep], (np.zeros(keep.sum(), int), cols[keep])), shape=(1, self.n_items))
+        row = (base + extra).tocsr()
+        if self._binary:
+            row.data[:] = 1.0
+        return row.astype(np.float32)
+
+    def _pick(self, scores: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mask = sp.csr_matrix((np.ones(len(excluded)), (np.zeros(len(excluded), int), excluded)), shape=(1, self.n_items))
+        rows, best = topk(scores[None, :].astype(np.float32, copy=True), k, mask)
+        keep = (rows[0] >= 0) & np.isfinite(best[0])
+        return rows[0][keep], best[0][keep]
+
+    def _fill(self, rows: np.ndarray, scores: np.ndarray, k: int, excluded: np.ndarray):
+        if len(rows) >= k:
+            return rows, scores
+        extra = self._popular_rows(k - len(rows), np.concatenate([excluded, rows]))
+        return np.concatenate([rows, extra]), np.concatenate([scores, np.zeros(len(extra), np.float32)])
+
+    def _popular_rows(self, k: int, excluded: np.ndarray) -> np.ndarray:
+        rows = self._fallback_rows
+        if len(excluded):
+            rows = rows[~np.isin(rows, excluded)]
+        return rows[:k]
+
+    def _answer(self, rows, scores, source, reasons=None) -> Answer:
+        return Answer(self.items.external(rows).tolist(), [round(float(s), 6) for s in scores], source,
+                      reasons if reasons is not None else [None] * len(rows))
+
+    def _reasons(self, rows: np.ndarray, history: np.ndarray) -> list[str | None]:
+        """'because you bought X': the shopper's past item most similar to each recommended item."""
+        if self._unit is None or len(history) == 0:
+            return [None] * len(rows)
+        sims = self._unit[rows] @ self._unit[history].T
+        best = history[np.argmax(sims, axis=1)]
+        return [f"because you bought {self.items.ids[b]}" for b in best]
+
+    # -- endpoints -------------------------------------------------------------------------
+    def popular(self, k: int = 10, exclude_ids=(), filters: Filters | None = None) -> Answer:
+        excluded = np.concatenate([self._rows_of(exclude_ids), self._filtered_out(filters)])
+        rows = self._popular_rows(k, excluded)
+        return self._answer(rows, np.zeros(len(rows)), f"fallback:{self.fallback_name}")
+
+    def recommend(self, user_id: str, k: int = 10, exclude_bought: bool = True, exclude_ids=(),
+                  filters: Filters | None = None, events: list[tuple[str, str]] = ()) -> Answer:
+        """Top-k for a shopper. New events (item_id, event_type) are folded in; purchases among
+        them are excluded at once when ``exclude_bought``."""
+        row = self.bundle.users.row(user_id)
+        events = list(events)
+        bought_now = self._rows_of([item for item, kind in events if kind == "purchase"])
+        history = np.concatenate([self._bought(row), bought_now])
+        excluded = np.concatenate([self._rows_of(exclude_ids), self._filtered_out(filters),
+                                   history if exclude_bought else np.empty(0, np.int64)])
+        if events and len(self._rows_of([item for item, _ in events])):
+            scores, source = self.bundle.model.score_rows(self._event_row(row, events))[0], f"model:{self.name}+events"
+        elif row >= 0:
+            scores, source = self.bundle.model.scores(np.array([row]))[0], f"model:{self.name}"
+        else:
+            return self.popular(k, exclude_ids, filters)
+        rows, best = self._pick(scores, k, np.unique(excluded))
+        reasons = self._reasons(rows, np.unique(history)) + [None] * k
+        rows, best = self._fill(rows, best, k, np.unique(excluded))
+        return self._answer(rows, best, source, reasons[: len(rows)])
+
+    def similar_items(self, item_id: str, k: int = 10, filters: Filters | None = None) -> Answer:
+        """Items like ``item_id``; unknown items (or a model without similarities) get the fallback."""
+        row = self.items.row(item_id)
+        if row < 0:
+            return self.popular(k, [item_id], filters)
+        try:
+            rows, scores = self.bundle.model.similar_items(np.array([row]), min(self.n_items, k + 200))
+        except NotImplementedError:
+            return self.popular(k, [item_id], filters)
+        out = self._filtered_out(filters)
+        keep = (rows[0] >= 0) & ~np.isin(rows[0], out)
+        return self._answer(rows[0][keep][:k], scores[0][keep][:k], f"model:{self.name}")
+
+    def session(self, viewed_ids, k: int = 10, filters: Filters | None = None) -> Answer:
+        """Anonymous shopper: recommend from the items viewed in the session (viewed items left out)."""
+        viewed = self._rows_of(viewed_ids)
+        if len(viewed) == 0:
+            return self.popular(k, viewed_ids, filters)
+        scores = self.bundle.model.score_rows(self._event_row(-1, [(i, "view") for i in self.items.ids[viewed]]))[0]
+        excluded = np.unique(np.concatenate([viewed, self._filtered_out(filters)]))
+        rows, best = self._pick(scores, k, excluded)
+        rows, best = self._fill(rows, best, k, excluded)
+        return self._answer(rows, best, f"session:{self.name}")
+
+    def bought_together(self, basket_ids, k: int = 10, similarity_weight: float = 0.2,
+                        filters: Filters | None = None) -> Answer:
+        """Complements for a basket: rule confidences summed over basket items, plus a little
+        item similarity so items without rules still get neighbours; basket items left out."""
+        basket = self._rows_of(basket_ids)
+        if len(basket) == 0:
+            return self.popular(k, basket_ids, filters)
+        scores = np.asarray(self.bundle.together[basket].sum(axis=0)).ravel().astype(np.float32)
+        source = "rules"
+        if self._unit is not None and similarity_weight > 0:
+            sims = (self._unit[basket] @ self._unit.T).mean(axis=0)
+            scores = scores + similarity_weight * np.clip(sims, 0, None)
+            source = "rules+similarity"
+        excluded = np.unique(np.concatenate([basket, self._filtered_out(filters)]))
+        scores[scores <= 0] = -np.inf
+        rows, best = self._pick(scores, k, excluded)
+        rows, best = self._fill(rows, best, k, excluded)
+        return self._answer(rows, best, f"together:{source}")
+
+    def rerank(self, user_id: str, candidate_ids: list[str], events: list[tuple[str, str]] = ()) -> Answer:
+        """The caller's candidates in personal order; ids we do not know keep their order, at the end."""
+        rows = self.items.rows(candidate_ids)
+        known = rows >= 0
+        user_row = self.bundle.users.row(user_id)
+        if events and len(self._rows_of([i for i, _ in events])):
+            scores, source = self.bundle.model.score_rows(self._event_row(user_row, list(events)))[0], f"model:{self.name}+events"
+        elif user_row >= 0:
+            scores, source = self.bundle.model.scores(np.array([user_row]))[0], f"model:{self.name}"
+        else:
+            scores, source = self.bundle.fallback.scores(np.array([0]))[0], f"fallback:{self.fallback_name}"
+        known_pos = np.flatnonzero(known)
+        order = known_pos[np.argsort(-scores[rows[known_pos]], kind="stable")]
+        ids = [candidate_ids[i] for i in order] + [candidate_ids[i] for i in np.flatnonzero(~known)]
+        vals = [round(float(scores[rows[i]]), 6) for i in order] + [0.0] * int((~known).sum())
+        return Answer(ids, vals, source, [None] * len(ids))

@@ -1,0 +1,116 @@
+"""Composition of model, fallback, rules, filters and events in the storefront answers."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.storefront import Filters, Storefront
+from tests.conftest import make_orders
+from training.bundle import ModelBundle
+from training.config import Candidate, TrainConfig
+from training.pipeline import fit_bundle
+from training.recommenders.als import ALSConfig
+
+# 30 shoppers, 12 items; u bought i(u), i(u+1), i(u+2), i(u+3) (mod 12), one basket per shopper
+ORDERS = make_orders(
+    [(f"u{u}", f"i{(u + j) % 12}", f"2024-01-{1 + u % 28:02d}") for u in range(30) for j in range(4)]
+)
+ORDERS["order_id"] = ORDERS["user_id"]
+ITEMS = pd.DataFrame({"item_id": [f"i{i}" for i in range(12)], "category": ["even" if i % 2 == 0 else "odd" for i in range(12)],
+                      "price": [float(i) for i in range(12)], "title": None, "in_stock": [i != 6 for i in range(12)]})
+
+
+def make_bundle(meta=None):
+    als = Candidate(name="als", model=ALSConfig(factors=4, iterations=5, weighting="none"))
+    return fit_bundle(als, TrainConfig(), None, ORDERS, meta or {"run_id": "r1"}, items=ITEMS)
+
+
+@pytest.fixture(scope="module")
+def store():
+    return Storefront(make_bundle())
+
+
+def bought(user):
+    return set(ORDERS.loc[ORDERS.user_id == user, "item_id"])
+
+
+def test_known_user_gets_model_answer_without_bought_items(store):
+    answer = store.recommend("u1", k=5)
+    assert answer.source == "model:als" and len(answer.item_ids) == 5
+    assert not bought("u1") & set(answer.item_ids)
+    assert all(r.startswith("because you bought i") for r in answer.reasons[:1])
+
+
+def test_bought_items_can_be_kept_and_extra_items_excluded(store):
+    assert bought("u1") <= set(store.recommend("u1", k=12, exclude_bought=False).item_ids)
+    assert "i7" not in store.recommend("u1", k=8, exclude_ids=["i7", "not-an-item"]).item_ids
+
+
+def test_unknown_user_gets_labelled_fallback(store):
+    answer = store.recommend("stranger", k=3, exclude_ids=["i0"])
+    assert answer.source == "fallback:trending-14d" and len(answer.item_ids) == 3 and "i0" not in answer.item_ids
+
+
+def test_short_lists_are_filled_from_the_fallback(store):
+    answer = store.recommend("u1", k=12)  # 12 items, 4 bought: 8 left
+    assert len(answer.item_ids) == 8 and len(set(answer.item_ids)) == 8
+
+
+def test_filters(store):
+    assert all(int(i[1:]) % 2 == 0 for i in store.recommend("u1", k=5, filters=Filters(category="even")).item_ids)
+    assert "i6" not in store.recommend("u9", k=12, filters=Filters(in_stock=True)).item_ids
+    cheap = store.recommend("u1", k=12, filters=Filters(min_price=5, max_price=8)).item_ids
+    assert cheap and all(5 <= int(i[1:]) <= 8 for i in cheap)
+    assert all(int(i[1:]) % 2 == 1 for i in store.popular(k=4, filters=Filters(category="odd")).item_ids)
+
+
+def test_similar_items_known_and_unknown(store):
+    answer = store.similar_items("i3", k=4)
+    assert answer.source == "model:als" and "i3" not in answer.item_ids
+    assert store.similar_items("nope", k=4).source.startswith("fallback:")
+
+
+def test_events_fold_in_and_purchases_disappear_at_once(store):
+    before = store.recommend("u1", k=3)
+    top = before.item_ids[0]
+    after = store.recommend("u1", k=3, events=[(top, "purchase")])
+    assert after.source == "model:als+events" and top not in after.item_ids
+    # a brand-new shopper with events gets personal answers, not the fallback
+    fresh = store.recommend("new-shopper", k=3, events=[("i2", "view"), ("i3", "cart")])
+    assert fresh.source == "model:als+events"
+
+
+def test_session_recommendations(store):
+    answer = store.session(["i4", "i5"], k=3)
+    assert answer.source == "session:als" and not {"i4", "i5"} & set(answer.item_ids)
+    assert store.session(["unknown"], k=3).source.startswith("fallback:")
+
+
+def test_bought_together(store):
+    answer = store.bought_together(["i4"], k=3)
+    assert answer.source.startswith("together:") and "i4" not in answer.item_ids
+    # i4 is always bought with i5 (and i3): they lead the complements
+    assert set(answer.item_ids[:2]) & {"i3", "i5"}
+
+
+def test_rerank_orders_known_and_keeps_unknown_at_the_end(store):
+    cands = ["zz1", "i2", "i9", "zz2", "i5"]
+    answer = store.rerank("u1", cands)
+    assert sorted(answer.item_ids) == sorted(cands) and answer.item_ids[-2:] == ["zz1", "zz2"]
+    scores = answer.scores[:3]
+    assert scores == sorted(scores, reverse=True)
+    assert store.rerank("stranger", cands).source.startswith("fallback:")
+
+
+def test_save_load_same_answers(tmp_path):
+    bundle = make_bundle()
+    bundle.save(tmp_path / "b")
+    again = ModelBundle.load(tmp_path / "b")
+    assert Storefront(again).recommend("u2", k=5) == Storefront(bundle).recommend("u2", k=5)
+    assert again.meta["run_id"] == "r1"
+
+
+def test_incomplete_bundle_is_refused(tmp_path):
+    make_bundle().save(tmp_path / "b")
+    (tmp_path / "b" / "bought.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="bought.npz"):
+        ModelBundle.load(tmp_path / "b")
