@@ -11,7 +11,7 @@ export DO_NOT_TRACK ?= true
 PORT ?= 3000
 PRESET ?= small
 
-.PHONY: venv run train test clean
+.PHONY: venv run train test clean system-deps
 
 venv: $(STAMP)
 
@@ -32,7 +32,13 @@ train: data/shop/orders.parquet
 run: train
 	$(VENV)/bin/shoprec serve --host 127.0.0.1 --port $(PORT)
 
-test: $(STAMP)
+# Servers the tests start for real: redis-server (Debian package). Installed when we are root.
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server is missing: sudo apt-get install -y redis-server" >&2; exit 1; fi; }
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 clean:

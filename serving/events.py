@@ -1,12 +1,15 @@
-"""Durable store of real-time shopper events (views, cart adds, purchases).
+"""Durable stores of real-time shopper events (views, cart adds, purchases).
 
-An event is acknowledged only after it is committed (SQLite in WAL mode with
-``synchronous=FULL``), so nothing acknowledged is lost on restart. The next ``recommend``
-folds the shopper's events in; ``export`` hands them to the next training as a contract
-events table.
+An event is acknowledged only after it is committed: SQLite in WAL mode with
+``synchronous=FULL`` (embedded default, one service process), or Redis (several service
+replicas; run it with ``appendonly yes`` and ``appendfsync always`` so that an
+acknowledged write survives a restart). The next ``recommend`` folds the shopper's
+events in; ``export`` hands them to the next training as a contract events table.
+Both stores have the same methods and pass the same tests.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -89,8 +92,55 @@ class SQLiteEventStore:
             self._db.close()
 
 
+class RedisEventStore:
+    """One Redis list per shopper (``<prefix>:<user_id>``), JSON entries, oldest first."""
+
+    def __init__(self, url: str, prefix: str = "shoprec:events"):
+        import redis
+
+        self.prefix = prefix
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._redis.ping()
+
+    def _key(self, user_id: str) -> str:
+        return f"{self.prefix}:{user_id}"
+
+    def append(self, user_id: str, events: list[Event]) -> int:
+        now = time.time()
+        entries = [json.dumps({"item_id": e.item_id, "event_type": e.event_type, "ts": e.ts,
+                               "session_id": e.session_id, "received_at": now}) for e in events]
+        self._redis.rpush(self._key(user_id), *entries)
+        return len(entries)
+
+    def recent(self, user_id: str, since: float = 0.0, limit: int = 500) -> list[tuple[str, str]]:
+        entries = [json.loads(x) for x in self._redis.lrange(self._key(user_id), -limit, -1)]
+        return [(e["item_id"], e["event_type"]) for e in entries if e["received_at"] > since]
+
+    def forget(self, user_id: str) -> int:
+        pipe = self._redis.pipeline()  # MULTI/EXEC: count and delete atomically
+        pipe.llen(self._key(user_id))
+        pipe.delete(self._key(user_id))
+        count, _ = pipe.execute()
+        return int(count)
+
+    def export(self) -> pd.DataFrame:
+        rows = []
+        for key in sorted(self._redis.scan_iter(match=f"{self.prefix}:*")):
+            user_id = key.decode()[len(self.prefix) + 1 :]
+            for raw in self._redis.lrange(key, 0, -1):
+                e = json.loads(raw)
+                rows.append({"ts": e["ts"], "user_id": user_id, "session_id": e["session_id"] or f"rt-{user_id}",
+                             "event_type": e["event_type"], "item_id": e["item_id"]})
+        return pd.DataFrame(rows, columns=["ts", "user_id", "session_id", "event_type", "item_id"])
+
+    def close(self) -> None:
+        self._redis.close()
+
+
 def open_event_store(url: str):
-    """``sqlite:///path/to/events.db`` (the embedded default)."""
+    """``sqlite:///path/to/events.db`` (the embedded default) or ``redis://host:port/db``."""
     if url.startswith("sqlite:///"):
         return SQLiteEventStore(Path(url[len("sqlite:///"):]))
-    raise ValueError(f"event store URL {url!r}: expected sqlite:///PATH")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisEventStore(url)
+    raise ValueError(f"event store URL {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB")

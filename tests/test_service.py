@@ -121,3 +121,16 @@ def test_acknowledged_events_survive_a_restart(home, server):
     with bentoml_server(home, extra_env={"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db"}) as second:
         body = post(second, "/recommend", {"user_id": "u21", "k": 5}).json()
     assert body["source"] == "model:als+events" and "i0" not in [it["item_id"] for it in body["items"]]
+
+
+def test_two_replicas_share_events_through_redis(home, tmp_path):
+    """Several service replicas: an event sent to one changes the next answer of the other."""
+    from tests.redis_server import redis_server
+
+    with redis_server(tmp_path) as redis_url:
+        env = {"SHOPREC_EVENTS_URL": redis_url}
+        with bentoml_server(home, extra_env=env) as a, bentoml_server(home, extra_env=env) as b:
+            top = post(b, "/recommend", {"user_id": "u22", "k": 3}).json()["items"][0]["item_id"]
+            assert post(a, "/events", {"user_id": "u22", "events": [{"item_id": top, "event_type": "purchase"}]}).status_code == 200
+            after = post(b, "/recommend", {"user_id": "u22", "k": 3}).json()
+    assert after["source"] == "model:als+events" and top not in [it["item_id"] for it in after["items"]]
