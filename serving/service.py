@@ -11,7 +11,7 @@ import os
 
 import bentoml
 
-from serving.events import Event, open_event_store
+from features.event_store import Event, open_event_store
 from serving.limits import BodySizeLimit
 from serving.schemas import (BoughtTogetherRequest, EventsAck, EventsRequest, FilterFields, Recommendations,
                              RecommendRequest, RerankRequest, ScoredItem, SessionRequest, SimilarItemsRequest)

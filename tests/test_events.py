@@ -3,7 +3,7 @@ import contextlib
 
 import pytest
 
-from serving.events import Event, open_event_store
+from features.event_store import Event, open_event_store
 from tests.redis_server import redis_server
 
 

@@ -118,6 +118,65 @@ def train(
 
 
 @app.command()
+def tune(
+    orders: Optional[Path] = typer.Option(None, help="orders file"),
+    events: Optional[Path] = typer.Option(None, help="events file"),
+    trials: int = typer.Option(12, help="random-search trials per model family"),
+    seed: int = typer.Option(42, help="seed of the search"),
+    out: Path = typer.Option(CONFIG_DEFAULT, help="where to write the tuned config (read by `shoprec train` by default)"),
+    work: Path = typer.Option(Path("data/canonical"), help="folder for the canonical tables of this run"),
+) -> None:
+    """Search hyper-parameters on the validation split only (never the test period); every trial a nested MLflow run.
+
+    Example: shoprec tune --orders ../shared/data/online-retail/onlineretail.csv.gz --trials 8
+    """
+    import mlflow
+
+    from features.ingest import load_canonical
+    from training import tracking
+    from training.config import TrainConfig
+    from training.tune import SPACES, tune as run_tune
+
+    report = _ingest(orders, events, None, work)
+    _say(report.summary())
+    canonical = load_canonical(work)
+    base = TrainConfig.load(out) if out.exists() else TrainConfig()
+    tracking.setup(PROJECT)
+    with mlflow.start_run(run_name="tune") as parent, _progress_bar(total=len(SPACES) * trials + 24) as step:
+        def log_trial(family: str, params: dict, score: float) -> None:
+            step(f"{family} {score:.4f}")
+            with mlflow.start_run(run_name=f"trial-{family}", nested=True, parent_run_id=parent.info.run_id):
+                mlflow.log_params({"family": family, **params})
+                mlflow.log_metric("val_ndcg_at_10", score)
+
+        tuned, best = run_tune(canonical.events, canonical.orders, base, trials=trials, seed=seed, log_trial=log_trial)
+        mlflow.log_dict({f: b for f, b in best.items()}, "best.json")
+        for family, b in best.items():
+            mlflow.log_metric(f"best.{family}.val_ndcg_at_10", b["score"])
+    tuned.dump(out)
+    typer.echo(json.dumps(best, indent=2, default=str))
+    typer.echo(f"wrote {out}: `shoprec train` uses it by default")
+
+
+@app.command("export-events")
+def export_events(
+    url: str = typer.Option("sqlite:///data/events.db", envvar="SHOPREC_EVENTS_URL",
+                            help="the service's event store (sqlite:///PATH or redis://HOST:PORT/DB)"),
+    out: Path = typer.Option(Path("data/realtime_events.parquet"), help="contract events file for the next training"),
+) -> None:
+    """Write the real-time events the service received as a contract events file, for the next `shoprec train --events`."""
+    from features.event_store import open_event_store
+
+    store = open_event_store(url)
+    df = store.export()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    typer.echo(f"wrote {len(df):,} events from {url} to {out}")
+
+
+@app.command()
 def publish() -> None:
     """Copy the registered champion into the BentoML model store for the service."""
     from training.publish import publish_champion

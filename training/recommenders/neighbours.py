@@ -5,6 +5,7 @@ keep the training rows (``user_items_``) as part of the model.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Literal, Self
 
 import numpy as np
@@ -71,7 +72,9 @@ class ItemKNNRecommender(_RowTimesItems):
         model = (BM25Recommender(K=c.neighbours, K1=c.bm25_k1, B=c.bm25_b, num_threads=1) if c.similarity == "bm25"
                  else CosineRecommender(K=c.neighbours, num_threads=1))
         x = sp.csr_matrix(interactions, dtype=np.float64)  # implicit's item-item models need float64
-        model.fit(x, show_progress=False)
+        with warnings.catch_warnings():  # implicit's own BM25 weighting hands itself a COO matrix and warns
+            warnings.filterwarnings("ignore", message="Method expects CSR input")
+            model.fit(x, show_progress=False)
         self.user_items_ = sp.csr_matrix(interactions, dtype=np.float32)
         self.item_weights_ = model.similarity.tocsr().astype(np.float32)
         return self
