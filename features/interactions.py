@@ -149,9 +149,25 @@ class TrainingView:
     bought: sp.csr_matrix  # (n_users, n_items) float32 purchase counts up to ``now``
 
     def matrix(self, config: InteractionConfig) -> sp.csr_matrix:
-        """The interaction matrix of this view, built as ``config`` says."""
-        log = interaction_log(self.events, self.orders, config)
-        return build_matrix(log, config, self.users, self.items, now=self.now).matrix
+        """The interaction matrix of this view, built as ``config`` says (built once per config)."""
+        cache = self.__dict__.setdefault("_matrices", {})
+        key = config.model_dump_json()
+        if key not in cache:
+            log = interaction_log(self.events, self.orders, config)
+            cache[key] = build_matrix(log, config, self.users, self.items, now=self.now).matrix
+        return cache[key]
+
+    def until(self, now: pd.Timestamp) -> "TrainingView":
+        """The same users and items, with only the data up to an earlier ``now`` (for stacked models)."""
+        events = None if self.events is None else self.events[self.events["ts"] <= now]
+        orders = None if self.orders is None else self.orders[self.orders["ts"] <= now]
+        bought_log = purchases(events, orders)
+        bought = sp.csr_matrix(
+            (np.ones(len(bought_log)), (self.users.rows(bought_log["user_id"]), self.items.rows(bought_log["item_id"]))),
+            shape=(len(self.users), len(self.items)),
+        )
+        bought.sum_duplicates()
+        return TrainingView(now, events, orders, self.users, self.items, bought.astype(np.float32).tocsr())
 
 
 def training_view(events: pd.DataFrame | None, orders: pd.DataFrame | None, now: pd.Timestamp | None = None) -> TrainingView:

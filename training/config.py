@@ -13,6 +13,8 @@ from features.cooccurrence import AssociationConfig
 from features.interactions import InteractionConfig
 from training.recommenders import ModelConfig
 from training.recommenders.als import ALSConfig
+from training.recommenders.neighbours import EASEConfig, ItemKNNConfig
+from training.recommenders.ranker import RankerConfig
 from training.recommenders.blend import BlendConfig, BlendPart
 from training.recommenders.popular import PopularConfig
 
@@ -54,6 +56,16 @@ def default_candidates() -> list[Candidate]:
         ]
         out.append(Candidate(name=f"als-trending-w{w:g}", model=BlendConfig(parts=parts)))
     return out
+
+
+def ranker_candidate(als: ALSConfig, ease: EASEConfig, itemknn: ItemKNNConfig, trend_days: float = 7,
+                     name: str = "ranker") -> Candidate:
+    """Second stage: ALS, EASE, item-kNN, trending and popular candidates re-ranked by LightGBM."""
+    binary = InteractionConfig(binary=True)
+    retrievers = [BlendPart(interactions=binary, model=als), BlendPart(interactions=binary, model=ease),
+                  BlendPart(interactions=_trending(trend_days), model=PopularConfig(count="weight")),
+                  BlendPart(interactions=binary, model=itemknn), BlendPart(interactions=binary, model=PopularConfig())]
+    return Candidate(name=name, model=RankerConfig(retrievers=retrievers, candidates=50))
 
 
 class TrainConfig(BaseModel):

@@ -24,7 +24,7 @@ OracleFactory = Callable[[Split], ScoreFn]  # builds an oracle scorer for a spli
 
 
 def fit_candidate(candidate: Candidate, view: TrainingView) -> Recommender:
-    return fit_model(candidate.model, candidate.interactions, view.matrix)
+    return fit_model(candidate.model, candidate.interactions, view)
 
 
 @dataclass

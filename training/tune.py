@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from training.config import Candidate, TrainConfig, _trending
+from training.config import Candidate, TrainConfig, _trending, ranker_candidate
 from training.evaluate import Split, score_discovery, time_split
 from features.interactions import InteractionConfig
 from training.recommenders.als import ALSConfig
@@ -93,4 +93,5 @@ def _tuned_config(base: TrainConfig, best: dict) -> TrainConfig:
         for w in sorted({b["weight"] / 2, b["weight"], b["weight"] * 2}):
             candidates.append(_blend(best[personal]["config"], b["trend_days"], w,
                                      f"{personal}-trending{b['trend_days']:g}d-w{w:g}"))
+    candidates.append(ranker_candidate(best["als"]["config"], best["ease"]["config"], best["itemknn"]["config"], days))
     return base.model_copy(update={"candidates": candidates})

@@ -8,21 +8,24 @@ from typing import Annotated, Callable, Union
 import scipy.sparse as sp
 from pydantic import Field
 
-from features.interactions import InteractionConfig
+from features.interactions import InteractionConfig, TrainingView
 from training.recommenders.als import ALSConfig, ALSRecommender
 from training.recommenders.base import Recommender, topk
 from training.recommenders.blend import BlendConfig, BlendRecommender
 from training.recommenders.bpr import BPRConfig, BPRRecommender
 from training.recommenders.neighbours import EASEConfig, EASERecommender, ItemKNNConfig, ItemKNNRecommender
 from training.recommenders.popular import PopularConfig, PopularRecommender
+from training.recommenders.ranker import RankerConfig, RankerRecommender
 
 MODELS: dict[str, type[Recommender]] = {
     m.kind: m
-    for m in (PopularRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender, EASERecommender, BlendRecommender)
+    for m in (PopularRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender, EASERecommender,
+              BlendRecommender, RankerRecommender)
 }
 
 ModelConfig = Annotated[
-    Union[PopularConfig, ALSConfig, BPRConfig, ItemKNNConfig, EASEConfig, BlendConfig], Field(discriminator="kind")
+    Union[PopularConfig, ALSConfig, BPRConfig, ItemKNNConfig, EASEConfig, BlendConfig, RankerConfig],
+    Field(discriminator="kind"),
 ]
 
 
@@ -30,14 +33,15 @@ def make_model(config) -> Recommender:
     return MODELS[config.kind](config)
 
 
-def fit_model(
-    config, interactions: InteractionConfig, matrix_for: Callable[[InteractionConfig], sp.csr_matrix]
-) -> Recommender:
-    """Fit a model on the matrix its recipe asks for (a blend: one matrix per part)."""
+def fit_model(config, interactions: InteractionConfig, view: TrainingView) -> Recommender:
+    """Fit a model on the data its recipe asks for: one matrix, one matrix per blend part,
+    or the whole view (a stacked ranker needs time to make its own labels)."""
     model = make_model(config)
+    if hasattr(model, "fit_view"):
+        return model.fit_view(view)
     if isinstance(model, BlendRecommender):
-        return model.fit_views(matrix_for)
-    return model.fit(matrix_for(interactions))
+        return model.fit_views(view.matrix)
+    return model.fit(view.matrix(interactions))
 
 
 def load_model(path: Path) -> Recommender:

@@ -1,0 +1,178 @@
+"""Second stage: candidates from several retrievers, re-ranked by a LightGBM lambdarank model.
+
+Training makes its own labels in time: the retrievers are fitted on the data up to
+``now - label_days``; the items each user newly bought in the last ``label_days`` are the
+positives among their candidates. The retrievers are then refitted on all the data of the
+view for scoring. Features per (user, item): each retriever's score and rank, the item's
+popularity, and the user's activity.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, Field
+
+from features.interactions import TrainingView
+from training.recommenders.base import Recommender, topk
+from training.recommenders.blend import _PARTS, BlendPart
+
+
+class RankerConfig(BaseModel):
+    kind: Literal["ranker"] = "ranker"
+    retrievers: list[BlendPart] = Field(min_length=1, description="candidate generators (their weights are unused)")
+    candidates: int = Field(100, ge=5, le=1000, description="candidates taken from each retriever per user")
+    label_days: float = Field(30, gt=0, description="the period before 'now' whose purchases label the training rows")
+    max_train_users: int = Field(20_000, ge=10, description="users sampled to train the ranker")
+    n_estimators: int = Field(300, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_data_in_leaf: int = Field(50, ge=1)
+    seed: int = Field(42)
+
+
+class RankerRecommender(Recommender):
+    kind = "ranker"
+    Config = RankerConfig
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(self, interactions: sp.csr_matrix) -> Self:
+        raise TypeError("the ranker needs timestamps to make labels: fit it with fit_view(TrainingView)")
+
+    def fit_view(self, view: TrainingView) -> Self:
+        import lightgbm as lgb
+
+        c = self.config
+        past = view.until(view.now - pd.Timedelta(days=c.label_days))
+        self._fit_retrievers(past)
+        label = (view.bought - past.bought).tocsr()
+        label.data = (label.data > 0).astype(np.float32)
+        label.eliminate_zeros()
+        users = np.flatnonzero((np.diff(label.indptr) > 0) & (np.diff(past.bought.indptr) > 0))
+        rng = np.random.default_rng(c.seed)
+        if len(users) > c.max_train_users:
+            users = np.sort(rng.choice(users, c.max_train_users, replace=False))
+        x, y, groups = [], [], []
+        for start in range(0, len(users), 2000):
+            rows = users[start : start + 2000]
+            cand, feats = self._candidates(self._retriever_scores(rows), past.bought[rows])
+            truth = label[rows]
+            hit = np.asarray(truth[np.repeat(np.arange(len(rows)), cand.shape[1]), cand.ravel()]).reshape(cand.shape) > 0
+            for r in range(len(rows)):
+                valid = cand[r] >= 0
+                if hit[r][valid].any():
+                    x.append(feats[r][valid]); y.append(hit[r][valid].astype(int)); groups.append(int(valid.sum()))
+        if not groups:
+            raise ValueError("ranker: no user has a newly bought item among the candidates in the label period")
+        self.booster_ = lgb.LGBMRanker(
+            objective="lambdarank", n_estimators=c.n_estimators, learning_rate=c.learning_rate, num_leaves=c.num_leaves,
+            min_child_samples=c.min_data_in_leaf, random_state=c.seed, deterministic=True, force_row_wise=True,
+            n_jobs=2, verbose=-1,
+        ).fit(np.vstack(x), np.concatenate(y), group=groups).booster_
+        self._fit_retrievers(view)
+        self._stats(view)
+        return self
+
+    def _fit_retrievers(self, view: TrainingView) -> None:
+        self.retrievers_ = [_PARTS[p.model.kind](p.model).fit(view.matrix(p.interactions)) for p in self.config.retrievers]
+        self._stats(view)
+
+    def _stats(self, view: TrainingView) -> None:
+        m = view.matrix(self.config.retrievers[0].interactions)
+        self.item_popularity_ = np.log1p(np.diff(m.tocsc().indptr)).astype(np.float32)
+        self.n_items_ = m.shape[1]
+        self.bought_ = view.bought
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _retriever_scores(self, user_rows: np.ndarray) -> list[np.ndarray]:
+        return [r.scores(user_rows) for r in self.retrievers_]
+
+    def _candidates(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix | None = None):
+        """Union of each retriever's top candidates (``exclude`` left out) and their features:
+        (n, m) item rows padded with -1, and (n, m, n_features) float32."""
+        history = exclude if history is None else history
+        tops = [topk(s.astype(np.float32, copy=True), self.config.candidates, exclude)[0] for s in scores]
+        cand = _unique_keep_order(np.concatenate(tops, axis=1))
+        safe = np.where(cand >= 0, cand, 0)
+        cols = []
+        for s in scores:
+            val = np.take_along_axis(s, safe, axis=1)
+            rank = np.argsort(np.argsort(-np.where(cand >= 0, val, -np.inf), axis=1), axis=1)
+            cols += [val, rank.astype(np.float32)]
+        activity = np.log1p(np.diff(sp.csr_matrix(history).indptr)).astype(np.float32)
+        cols += [self.item_popularity_[safe], np.repeat(activity[:, None], cand.shape[1], axis=1)]
+        return cand, np.stack(cols, axis=2).astype(np.float32)
+
+    def _rank(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix | None = None) -> np.ndarray:
+        cand, feats = self._candidates(scores, exclude, history)
+        n, m = cand.shape
+        pred = self.booster_.predict(feats.reshape(n * m, -1), num_threads=1).reshape(n, m)
+        out = np.full((n, self.n_items_), -np.inf, dtype=np.float32)
+        valid = cand >= 0
+        rows = np.repeat(np.arange(n), m).reshape(n, m)
+        out[rows[valid], cand[valid]] = pred[valid]
+        return out
+
+    def scores(self, user_rows: np.ndarray) -> np.ndarray:
+        user_rows = np.asarray(user_rows, dtype=np.int64)
+        return self._rank(self._retriever_scores(user_rows), self.bought_[user_rows])
+
+    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+        nothing = sp.csr_matrix(user_items.shape, dtype=np.float32)  # the caller excludes purchases itself
+        return self._rank([r.score_rows(user_items) for r in self.retrievers_], nothing, history=user_items)
+
+    @property
+    def n_items(self) -> int:
+        return self.n_items_
+
+    def item_vectors(self) -> np.ndarray:
+        for r in self.retrievers_:
+            try:
+                return r.item_vectors()
+            except NotImplementedError:
+                continue
+        raise NotImplementedError("no retriever of this ranker has item vectors")
+
+    # -- storage ---------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        b = self.bought_.tocsr()
+        return {"item_popularity": self.item_popularity_,
+                "n_items": np.array(self.n_items_), "bought_data": b.data, "bought_indices": b.indices,
+                "bought_indptr": b.indptr, "bought_shape": np.array(b.shape)}
+
+    def _set_arrays(self, a: dict[str, np.ndarray]) -> None:
+        self.item_popularity_, self.n_items_ = a["item_popularity"], int(a["n_items"])
+        self.bought_ = sp.csr_matrix((a["bought_data"], a["bought_indices"], a["bought_indptr"]), shape=tuple(a["bought_shape"]))
+
+    def save(self, path: Path) -> None:
+        super().save(path)
+        for i, r in enumerate(self.retrievers_):
+            r.save(Path(path) / f"retriever{i}")
+        self.booster_.save_model(str(Path(path) / "ranker.txt"))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        import lightgbm as lgb
+
+        model = super().load(path)
+        model.retrievers_ = [_PARTS[p.model.kind].load(Path(path) / f"retriever{i}")
+                             for i, p in enumerate(model.config.retrievers)]
+        model.booster_ = lgb.Booster(model_file=str(Path(path) / "ranker.txt"))
+        return model
+
+
+def _unique_keep_order(rows: np.ndarray) -> np.ndarray:
+    """Per row, distinct ids in first-seen order, moved left and padded with -1 (vectorised)."""
+    order = np.argsort(rows, axis=1, kind="stable")
+    srt = np.take_along_axis(rows, order, axis=1)
+    dup = np.zeros_like(rows, dtype=bool)
+    dup[:, 1:] = srt[:, 1:] == srt[:, :-1]
+    drop = np.zeros_like(dup)
+    np.put_along_axis(drop, order, dup, axis=1)
+    out = np.where(drop, -1, rows)
+    left = np.argsort(out < 0, axis=1, kind="stable")
+    return np.take_along_axis(out, left, axis=1)
