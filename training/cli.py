@@ -242,5 +242,10 @@ def _bentoml_home() -> dict:
     return dict(os.environ)
 
 
+from training.cli_propensity import churn_list  # noqa: E402
+
+app.command("churn-list")(churn_list)
+
+
 if __name__ == "__main__":
     app()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Callable, Union
+from typing import Annotated, Union
 
 import scipy.sparse as sp
 from pydantic import Field
@@ -13,6 +13,7 @@ from training.recommenders.als import ALSConfig, ALSRecommender
 from training.recommenders.base import Recommender, topk
 from training.recommenders.blend import BlendConfig, BlendRecommender
 from training.recommenders.bpr import BPRConfig, BPRRecommender
+from training.recommenders.fitting import fit_base
 from training.recommenders.neighbours import EASEConfig, EASERecommender, ItemKNNConfig, ItemKNNRecommender
 from training.recommenders.popular import PopularConfig, PopularRecommender
 from training.recommenders.ranker import RankerConfig, RankerRecommender
@@ -39,9 +40,7 @@ def fit_model(config, interactions: InteractionConfig, view: TrainingView) -> Re
     model = make_model(config)
     if hasattr(model, "fit_view"):
         return model.fit_view(view)
-    if isinstance(model, BlendRecommender):
-        return model.fit_views(view.matrix)
-    return model.fit(view.matrix(interactions))
+    return fit_base(view, config, interactions)
 
 
 def load_model(path: Path) -> Recommender:

@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Literal, Self
+from typing import Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
-from features.interactions import InteractionConfig
-from training.recommenders.als import ALSConfig, ALSRecommender
+from features.interactions import InteractionConfig, TrainingView
+from training.recommenders.als import ALSConfig
 from training.recommenders.base import Recommender
-from training.recommenders.bpr import BPRConfig, BPRRecommender
-from training.recommenders.neighbours import EASEConfig, EASERecommender, ItemKNNConfig, ItemKNNRecommender
-from training.recommenders.popular import PopularConfig, PopularRecommender
+from training.recommenders.bpr import BPRConfig
+from training.recommenders.fitting import BASE_MODELS, fit_base
+from training.recommenders.neighbours import EASEConfig, ItemKNNConfig
+from training.recommenders.popular import PopularConfig
 
-_PARTS: dict[str, type[Recommender]] = {
-    m.kind: m for m in (PopularRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender, EASERecommender)
-}
 PartConfig = PopularConfig | ALSConfig | BPRConfig | ItemKNNConfig | EASEConfig
 
 
@@ -47,14 +45,13 @@ class BlendRecommender(Recommender):
     Config = BlendConfig
 
     def fit(self, interactions: sp.csr_matrix) -> Self:
-        """Fit every part on the same matrix (use ``fit_views`` for per-part matrices)."""
-        return self.fit_views(lambda _config: interactions)
+        """Fit every part on the same matrix (use ``fit_view`` for per-part matrices)."""
+        self.parts_ = [BASE_MODELS[p.model.kind](p.model).fit(interactions) for p in self.config.parts]
+        return self
 
-    def fit_views(self, matrix_for: Callable[[InteractionConfig], sp.csr_matrix]) -> Self:
-        """Fit each part on the matrix built with its own interaction config."""
-        self.parts_ = [
-            _PARTS[part.model.kind](part.model).fit(matrix_for(part.interactions)) for part in self.config.parts
-        ]
+    def fit_view(self, view: TrainingView) -> Self:
+        """Fit each part on the view's matrix built with its own interaction config."""
+        self.parts_ = [fit_base(view, part.model, part.interactions) for part in self.config.parts]
         return self
 
     @property
@@ -102,6 +99,6 @@ class BlendRecommender(Recommender):
         meta = json.loads((path / "model.json").read_text())
         model = cls(cls.Config.model_validate(meta["config"]))
         model.parts_ = [
-            _PARTS[part.model.kind].load(path / f"part{i}") for i, part in enumerate(model.config.parts)
+            BASE_MODELS[part.model.kind].load(path / f"part{i}") for i, part in enumerate(model.config.parts)
         ]
         return model

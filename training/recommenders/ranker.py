@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 
 from features.interactions import TrainingView
 from training.recommenders.base import Recommender, topk
-from training.recommenders.blend import _PARTS, BlendPart
+from training.recommenders.blend import BlendPart
+from training.recommenders.fitting import BASE_MODELS, fit_base
 
 
 class RankerConfig(BaseModel):
@@ -78,7 +79,7 @@ class RankerRecommender(Recommender):
         return self
 
     def _fit_retrievers(self, view: TrainingView) -> None:
-        self.retrievers_ = [_PARTS[p.model.kind](p.model).fit(view.matrix(p.interactions)) for p in self.config.retrievers]
+        self.retrievers_ = [fit_base(view, p.model, p.interactions) for p in self.config.retrievers]
         self._stats(view)
 
     def _stats(self, view: TrainingView) -> None:
@@ -159,7 +160,7 @@ class RankerRecommender(Recommender):
         import lightgbm as lgb
 
         model = super().load(path)
-        model.retrievers_ = [_PARTS[p.model.kind].load(Path(path) / f"retriever{i}")
+        model.retrievers_ = [BASE_MODELS[p.model.kind].load(Path(path) / f"retriever{i}")
                              for i, p in enumerate(model.config.retrievers)]
         model.booster_ = lgb.Booster(model_file=str(Path(path) / "ranker.txt"))
         return model

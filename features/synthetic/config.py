@@ -1,0 +1,135 @@
+"""``ShopConfig``: every knob of the synthetic shop, with a default and a sentence each.
+
+The defaults are the "small" shop; ``ShopConfig.preset(name)`` gives tiny / small / medium /
+large. The same config (seed included) always produces byte-identical files on one platform;
+``user_chunk`` is part of the config because the random streams are drawn per chunk of users.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def _f(default, description: str, **kw):
+    return Field(default, description=description, **kw)
+
+
+class ShopConfig(BaseModel):
+    """Parameters of the synthetic shop (defaults: the "small" preset)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- size and time -------------------------------------------------------------------
+    seed: int = _f(7, "seed of every random stream; same config + seed -> identical files", ge=0)
+    n_users: int = _f(5_000, "shoppers (ids u000000...), including those who never come back", ge=1)
+    n_items: int = _f(1_000, "items in the catalogue over the year (ids i00000...), launched and retired", ge=1)
+    n_categories: int = _f(40, "item categories (cat000...); sizes vary (lognormal weights)", ge=1)
+    n_factors: int = _f(12, "dimension of the latent taste / item factors", ge=1)
+    days: int = _f(365, "length of the simulated period in days, ending on `end` (inclusive)", ge=30)
+    end: date = _f(date(2024, 12, 31), "last day of the data (events up to 23:59:59 that day)")
+
+    # --- catalogue ---------------------------------------------------------------------
+    price_median: float = _f(15.0, "median item price (lognormal prices)", gt=0)
+    price_category_sigma: float = _f(0.8, "sd of the categories' mean log price", ge=0)
+    price_item_sigma: float = _f(0.45, "sd of an item's log price around its category mean", ge=0)
+    category_size_sigma: float = _f(0.7, "sd of the lognormal weights that size the categories", ge=0)
+    category_factor_scale: float = _f(1.0, "scale of category centres in factor space (taste across categories)", ge=0)
+    item_factor_scale: float = _f(0.7, "scale of an item's factors around its category centre (taste within)", ge=0)
+    popularity_sigma: float = _f(1.3, "sd of the items' base log popularity (the long tail)", ge=0)
+    prelaunched_share: float = _f(0.6, "share of items already on sale before the first day", ge=0, le=1)
+    lifetime_median_days: float = _f(300.0, "median days an item stays on sale (lognormal)", gt=0)
+    lifetime_sigma: float = _f(0.6, "sd of the log lifetime", ge=0)
+    novelty_boost: float = _f(1.5, "extra log popularity at launch, decaying with `novelty_days`", ge=0)
+    novelty_days: float = _f(30.0, "e-folding time of the launch boost (days)", gt=0)
+    fade: float = _f(2.5, "log popularity lost linearly over an item's lifetime", ge=0)
+    seasonal_item_share: float = _f(0.2, "share of seasonal items (popularity peaks once a year)", ge=0, le=1)
+    christmas_item_share: float = _f(0.7, "share of seasonal items peaking before Christmas (others: any time)", ge=0, le=1)
+    seasonal_item_amplitude: float = _f(2.5, "peak-to-off-season log popularity of a seasonal item", ge=0)
+    seasonal_item_width_days: float = _f(20.0, "sd (days) of a seasonal item's peak", gt=0)
+    consumable_category_share: float = _f(0.25, "share of categories that are mostly consumables", ge=0, le=1)
+    consumable_share_in: float = _f(0.8, "share of consumable items in consumable categories", ge=0, le=1)
+    consumable_share_out: float = _f(0.05, "share of consumable items in other categories", ge=0, le=1)
+    out_of_stock_share: float = _f(0.05, "share of items still listed at the end that sell out in its last 3 weeks (in_stock False)", ge=0, le=1)
+
+    # --- shoppers ----------------------------------------------------------------------
+    taste_scale: float = _f(1.0, "sd of taste . factor products (how much taste matters)", ge=0)
+    sessions_per_week_median: float = _f(0.27, "median sessions per week of an active shopper (lognormal)", gt=0)
+    sessions_per_week_sigma: float = _f(1.0, "sd of log activity: heavy-tailed sessions per week", ge=0)
+    max_sessions_per_day: float = _f(3.0, "cap on a shopper's session rate", gt=0)
+    price_sensitivity_median: float = _f(0.8, "median coefficient on -log(price) in utility (lognormal)", ge=0)
+    price_sensitivity_sigma: float = _f(0.5, "sd of log price sensitivity", ge=0)
+    buy_propensity_sigma: float = _f(0.7, "sd of a shopper's offset on the cart->purchase logit", ge=0)
+    browse_only_share: float = _f(0.25, "share of shoppers who view and cart but never buy", ge=0, le=1)
+    existing_share: float = _f(0.5, "share of shoppers already active on the first day; others join uniformly", ge=0, le=1)
+    existing_max_age_days: float = _f(730.0, "existing shoppers' tenure on the first day ~ U(0, this)", ge=0)
+    anonymous_share: float = _f(0.1, "share of sessions without a purchase logged without user_id", ge=0, le=1)
+
+    # --- churn (Weibull lifetime from signup; hazard falls with tenure when shape < 1) ----
+    churn_shape: float = _f(0.7, "Weibull shape of a shopper's lifetime (< 1: new shoppers churn faster)", gt=0)
+    churn_scale_days: float = _f(420.0, "Weibull scale (days) of a median-activity shopper", gt=0)
+    churn_activity_effect: float = _f(0.4, "log scale change per unit log activity: active shoppers stay longer")
+    churn_buy_effect: float = _f(0.4, "log scale change per sd of buy propensity: shoppers who convert stay longer")
+    churn_noise_sigma: float = _f(0.5, "sd of the per-shopper log scale noise", ge=0)
+
+    # --- cycles ------------------------------------------------------------------------
+    weekly_strength: float = _f(0.3, "extra session rate on Saturday and Sunday (0.3 = +30%)", ge=0)
+    seasonal_strength: float = _f(0.6, "strength of the yearly cycle (Christmas and Black Friday up, summer down)", ge=0)
+
+    # --- sessions and funnel -------------------------------------------------------------
+    views_per_session: float = _f(4.0, "mean product views per session (about; sets the proposal rate)", gt=0)
+    session_dispersion: float = _f(2.0, "gamma shape of a session's depth (smaller: more dispersed)", gt=0)
+    acceptance_cap: float = _f(1.75, "item affinity above this counts as this (bounds the view sampler)", gt=0)
+    view_gap_seconds: float = _f(45.0, "mean seconds between views in a session", gt=0)
+    cart_intercept: float = _f(-3.6, "logit of view->cart at zero utility", le=20, ge=-20)
+    cart_slope: float = _f(0.8, "view->cart logit per unit utility", ge=0)
+    purchase_intercept: float = _f(-1.4, "logit of cart->purchase at zero utility", le=20, ge=-20)
+    purchase_slope: float = _f(0.5, "cart->purchase logit per unit utility", ge=0)
+    quantity_extra: float = _f(0.3, "mean extra units per order line (1 + Poisson)", ge=0)
+    consumable_quantity_extra: float = _f(1.0, "additional mean extra units for consumables", ge=0)
+    return_intercept: float = _f(-2.3, "logit of returning an order line at zero utility", le=20, ge=-20)
+    return_slope: float = _f(0.5, "return logit decrease per unit utility", ge=0)
+
+    # --- repeat purchases of consumables -----------------------------------------------------
+    repeat_prob_mean: float = _f(0.6, "mean chance that a consumable purchase is bought again (Beta per shopper)", gt=0, lt=1)
+    repeat_prob_concentration: float = _f(5.0, "Beta concentration of that chance", gt=0)
+    replenish_days_median: float = _f(45.0, "median replenishment cycle of a consumable (days, lognormal per item)", gt=0)
+    replenish_days_sigma: float = _f(0.4, "sd of the log cycle", ge=0)
+    replenish_shape: float = _f(6.0, "gamma shape of the time to the next purchase (larger: more regular)", gt=0)
+
+    # --- truth ---------------------------------------------------------------------------
+    truth_days_before_end: tuple[int, ...] = _f((90, 30, 0), "truth dates: `end` minus these days")
+    buy_window_days: int = _f(30, "p_buy: at least one purchase in this many days after the date", ge=1)
+    churn_horizon_days: int = _f(90, "p_churn: no purchase in this many days after the date", ge=1)
+    truth_step_days: int = _f(1, "session purchase probabilities computed every this many days, interpolated", ge=1)
+    truth_max_items: int = _f(20_000, "above this many items, those sums use a PPS sample of this size", ge=100)
+
+    # --- engineering -------------------------------------------------------------------------
+    user_chunk: int = _f(100_000, "shoppers simulated and written per chunk (memory bound; part of the seed)", ge=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ShopConfig":
+        if any(d < 0 or d >= self.days for d in self.truth_days_before_end):
+            raise ValueError(f"truth_days_before_end: each value must be in [0, days={self.days})")
+        return self
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "ShopConfig":
+        """A named size: tiny (tests), small (`make run`), medium, large; ``overrides`` win."""
+        if name not in PRESETS:
+            raise ValueError(f"preset: unknown name {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**(PRESETS[name] | overrides))
+
+
+PRESETS: dict[str, dict] = {
+    # ~300 users, 100 items: well under 2 s, for tests
+    "tiny": dict(n_users=300, n_items=100, n_categories=8, n_factors=8, sessions_per_week_median=1.0),
+    # ~5k users, 1k items, ~250k events: `make run`
+    "small": dict(),
+    # ~100k users, 10k items, ~2-3M events
+    "medium": dict(n_users=100_000, n_items=10_000, n_categories=120, n_factors=16,
+                   sessions_per_week_median=0.1, truth_step_days=3),
+    # 1M users, 100k items, 10M+ events: chunked, a few minutes on 2 cores
+    "large": dict(n_users=1_000_000, n_items=100_000, n_categories=100, n_factors=16,
+                  sessions_per_week_median=0.035, truth_step_days=14, truth_max_items=4_000),
+}

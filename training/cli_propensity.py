@@ -1,0 +1,67 @@
+"""``shoprec churn-list``: the ranked at-risk list as CSV for marketers (the list ``/churn_risk`` serves).
+
+Registered in training/cli.py with ``app.command("churn-list")(churn_list)``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def churn_list(
+    out: Path = typer.Option(..., "--out", help="CSV file to write (header: customer_id, churn_probability_90d, ...)"),
+    top: Optional[int] = typer.Option(None, "--top", min=1, help="keep the first N customers of the filtered ranking"),
+    min_prob: float = typer.Option(0.0, "--min-prob", min=0.0, max=1.0, help="minimum churn probability"),
+    min_value: float = typer.Option(0.0, "--min-value", min=0.0, help="minimum value at risk (churn probability x expected spend)"),
+    segment: Optional[str] = typer.Option(None, "--segment", help="one RFM segment (champions, loyal, at_risk, hibernating, ...)"),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="a propensity bundle folder (default: the one published to the BentoML store)"),
+) -> None:
+    """Write the at-risk customers, ranked by value at risk, with probability, segment and reasons.
+
+    Example: shoprec churn-list --top 500 --min-prob 0.6 --segment at_risk --out at_risk.csv
+    """
+    from features.user_features import SEGMENT_NAMES
+    from training.propensity.bundle import PropensityBundle
+
+    if segment is not None and segment not in SEGMENT_NAMES:
+        _fail(f"--segment: unknown segment {segment!r}; choose one of {', '.join(SEGMENT_NAMES)}")
+    try:
+        loaded = PropensityBundle.load(bundle) if bundle else _published()
+    except FileNotFoundError as e:
+        _fail(str(e))
+    rows = loaded.at_risk(min_prob, min_value, segment, top)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        loaded.to_csv(rows, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    typer.echo(f"wrote {len(rows):,} customers to {out} (model version {loaded.version}, scored at "
+               f"{loaded.meta.get('scored_at', '?')})")
+
+
+def _published():
+    """The bundle in the BentoML store (``BENTOML_HOME``, default ./bentoml_home), version from its labels."""
+    import bentoml
+
+    from training.propensity.bundle import PropensityBundle
+    from training.propensity.publish import BENTO_MODEL
+
+    os.environ.setdefault("BENTOML_HOME", str(Path.cwd() / "bentoml_home"))
+    try:
+        ref = bentoml.models.get(f"{BENTO_MODEL}:latest")
+    except bentoml.exceptions.NotFound:
+        _fail(f"no propensity bundle in the BentoML store ({os.environ['BENTOML_HOME']}): run `shoprec train` with "
+              "orders and `shoprec publish`, or pass --bundle DIR")
+    loaded = PropensityBundle.load(ref.path)
+    loaded.meta["model_version"] = ref.info.labels.get("registry_version", loaded.meta.get("model_version", str(ref.tag.version)))
+    return loaded

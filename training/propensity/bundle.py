@@ -1,0 +1,138 @@
+"""The propensity bundle: production scores for every customer at the end date, and the models.
+
+    bundle/
+      meta.json           scored_at, horizon/window days, run and data ids, test metrics, config
+      scores.parquet      one row per customer (SCORE_COLUMNS), ranked by value at risk
+      churn/              PropensityModel (model.txt LightGBM text + model.json)
+      conversion/         PropensityModel
+
+Serving reads ``scores.parquet`` only (a lookup, no model on the request path); the models
+are there so a score can be reproduced. ``at_risk`` is the one filter behind both the HTTP
+list and the CSV export.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.propensity.model import PropensityModel
+
+SCORE_COLUMNS = ["user_id", "churn_probability", "conversion_probability", "expected_spend", "value_at_risk",
+                 "segment", "r_score", "f_score", "m_score", "recency_days", "frequency", "monetary", "reasons"]
+# CSV header for marketers: column -> heading
+CSV_HEADINGS = {
+    "rank": "rank", "user_id": "customer_id", "churn_probability": "churn_probability_{h}d",
+    "value_at_risk": "value_at_risk_{h}d", "expected_spend": "expected_spend_{h}d",
+    "conversion_probability": "purchase_probability_{w}d", "segment": "segment",
+    "recency_days": "days_since_last_order", "frequency": "orders", "monetary": "total_spend", "reasons": "reasons",
+}
+
+
+def expected_spend(features: pd.DataFrame, days: int) -> pd.Series:
+    """Spend expected over the next ``days`` if the customer keeps buying at their own pace:
+    total spend per day as a customer (at least ``days``, so one recent order is not
+    extrapolated), times ``days``."""
+    return (features["monetary"] / features["tenure_days"].clip(lower=days) * days).rename("expected_spend")
+
+
+@dataclass
+class PropensityBundle:
+    scores: pd.DataFrame  # SCORE_COLUMNS, sorted by value_at_risk desc
+    meta: dict = field(default_factory=dict)
+    models: dict[str, PropensityModel] = field(default_factory=dict)
+
+    def __post_init__(self):
+        missing = [c for c in SCORE_COLUMNS if c not in self.scores.columns]
+        if missing:
+            raise ValueError(f"scores table lacks columns {missing}")
+        self.scores = rank(self.scores)
+        self._index = pd.Index(self.scores["user_id"].astype(str))
+        if not self._index.is_unique:
+            raise ValueError("scores table has duplicate user_id values")
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("model_version", "unregistered"))
+
+    def lookup(self, user_ids: list[str]) -> list[dict | None]:
+        """Score rows for ``user_ids`` in order; None for customers the bundle does not know."""
+        rows = self._index.get_indexer(pd.Index([str(u) for u in user_ids]))
+        records = self.scores.iloc[rows[rows >= 0]].to_dict("records")
+        it = iter(records)
+        return [next(it) if r >= 0 else None for r in rows]
+
+    def at_risk(self, min_probability: float = 0.0, min_value: float = 0.0, segment: str | None = None,
+                top_n: int | None = None) -> pd.DataFrame:
+        """The ranked at-risk list (value at risk, then churn probability, then id) after the
+        filters; ``top_n`` keeps the first N of the filtered list. Adds a 1-based ``rank``."""
+        s = self.scores
+        keep = (s["churn_probability"] >= min_probability) & (s["value_at_risk"] >= min_value)
+        if segment:
+            keep &= s["segment"] == segment
+        out = s[keep]
+        if top_n is not None:
+            out = out.head(top_n)
+        return out.assign(rank=np.arange(1, len(out) + 1))
+
+    def to_csv(self, frame: pd.DataFrame, path: Path) -> None:
+        """Write an ``at_risk`` frame with headings a marketer can read (reasons joined by '; ')."""
+        h, w = self.meta.get("horizon_days", 90), self.meta.get("window_days", 30)
+        out = frame[list(CSV_HEADINGS)].copy()
+        out["reasons"] = out["reasons"].map(lambda r: "; ".join(r))
+        for col in ("churn_probability", "conversion_probability"):
+            out[col] = out[col].round(4)
+        for col in ("expected_spend", "value_at_risk", "monetary", "recency_days"):
+            out[col] = out[col].round(2)
+        out["frequency"] = out["frequency"].astype(int)
+        out = out.rename(columns={k: v.format(h=h, w=w) for k, v in CSV_HEADINGS.items()})
+        out.to_csv(path, index=False, lineterminator="\n")
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for name, model in self.models.items():
+            model.save(path / name)
+        self.scores.to_parquet(path / "scores.parquet", index=False)
+        (path / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
+
+    @classmethod
+    def load(cls, path: Path, with_models: bool = False) -> "PropensityBundle":
+        path = Path(path)
+        for name in ("meta.json", "scores.parquet"):
+            if not (path / name).exists():
+                raise FileNotFoundError(f"propensity bundle {path} is incomplete: {name} is missing")
+        models = {t: PropensityModel.load(path / t) for t in ("churn", "conversion") if with_models}
+        scores = pd.read_parquet(path / "scores.parquet")
+        scores["reasons"] = scores["reasons"].map(lambda r: [str(x) for x in r])
+        return cls(scores, json.loads((path / "meta.json").read_text()), models)
+
+
+def rank(scores: pd.DataFrame) -> pd.DataFrame:
+    """Sorted by value at risk, then churn probability (both descending), then user id."""
+    return scores.sort_values(["value_at_risk", "churn_probability", "user_id"], ascending=[False, False, True],
+                              kind="stable", ignore_index=True)
+
+
+def score_table(features: pd.DataFrame, segments: pd.DataFrame, p_churn: np.ndarray, p_convert: np.ndarray,
+                reasons: pd.Series, horizon_days: int) -> pd.DataFrame:
+    """SCORE_COLUMNS for the customers of ``features`` (index user_id)."""
+    spend = expected_spend(features, horizon_days)
+    table = pd.DataFrame({
+        "user_id": features.index.astype(str),
+        "churn_probability": p_churn,
+        "conversion_probability": p_convert,
+        "expected_spend": spend.to_numpy(),
+        "value_at_risk": p_churn * spend.to_numpy(),
+        "segment": segments["segment"].astype(str).to_numpy(),
+        "r_score": segments["r_score"].to_numpy(), "f_score": segments["f_score"].to_numpy(),
+        "m_score": segments["m_score"].to_numpy(),
+        "recency_days": features["recency_days"].to_numpy(), "frequency": features["frequency"].to_numpy(),
+        "monetary": features["monetary"].to_numpy(),
+        "reasons": reasons.reindex(features.index).to_list(),
+    })
+    return rank(table)
+

@@ -1,0 +1,52 @@
+"""Publish the champion propensity bundle into the BentoML model store, where the service
+(and ``shoprec churn-list``) read it. MLflow stays out of the request path."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from training import tracking
+from training.propensity.bundle import PropensityBundle
+from training.propensity.train import MODEL_NAME
+
+BENTO_MODEL = "shoprec-propensity"
+
+
+def publish_propensity(project_dir: Path, name: str = MODEL_NAME):
+    """Copy the champion bundle into the BentoML store (labels: registry version); returns the
+    stored model. Publishing the same version twice returns the stored one."""
+    import bentoml
+    import mlflow
+    from mlflow import MlflowClient
+
+    tracking.setup(project_dir)
+    champion = tracking.current_champion(name)
+    if champion is None:
+        raise RuntimeError(f"no '{tracking.ALIAS}' alias on registered model {name!r}: run `shoprec train` with orders first")
+    try:
+        stored = bentoml.models.list(BENTO_MODEL)
+    except bentoml.exceptions.NotFound:
+        stored = []
+    for model in stored:
+        if model.info.labels.get("registry_version") == champion.version and model.info.labels.get("registered_model") == name:
+            return model
+    mv = MlflowClient().get_model_version(name, champion.version)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp))
+        meta = json.loads((local / "meta.json").read_text())
+        meta["model_version"] = champion.version
+        (local / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        PropensityBundle.load(local, with_models=True)  # refuse a broken bundle before it reaches the store
+        return store_propensity_bundle(local, {"registered_model": name, "registry_version": champion.version,
+                                               "alias": tracking.ALIAS}, {"run_id": mv.run_id, "source": mv.source})
+
+
+def store_propensity_bundle(bundle_dir: Path, labels: dict[str, str], metadata: dict | None = None):
+    """Copy a bundle folder into the BentoML store (``BENTOML_HOME``) as a new model version."""
+    import bentoml
+
+    with bentoml.models.create(BENTO_MODEL, labels=labels, metadata=metadata or {}) as model:
+        shutil.copytree(bundle_dir, model.path, dirs_exist_ok=True)
+    return bentoml.models.get(model.tag)

@@ -1,0 +1,169 @@
+"""``train_propensity``: evaluate, fit, explain, log to MLflow, register and maybe promote the
+churn and conversion models as one bundle (``shoprec-propensity``).
+
+One registered bundle holds both models because they are scored from the same features at
+the same date and served from one table: a version is one consistent list for marketers.
+Its champion score is the mean of the two test ROC AUCs, under the end-to-end slice's rule
+(``training.tracking.decide``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from features.user_features import rfm_segments
+from training import tracking
+from training.propensity.bundle import PropensityBundle, score_table
+from training.propensity.config import TARGETS, PropensityConfig
+from training.propensity.dataset import Snapshots
+from training.propensity.evaluate import evaluate_target, fit_model
+from training.propensity.reasons import reasons
+
+PROTOCOL = "propensity-v1"  # bump when the protocol changes: old scores stop comparing
+MODEL_NAME = "shoprec-propensity"
+PROGRESS_STEPS = 5  # calls to ``progress`` per run
+
+
+def _clean(value):
+    """JSON-safe metrics: NaN -> None, recursively."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _flat(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """MLflow metric names (``churn.baseline_recency.lift_at_10pct``) for every number."""
+    out = {}
+    for k, v in metrics.items():
+        name = prefix + k.replace("@", "_at_").replace("%", "pct")
+        if isinstance(v, dict):
+            out.update(_flat(v, name + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and not math.isnan(v):
+            out[name] = float(v)
+    return out
+
+
+def evaluate(snaps: Snapshots, cfg: PropensityConfig, truth_dir: Path | None = None) -> dict:
+    """Both targets' test evaluations, by target."""
+    return {t: evaluate_target(snaps, t, cfg, truth_dir) for t in TARGETS}
+
+
+def champion_score(evals: dict) -> float:
+    """Mean test ROC AUC of the two targets, rounded as the registry tag stores it."""
+    return round(float(sum(evals[t].metrics()["roc_auc"] for t in TARGETS) / len(TARGETS)), 6)
+
+
+def production_bundle(snaps: Snapshots, cfg: PropensityConfig, meta: dict) -> PropensityBundle:
+    """Models trained on the latest complete window, every customer scored at ``end``."""
+    X = snaps.features(snaps.end)
+    models = {t: fit_model(snaps, t, cfg, snaps.end)[0] for t in TARGETS}
+    p = {t: models[t].predict_proba(X) for t in TARGETS}
+    why = reasons(models["churn"].contributions(X), X, cfg.top_reasons)
+    scores = score_table(X, rfm_segments(X), p["churn"], p["conversion"], why, cfg.horizon_days)
+    meta = meta | {"scored_at": str(snaps.end), "customers": len(scores), "horizon_days": cfg.horizon_days,
+                   "window_days": cfg.window_days, "features": list(X.columns),
+                   "best_iteration": {t: models[t].best_iteration_ for t in TARGETS}}
+    return PropensityBundle(scores, meta, models)
+
+
+def current_champion():
+    """The champion of ``shoprec-propensity`` with its score (tag ``test_score``), or None."""
+    from mlflow import MlflowClient
+
+    champ = tracking.current_champion(MODEL_NAME)
+    if champ is not None:
+        champ.score = float(MlflowClient().get_model_version(MODEL_NAME, champ.version).tags.get("test_score", "nan"))
+    return champ
+
+
+def train_propensity(canonical, project_dir: Path, config: PropensityConfig | None = None, truth_dir: Path | None = None,
+                     progress: Callable[[str], None] = print, bundle_out: Path | None = None) -> dict:
+    """Evaluate (PRODUCT.md protocol), fit the production models, log and register the bundle.
+
+    Returns {"churn": {...}, "conversion": {...}, "propensity": {model_version, champion, ...}};
+    ``bundle_out`` also keeps a local copy of the bundle.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from training.pipeline import data_digest
+
+    cfg = config or PropensityConfig()
+    started = time.perf_counter()
+    tracking.setup(project_dir)
+    snaps = Snapshots(canonical, cfg.end)
+    digest = data_digest({"events": canonical.events, "orders": canonical.orders})
+    eval_key = f"{PROTOCOL}:{digest}:end={snaps.end}:h={cfg.horizon_days}:w={cfg.window_days}"
+
+    progress("propensity: evaluating churn and conversion")
+    evals = evaluate(snaps, cfg, truth_dir)
+    metrics = {t: evals[t].metrics() for t in TARGETS}
+    score = champion_score(evals)
+    champion = current_champion()
+    rescored = None
+    if champion is not None and champion.eval_key != eval_key and champion.candidate:
+        recipe = PropensityConfig.model_validate(champion.candidate)
+        progress("propensity: re-scoring the champion's recipe")
+        rescored = score if recipe == cfg else champion_score(evaluate(Snapshots(canonical, recipe.end), recipe))
+    promote, reason = tracking.decide(score, eval_key, champion, rescored)
+
+    progress("propensity: fitting the production models")
+    with mlflow.start_run(run_name="propensity") as run:
+        run_id = run.info.run_id
+        bundle = production_bundle(snaps, cfg, {"run_id": run_id, "data_digest": digest, "eval_key": eval_key,
+                                                "test": {t: _clean({k: metrics[t][k] for k in ("roc_auc", "pr_auc", "brier")})
+                                                         for t in TARGETS},
+                                                "config": cfg.model_dump(mode="json")})
+        progress("propensity: logging to MLflow")
+        mlflow.set_tags({"git_commit": tracking.git_commit(Path(__file__).resolve().parents[2]), "data_digest": digest,
+                         "eval_key": eval_key, "kind": "propensity"})
+        mlflow.log_params({"horizon_days": cfg.horizon_days, "window_days": cfg.window_days, "snapshots": cfg.snapshots,
+                           "calibration": cfg.calibration, "holdout_share": cfg.holdout_share, "seed": cfg.seed,
+                           "end": str(snaps.end), **{f"lgbm.{k}": v for k, v in cfg.lgbm.model_dump().items()}})
+        mlflow.log_metrics(_flat(metrics) | {"test_score": score, "customers_scored": float(len(bundle.scores))})
+        mlflow.log_dict(cfg.model_dump(mode="json"), "propensity_config.json")
+        mlflow.log_dict(_clean(metrics), "propensity_metrics.json")
+        _log_figures(mlflow, list(evals.values()))
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle.save(Path(tmp) / "bundle")
+            mlflow.log_artifacts(str(Path(tmp) / "bundle"), artifact_path="propensity_bundle")
+        client = MlflowClient()
+        try:
+            client.get_registered_model(MODEL_NAME)
+        except MlflowException:
+            client.create_registered_model(MODEL_NAME, description="shoprec churn + conversion propensity bundles "
+                                           "(LightGBM text + JSON, scores as Parquet; no pickle)")
+        version = tracking.register(run_id, "propensity_bundle", {
+            "eval_key": eval_key, "test_score": f"{score:.6f}", "data_digest": digest,
+            "test_churn_roc_auc": f"{metrics['churn']['roc_auc']:.6f}",
+            "test_conversion_roc_auc": f"{metrics['conversion']['roc_auc']:.6f}",
+            "candidate": json.dumps(cfg.model_dump(mode="json"))}, name=MODEL_NAME)
+        mlflow.set_tag("model_version", version)
+        if promote:
+            tracking.move_alias(version, reason, champion, run_id, name=MODEL_NAME)
+        mlflow.set_tag("champion_decision", reason)
+        mlflow.log_metric("train_seconds", time.perf_counter() - started)
+    if bundle_out is not None:
+        bundle.meta["model_version"] = version
+        bundle.save(Path(bundle_out))
+    progress("propensity: done")
+    out = _clean(metrics)
+    out["propensity"] = {"model_version": version, "run_id": run_id, "registered_model": MODEL_NAME,
+                         "score": score, "scored_at": str(snaps.end), "customers": len(bundle.scores),
+                         "champion": {"promoted": promote, "reason": reason}}
+    return out
+
+
+def _log_figures(mlflow, evals) -> None:
+    from training.propensity import plots
+
+    for name, make in (("calibration", plots.calibration_curve), ("gains", plots.gains_chart),
+                       ("feature_importance", plots.importance_chart)):
+        mlflow.log_figure(make(evals), f"plots/{name}.png")

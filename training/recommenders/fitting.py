@@ -1,0 +1,26 @@
+"""Fitting single models on a training view, each (model, interactions) recipe once per view.
+
+Blends and the ranker reuse the same base models (e.g. the ALS inside three blend weights
+and the ranker's retrievers), so fitted models are cached on the view they were fitted on.
+"""
+from __future__ import annotations
+
+from features.interactions import InteractionConfig, TrainingView
+from training.recommenders.als import ALSRecommender
+from training.recommenders.base import Recommender
+from training.recommenders.bpr import BPRRecommender
+from training.recommenders.neighbours import EASERecommender, ItemKNNRecommender
+from training.recommenders.popular import PopularRecommender
+
+BASE_MODELS: dict[str, type[Recommender]] = {
+    m.kind: m for m in (PopularRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender, EASERecommender)
+}
+
+
+def fit_base(view: TrainingView, config, interactions: InteractionConfig) -> Recommender:
+    """A base model fitted on ``view.matrix(interactions)``; fitted once per view and recipe."""
+    cache = view.__dict__.setdefault("_models", {})
+    key = (config.model_dump_json(), interactions.model_dump_json())
+    if key not in cache:
+        cache[key] = BASE_MODELS[config.kind](config).fit(view.matrix(interactions))
+    return cache[key]
