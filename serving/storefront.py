@@ -52,11 +52,16 @@ class Storefront:
         self.name = bundle.meta.get("name", bundle.model.kind)
         self.fallback_name = bundle.meta.get("fallback", bundle.fallback.kind)
         try:
-            vectors = bundle.model.item_vectors()
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            self._unit = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
-        except NotImplementedError:
-            self._unit = None
+            bundle.model.item_similarity(np.array([0]))
+            self._has_similarity = True
+        except NotImplementedError:  # e.g. a popularity model
+            self._has_similarity = False
+
+    def _similarity(self, item_rows: np.ndarray) -> np.ndarray:
+        """Model similarities (len(item_rows), n_items), each row scaled to a maximum of 1, negatives to 0."""
+        sims = np.nan_to_num(self.bundle.model.item_similarity(item_rows), neginf=0.0)
+        sims = np.clip(sims, 0, None)
+        return sims / np.maximum(sims.max(axis=1, keepdims=True), 1e-12)
 
     # -- building blocks -------------------------------------------------------------------
     def _rows_of(self, item_ids) -> np.ndarray:
@@ -121,10 +126,10 @@ class Storefront:
 
     def _reasons(self, rows: np.ndarray, history: np.ndarray) -> list[str | None]:
         """'because you bought X': the shopper's past item most similar to each recommended item."""
-        if self._unit is None or len(history) == 0:
+        if not self._has_similarity or len(history) == 0 or len(rows) == 0:
             return [None] * len(rows)
-        sims = self._unit[rows] @ self._unit[history].T
-        best = history[np.argmax(sims, axis=1)]
+        sims = self._similarity(history)[:, rows]  # (history, recommended)
+        best = history[np.argmax(sims, axis=0)]
         return [f"because you bought {self.items.ids[b]}" for b in best]
 
     # -- endpoints -------------------------------------------------------------------------
@@ -187,9 +192,8 @@ class Storefront:
             return self.popular(k, basket_ids, filters)
         scores = np.asarray(self.bundle.together[basket].sum(axis=0)).ravel().astype(np.float32)
         source = "rules"
-        if self._unit is not None and similarity_weight > 0:
-            sims = (self._unit[basket] @ self._unit.T).mean(axis=0)
-            scores = scores + similarity_weight * np.clip(sims, 0, None)
+        if self._has_similarity and similarity_weight > 0:
+            scores = scores + similarity_weight * self._similarity(basket).mean(axis=0)
             source = "rules+similarity"
         excluded = np.unique(np.concatenate([basket, self._filtered_out(filters)]))
         scores[scores <= 0] = -np.inf

@@ -114,3 +114,16 @@ def test_incomplete_bundle_is_refused(tmp_path):
     (tmp_path / "b" / "bought.npz").unlink()
     with pytest.raises(FileNotFoundError, match="bought.npz"):
         ModelBundle.load(tmp_path / "b")
+
+
+def test_models_without_vectors_still_give_similar_items_and_reasons():
+    """An EASE blend has item weights, not vectors: similar items and reasons come from its weights."""
+    from training.recommenders.blend import BlendConfig, BlendPart
+    from training.recommenders.neighbours import EASEConfig
+    from training.recommenders.popular import PopularConfig
+
+    blend = Candidate(name="ease-blend", model=BlendConfig(parts=[BlendPart(model=EASEConfig(l2=1.0)),
+                                                                  BlendPart(weight=0.5, model=PopularConfig())]))
+    store = Storefront(fit_bundle(blend, TrainConfig(), None, ORDERS, {}, items=ITEMS))
+    assert store.similar_items("i3", k=3).source == "model:ease-blend"
+    assert store.recommend("u1", k=3).reasons[0].startswith("because you bought")

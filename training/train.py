@@ -25,8 +25,8 @@ class TrainOutcome:
     reason: str
 
 
-def synthetic_oracle(truth_dir: Path) -> OracleFactory:
-    """Oracle scorer from the synthetic shop's truth: true preference at the split's cutoff."""
+def synthetic_oracle(truth_dir: Path, test_days: float) -> OracleFactory:
+    """Oracle scorer from the synthetic shop's truth: true preference over the test period after the cutoff."""
     from features.synthetic import load_truth
 
     truth = load_truth(truth_dir)
@@ -34,7 +34,7 @@ def synthetic_oracle(truth_dir: Path) -> OracleFactory:
     def factory(split):
         users = split.view.users.ids
         items = split.view.items.ids
-        return lambda rows: truth.preference(users[rows], items, at=split.cutoff)
+        return lambda rows: truth.preference(users[rows], items, at=split.cutoff, horizon_days=test_days)
 
     return factory
 
@@ -71,7 +71,7 @@ def train(
         extra = [recipe.model_copy(update={"name": f"champion.{recipe.name}"})]
 
     started = time.perf_counter()
-    oracle = synthetic_oracle(truth_dir) if truth_dir else None
+    oracle = synthetic_oracle(truth_dir, config.test_days) if truth_dir else None
     evaluation = evaluate_candidates(config, events, orders, oracle=oracle, extra=extra, progress=progress)
     report = metrics_report(evaluation, config)
     chosen = config.candidate(evaluation.chosen)

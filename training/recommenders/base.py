@@ -134,21 +134,26 @@ class Recommender(ABC):
             return np.empty((0, k), np.int64), np.empty((0, k), np.float32)
         return np.vstack(out_items), np.vstack(out_scores)
 
-    def similar_items(self, item_rows: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Most similar items (cosine of item vectors), the item itself left out."""
+    def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
+        """Similarity (len(item_rows), n_items) float32 of each item to every item; higher is closer.
+
+        Default: cosine of ``item_vectors``; neighbourhood models use their own weights.
+        """
         vectors = self.item_vectors()
         norms = np.linalg.norm(vectors, axis=1)
         norms[norms == 0] = 1.0
         unit = vectors / norms[:, None]
+        return (unit[np.asarray(item_rows, dtype=np.int64)] @ unit.T).astype(np.float32)
+
+    def similar_items(self, item_rows: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Most similar items, the item itself left out."""
         item_rows = np.asarray(item_rows, dtype=np.int64)
-        sims = unit[item_rows] @ unit.T
-        itself = sp.csr_matrix(
-            (np.ones(len(item_rows)), (np.arange(len(item_rows)), item_rows)), shape=sims.shape
-        )
-        return topk(sims.astype(np.float32), k, itself)
+        sims = self.item_similarity(item_rows)
+        itself = sp.csr_matrix((np.ones(len(item_rows)), (np.arange(len(item_rows)), item_rows)), shape=sims.shape)
+        return topk(sims, k, itself)
 
     def item_vectors(self) -> np.ndarray:
-        """Item representation used by ``similar_items`` (n_items, d)."""
+        """Item representation used by ``item_similarity`` (n_items, d)."""
         raise NotImplementedError(f"{self.kind} has no item vectors")
 
     def save(self, path: Path) -> None:

@@ -70,13 +70,14 @@ class BlendRecommender(Recommender):
             total += part.weight * _standardise(model.score_rows(user_items))
         return total
 
-    def item_vectors(self) -> np.ndarray:
+    def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
+        """The first part that has item similarities answers."""
         for model in self.parts_:
             try:
-                return model.item_vectors()
+                return model.item_similarity(item_rows)
             except NotImplementedError:
                 continue
-        raise NotImplementedError("no part of this blend has item vectors")
+        raise NotImplementedError("no part of this model has item similarities")
 
     def _arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError  # parts are saved in their own folders

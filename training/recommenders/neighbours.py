@@ -29,18 +29,9 @@ class _RowTimesItems(Recommender):
         out = sp.csr_matrix(user_items, dtype=np.float32) @ self.item_weights_
         return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
 
-    def item_vectors(self) -> np.ndarray:
-        w = self.item_weights_
+    def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
+        w = self.item_weights_[np.asarray(item_rows, dtype=np.int64)]
         return np.asarray(w.toarray() if sp.issparse(w) else w, dtype=np.float32)
-
-    def similar_items(self, item_rows: np.ndarray, k: int = 10):
-        from training.recommenders.base import topk
-
-        item_rows = np.asarray(item_rows, dtype=np.int64)
-        w = self.item_weights_
-        sims = np.asarray((w[item_rows].toarray() if sp.issparse(w) else w[item_rows]), dtype=np.float32).copy()
-        itself = sp.csr_matrix((np.ones(len(item_rows)), (np.arange(len(item_rows)), item_rows)), shape=sims.shape)
-        return topk(sims, k, itself)
 
     def _sparse_arrays(self, name: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
         m = m.tocsr()
@@ -130,20 +121,15 @@ class EASERecommender(_RowTimesItems):
         out[:, self.kept_] = np.asarray(rows @ self.item_weights_, dtype=np.float32)
         return out
 
-    def similar_items(self, item_rows: np.ndarray, k: int = 10):
-        from training.recommenders.base import topk
-
+    def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
+        """Row i of B (how much item i predicts each item); items outside the cap: -inf."""
         item_rows = np.asarray(item_rows, dtype=np.int64)
         position = np.full(self.n_items_total_, -1)
         position[self.kept_] = np.arange(len(self.kept_))
         sims = np.full((len(item_rows), self.n_items_total_), -np.inf, dtype=np.float32)
-        known = position[item_rows] >= 0
-        sims[np.ix_(np.flatnonzero(known), self.kept_)] = self.item_weights_[:, position[item_rows[known]]].T
-        sims[np.arange(len(item_rows)), item_rows] = -np.inf
-        return topk(sims, k)
-
-    def item_vectors(self) -> np.ndarray:
-        raise NotImplementedError("EASE has item weights, not vectors: use similar_items")
+        known = np.flatnonzero(position[item_rows] >= 0)
+        sims[np.ix_(known, self.kept_)] = self.item_weights_[position[item_rows[known]]]
+        return sims
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return self._sparse_arrays("user_items", self.user_items_) | {

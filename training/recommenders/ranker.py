@@ -130,15 +130,15 @@ class RankerRecommender(Recommender):
     def n_items(self) -> int:
         return self.n_items_
 
-    def item_vectors(self) -> np.ndarray:
-        for r in self.retrievers_:
+    def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
+        """The first part that has item similarities answers."""
+        for model in self.retrievers_:
             try:
-                return r.item_vectors()
+                return model.item_similarity(item_rows)
             except NotImplementedError:
                 continue
-        raise NotImplementedError("no retriever of this ranker has item vectors")
+        raise NotImplementedError("no part of this model has item similarities")
 
-    # -- storage ---------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
         b = self.bought_.tocsr()
         return {"item_popularity": self.item_popularity_,
