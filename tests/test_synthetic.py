@@ -92,7 +92,8 @@ def test_long_tail_repeats_and_browsers(shop):
     sessions = ev.dropna(subset=["user_id"]).groupby("user_id")["session_id"].nunique()
     browsers = set(sessions[sessions >= 5].index) - set(lines["user_id"])
     assert len(browsers) >= 5  # regulars who never buy
-    assert not shop["truth"].world.user_buyer[shop["truth"]._user_index.get_indexer(sorted(browsers))].all()
+    truth = shop["truth"]
+    assert not truth.world.user_buyer[pd.Index(truth.user_ids).get_indexer(sorted(browsers))].all()
 
 
 def test_some_shoppers_stop_coming(shop):
@@ -124,7 +125,8 @@ def test_truth_files_and_shapes(shop):
     end = pd.Timestamp(cfg.end)
     assert sorted(users["date"].unique()) == sorted(end - pd.Timedelta(days=b) for b in cfg.truth_days_before_end)
     assert users[["p_buy_30", "p_churn_90"]].apply(lambda c: c.between(0, 1)).all().all()
-    joined = truth.world.user_join[truth._user_index.get_indexer(users["user_id"])] <= (users["date"] - truth.start).dt.days
+    rows = pd.Index(truth.user_ids).get_indexer(users["user_id"])
+    joined = truth.world.user_join[rows] <= (users["date"] - truth.start).dt.days
     dead = users[~users["alive"] & joined]
     assert len(dead) and (dead["p_buy_30"] == 0).all() and (dead["p_churn_90"] == 1).all()
     assert ShopConfig.model_validate_json((shop["paths"].out_dir / "config.json").read_text()) == cfg

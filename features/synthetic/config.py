@@ -50,11 +50,12 @@ class ShopConfig(BaseModel):
     consumable_category_share: float = _f(0.25, "share of categories that are mostly consumables", ge=0, le=1)
     consumable_share_in: float = _f(0.8, "share of consumable items in consumable categories", ge=0, le=1)
     consumable_share_out: float = _f(0.05, "share of consumable items in other categories", ge=0, le=1)
-    out_of_stock_share: float = _f(0.05, "share of items still listed at the end that sell out in its last 3 weeks (in_stock False)", ge=0, le=1)
+    out_of_stock_share: float = _f(0.05, "share of items still listed at the end that sell out in its last 3 weeks "
+                                   "(in_stock False)", ge=0, le=1)
 
     # --- shoppers ----------------------------------------------------------------------
     taste_scale: float = _f(1.0, "sd of taste . factor products (how much taste matters)", ge=0)
-    sessions_per_week_median: float = _f(0.27, "median sessions per week of an active shopper (lognormal)", gt=0)
+    sessions_per_week_median: float = _f(0.24, "median sessions per week of an active shopper (lognormal)", gt=0)
     sessions_per_week_sigma: float = _f(1.0, "sd of log activity: heavy-tailed sessions per week", ge=0)
     max_sessions_per_day: float = _f(3.0, "cap on a shopper's session rate", gt=0)
     price_sensitivity_median: float = _f(0.8, "median coefficient on -log(price) in utility (lognormal)", ge=0)
@@ -131,5 +132,5 @@ PRESETS: dict[str, dict] = {
                    sessions_per_week_median=0.1, truth_step_days=3),
     # 1M users, 100k items, 10M+ events: chunked, a few minutes on 2 cores
     "large": dict(n_users=1_000_000, n_items=100_000, n_categories=100, n_factors=16,
-                  sessions_per_week_median=0.035, truth_step_days=14, truth_max_items=4_000),
+                  sessions_per_week_median=0.042, truth_step_days=14, truth_max_items=4_000),
 }

@@ -6,9 +6,11 @@ Time is counted in days: day 0 is the first day, day ``days - 1`` is ``end``.
 - An item j has a category c, a price p_j, factors v_j = C_c + d_j, a base popularity b_j
   and is on sale on days [launch_j, retire_j). Its log attractiveness on day t is
   ``b_j + novelty * exp(-age/novelty_days) - fade * age/lifetime_j + season_j(t)``.
-- A shopper i has taste u_i, price sensitivity beta_i, a session rate lambda_i (per day),
-  a buy propensity alpha_i (0 for browse-only shoppers: they never buy), a repeat
-  probability rho_i, a join day and a Weibull lifetime (churn: no session after it).
+- A shopper i has taste u_i, price sensitivity beta_i, a session rate lambda_i (per day,
+  lognormal: heavy-tailed), a buy propensity alpha_i, a browse-only flag (never buys), a
+  repeat probability rho_i, a join day (or a tenure on day 0) and a Weibull lifetime from
+  signup (churn: no session after it). The Weibull scale grows with activity and buy
+  propensity, and shape < 1 makes the hazard fall with tenure.
 - Utility x_ij = u_i . v_j - beta_i (log p_j - log price_median).
 - Sessions: Poisson(lambda_i * w(t)) per active day, w = weekly x yearly cycle. A session
   picks one category with P(c) ~ Q_c(t) exp(theta_ic) (Q_c = sum of the category's
@@ -291,7 +293,8 @@ def build_world(cfg: ShopConfig) -> World:
         config=cfg, view_rate=1.0, cat_factors=cat_factors, cat_log_price=cat_log_price, cat_consumable=cat_consumable,
         item_cat=item_cat, item_price=price, item_log_price=log_price, item_delta=delta, item_pop=pop,
         item_launch=launch.astype(np.int64), item_retire=retire.astype(np.int64),
-        item_lifetime=lifetime.astype(np.float32), item_season_amp=np.where(seasonal, cfg.seasonal_item_amplitude, 0.0).astype(np.float32),
+        item_lifetime=lifetime.astype(np.float32),
+        item_season_amp=np.where(seasonal, cfg.seasonal_item_amplitude, 0.0).astype(np.float32),
         item_season_peak=peak.astype(np.float32), item_consumable=consumable, item_cycle=cycle.astype(np.float32),
         item_out_of_stock=oos, user_factors=u, user_rate=rate, user_price_sens=beta, user_buy=alpha, user_buyer=buyer,
         user_repeat=rho, user_join=join, user_age0=age0, user_churn_scale=scale, user_lifetime=life,
