@@ -79,6 +79,16 @@ def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(cand, pick, axis=1)
 
 
+def first_similarity(models: list["Recommender"], item_rows: np.ndarray) -> np.ndarray:
+    """Item similarities from the first of ``models`` that has them (for composite models)."""
+    for model in models:
+        try:
+            return model.item_similarity(item_rows)
+        except NotImplementedError:
+            continue
+    raise NotImplementedError("no part of this model has item similarities")
+
+
 class Recommender(ABC):
     """Base class: subclasses implement ``fit``, ``scores``, ``item_vectors`` and array I/O."""
 

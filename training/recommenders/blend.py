@@ -5,7 +5,6 @@ Scores are standardised per user (z-score over items) before weighting, so a tas
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal, Self
 
@@ -15,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from features.interactions import InteractionConfig, TrainingView
 from training.recommenders.als import ALSConfig
-from training.recommenders.base import Recommender
+from training.recommenders.base import Recommender, first_similarity
 from training.recommenders.bpr import BPRConfig
 from training.recommenders.fitting import BASE_MODELS, fit_base
 from training.recommenders.neighbours import EASEConfig, ItemKNNConfig
@@ -71,35 +70,22 @@ class BlendRecommender(Recommender):
         return total
 
     def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
-        """The first part that has item similarities answers."""
-        for model in self.parts_:
-            try:
-                return model.item_similarity(item_rows)
-            except NotImplementedError:
-                continue
-        raise NotImplementedError("no part of this model has item similarities")
+        return first_similarity(self.parts_, item_rows)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError  # parts are saved in their own folders
+        return {}  # the parts are saved in their own folders
 
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
+        pass
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        super().save(path)
         for i, model in enumerate(self.parts_):
-            model.save(path / f"part{i}")
-        (path / "model.json").write_text(
-            json.dumps({"kind": self.kind, "config": self.config.model_dump(mode="json")}, indent=2, sort_keys=True)
-        )
+            model.save(Path(path) / f"part{i}")
 
     @classmethod
     def load(cls, path: Path) -> Self:
-        path = Path(path)
-        meta = json.loads((path / "model.json").read_text())
-        model = cls(cls.Config.model_validate(meta["config"]))
-        model.parts_ = [
-            BASE_MODELS[part.model.kind].load(path / f"part{i}") for i, part in enumerate(model.config.parts)
-        ]
+        model = super().load(path)
+        model.parts_ = [BASE_MODELS[part.model.kind].load(Path(path) / f"part{i}")
+                        for i, part in enumerate(model.config.parts)]
         return model

@@ -8,7 +8,6 @@ popularity, and the user's activity.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal, Self
 
@@ -18,7 +17,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
 from features.interactions import TrainingView
-from training.recommenders.base import Recommender, topk
+from training.recommenders.base import Recommender, first_similarity, topk
 from training.recommenders.blend import BlendPart
 from training.recommenders.fitting import BASE_MODELS, fit_base
 
@@ -131,13 +130,7 @@ class RankerRecommender(Recommender):
         return self.n_items_
 
     def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
-        """The first part that has item similarities answers."""
-        for model in self.retrievers_:
-            try:
-                return model.item_similarity(item_rows)
-            except NotImplementedError:
-                continue
-        raise NotImplementedError("no part of this model has item similarities")
+        return first_similarity(self.retrievers_, item_rows)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         b = self.bought_.tocsr()
