@@ -9,19 +9,25 @@ from __future__ import annotations
 import datetime as dt
 import os
 
+import anyio
 import bentoml
 
 from features.event_store import Event, open_event_store
+from serving.admin import (AdminGate, ForgetAnswer, ForgetRequest, ReloadAnswer, ReloadRequest, ServicePrivacy,
+                           admin_key_from_env, configure_logging)
 from serving.limits import BodySizeLimit
+from serving.propensity import (KEY_HEADER, ChurnRiskAnswer, ChurnRiskRequest, PropensityAnswer, PropensityApi,
+                                PropensityRequest, api_key_from_env, key_matches)
 from serving.schemas import (BoughtTogetherRequest, EventsAck, EventsRequest, FilterFields, Recommendations,
                              RecommendRequest, RerankRequest, ScoredItem, SessionRequest, SimilarItemsRequest)
-from serving.storefront import Answer, Filters, Storefront
-from training.bundle import ModelBundle
+from serving.reload import ANONYMOUS, POLL_ENV, ModelSlot, Served
+from serving.storefront import Answer, Filters
 
 MODEL_TAG_ENV = "SHOPREC_MODEL"
 DEFAULT_MODEL_TAG = "shoprec-recommender:latest"
 EVENTS_URL_ENV = "SHOPREC_EVENTS_URL"
 DEFAULT_EVENTS_URL = "sqlite:///data/events.db"
+NOT_READY = "no model loaded yet: publish one (`shoprec publish`), then POST /admin/reload; /readyz turns 200 when one serves"
 
 
 def _filters(r: FilterFields) -> Filters:
@@ -31,65 +37,142 @@ def _filters(r: FilterFields) -> Filters:
 @bentoml.service(name="shoprec", traffic={"timeout": 10, "max_concurrency": 256}, workers=1)
 class Shoprec:
     def __init__(self) -> None:
-        self.store: Storefront | None = None
-        ref = bentoml.models.get(os.environ.get(MODEL_TAG_ENV, DEFAULT_MODEL_TAG))
-        bundle = ModelBundle.load(ref.path)
-        self.version = ref.info.labels.get("registry_version", str(ref.tag.version))
+        configure_logging()  # shopper ids in logs only as keyed hashes (serving/admin.py)
+        self.models = ModelSlot.from_env()  # swapped whole by /admin/reload or polling (serving/reload.py)
+        self.models.reload()  # a missing or broken model: the server starts, /readyz says 503
+        self.models.start_polling(float(os.environ.get(POLL_ENV) or 0))
+        self.admin = AdminGate(admin_key_from_env())
+        self.privacy = ServicePrivacy.from_env()
+        self.propensity_api = PropensityApi.from_store()  # no bundle: the propensity endpoints answer 503
+        self.api_key = api_key_from_env()
         self.loaded_at = dt.datetime.now(dt.timezone.utc).timestamp()
         self.events = open_event_store(os.environ.get(EVENTS_URL_ENV, DEFAULT_EVENTS_URL))
-        self.store = Storefront(bundle)
+        self.propensity_api.hidden = self.privacy.hide  # forgotten shoppers leave the churn list at once
 
     def __is_ready__(self) -> bool:
-        return self.store is not None
+        return self.models.ready
 
-    def _reply(self, answer: Answer) -> Recommendations:
+    def _reply(self, m: Served, answer: Answer) -> Recommendations:
         return Recommendations(
             items=[ScoredItem(item_id=i, score=s, reason=r) for i, s, r in zip(answer.item_ids, answer.scores, answer.reasons)],
-            source=answer.source, model_version=self.version)
+            source=answer.source, model_version=m.version)
 
-    def _recent(self, user_id: str) -> list[tuple[str, str]]:
-        trained = self.store.bundle.meta.get("trained_at")
+    def _recent(self, m: Served, user_id: str) -> list[tuple[str, str]]:
+        trained = m.store.bundle.meta.get("trained_at")
         since = dt.datetime.fromisoformat(trained.replace("Z", "+00:00")).timestamp() if trained else 0.0
         return self.events.recent(user_id, since=since)
 
+    def _shopper(self, m: Served, user_id: str) -> tuple[str, list[tuple[str, str]]]:
+        """The id and recent events to personalise with; a forgotten shopper is anonymous (fallback only)."""
+        if self.privacy.is_forgotten(user_id):
+            return ANONYMOUS, []
+        return user_id, self._recent(m, user_id)
+
     @bentoml.api(input_spec=RecommendRequest, route="/recommend")
-    def recommend(self, **req) -> Recommendations:
+    def recommend(self, ctx: bentoml.Context, **req) -> Recommendations:
         """Top-k items for a shopper, with filters; their latest events are folded in; unknown shoppers get the fallback."""
         r = RecommendRequest(**req)
-        return self._reply(self.store.recommend(r.user_id, r.k, r.exclude_bought, r.exclude, _filters(r),
-                                                events=self._recent(r.user_id)))
+        if (m := self.models.current) is None:
+            return _error(ctx, 503, NOT_READY)
+        user_id, events = self._shopper(m, r.user_id)
+        answer = m.store.recommend(user_id, r.k, r.exclude_bought, r.exclude, _filters(r), events=events)
+        self.privacy.log_request("recommend", r.user_id, answer.source, len(answer.item_ids))
+        return self._reply(m, answer)
 
     @bentoml.api(input_spec=SimilarItemsRequest, route="/similar_items")
-    def similar_items(self, **req) -> Recommendations:
+    def similar_items(self, ctx: bentoml.Context, **req) -> Recommendations:
         """Items like an item (product page); an unknown item gets popular items, labelled as fallback."""
         r = SimilarItemsRequest(**req)
-        return self._reply(self.store.similar_items(r.item_id, r.k, _filters(r)))
+        if (m := self.models.current) is None:
+            return _error(ctx, 503, NOT_READY)
+        return self._reply(m, m.store.similar_items(r.item_id, r.k, _filters(r)))
 
     @bentoml.api(input_spec=BoughtTogetherRequest, route="/bought_together")
-    def bought_together(self, **req) -> Recommendations:
+    def bought_together(self, ctx: bentoml.Context, **req) -> Recommendations:
         """Complements for a basket (cart page): co-purchase rules blended with item similarity."""
         r = BoughtTogetherRequest(**req)
-        return self._reply(self.store.bought_together(r.items, r.k, filters=_filters(r)))
+        if (m := self.models.current) is None:
+            return _error(ctx, 503, NOT_READY)
+        return self._reply(m, m.store.bought_together(r.items, r.k, filters=_filters(r)))
 
     @bentoml.api(input_spec=SessionRequest, route="/session")
-    def session(self, **req) -> Recommendations:
+    def session(self, ctx: bentoml.Context, **req) -> Recommendations:
         """Anonymous shopper: recommendations from the items viewed in the session, no user id."""
         r = SessionRequest(**req)
-        return self._reply(self.store.session(r.items, r.k, _filters(r)))
+        if (m := self.models.current) is None:
+            return _error(ctx, 503, NOT_READY)
+        return self._reply(m, m.store.session(r.items, r.k, _filters(r)))
 
     @bentoml.api(input_spec=RerankRequest, route="/rerank")
-    def rerank(self, **req) -> Recommendations:
+    def rerank(self, ctx: bentoml.Context, **req) -> Recommendations:
         """The caller's candidates (up to 500) in personal order; unknown ids keep their order at the end."""
         r = RerankRequest(**req)
-        return self._reply(self.store.rerank(r.user_id, r.items, events=self._recent(r.user_id)))
+        if (m := self.models.current) is None:
+            return _error(ctx, 503, NOT_READY)
+        user_id, events = self._shopper(m, r.user_id)
+        answer = m.store.rerank(user_id, r.items, events=events)
+        self.privacy.log_request("rerank", r.user_id, answer.source, len(answer.item_ids))
+        return self._reply(m, answer)
 
     @bentoml.api(input_spec=EventsRequest, route="/events")
     def events_in(self, **req) -> EventsAck:
         """Store a shopper's new views, cart adds and purchases durably; the next recommend reflects them."""
         r = EventsRequest(**req)
+        if self.privacy.is_forgotten(r.user_id):  # forgotten: nothing of theirs is stored
+            return EventsAck(stored=0)
         now = dt.datetime.now(dt.timezone.utc).isoformat()
         stored = self.events.append(r.user_id, [Event(e.item_id, e.event_type, e.ts or now, e.session_id) for e in r.events])
         return EventsAck(stored=stored)
+
+    @bentoml.api(input_spec=PropensityRequest, route="/propensity")
+    def propensity(self, ctx: bentoml.Context, **req) -> PropensityAnswer:
+        """Churn and conversion probabilities and segment per customer; unknown customers answered as unknown."""
+        if self.propensity_api.bundle is None:
+            return _error(ctx, 503, self.propensity_api.missing)
+        return self.propensity_api.propensity(PropensityRequest(**req))
+
+    @bentoml.api(input_spec=ChurnRiskRequest, route="/churn_risk")
+    def churn_risk(self, ctx: bentoml.Context, **req) -> ChurnRiskAnswer:
+        """The ranked at-risk list (value at risk = churn probability x expected spend), filtered and paged.
+        Needs the API key in the X-API-Key header."""
+        if self.api_key is None:
+            return _error(ctx, 503, "churn_risk is disabled: the server has no API key (set SHOPREC_API_KEY or SHOPREC_API_KEY_FILE)")
+        if not key_matches(self.api_key, ctx.request.headers.get(KEY_HEADER)):
+            return _error(ctx, 401, f"missing or invalid API key (header {KEY_HEADER})")
+        if self.propensity_api.bundle is None:
+            return _error(ctx, 503, self.propensity_api.missing)
+        return self.propensity_api.churn_risk(ChurnRiskRequest(**req))
+
+    @bentoml.api(input_spec=ReloadRequest, route="/admin/reload")
+    async def admin_reload(self, ctx: bentoml.Context, **req) -> ReloadAnswer:
+        """Load the newest published model (or the tag given), smoke-test it and swap it in; a missing,
+        corrupt or failing model is refused (409) and the old one keeps serving. Needs the X-Admin-Key header."""
+        if refusal := self.admin.refusal(ctx.request.headers):
+            return _error(ctx, *refusal)
+        r = ReloadRequest(**req)
+        outcome = await anyio.to_thread.run_sync(self.models.reload, r.model)  # requests keep flowing meanwhile
+        if outcome.status == "refused":
+            ctx.response.status_code = 409
+        return ReloadAnswer(status=outcome.status, serving=outcome.serving, model_version=outcome.version,
+                            detail=outcome.detail)
+
+    @bentoml.api(input_spec=ForgetRequest, route="/admin/forget")
+    async def admin_forget(self, ctx: bentoml.Context, **req) -> ForgetAnswer:
+        """Forget a shopper: fallback answers only from now on, gone from the churn list, the event store and
+        the canonical tables; ingest rejects their rows from now on. Idempotent. Needs the X-Admin-Key header."""
+        if refusal := self.admin.refusal(ctx.request.headers):
+            return _error(ctx, *refusal)
+        r = ForgetRequest(**req)
+        report = await anyio.to_thread.run_sync(self.privacy.forget, r.user_id, self.events)
+        return ForgetAnswer(pseudonym=report.pseudonym, events_removed=report.events,
+                            canonical_rows_removed=report.canonical_rows)
+
+
+def _error(ctx: bentoml.Context, status: int, message: str):
+    from starlette.responses import JSONResponse
+
+    ctx.response.status_code = status
+    return JSONResponse({"error": message}, status_code=status)
 
 
 Shoprec.add_asgi_middleware(BodySizeLimit, max_bytes=64 * 1024)

@@ -108,7 +108,7 @@ def train(
     canonical = load_canonical(work)
     if truth is None and orders is not None and (Path(orders).parent / "truth").is_dir():
         truth = Path(orders).parent / "truth"
-    with _progress_bar(total=2 * len(cfg.candidates) + 3) as step:
+    with _progress_bar(total=2 * len(cfg.candidates) + 8) as step:
         outcome = run_train(canonical, cfg, PROJECT, truth_dir=truth, metrics_out=metrics_out,
                             ingest_report=json.loads((work / "ingest_report.json").read_text()), progress=step)
     rec = outcome.metrics["recommend"]
@@ -187,6 +187,13 @@ def publish() -> None:
     except RuntimeError as e:
         _fail(str(e))
     typer.echo(f"published {model.tag} (registry version {model.info.labels['registry_version']})")
+    from training.propensity.publish import publish_propensity
+
+    try:
+        pm = publish_propensity(PROJECT)
+        typer.echo(f"published {pm.tag} (registry version {pm.info.labels['registry_version']})")
+    except RuntimeError as e:
+        _say(f"no propensity bundle published: {e}")
 
 
 @app.command()
@@ -245,6 +252,10 @@ def _bentoml_home() -> dict:
 from training.cli_propensity import churn_list  # noqa: E402
 
 app.command("churn-list")(churn_list)
+
+from training.cli_privacy import forget_user_command  # noqa: E402
+
+app.command("forget-user")(forget_user_command)
 
 
 if __name__ == "__main__":

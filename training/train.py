@@ -75,8 +75,8 @@ def train(
     evaluation = evaluate_candidates(config, events, orders, oracle=oracle, extra=extra, progress=progress)
     report = metrics_report(evaluation, config)
     chosen = config.candidate(evaluation.chosen)
-    score = evaluation.score(chosen.name, config.k)
-    rescored = evaluation.score(extra[0].name, config.k) if extra else None
+    score = round(evaluation.score(chosen.name, config.k), 6)  # as stored in the registry tag
+    rescored = round(evaluation.score(extra[0].name, config.k), 6) if extra else None
     promote, reason = tracking.decide(score, eval_key, champion, rescored)
 
     with mlflow.start_run(run_name=f"train-{chosen.name}") as run:
@@ -119,6 +119,14 @@ def train(
 
     report["recommend"]["model_version"] = version
     report["recommend"]["champion"] = {"promoted": promote, "reason": reason}
+    if orders is not None and len(orders):
+        from training.propensity.train import train_propensity
+
+        try:
+            report.update(train_propensity(canonical, project_dir, truth_dir=truth_dir, progress=progress))
+        except ValueError as e:  # e.g. less than two horizons of order history
+            progress(f"churn and conversion models skipped: {e}")
+            report["propensity"] = {"skipped": str(e)}
     if metrics_out:
         atomic_write_json(metrics_out, report)
     return TrainOutcome(report, run_id, version, promote, reason)

@@ -34,9 +34,10 @@ CSV_HEADINGS = {
 
 def expected_spend(features: pd.DataFrame, days: int) -> pd.Series:
     """Spend expected over the next ``days`` if the customer keeps buying at their own pace:
-    total spend per day as a customer (at least ``days``, so one recent order is not
-    extrapolated), times ``days``."""
-    return (features["monetary"] / features["tenure_days"].clip(lower=days) * days).rename("expected_spend")
+    spend net of returns and cancellations, per day as a customer (at least ``days``, so one
+    recent order is not extrapolated), times ``days``."""
+    net = features["monetary"] * (1.0 - features["return_share"].fillna(0.0).clip(0.0, 1.0))
+    return (net / features["tenure_days"].clip(lower=days) * days).rename("expected_spend")
 
 
 @dataclass

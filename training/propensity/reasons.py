@@ -24,7 +24,7 @@ def _pct(x) -> str:
 def _recency(r) -> str:
     if not math.isnan(r["mean_gap_days"]):
         return f"no order for {_n(r['recency_days'])} days, usually every {_n(r['mean_gap_days'])}"
-    return f"no order for {_n(r['recency_days'])} days (one purchase day only)"
+    return f"only one day with orders so far, {_n(r['recency_days'])} days ago"
 
 
 def _spend_trend(r) -> str:
@@ -52,7 +52,9 @@ def _orders_trend(r) -> str:
 
 def _visits(r) -> str:
     gap = r.get("mean_visit_gap_days", float("nan"))
-    if r["sessions_30d"] == 0 and r["sessions_prev_30d"] == 0 or r["days_since_visit"] >= 30:
+    if math.isnan(r["days_since_visit"]):
+        return "no visit recorded"
+    if (r["sessions_30d"] == 0 and r["sessions_prev_30d"] == 0) or r["days_since_visit"] >= 30:
         usual = "" if math.isnan(gap) else f", usually every {_n(gap)}"
         return f"no visit for {_n(r['days_since_visit'])} days{usual}"
     return (f"{_count(r['sessions_30d'], 'visit')} in the last 30 days against {_n(r['sessions_prev_30d'])} the 30 before, "
@@ -70,9 +72,11 @@ GROUPS: list[tuple[str, tuple[str, ...], callable]] = [
     ("basket", ("basket_lines", "basket_units", "basket_value"),
      lambda r: f"baskets of {_n(r['basket_lines'], 1)} lines worth {_n(r['basket_value'])} on average"),
     ("breadth", ("distinct_items", "distinct_categories", "repeat_item_share"),
-     lambda r: f"{_n(r['distinct_items'])} different items bought, {_pct(r['repeat_item_share'])} of them more than once"),
+     lambda r: f"{_count(r['distinct_items'], 'different item')}, " + (
+         "none bought twice" if r["repeat_item_share"] == 0 else f"{_pct(r['repeat_item_share'])} of them bought more than once")),
     ("returns", ("return_lines", "return_orders", "return_share"),
-     lambda r: f"{_count(r['return_lines'], 'returned or cancelled line')} ({_pct(r['return_share'])} of spend)"),
+     lambda r: "no returns or cancellations so far" if r["return_lines"] == 0 else
+     f"{_count(r['return_lines'], 'returned or cancelled line')} ({_pct(r['return_share'])} of spend)"),
     ("visits", ("days_since_visit", "mean_visit_gap_days", "visit_gap_ratio", "sessions", "sessions_30d",
                 "sessions_prev_30d", "intensity_30d", "views", "views_30d", "carts", "carts_30d"), _visits),
     ("funnel", ("cart_abandonment", "view_to_cart", "cart_to_purchase"),

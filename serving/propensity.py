@@ -1,0 +1,153 @@
+"""Propensity answers from the published bundle, and the API key that guards the at-risk list.
+
+The bundle comes from the BentoML store (``SHOPREC_PROPENSITY_MODEL``, default
+``shoprec-propensity:latest``). Without one the service still starts and these endpoints
+answer 503 saying why. The key is read once at startup from ``SHOPREC_API_KEY`` or from the
+file named by ``SHOPREC_API_KEY_FILE``, compared in constant time, and never logged.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from features.user_features import SEGMENT_NAMES
+from serving.schemas import Id, _Strict
+from training.propensity.bundle import PropensityBundle
+
+TAG_ENV, DEFAULT_TAG = "SHOPREC_PROPENSITY_MODEL", "shoprec-propensity:latest"
+KEY_ENV, KEY_FILE_ENV = "SHOPREC_API_KEY", "SHOPREC_API_KEY_FILE"
+KEY_HEADER = "X-API-Key"
+log = logging.getLogger(__name__)
+
+
+class PropensityRequest(_Strict):
+    user_ids: list[Id] = Field(min_length=1, max_length=1000, description="customer ids; unknown ids are answered as unknown")
+
+
+class UserPropensity(BaseModel):
+    user_id: str
+    known: bool = Field(description="false: no purchase history in the scored bundle (probabilities are null)")
+    churn_probability: Optional[float] = None
+    conversion_probability: Optional[float] = None
+    value_at_risk: Optional[float] = None
+    segment: str = Field(description="RFM segment, or 'unknown'")
+
+
+class PropensityAnswer(BaseModel):
+    users: list[UserPropensity]
+    model_version: str
+    scored_at: str
+
+
+class ChurnRiskRequest(_Strict):
+    min_probability: float = Field(0.0, ge=0, le=1, description="keep customers with churn probability >= this")
+    min_value: float = Field(0.0, ge=0, description="keep customers with value at risk >= this")
+    segment: Optional[Literal[tuple(SEGMENT_NAMES)]] = Field(None, description="keep one RFM segment")
+    top_n: Optional[int] = Field(None, ge=1, le=1_000_000, description="keep the first N of the filtered ranking")
+    page: int = Field(1, ge=1, description="1-based page of the list")
+    page_size: int = Field(100, ge=1, le=1000)
+
+
+class AtRiskCustomer(BaseModel):
+    rank: int
+    user_id: str
+    churn_probability: float
+    value_at_risk: float
+    expected_spend: float
+    conversion_probability: float
+    segment: str
+    days_since_last_order: float
+    orders: float
+    total_spend: float
+    reasons: list[str]
+
+
+class ChurnRiskAnswer(BaseModel):
+    customers: list[AtRiskCustomer]
+    total: int = Field(description="customers matching the filters (all pages)")
+    page: int
+    page_size: int
+    horizon_days: int
+    model_version: str
+    scored_at: str
+
+
+def api_key_from_env(environ=os.environ) -> bytes | None:
+    """The configured key (surrounding whitespace stripped), or None when none is configured."""
+    key = environ.get(KEY_ENV)
+    if not key and environ.get(KEY_FILE_ENV):
+        try:
+            key = Path(environ[KEY_FILE_ENV]).read_text(encoding="utf-8")
+        except OSError as e:
+            log.error("cannot read the API key file named by %s (%s): churn_risk is disabled", KEY_FILE_ENV, type(e).__name__)
+            return None
+    key = (key or "").strip()
+    return key.encode("utf-8") if key else None
+
+
+def key_matches(expected: bytes | None, given: str | None) -> bool:
+    """Constant-time comparison; False when no key is configured or none was given."""
+    if not expected or not given:
+        return False
+    return hmac.compare_digest(expected, given.encode("utf-8"))
+
+
+@dataclass
+class PropensityApi:
+    """What the two endpoints answer, independent of BentoML (so it is testable in-process)."""
+
+    bundle: PropensityBundle | None
+    version: str
+    missing: str = ""  # why there is no bundle
+    # privacy hook (serving/admin.py): which user ids are forgotten; they are answered as unknown
+    # and leave the churn list at once
+    hidden: Optional[Callable[[list[str]], list[bool]]] = None
+
+    @classmethod
+    def from_store(cls) -> "PropensityApi":
+        import bentoml
+
+        tag = os.environ.get(TAG_ENV, DEFAULT_TAG)
+        try:
+            ref = bentoml.models.get(tag)
+        except bentoml.exceptions.NotFound:
+            return cls(None, "", f"no propensity bundle '{tag}' in the model store: run `shoprec train` with orders, then `shoprec publish`")
+        bundle = PropensityBundle.load(ref.path)
+        return cls(bundle, ref.info.labels.get("registry_version", bundle.meta.get("model_version", str(ref.tag.version))))
+
+    def propensity(self, req: PropensityRequest) -> PropensityAnswer:
+        users = []
+        gone = self.hidden(req.user_ids) if self.hidden is not None else [False] * len(req.user_ids)
+        for uid, row, forgotten in zip(req.user_ids, self.bundle.lookup(req.user_ids), gone):
+            if row is None or forgotten:
+                users.append(UserPropensity(user_id=uid, known=False, segment="unknown"))
+            else:
+                users.append(UserPropensity(user_id=uid, known=True, churn_probability=round(row["churn_probability"], 6),
+                                            conversion_probability=round(row["conversion_probability"], 6),
+                                            value_at_risk=round(row["value_at_risk"], 4), segment=row["segment"]))
+        return PropensityAnswer(users=users, model_version=self.version, scored_at=self.bundle.meta.get("scored_at", ""))
+
+    def churn_risk(self, req: ChurnRiskRequest) -> ChurnRiskAnswer:
+        ranked = self.bundle.at_risk(req.min_probability, req.min_value, req.segment,
+                                     None if self.hidden is not None else req.top_n)
+        if self.hidden is not None:  # forgotten shoppers leave the list; the ranks close up
+            ranked = ranked[[not g for g in self.hidden(ranked["user_id"].tolist())]]
+            ranked = ranked.head(req.top_n) if req.top_n is not None else ranked
+            ranked = ranked.assign(rank=range(1, len(ranked) + 1))
+        start = (req.page - 1) * req.page_size
+        page = ranked.iloc[start:start + req.page_size]
+        customers = [AtRiskCustomer(rank=int(r["rank"]), user_id=r["user_id"], churn_probability=round(r["churn_probability"], 6),
+                                    value_at_risk=round(r["value_at_risk"], 4), expected_spend=round(r["expected_spend"], 4),
+                                    conversion_probability=round(r["conversion_probability"], 6), segment=r["segment"],
+                                    days_since_last_order=round(r["recency_days"], 2), orders=r["frequency"],
+                                    total_spend=round(r["monetary"], 2), reasons=list(r["reasons"]))
+                     for r in page.to_dict("records")]
+        return ChurnRiskAnswer(customers=customers, total=len(ranked), page=req.page, page_size=req.page_size,
+                               horizon_days=int(self.bundle.meta.get("horizon_days", 90)), model_version=self.version,
+                               scored_at=self.bundle.meta.get("scored_at", ""))

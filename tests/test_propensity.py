@@ -1,0 +1,253 @@
+"""Churn and conversion models: the PRODUCT.md protocol on Online Retail, the oracle on the
+synthetic shop, determinism, save/load, reasons, MLflow + registry, publish, and the CSV export."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.ingest import ingest, load_canonical
+from tests.conftest import REPO, shared_data
+from training.propensity.bundle import PropensityBundle
+from training.propensity.config import PropensityConfig
+from training.propensity.dataset import Snapshots, fit_split, held_out
+from training.propensity.evaluate import classification_metrics, evaluate_target, lift
+from training.propensity.model import PropensityModel
+from training.propensity.reasons import reasons
+
+# the tiny shop has ~100 customers per date: let the trees split
+SMALL_DATA = PropensityConfig(lgbm={"min_child_samples": 5, "num_leaves": 4, "early_stopping_rounds": 30})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from features.synthetic import ShopConfig, generate_shop
+
+    out = tmp_path_factory.mktemp("tiny")
+    paths = generate_shop(ShopConfig.preset("tiny"), out)
+    ingest(paths.orders, paths.events, paths.items, out / "canonical")
+    return load_canonical(out / "canonical"), paths.truth_dir
+
+
+@pytest.fixture(scope="module")
+def retail(tmp_path_factory):
+    out = tmp_path_factory.mktemp("retail")
+    ingest(shared_data("online-retail/onlineretail.csv.gz"), None, None, out)
+    return load_canonical(out)
+
+
+def test_online_retail_churn_protocol_and_peers(retail):
+    """PRODUCT.md: test rows at end - 90 days (3,370 customers, 43% churn), peers 0.683 and 0.735."""
+    ev = evaluate_target(Snapshots(retail), "churn", PropensityConfig())
+    m = ev.metrics()
+    assert m["test_at"] == "2011-09-10 12:50:00" and m["train_at"] == ["2011-06-12 12:50:00"]
+    assert m["rows"] == 3370 and m["positive_rate"] == pytest.approx(0.43, abs=0.005)
+    assert m["baseline_recency"]["roc_auc"] == pytest.approx(0.683, abs=0.001)
+    assert m["baseline_rfm_logreg"]["roc_auc"] == pytest.approx(0.735, abs=0.001)
+    assert m["roc_auc"] > 0.735, f"LightGBM churn ROC AUC {m['roc_auc']:.4f} does not beat the RFM logreg peer"
+    assert m["brier"] < m["baseline_recency"]["brier"] and m["lift@10%"] > 1.3
+
+
+def test_synthetic_shop_against_the_oracle(tiny):
+    canonical, truth = tiny
+    for target in ("churn", "conversion"):
+        m = evaluate_target(Snapshots(canonical), target, SMALL_DATA, truth).metrics()
+        assert "oracle" in m, m.get("oracle_note")
+        assert m["oracle"]["roc_auc"] > 0.8  # the truth is informative
+        assert 0.6 < m["roc_auc"] <= m["oracle"]["roc_auc"] + 0.02, (target, m["roc_auc"], m["oracle"]["roc_auc"])
+
+
+def test_metrics_on_a_hand_example():
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1])
+    p = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.3, 0.1, 0.2, 0.3, 0.6])
+    assert lift(y, p, 0.1) == pytest.approx(1 / 0.3)  # top 1 of 10 is a positive; base rate 0.3
+    assert lift(y, p, 0.2) == pytest.approx(0.5 / 0.3)
+    m = classification_metrics(y, p)
+    assert m["roc_auc"] == pytest.approx(19 / 21)  # 0.9 beats all 7 negatives, 0.7 and 0.6 beat 6 and m["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    assert np.isnan(classification_metrics(np.zeros(4), np.full(4, 0.5))["roc_auc"])
+
+
+def _xy(seed, n=600):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"recency_days": rng.exponential(60, n), "frequency": rng.integers(1, 20, n).astype(float),
+                      "noise": rng.normal(size=n)}, index=[f"u{i}" for i in range(n)])
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X.recency_days - 60) / 20 + 0.1 * X.frequency))).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("calibration", ["platt", "isotonic"])
+def test_model_is_deterministic_and_survives_save_load(tmp_path, calibration):
+    X, y = _xy(0)
+    Xh, yh = _xy(1, 200)
+    fit = lambda: PropensityModel({"num_leaves": 4, "min_child_samples": 10}, calibration, seed=3).fit(X, y, Xh, yh)  # noqa: E731
+    a, b = fit(), fit()
+    np.testing.assert_array_equal(a.predict_proba(Xh), b.predict_proba(Xh))
+    assert roc(yh, a.predict_proba(Xh)) > 0.75
+    a.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["calibration"]["method"] == calibration and (tmp_path / "m" / "model.txt").read_text().startswith("tree")
+    loaded = PropensityModel.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict_proba(Xh), a.predict_proba(Xh), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(loaded.contributions(Xh).to_numpy(), a.contributions(Xh).to_numpy(), atol=1e-12)
+    assert 0.0 <= a.predict_proba(Xh).min() and a.predict_proba(Xh).max() <= 1.0
+
+
+def roc(y, p):
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(y, p)
+
+
+def test_model_refuses_one_class_and_tiny_holdouts_keep_the_raw_sigmoid():
+    X, y = _xy(0)
+    with pytest.raises(ValueError, match="one class"):
+        PropensityModel().fit(X, np.zeros(len(X)), X, y)
+    m = PropensityModel({"min_child_samples": 10}).fit(X, y, X.head(5), y[:5])
+    assert m.calibration_["method"] == "identity"
+
+
+def test_contributions_sum_to_the_raw_score():
+    X, y = _xy(0)
+    m = PropensityModel({"num_leaves": 4, "min_child_samples": 10}).fit(X, y, *_xy(1, 200))
+    full = m.booster_.predict(X, num_iteration=m.best_iteration_, pred_contrib=True)
+    np.testing.assert_allclose(m.contributions(X).sum(axis=1) + full[:, -1], m.raw_score(X), atol=1e-9)
+
+
+def test_reasons_in_words():
+    feats = pd.DataFrame({"recency_days": [95.0], "mean_gap_days": [20.0], "gap_ratio": [4.75], "spend_90d": [40.0],
+                          "spend_prev_90d": [100.0], "spend_trend_90d": [-0.6], "monetary": [500.0]}, index=["u1"])
+    contrib = pd.DataFrame({"recency_days": [0.5], "mean_gap_days": [0.1], "gap_ratio": [0.3], "spend_90d": [0.2],
+                            "spend_prev_90d": [0.1], "spend_trend_90d": [0.0], "monetary": [-0.4]}, index=["u1"])
+    assert reasons(contrib, feats, top=3)["u1"] == ["no order for 95 days, usually every 20",
+                                                    "spend down 60% on the previous quarter (40 vs 100)"]
+    assert reasons(contrib, feats, top=1)["u1"] == ["no order for 95 days, usually every 20"]
+    visits = pd.DataFrame({"days_since_visit": [40.0], "mean_visit_gap_days": [7.0], "sessions_30d": [0.0],
+                           "sessions_prev_30d": [2.0], "return_lines": [0.0], "return_share": [0.0]}, index=["u2"])
+    contrib = pd.DataFrame({"days_since_visit": [0.9], "sessions_30d": [0.2], "return_lines": [0.1]}, index=["u2"])
+    assert reasons(contrib, visits)["u2"] == ["no visit for 40 days, usually every 7", "no returns or cancellations so far"]
+
+
+def test_held_out_customers_never_reach_the_trees(tiny):
+    canonical, _ = tiny
+    snaps = Snapshots(canonical)
+    cfg = SMALL_DATA.model_copy(update={"snapshots": 3})
+    dated = snaps.stacked([snaps.end - pd.Timedelta(days=d) for d in (90, 120, 150)], "churn", 90)
+    fit, held = fit_split(dated, cfg.holdout_share, cfg.seed)
+    assert len(held) > 0 and not set(held.X.index) & set(fit.X.index)
+    np.testing.assert_array_equal(held_out(held.X.index, 0.2, 42), held_out(held.X.index, 0.2, 42))
+    share = held_out(pd.Index([f"u{i}" for i in range(5000)]), 0.2, 42).mean()
+    assert share == pytest.approx(0.2, abs=0.02)
+
+
+def test_config_round_trip(tmp_path):
+    cfg = PropensityConfig(horizon_days=60, window_days=14, calibration="isotonic", lgbm={"num_leaves": 5})
+    cfg.dump(tmp_path / "p.yaml")
+    assert PropensityConfig.load(tmp_path / "p.yaml") == cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory, request):
+    """Two identical runs of ``train_propensity`` into one MLflow store."""
+    from training.propensity.train import train_propensity
+
+    canonical, truth = tiny
+    project = tmp_path_factory.mktemp("project")
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        first = train_propensity(canonical, project, SMALL_DATA, truth, progress=lambda m: None, bundle_out=project / "b1")
+        second = train_propensity(canonical, project, SMALL_DATA, truth, progress=lambda m: None, bundle_out=project / "b2")
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return project, first, second
+
+
+def test_train_propensity_metrics_and_registry(trained):
+    project, first, second = trained
+    for target in ("churn", "conversion"):
+        m = first[target]
+        assert {"roc_auc", "pr_auc", "brier", "lift@10%", "baseline_recency", "baseline_rfm_logreg", "oracle"} <= set(m)
+        assert set(m["baseline_rfm_logreg"]) >= {"roc_auc", "pr_auc", "brier", "lift@10%"}
+    json.dumps(first)  # JSON-ready for the metrics file
+    assert first["propensity"]["model_version"] == "1" and first["propensity"]["champion"]["promoted"]
+    # same data, same recipe: not strictly better, so the champion stays
+    assert second["propensity"]["model_version"] == "2" and not second["propensity"]["champion"]["promoted"]
+    assert second["churn"] == first["churn"]
+    plots = {p.name for p in (project / "mlruns").rglob("*.png")}
+    assert {"calibration.png", "gains.png", "feature_importance.png"} <= plots
+
+
+def test_same_data_gives_the_same_scores(trained):
+    project, _, _ = trained
+    a, b = (PropensityBundle.load(project / name, with_models=True) for name in ("b1", "b2"))
+    pd.testing.assert_frame_equal(a.scores, b.scores)
+    assert (project / "b1" / "churn" / "model.txt").read_text() == (project / "b2" / "churn" / "model.txt").read_text()
+    s = a.scores
+    assert s["user_id"].is_unique and s["churn_probability"].between(0, 1).all()
+    np.testing.assert_allclose(s["value_at_risk"], s["churn_probability"] * s["expected_spend"])
+    assert s["value_at_risk"].is_monotonic_decreasing and s["reasons"].map(len).max() <= 3
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_churn_list_csv(trained, tmp_path):
+    from training.cli_propensity import churn_list
+
+    import typer
+
+    app = typer.Typer()
+    app.command("churn-list")(churn_list)
+    app.callback()(lambda: None)
+    project, _, _ = trained
+    bundle = PropensityBundle.load(project / "b1")
+    segment = bundle.scores["segment"].value_counts().index[0]
+    out = tmp_path / "list.csv"
+    result = CliRunner().invoke(app, ["churn-list", "--bundle", str(project / "b1"), "--top", "5", "--min-prob", "0.3",
+                                      "--segment", segment, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = _read_csv(out)
+    assert list(rows[0]) == ["rank", "customer_id", "churn_probability_90d", "value_at_risk_90d", "expected_spend_90d",
+                             "purchase_probability_30d", "segment", "days_since_last_order", "orders", "total_spend", "reasons"]
+    expected = bundle.scores[(bundle.scores.churn_probability >= 0.3) & (bundle.scores.segment == segment)].head(5)
+    assert [r["customer_id"] for r in rows] == expected["user_id"].tolist() and 0 < len(rows) <= 5
+    assert all(r["segment"] == segment and float(r["churn_probability_90d"]) >= 0.3 for r in rows)
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    values = [float(r["value_at_risk_90d"]) for r in rows]
+    assert values == sorted(values, reverse=True) and all(r["reasons"] for r in rows)
+    bad = CliRunner().invoke(app, ["churn-list", "--bundle", str(project / "b1"), "--segment", "vip", "--out", str(out)])
+    assert bad.exit_code == 2 and "unknown segment 'vip'" in bad.output
+
+
+PUBLISH_AND_LIST = """
+import sys
+from pathlib import Path
+from typer.testing import CliRunner
+from training.cli import app
+from training.propensity.publish import publish_propensity
+first, again = publish_propensity(Path(sys.argv[1])), publish_propensity(Path(sys.argv[1]))
+assert first.tag == again.tag, "publishing the same version twice stores it once"
+print("published", first.info.labels["registry_version"])
+result = CliRunner().invoke(app, ["churn-list", "--top", "3", "--out", sys.argv[2]])
+print(result.output)
+sys.exit(result.exit_code)
+"""
+
+
+def test_publish_then_churn_list_from_the_store(trained, tmp_path):
+    """``shoprec publish`` stores the champion; ``shoprec churn-list`` reads it from the store."""
+    project, _, _ = trained
+    env = dict(os.environ, BENTOML_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run([sys.executable, "-c", PUBLISH_AND_LIST, str(project), str(tmp_path / "top.csv")], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "published 1" in out.stdout  # the champion (v1), not the newest version (v2)
+    assert "model version 1" in out.stdout and len(_read_csv(tmp_path / "top.csv")) == 3
