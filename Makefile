@@ -32,14 +32,36 @@ train: data/shop/orders.parquet
 run: train
 	$(VENV)/bin/shoprec serve --host 127.0.0.1 --port $(PORT)
 
-# Servers the tests start for real: redis-server (Debian package). Installed when we are root.
+# What the tests start for real (Debian packages): redis-server, and chromium for the marketers' page
+# (driven by Playwright; never `playwright install`). Installed when we are root, with one apt-get update.
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "redis-server is missing: sudo apt-get install -y redis-server" >&2; exit 1; fi; }
+	@missing=""; \
+	  command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "missing system packages:$$missing: sudo apt-get install -y$$missing" >&2; exit 1; fi; \
+	  fi
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 clean:
 	rm -rf data/shop data/canonical runs mlruns bentoml_home
+
+# Benchmarks next to their floors (benchmarks/README.md). bench-quick: small shops, a few minutes;
+# bench: the full run (1M/10M/50M events, 1M-user model; ~45+ min). Results: benchmarks/results/.
+.PHONY: bench bench-quick bench-deps
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): benchmarks/requirements.txt | $(STAMP)
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
+	touch $(BENCH_STAMP)
+
+bench-deps: $(BENCH_STAMP)
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) -m benchmarks.run --mode quick
+
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks.run --mode full

@@ -47,7 +47,7 @@ def is_non_product(codes: pd.Series) -> pd.Series:
     return ~codes.str.match(r"^(\d{5}|DCGS)").fillna(False).astype(bool)
 
 
-def read_online_retail(path: Path) -> AdapterResult:
+def read_online_retail(path: Path, forgotten=None) -> AdapterResult:
     """UCI Online Retail invoice lines as canonical orders plus an items table.
 
     Kept: lines with a customer id; cancellations (InvoiceNo "C...") stay as return lines
@@ -82,7 +82,7 @@ def read_online_retail(path: Path) -> AdapterResult:
         }
     )
     rows = np.arange(1, len(raw) + 1)
-    orders = validate(mapped[keep], ORDERS, path.name, rows=rows[keep], raw=raw[keep])
+    orders = validate(mapped[keep], ORDERS, path.name, rows=rows[keep], raw=raw[keep], forgotten=forgotten)
     rejects = pd.concat([make_rejects(path.name, rows, reasons, raw), orders.rejects], ignore_index=True)
     rejects = rejects.sort_values("row", kind="stable", ignore_index=True)
 
@@ -131,7 +131,7 @@ def _uci_items(raw: pd.DataFrame, price: np.ndarray) -> pd.DataFrame:
     )
 
 
-def read_otto(path: Path) -> AdapterResult:
+def read_otto(path: Path, forgotten=None) -> AdapterResult:
     """OTTO sessions ({"session", "events": [{"aid", "ts", "type"}]}) as canonical events,
     plus orders from the "orders" events.
 
@@ -163,7 +163,7 @@ def read_otto(path: Path) -> AdapterResult:
             "item_id": text(raw["aid"]),
         }
     )
-    result = validate(mapped, EVENTS, path.name, rows=line, raw=raw)
+    result = validate(mapped, EVENTS, path.name, rows=line, raw=raw, forgotten=forgotten)
     ev = result.accepted
     buys = ev[ev["event_type"] == "purchase"]
     orders = pd.DataFrame(

@@ -15,11 +15,14 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.adapters import AdapterResult, read_online_retail, read_otto
 from features.contract import SPECS
 from features.errors import IngestError
-from features.readers import peek_columns, read_raw
+from features.readers import peek_columns
+from features.salvage import read_salvaged
 from features.validate import validate
 
 LAYOUTS = ("auto", "contract", "online-retail", "otto")
@@ -89,8 +92,14 @@ def detect_layout(path: Path) -> str:
     return "contract"
 
 
-def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir: Path, layout: str = "auto") -> IngestReport:
+def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir: Path, layout: str = "auto",
+           forgotten=None) -> IngestReport:
     """Read, validate and write the given files; ``layout`` other than "auto" applies to all.
+
+    Rows of shoppers on the forgotten list (``forgotten``, default: the project's list, see
+    features/privacy.py) are rejected as "forgotten user" with nothing of them kept. Damaged
+    CSV / JSON Lines files (truncated gzip, bytes that are not UTF-8, broken lines) keep their
+    readable rows; each damaged row is a reject (features/salvage.py).
 
     A table that an adapter derives on the side (items from Online Retail, orders from
     OTTO) is used only when no file is given for it. Canonical tables not produced by this
@@ -101,19 +110,27 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
     inputs = {t: Path(p) for t, p in (("orders", orders), ("events", events), ("items", items)) if p is not None}
     if not inputs:
         raise ValueError("give at least one of orders, events, items")
+    if forgotten is None:
+        from features.privacy import ForgetList, PrivacyError
+
+        try:
+            forgotten = ForgetList.open()
+        except PrivacyError as e:
+            raise IngestError(f"forgotten-users list: {e}") from e
     reports, rejects, primary, side = [], [], {}, {}
     for slot, path in inputs.items():
         file_layout = detect_layout(path) if layout == "auto" else layout
         table = PRIMARY.get(file_layout, slot)
         if table in primary:
             raise IngestError(f"{path}: gives the {table} table, which {primary[table][0]} already gives")
-        result = _read(path, slot, file_layout)
+        result = _read(path, slot, file_layout, forgotten)
         primary[table] = (path, result.tables[table])
         side.update({t: df for t, df in result.tables.items() if t != table})
         reports.append(FileReport(table, str(path), file_layout, **result.counts))
         rejects.append(result.rejects)
     tables = side | {t: df for t, (_, df) in primary.items()}
-    tables = {t: _sorted(tables[t], SORT_KEYS[t]) for t in TABLE_FILES if t in tables}
+    del primary, side, result  # sort one table at a time, dropping each unsorted copy (peak memory)
+    tables = {t: _sorted(tables.pop(t), SORT_KEYS[t]) for t in TABLE_FILES if t in tables}
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +140,10 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
         elif (out_dir / name).exists():
             (out_dir / name).unlink()
     rejects = pd.concat(rejects, ignore_index=True)
+    if len(forgotten):
+        from features.privacy import redact_rejects
+
+        rejects = redact_rejects(rejects, forgotten)  # their rows rejected for other reasons too
     _write_atomic(out_dir / REJECTS_FILE, lambda p: rejects.to_csv(p, index=False, lineterminator="\n"))
     report = IngestReport(out_dir, reports, {t: len(df) for t, df in tables.items()})
     text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
@@ -139,17 +160,25 @@ def load_canonical(out_dir: Path) -> Canonical:
     return Canonical(**found)
 
 
-def _read(path: Path, slot: str, layout: str) -> AdapterResult:
+def _read(path: Path, slot: str, layout: str, forgotten) -> AdapterResult:
     if layout == "online-retail":
-        return read_online_retail(path)
+        return read_online_retail(path, forgotten)
     if layout == "otto":
-        return read_otto(path)
-    return AdapterResult.from_validation(slot, validate(read_raw(path), SPECS[slot], path.name))
+        return read_otto(path, forgotten)
+    return AdapterResult.from_validation(slot, validate(read_salvaged(path), SPECS[slot], path.name, forgotten=forgotten))
 
 
 def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    order = df.assign(_row=np.arange(len(df))).sort_values(keys + ["_row"], kind="stable").index
-    return df.loc[order].reset_index(drop=True)
+    """Rows by ``keys`` (missing values last), ties in input order."""
+    try:
+        # Arrow's sort is stable and puts nulls last, like the pandas sort below, and is much
+        # faster on text keys (no categorical of every session id first)
+        table = pa.table({k: pa.array(df[k]) for k in keys})
+        positions = pc.sort_indices(table, sort_keys=[(k, "ascending", "at_end") for k in keys])
+        return df.take(positions.to_numpy()).reset_index(drop=True)
+    except (pa.ArrowException, TypeError, ValueError):  # a key Arrow cannot take (mixed objects): pandas
+        order = df.assign(_row=np.arange(len(df))).sort_values(keys + ["_row"], kind="stable").index
+        return df.loc[order].reset_index(drop=True)
 
 
 def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:

@@ -48,26 +48,28 @@ def interaction_log(events: pd.DataFrame | None, orders: pd.DataFrame | None, co
     weights = {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
     parts = []
     if events is not None and len(events):
-        ev = events[events["user_id"].notna()]
+        # one filter over the four columns used (each filter copies every column it keeps)
+        keep = events["user_id"].notna().to_numpy(dtype=bool)
         if orders is not None:
-            ev = ev[ev["event_type"] != "purchase"]
+            keep = keep & (events["event_type"] != "purchase").fillna(False).to_numpy(dtype=bool)
+        ev = events[["user_id", "item_id", "ts", "event_type"]][keep]
         parts.append(
             pd.DataFrame(
                 {
-                    "user_id": ev["user_id"].astype(str).to_numpy(),
-                    "item_id": ev["item_id"].astype(str).to_numpy(),
+                    "user_id": _text(ev["user_id"]),
+                    "item_id": _text(ev["item_id"]),
                     "ts": ev["ts"].to_numpy(),
-                    "weight": ev["event_type"].map(weights).astype("float64").to_numpy(),
+                    "weight": _weights(ev["event_type"], weights),
                 }
             )
         )
     if orders is not None and len(orders):
-        od = orders[orders["quantity"] > 0]
+        od = orders[["user_id", "item_id", "ts"]][(orders["quantity"] > 0).to_numpy(dtype=bool)]
         parts.append(
             pd.DataFrame(
                 {
-                    "user_id": od["user_id"].astype(str).to_numpy(),
-                    "item_id": od["item_id"].astype(str).to_numpy(),
+                    "user_id": _text(od["user_id"]),
+                    "item_id": _text(od["item_id"]),
                     "ts": od["ts"].to_numpy(),
                     "weight": np.full(len(od), config.purchase_weight),
                 }
@@ -91,15 +93,14 @@ def build_matrix(
     they are built from the log (sorted ids). With them, rows whose
     user or item is outside the vocabulary are left out (used to score a fixed model space).
     """
-    users = users or IdVocab.from_values(log["user_id"])
-    items = items or IdVocab.from_values(log["item_id"])
-    now = now if now is not None else log["ts"].max()
-    age_days = (now - log["ts"]).dt.total_seconds().to_numpy() / 86400.0
+    users, rows = _vocab_rows(log["user_id"], users)
+    items, cols = _vocab_rows(log["item_id"], items)
+    if config.window_days is not None or config.half_life_days is not None:
+        now = now if now is not None else log["ts"].max()
+        age_days = (now - log["ts"]).dt.total_seconds().to_numpy() / 86400.0
     if config.window_days is not None:
-        log = log[age_days <= config.window_days]
-        age_days = age_days[age_days <= config.window_days]
-    rows = users.rows(log["user_id"].to_numpy())
-    cols = items.rows(log["item_id"].to_numpy())
+        inside = age_days <= config.window_days
+        log, age_days, rows, cols = log[inside], age_days[inside], rows[inside], cols[inside]
     weight = log["weight"].to_numpy(dtype=np.float64)
     if config.half_life_days is not None:
         weight = weight * np.power(0.5, np.clip(age_days, 0, None) / config.half_life_days)
@@ -117,6 +118,31 @@ def build_matrix(
     matrix = matrix.astype(np.float32)
     check_shape(matrix, len(users), len(items))
     return Interactions(matrix, users, items)
+
+
+def _text(col: pd.Series) -> pd.api.extensions.ExtensionArray:
+    """The ids as pandas text (``astype(str)``), without a round trip through Python objects."""
+    return col.astype(str).array
+
+
+def _weights(event_type: pd.Series, weights: dict[str, float]) -> np.ndarray:
+    """float64 weight per event (NaN for a type without one), mapping the few distinct types once."""
+    codes, kinds = pd.factorize(event_type)
+    table = np.array([weights.get(kind, np.nan) for kind in kinds] + [np.nan], dtype=np.float64)
+    return table[codes]  # code -1 (missing type) -> the trailing NaN
+
+
+def _vocab_rows(ids: pd.Series, vocab: IdVocab | None) -> tuple[IdVocab, np.ndarray]:
+    """The vocabulary (built from ``ids`` when None: sorted distinct values) and each id's row (-1: not in it).
+
+    Looks up each distinct id once: the log has ~20 rows per user, and converting every row's id
+    to a NumPy string for the lookup was most of ``build_matrix``'s time.
+    """
+    codes, distinct = pd.factorize(ids.astype(str))
+    distinct = np.asarray(distinct, dtype=str)
+    vocab = vocab or IdVocab(np.sort(distinct))  # an empty vocabulary counts as none, as before
+    lookup = np.append(vocab.rows(distinct), -1)  # code -1 (missing id) -> -1
+    return vocab, lookup[codes]
 
 
 def check_shape(matrix: sp.spmatrix, n_users: int, n_items: int) -> None:

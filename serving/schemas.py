@@ -5,7 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+# no control characters: ids are compared as numpy unicode, which drops a trailing NUL
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=r"^[^\x00-\x1f\x7f]+$")]
 K = Annotated[int, Field(ge=1, le=100, description="number of items")]
 
 

@@ -16,6 +16,7 @@ from features.event_store import Event, open_event_store
 from serving.admin import (AdminGate, ForgetAnswer, ForgetRequest, ReloadAnswer, ReloadRequest, ServicePrivacy,
                            admin_key_from_env, configure_logging)
 from serving.limits import BodySizeLimit
+from serving.marketing_page import app as marketing_page
 from serving.propensity import (KEY_HEADER, ChurnRiskAnswer, ChurnRiskRequest, PropensityAnswer, PropensityApi,
                                 PropensityRequest, api_key_from_env, key_matches)
 from serving.schemas import (BoughtTogetherRequest, EventsAck, EventsRequest, FilterFields, Recommendations,
@@ -34,7 +35,10 @@ def _filters(r: FilterFields) -> Filters:
     return Filters(r.category, r.in_stock, r.min_price, r.max_price)
 
 
-@bentoml.service(name="shoprec", traffic={"timeout": 10, "max_concurrency": 256}, workers=1)
+# Overload: beyond 64 requests in flight the server answers 429 at once instead of queueing (one worker,
+# ~3 ms a request: at most ~0.2 s of queue); a request still unanswered after 10 s gets 504.
+# Override per deployment: BENTOML_CONFIG_OPTIONS="services.shoprec.traffic.max_concurrency=N".
+@bentoml.service(name="shoprec", traffic={"timeout": 10, "max_concurrency": 64}, workers=1)
 class Shoprec:
     def __init__(self) -> None:
         configure_logging()  # shopper ids in logs only as keyed hashes (serving/admin.py)
@@ -176,3 +180,4 @@ def _error(ctx: bentoml.Context, status: int, message: str):
 
 
 Shoprec.add_asgi_middleware(BodySizeLimit, max_bytes=64 * 1024)
+Shoprec.mount_asgi_app(marketing_page, path="/marketing")  # the marketers' page, behind the API key

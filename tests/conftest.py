@@ -24,6 +24,14 @@ def shared_data(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_privacy_dir(tmp_path_factory):
+    """Tests (and the servers they start) never read or write the project's forgotten list or key."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHOPREC_PRIVACY_DIR", str(tmp_path_factory.mktemp("privacy")))
+        yield
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

@@ -22,15 +22,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def bentoml_server(bentoml_home: Path, timeout: float = 60.0, extra_env: dict | None = None):
-    """Yield the base URL of a running ``bentoml serve serving.service:Shoprec``."""
+def bentoml_server(bentoml_home: Path, timeout: float = 60.0, extra_env: dict | None = None,
+                   target: str = "serving.service:Shoprec", cwd: Path = REPO):
+    """Yield the base URL of a running ``bentoml serve serving.service:Shoprec`` (or of ``target``,
+    e.g. a bento tag from the store, started in ``cwd``)."""
     port = free_port()
     env = dict(os.environ, BENTOML_HOME=str(bentoml_home), OPENBLAS_NUM_THREADS="1", BENTOML_DO_NOT_TRACK="true")
     env.update(extra_env or {})
     log = open(Path(bentoml_home) / f"serve-{port}.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:Shoprec", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -253,6 +253,10 @@ from training.cli_propensity import churn_list  # noqa: E402
 
 app.command("churn-list")(churn_list)
 
+from training.doctor import doctor  # noqa: E402
+
+app.command()(doctor)
+
 from training.cli_privacy import forget_user_command  # noqa: E402
 
 app.command("forget-user")(forget_user_command)

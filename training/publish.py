@@ -29,17 +29,58 @@ def publish_champion(project_dir: Path, name: str = tracking.MODEL_NAME):
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp))
         ModelBundle.load(local)  # refuse a broken bundle before it reaches the store
-        try:
-            stored = bentoml.models.list(BENTO_MODEL)
-        except bentoml.exceptions.NotFound:
-            stored = []
-        existing = [m for m in stored if m.info.labels.get("registry_version") == champion.version
-                    and m.info.labels.get("registered_model") == name]
-        if existing:
-            return existing[0]
+        existing = [m for m in _stored() if m.info.labels.get("registry_version") == champion.version
+                    and m.info.labels.get("registered_model") == name and _complete(m.path)]
+        latest = _latest()
+        # already published and the store's latest (what the service loads): nothing to do. Otherwise a
+        # fresh copy: the first publish, one interrupted mid-copy (incomplete copies do not count), or a
+        # rollback (the alias moved back to a version stored earlier, which must become the latest again)
+        if latest is not None and any(m.tag == latest.tag for m in existing):
+            return latest
         return store_bundle(local, labels={"registered_model": name, "registry_version": champion.version,
                                            "alias": tracking.ALIAS},
                             metadata={"run_id": mv.run_id, "source": mv.source})
+
+
+def _complete(path) -> bool:
+    from training.bundle import ModelBundle
+
+    try:
+        ModelBundle.load(path)
+        return True
+    except Exception:
+        return False
+
+
+def _stored() -> list:
+    """Our models in the store; an entry a crash cut short (no model.yaml) is skipped, not fatal."""
+    import bentoml
+
+    try:
+        return bentoml.models.list(BENTO_MODEL)
+    except bentoml.exceptions.NotFound:
+        return []
+    except bentoml.exceptions.BentoMLException:
+        latest = _latest()
+        if latest is None:
+            return []
+        found = []
+        for entry in sorted(Path(latest.path).parent.iterdir()):
+            if entry.is_dir():
+                try:
+                    found.append(bentoml.models.get(f"{BENTO_MODEL}:{entry.name}"))
+                except Exception:
+                    pass
+        return found
+
+
+def _latest():
+    import bentoml
+
+    try:
+        return bentoml.models.get(f"{BENTO_MODEL}:latest")
+    except Exception:  # none yet, or an unreadable entry
+        return None
 
 
 def store_bundle(bundle_dir: Path, labels: dict[str, str], metadata: dict | None = None):

@@ -32,6 +32,8 @@ def setup(project_dir: Path) -> str:
     import mlflow
 
     uri = tracking_uri(project_dir)
+    if uri.startswith("sqlite:///"):
+        create_sqlite_store(Path(uri[len("sqlite:///"):]))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
@@ -41,6 +43,26 @@ def setup(project_dir: Path) -> str:
         mlflow.create_experiment(EXPERIMENT, artifact_location=location)
     mlflow.set_experiment(EXPERIMENT)
     return uri
+
+
+def create_sqlite_store(db: Path) -> None:
+    """Create a new SQLite store whole or not at all. MLflow creates its tables and then migrates
+    them step by step: a run killed in between leaves a store no later run can open. So the
+    store is built under a temporary name and renamed into place (a no-op when it exists)."""
+    if db.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", (db.parent / "artifacts").as_uri())
+        store.engine.dispose()
+        if not db.exists():  # another process may have won the race: keep theirs
+            os.replace(tmp, db)
+    finally:
+        for leftover in db.parent.glob(f"{tmp.name}*"):
+            leftover.unlink()
 
 
 def git_commit(repo: Path) -> str:

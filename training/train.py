@@ -12,6 +12,7 @@ from typing import Callable
 from training import tracking
 from training.config import Candidate, TrainConfig
 from training.pipeline import OracleFactory, data_digest, evaluate_candidates, fit_bundle, metrics_report
+from training.report_plots import log_recommender_report
 
 PROTOCOL = "discovery-v1"  # bump when the evaluation protocol changes: old scores stop comparing
 
@@ -43,9 +44,13 @@ def atomic_write_json(path: Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)  # a failed write leaves the previous file and no temp beside it
+        raise
 
 
 def train(
@@ -98,6 +103,7 @@ def train(
         if evaluation.oracle:
             mlflow.log_metric(f"oracle.ndcg_at_{config.k}", evaluation.oracle[f"ndcg@{config.k}"])
         mlflow.log_dict(report, "metrics.json")
+        log_recommender_report(mlflow, chosen, config, events, orders)  # plots: NDCG by activity, coverage
 
         progress(f"fitting {chosen.name} on all data")
         bundle = fit_bundle(chosen, config, events, orders,

@@ -149,11 +149,20 @@ class Recommender(ABC):
 
         Default: cosine of ``item_vectors``; neighbourhood models use their own weights.
         """
-        vectors = self.item_vectors()
-        norms = np.linalg.norm(vectors, axis=1)
-        norms[norms == 0] = 1.0
-        unit = vectors / norms[:, None]
+        unit = self._unit_item_vectors()
         return (unit[np.asarray(item_rows, dtype=np.int64)] @ unit.T).astype(np.float32)
+
+    def _unit_item_vectors(self) -> np.ndarray:
+        """``item_vectors`` scaled to unit length (zero vectors stay zero), computed once per
+        vectors array: normalising 100k x 100 vectors on every request was ~40 MB of work per call."""
+        vectors = self.item_vectors()
+        cached = self.__dict__.get("_unit_cache")
+        if cached is None or cached[0] is not vectors:  # refitted or reloaded: new arrays
+            norms = np.linalg.norm(vectors, axis=1)
+            norms[norms == 0] = 1.0
+            cached = (vectors, vectors / norms[:, None])
+            self.__dict__["_unit_cache"] = cached
+        return cached[1]
 
     def similar_items(self, item_rows: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Most similar items, the item itself left out."""

@@ -1,0 +1,1 @@
+"""Benchmarks of shoprec next to their floors (see benchmarks/README.md)."""
