@@ -5,13 +5,18 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-# no control characters: ids are compared as numpy unicode, which drops a trailing NUL
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# Ids are taken exactly as sent: no control characters (they are compared as numpy unicode, which
+# drops a trailing NUL) and no surrounding whitespace (refused, not stripped, so that the documented
+# limits are the enforced ones).
+_CTRL, _SPACE = r"\x00-\x1f\x7f", r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+ID_PATTERN = rf"^[^{_CTRL}{_SPACE}](?:[^{_CTRL}]*[^{_CTRL}{_SPACE}])?$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]
 K = Annotated[int, Field(ge=1, le=100, description="number of items")]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: the values must have the documented JSON types (no 0.0 -> false, no "5" -> 5)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class FilterFields(_Strict):

@@ -16,6 +16,7 @@ from features.event_store import Event, open_event_store
 from serving.admin import (AdminGate, ForgetAnswer, ForgetRequest, ReloadAnswer, ReloadRequest, ServicePrivacy,
                            admin_key_from_env, configure_logging)
 from serving.limits import BodySizeLimit
+from serving.openapi import OpenAPIFixes
 from serving.marketing_page import app as marketing_page
 from serving.propensity import (KEY_HEADER, ChurnRiskAnswer, ChurnRiskRequest, PropensityAnswer, PropensityApi,
                                 PropensityRequest, api_key_from_env, key_matches)
@@ -180,4 +181,5 @@ def _error(ctx: bentoml.Context, status: int, message: str):
 
 
 Shoprec.add_asgi_middleware(BodySizeLimit, max_bytes=64 * 1024)
+Shoprec.add_asgi_middleware(OpenAPIFixes)  # /docs.json says what the server does (serving/openapi.py)
 Shoprec.mount_asgi_app(marketing_page, path="/marketing")  # the marketers' page, behind the API key

@@ -1,0 +1,96 @@
+"""Corrections to the OpenAPI document BentoML serves at ``/docs.json``, so that it says what
+the server does (a schemathesis run checks every answer against it, tests/test_fuzz.py):
+
+- a 400's ``detail`` is the list of pydantic field errors, not the string BentoML documents;
+- request bodies with required fields are required (BentoML marks every body optional);
+- optional fields (default null) are nullable, as they are (BentoML drops the null);
+- the statuses of our own refusals are documented: 401 (key), 409 (model refused, same body
+  as 200), 413 (body too large), 429 (overload), 503 (no model, or feature disabled), 504.
+"""
+from __future__ import annotations
+
+import json
+
+DOC_PATHS = {"/docs.json"}
+ERROR = {"type": "object", "title": "Error", "required": ["error"],
+         "properties": {"error": {"type": "string", "title": "Message"}, "detail": {"title": "Error Detail"}}}
+FIELD_ERRORS = {"title": "Error Detail", "anyOf": [
+    {"type": "string"}, {"type": "array", "items": {"type": "object", "properties": {
+        "loc": {"type": "array"}, "msg": {"type": "string"}, "type": {"type": "string"}}}}]}
+REFUSALS = {
+    "413": "Request body too large", "429": "Too many requests in flight (overload): retry later",
+    "503": "No model loaded yet, or the feature is not configured", "504": "Not answered within the timeout",
+}
+KEYED = ("/admin/", "/churn_risk")
+
+
+def corrected(spec: dict) -> dict:
+    _nullable_defaults(spec)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    if "InvalidArgument" in schemas:
+        schemas["InvalidArgument"].setdefault("properties", {})["detail"] = FIELD_ERRORS
+    schemas["Error"] = ERROR
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for path, item in spec.get("paths", {}).items():
+        post = item.get("post")
+        if post is None:
+            continue
+        body = post.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+        if body.get("required"):
+            post["requestBody"]["required"] = True
+        responses = post.setdefault("responses", {})
+        for status, description in REFUSALS.items():
+            responses.setdefault(status, {"description": description, **error})
+        if path.startswith(KEYED):
+            responses.setdefault("401", {"description": "Missing or invalid key", **error})
+        if path == "/admin/reload" and "200" in responses:
+            responses.setdefault("409", {**responses["200"], "description": "Model refused; the old one keeps serving"})
+    return spec
+
+
+def _nullable_defaults(node) -> None:
+    """OpenAPI 3.0 spelling of ``Optional[X] = None`` fields, which BentoML flattens to plain X."""
+    if isinstance(node, dict):
+        if "default" in node and node["default"] is None and "type" in node:
+            node["nullable"] = True
+        for value in node.values():
+            _nullable_defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            _nullable_defaults(value)
+
+
+class OpenAPIFixes:
+    """ASGI middleware: rewrites the ``/docs.json`` answer with ``corrected``; passes everything else."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") not in DOC_PATHS:
+            return await self.app(scope, receive, send)
+        start, chunks = {}, []
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    await flush()
+            else:
+                await send(message)
+
+        async def flush():
+            body = b"".join(chunks)
+            if start.get("status") == 200:
+                try:
+                    body = json.dumps(corrected(json.loads(body))).encode()
+                except ValueError:
+                    pass
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        return await self.app(scope, receive, capture)
