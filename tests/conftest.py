@@ -59,3 +59,12 @@ def make_orders(rows: list[tuple]) -> pd.DataFrame:
     df["quantity"] = 1.0
     df["price"] = 1.0
     return df[["order_id", "user_id", "item_id", "ts", "quantity", "price"]]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uri(monkeypatch):
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: keep one test's store out of the next
+    test's subprocesses. Each test starts without it and the variable is removed again afterwards."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")  # records "absent" so teardown removes it again
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    yield
