@@ -86,6 +86,8 @@ def _pipeline(p: dict) -> list[str]:
         lines.append(f"| {name} | {fmt(ev)} | **total** | **{fmt(t['ours']['seconds'], 1)} s** | "
                      f"**{fmt(t['ours']['peak_rss_gb'])} GB** | **{fmt(t['duck']['seconds'], 1)} s** | "
                      f"{fmt(t['duck']['peak_rss_gb'])} GB | **{fmt(t['ratio'])}** |")
+    if p.get("note"):
+        lines += ["", f"Note: {p['note']}"]
     lines += ["", "Checks (both sides produce the same result): "
               + "; ".join(f"{n}: {r['checks']}" for n, r in p["shops"].items()), "", _load(p), ""]
     return lines
@@ -146,6 +148,11 @@ def _serving(v: dict) -> list[str]:
               "|---|---|---|---|---|---|---|---|"]
     for r in v["saturation"]:
         lines.append(_run_row(r, str(r.get("concurrency"))))
+    samples = sorted({e.split(":")[0] + ": " + e.split(":", 1)[1].strip()[:60] for r in v["runs"] + v["saturation"]
+                      for e in r.get("error_samples", []) if ":" in e})
+    if samples:
+        lines += ["", "Errors seen (samples): " + "; ".join(f"`{x}`" for x in samples)
+                  + " — 429 is the service shedding load beyond its max_concurrency of requests in flight."]
     return lines + ["", _load(v), ""]
 
 
