@@ -41,7 +41,8 @@ class Event:
 
 
 class SQLiteEventStore:
-    """One SQLite file; safe for the threads of one service process."""
+    """One SQLite file; safe for the threads of one service process. Reads have their own
+    connection: in WAL mode they see the last commit and never wait for a writer's fsync."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -51,6 +52,8 @@ class SQLiteEventStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
 
     def append(self, user_id: str, events: list[Event]) -> int:
         """Store the events durably; returns how many were stored."""
@@ -70,8 +73,8 @@ class SQLiteEventStore:
 
     def recent(self, user_id: str, since: float = 0.0, limit: int = 500) -> list[tuple[str, str]]:
         """The shopper's (item_id, event_type) received after ``since`` (epoch seconds), oldest first."""
-        with self._lock:
-            cur = self._db.execute(
+        with self._read_lock:
+            cur = self._reader.execute(
                 "SELECT item_id, event_type FROM (SELECT id, item_id, event_type FROM events WHERE user_id = ? "
                 "AND received_at > ? ORDER BY id DESC LIMIT ?) ORDER BY id", (user_id, since, limit))
             return [(r[0], r[1]) for r in cur.fetchall()]
@@ -88,6 +91,8 @@ class SQLiteEventStore:
         return df
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             self._db.close()
 

@@ -96,9 +96,11 @@ class ForgetList:
     ``# key <fingerprint>`` header. Safe to share between threads and processes (an flock
     guards each change; each change rewrites the file atomically)."""
 
-    def __init__(self, directory: Path, pseudonymizer: Pseudonymizer | None, digests: Iterable[str] = ()):
+    def __init__(self, directory: Path, pseudonymizer: Pseudonymizer | None, digests: Iterable[str] = (),
+                 environ=os.environ):
         self.directory = Path(directory)
         self.pseudonymizer = pseudonymizer
+        self._environ = environ
         self._digests = frozenset(digests)
         self._memo: dict[str, bool] = {}
         self._stamp = self._file_stamp()
@@ -111,7 +113,7 @@ class ForgetList:
         key = load_key(directory, environ, create=create_key)
         pseudonymizer = Pseudonymizer(key) if key is not None else None
         digests = _read_list(directory / LIST_FILE, pseudonymizer)
-        return cls(directory, pseudonymizer, digests)
+        return cls(directory, pseudonymizer, digests, environ)
 
     @property
     def path(self) -> Path:
@@ -143,10 +145,15 @@ class ForgetList:
 
     def add(self, user_id: str) -> str:
         """Add a shopper (idempotent); returns their digest. Other processes' additions are kept."""
-        if self.pseudonymizer is None:
-            self.pseudonymizer = Pseudonymizer(load_key(self.directory, create=True))
+        self.ensure_key()
         with self.locked():
             return self._add_locked(user_id)
+
+    def ensure_key(self) -> Pseudonymizer:
+        """The pseudonymizer, creating the key file first if there is no key yet."""
+        if self.pseudonymizer is None:
+            self.pseudonymizer = Pseudonymizer(load_key(self.directory, self._environ, create=True))
+        return self.pseudonymizer
 
     def _add_locked(self, user_id: str) -> str:
         digest = self.pseudonymizer.digest(user_id)
@@ -165,7 +172,7 @@ class ForgetList:
         if stamp == self._stamp:
             return False
         if self.pseudonymizer is None:
-            key = load_key(self.directory)
+            key = load_key(self.directory, self._environ)
             self.pseudonymizer = Pseudonymizer(key) if key is not None else None
         self._digests = frozenset(_read_list(self.path, self.pseudonymizer))
         self._memo = {}
@@ -269,8 +276,7 @@ def forget_user(user_id: str, forgotten: ForgetList, canonical_dir: Path | None 
                 event_store=None) -> ForgetReport:
     """Forget a shopper everywhere we keep them. Idempotent; the list comes first, so a failure
     later (an event store that is down) leaves them refused and the rerun finishes the job."""
-    if forgotten.pseudonymizer is None:
-        forgotten.pseudonymizer = Pseudonymizer(load_key(forgotten.directory, create=True))
+    forgotten.ensure_key()
     with forgotten.locked():  # one forget at a time rewrites the tables
         forgotten._add_locked(user_id)
         report = ForgetReport(forgotten.pseudonymizer.short(user_id))

@@ -153,7 +153,10 @@ def _encoding_error(path: Path, encoding: str) -> IngestError:
     where = "unknown offset"
     with _open_bytes(path) as f:
         while True:
-            chunk = f.read(1 << 20)
+            try:
+                chunk = f.read(1 << 20)
+            except _DECOMPRESSION_ERRORS:  # also cut short: the offset found so far (if any) stands
+                break
             try:
                 decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as e:

@@ -97,6 +97,15 @@ class ServicePrivacy:
         return cls(ForgetList.open(environ=environ, create_key=True), Path(environ.get(CANONICAL_ENV) or DEFAULT_CANONICAL))
 
     def is_forgotten(self, user_id: str) -> bool:
+        self._refresh_if_due()
+        return self.forgotten.contains(user_id)
+
+    def hide(self, user_ids) -> list[bool]:
+        """Which of ``user_ids`` are forgotten (for lists such as the churn list)."""
+        self._refresh_if_due()
+        return self.forgotten.mask(list(user_ids)).tolist()
+
+    def _refresh_if_due(self) -> None:
         now = time.monotonic()
         if now - self._checked > REFRESH_EVERY_S and self._refresh_lock.acquire(blocking=False):
             try:
@@ -106,12 +115,6 @@ class ServicePrivacy:
                 log.error("cannot re-read the forgotten list: %s", e)
             finally:
                 self._refresh_lock.release()
-        return self.forgotten.contains(user_id)
-
-    def hide(self, user_ids) -> list[bool]:
-        """Which of ``user_ids`` are forgotten (for lists such as the churn list)."""
-        self.is_forgotten("")  # refresh if due
-        return self.forgotten.mask(list(user_ids)).tolist()
 
     def pseudonym(self, user_id: str) -> str:
         return self.forgotten.pseudonymizer.short(user_id)

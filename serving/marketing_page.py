@@ -88,7 +88,8 @@ def _html(text: str, status: int = 200) -> HTMLResponse:
 def _request(params) -> ChurnRiskRequest:
     """Filters from the query string; empty fields mean the default."""
     fields = ("segment", "min_probability", "min_value", "page", "page_size")
-    return ChurnRiskRequest(**{f: params[f] for f in fields if params.get(f, "").strip()})
+    # query strings are text: validate them lax (the JSON API's models are strict, serving/schemas.py)
+    return ChurnRiskRequest.model_validate({f: params[f] for f in fields if params.get(f, "").strip()}, strict=False)
 
 
 def _invalid(e: ValidationError) -> str:

@@ -150,3 +150,82 @@ def test_an_id_with_a_nul_is_rejected_at_the_edge_not_merged_in_the_vocabulary()
 @pytest.mark.parametrize("probe", ["", " ", "nope", "u1 ", "U1"])
 def test_vocab_missing_ids_are_minus_one(probe):
     assert IdVocab(["u1", "u2"]).row(probe) == -1
+
+
+# -- a file with malformed rows of every kind -------------------------------------------------
+def _gzip_cut(complete: bytes, partial: bytes) -> bytes:
+    """A gzip stream of ``complete`` + ``partial`` that breaks off right after ``partial``
+    (no final block, no trailer): what a copy interrupted mid-file leaves."""
+    import zlib
+
+    c = zlib.compressobj(wbits=31)
+    return c.compress(complete + partial) + c.flush(zlib.Z_SYNC_FLUSH)
+
+
+EVENT_ROWS = [  # (raw CSV line, reason or None for a good row)
+    ("2024-01-01 10:00:00,u1,s1,view,i1,2.5", None),
+    ("2024-01-01 10:00:05,u1,s1,cart,i1,2.5", None),
+    ("not a time,u1,s1,view,i2,1", "bad ts 'not a time'"),
+    ("2024-13-45 25:00:00,u1,s1,view,i2,1", "bad ts '2024-13-45 25:00:00'"),
+    ("1704103200000,u2,s2,view,i3,", None),  # epoch ms: good
+    ("2024-01-01 11:00:00,u2,s2,like,i3,1", "unknown event_type 'like' (expected view, cart, purchase)"),
+    ("2024-01-01 11:00:01,u2,s2,purchase,,1", "missing item_id"),
+    ("2024-01-01 11:00:02,u2,,view,i4,1", "missing session_id"),
+    ("2024-01-01 11:00:03,,s9,view,i4,1", None),  # anonymous shopper: good
+    ("2024-01-01 11:00:04,u2,s2,view,i4,-3", "negative price -3.0"),
+    ("2024-01-01 10:00:00,u1,s1,view,i1,2.5", "duplicate of row 1"),
+    ("2024-01-01 11:00:05,u3,s3,view,i5,abc", "bad price 'abc'"),
+    ("2024-01-01 11:00:06,u3,s3,,i5,1", "missing event_type"),
+    ("2024-01-01 11:00:07,u3\x00,s3,view,i5,1", "bad user_id (contains a NUL character)"),
+    ("2024-01-01 11:00:08,u4,s4,VIEW,i6,1", None),  # case: good
+]
+
+
+def test_a_file_with_every_kind_of_malformed_row_accounts_for_every_row(tmp_path):
+    """Bad timestamps, unknown event types, empty ids, negative prices, duplicates, a NUL, bytes
+    that are not UTF-8 and a gzip stream cut mid-row: every good row kept, every bad one rejected
+    with its reason, read = accepted + rejected."""
+    from features.ingest import ingest, load_canonical
+
+    lines = [line for line, _ in EVENT_ROWS] + ["2024-01-01 11:00:09,u5,s5,view,caf\xe9-mug,1"]  # latin-1 byte below
+    body = ("ts,user_id,session_id,event_type,item_id,price\n" + "\n".join(lines) + "\n").encode("utf-8")
+    body = body.replace("caf\xe9".encode("utf-8"), b"caf\xe9")  # one row in another encoding
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(_gzip_cut(body, b"2024-01-01 11:00:10,u6,s6,vi"))  # the last row is cut mid-way
+    expected = {i + 1: reason for i, (_, reason) in enumerate(EVENT_ROWS) if reason}
+    expected[len(EVENT_ROWS) + 1] = "bad encoding"
+    expected[len(EVENT_ROWS) + 2] = "truncated row"
+
+    report = ingest(None, path, None, tmp_path / "out")
+    f = report.files[0]
+    rejects = pd.read_csv(tmp_path / "out" / "rejects.csv", keep_default_na=False)
+    assert dict(zip(rejects["row"], rejects["reason"])) == expected
+    good = sum(reason is None for _, reason in EVENT_ROWS)
+    assert (f.read, f.accepted, f.rejected) == (len(EVENT_ROWS) + 2, good, len(expected))
+    assert f.read == f.accepted + f.rejected == len(load_canonical(tmp_path / "out").events) + len(rejects)
+    assert "rows after that point are lost" in f.notes["damaged"] and "1 rows not valid utf-8" in f.notes["bad_encoding"]
+    assert all(isinstance(json.loads(r), dict) for r in rejects["record"])
+    assert "caf\ufffd-mug" in rejects.loc[rejects["reason"] == "bad encoding", "record"].iloc[0]
+
+
+def test_damaged_json_lines_are_rows_too(tmp_path):
+    from features.ingest import ingest
+
+    good = '{"order_id": "o1", "user_id": "u1", "item_id": "i1", "ts": "2024-01-01", "quantity": 1, "price": 2.0}'
+    body = "\n".join([good, '{"order_id": "o2", "user_id": ', '[1, 2]',
+                      good.replace("o1", "o3").replace("u1", "u\xe9")]).encode("utf-8") + b"\n"
+    body = body.replace("u\xe9".encode("utf-8"), b"u\xe9")
+    path = tmp_path / "orders.jsonl.gz"
+    path.write_bytes(_gzip_cut(body, b'{"order_id": "o4", "user_'))
+    f = ingest(path, None, None, tmp_path / "out").files[0]
+    assert (f.read, f.accepted, f.rejected) == (5, 1, 4)
+    assert f.by_reason == {"bad encoding": 1, "not a JSON object": 1, "not valid JSON": 1, "truncated row": 1}
+
+
+def test_a_file_mostly_in_another_encoding_is_still_a_file_error(tmp_path):
+    from features.ingest import ingest
+
+    path = tmp_path / "items.csv"
+    path.write_bytes("item_id,title\ni1,Caf\xe9\ni2,Cr\xe8me\ni3,plain\n".encode("latin-1"))
+    with pytest.raises(IngestError, match="not valid utf-8 at byte offset"):
+        ingest(None, None, path, tmp_path / "out")
