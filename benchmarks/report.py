@@ -50,7 +50,8 @@ def _goals(s: dict) -> list[str]:
             ok = None if r["ratio"] is None else r["ratio"] >= 0.7
             rows.append(f"| {ep} saturation ≥ 70% of floor | {fmt(r['service_rps'], 0)} req/s | "
                         f"floor {fmt(r['floor_rps'], 0)} req/s, ratio {fmt(r['ratio'])} | {verdict(ok)} |")
-        rows.append(f"| service memory ≤ 2 GB | {fmt(v['rss_gb'])} GB | | {verdict(v['rss_ok'])} |")
+        rows.append(f"| service memory ≤ 2 GB (PSS, all processes) | {fmt(v['rss_gb'])} GB | RSS sum "
+                    f"{fmt(v.get('rss_sum_gb'))} GB (shared pages once per process) | {verdict(v['rss_ok'])} |")
         rows.append(f"| zero errors | {v['errors']} | | {verdict(v['errors_ok'])} |")
     e = s.get("ease", {})
     if "ours" in e:
@@ -136,8 +137,11 @@ def _serving(v: dict) -> list[str]:
              f"Model: ALS, {fmt(m.get('users'))} users ({fmt(m.get('active_users'))} with interactions) × "
              f"{fmt(m.get('items'))} items × {m.get('factors')} factors. Endpoints: {', '.join(v['endpoints'])}"
              + ("" if v.get("propensity_endpoint") else " (no /propensity endpoint in the service yet)") + ". "
-             f"Server start (bundle load) {v.get('server_start_seconds')} s; service RSS idle {fmt(v.get('rss_idle_gb'))} GB, "
-             f"peak {fmt(v.get('rss_peak_total_gb'))} GB (all processes; largest one {fmt(v.get('rss_peak_largest_gb'))} GB).", "",
+             f"Server: {v.get('workers', 1)} worker(s); start (bundle load) {v.get('server_start_seconds')} s. Memory of all its "
+             f"processes: PSS idle {fmt(v.get('pss_idle_gb'))} GB, peak {fmt(v.get('pss_peak_total_gb'))} GB; RSS sum idle "
+             f"{fmt(v.get('rss_idle_gb'))} GB, peak {fmt(v.get('rss_peak_total_gb'))} GB (largest process "
+             f"{fmt(v.get('rss_peak_largest_gb'))} GB). The workers memory-map the model's arrays: PSS counts those "
+             "shared pages once, the RSS sum once per worker.", "",
              "Open loop (latency from the planned send time):", "",
              "| endpoint | rate | target | achieved req/s | p50 ms | p95 ms | p99 ms | errors |",
              "|---|---|---|---|---|---|---|---|"]

@@ -38,7 +38,12 @@ class IdVocab:
         return self._index.get_indexer(pd.Index(np.asarray(list(external_ids), dtype=str))).astype(np.int64)
 
     def row(self, external_id: str) -> int:
-        return int(self.rows([external_id])[0])
+        """Row of one id, -1 if unknown (a hash lookup: the per-request path of the service)."""
+        try:
+            found = self._index.get_loc(external_id)
+        except (KeyError, TypeError):
+            return -1
+        return int(found) if isinstance(found, (int, np.integer)) else -1
 
     def external(self, rows: np.ndarray) -> np.ndarray:
         return self.ids[np.asarray(rows, dtype=np.int64)]

@@ -34,6 +34,18 @@ DEFAULT_EVENTS_URL = "sqlite:///data/events.db"
 NOT_READY = "no model loaded yet: publish one (`shoprec publish`), then POST /admin/reload; /readyz turns 200 when one serves"
 
 
+WORKERS_ENV = "SHOPREC_WORKERS"
+WORKERS = int(os.environ.get(WORKERS_ENV) or 1)  # one per core; the model's arrays are memory-mapped, so shared
+
+
+def reload_poll_seconds(environ) -> float:
+    """How often to look for a new champion. With several workers, ``POST /admin/reload`` reaches
+    only the one that answers it: the others poll (every 10 s unless set), so all swap."""
+    if environ.get(POLL_ENV):
+        return float(environ[POLL_ENV])
+    return 10.0 if int(environ.get(WORKERS_ENV) or 1) > 1 else 0.0
+
+
 def _filters(r: FilterFields) -> Filters:
     return Filters(r.category, r.in_stock, r.min_price, r.max_price)
 
@@ -41,13 +53,13 @@ def _filters(r: FilterFields) -> Filters:
 # Overload: beyond 64 requests in flight the server answers 429 at once instead of queueing (one worker,
 # ~3 ms a request: at most ~0.2 s of queue); a request still unanswered after 10 s gets 504.
 # Override per deployment: BENTOML_CONFIG_OPTIONS="services.shoprec.traffic.max_concurrency=N".
-@bentoml.service(name="shoprec", traffic={"timeout": 10, "max_concurrency": 64}, workers=1)
+@bentoml.service(name="shoprec", traffic={"timeout": 10, "max_concurrency": 64}, workers=WORKERS)
 class Shoprec:
     def __init__(self) -> None:
         configure_logging()  # shopper ids in logs only as keyed hashes (serving/admin.py)
         self.models = ModelSlot.from_env()  # swapped whole by /admin/reload or polling (serving/reload.py)
         self.models.reload()  # a missing or broken model: the server starts, /readyz says 503
-        self.models.start_polling(float(os.environ.get(POLL_ENV) or 0))
+        self.models.start_polling(reload_poll_seconds(os.environ))
         self.admin = AdminGate(admin_key_from_env())
         self.privacy = ServicePrivacy.from_env()
         self.propensity_api = PropensityApi.from_store()  # no bundle: the propensity endpoints answer 503
@@ -135,7 +147,7 @@ class Shoprec:
         return EventsAck(stored=stored)
 
     @bentoml.api(input_spec=PropensityRequest, route="/propensity")
-    def propensity(self, ctx: bentoml.Context, **req) -> PropensityAnswer:
+    async def propensity(self, ctx: bentoml.Context, **req) -> PropensityAnswer:
         """Churn and conversion probabilities and segment per customer; unknown customers answered as unknown."""
         if self.propensity_api.bundle is None:
             return _error(ctx, 503, self.propensity_api.missing)

@@ -68,6 +68,12 @@ class Storefront:
         rows = self.items.rows(list(item_ids)) if len(item_ids) else np.empty(0, np.int64)
         return rows[rows >= 0]
 
+    def _knows(self, user_row: int) -> bool:
+        """The model has something personal for this shopper: a vocabulary row that is not empty
+        (a registered shopper with no interactions in the training window is scored as unknown)."""
+        indptr = self.bundle.interactions.indptr
+        return user_row >= 0 and indptr[user_row + 1] > indptr[user_row]
+
     def _bought(self, user_row: int) -> np.ndarray:
         b = self.bundle.bought
         return b.indices[b.indptr[user_row] : b.indptr[user_row + 1]] if user_row >= 0 else np.empty(0, np.int64)
@@ -103,8 +109,9 @@ class Storefront:
         return row.astype(np.float32)
 
     def _pick(self, scores: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mask = sp.csr_matrix((np.ones(len(excluded)), (np.zeros(len(excluded), int), excluded)), shape=(1, self.n_items))
-        rows, best = topk(scores[None, :].astype(np.float32, copy=True), k, mask)
+        scores = scores.astype(np.float32, copy=True)
+        scores[excluded] = -np.inf
+        rows, best = topk(scores[None, :], k)
         keep = (rows[0] >= 0) & np.isfinite(best[0])
         return rows[0][keep], best[0][keep]
 
@@ -128,13 +135,15 @@ class Storefront:
         """'because you bought X': the shopper's past item most similar to each recommended item."""
         if not self._has_similarity or len(history) == 0 or len(rows) == 0:
             return [None] * len(rows)
-        sims = self._similarity(history)[:, rows]  # (history, recommended)
+        sims = np.nan_to_num(self.bundle.model.similarity_between(history, rows), nan=-np.inf)  # (history, recommended)
         best = history[np.argmax(sims, axis=0)]
         return [f"because you bought {self.items.ids[b]}" for b in best]
 
     # -- endpoints -------------------------------------------------------------------------
-    def popular(self, k: int = 10, exclude_ids=(), filters: Filters | None = None) -> Answer:
-        excluded = np.concatenate([self._rows_of(exclude_ids), self._filtered_out(filters)])
+    def popular(self, k: int = 10, exclude_ids=(), filters: Filters | None = None, rows_given: bool = False) -> Answer:
+        """The fallback list; ``exclude_ids`` are external ids, or item rows with ``rows_given``."""
+        given = np.asarray(exclude_ids, dtype=np.int64) if rows_given else self._rows_of(exclude_ids)
+        excluded = np.concatenate([given, self._filtered_out(filters)])
         rows = self._popular_rows(k, excluded)
         return self._answer(rows, np.zeros(len(rows)), f"fallback:{self.fallback_name}")
 
@@ -150,10 +159,10 @@ class Storefront:
                                    history if exclude_bought else np.empty(0, np.int64)])
         if events and len(self._rows_of([item for item, _ in events])):
             scores, source = self.bundle.model.score_rows(self._event_row(row, events))[0], f"model:{self.name}+events"
-        elif row >= 0:
+        elif self._knows(row):
             scores, source = self.bundle.model.scores(np.array([row]))[0], f"model:{self.name}"
         else:
-            return self.popular(k, exclude_ids, filters)
+            return self.popular(k, excluded, rows_given=True)  # excluded holds the filters' rows already
         rows, best = self._pick(scores, k, np.unique(excluded))
         reasons = self._reasons(rows, np.unique(history)) + [None] * k
         rows, best = self._fill(rows, best, k, np.unique(excluded))
@@ -208,7 +217,7 @@ class Storefront:
         user_row = self.bundle.users.row(user_id)
         if events and len(self._rows_of([i for i, _ in events])):
             scores, source = self.bundle.model.score_rows(self._event_row(user_row, list(events)))[0], f"model:{self.name}+events"
-        elif user_row >= 0:
+        elif self._knows(user_row):
             scores, source = self.bundle.model.scores(np.array([user_row]))[0], f"model:{self.name}"
         else:
             scores, source = self.bundle.fallback.scores(np.array([0]))[0], f"fallback:{self.fallback_name}"

@@ -95,10 +95,10 @@ def bundles(tmp_path_factory):
     variant("pickled-array", lambda p: np.savez(p / "users.npz", ids=np.array([object(), "u1"], dtype=object)))
 
     def nan_factors(p):
-        for f in sorted((p / "model").glob("*.npz")):
-            with np.load(f) as z:
-                arrays = {k: z[k] for k in z.files}
-            np.savez(f, **{k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v for k, v in arrays.items()})
+        for f in sorted((p / "model" / "arrays").glob("*.npy")):
+            v = np.load(f)
+            if v.dtype.kind == "f":
+                np.save(f, np.full_like(v, np.nan))
 
     variant("nan-scores", nan_factors)
     variant("unknown-kind", lambda p: (p / "model" / "model.json").write_text('{"kind": "pickle-me"}'))

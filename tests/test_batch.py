@@ -16,7 +16,8 @@ def test_every_user_gets_k_unbought_items_in_model_order(bundle, tmp_path):
     report = score_all(bundle, k=5, out_path=tmp_path / "top.parquet", block=7, threads=2)
     out = pd.read_parquet(tmp_path / "top.parquet")
     assert report.users == len(bundle.users) and report.rows == len(out) == 5 * len(bundle.users)
-    assert list(out.columns) == ["user_id", "rank", "item_id", "score"]
+    assert list(out.columns) == ["user_id", "rank", "item_id", "score", "source"]
+    assert (out["source"] == "model").all()  # every user of this bundle has interactions
     assert list(out["user_id"].drop_duplicates()) == list(bundle.users.ids)  # user order kept across blocks
     bought = ORDERS.groupby("user_id")["item_id"].apply(set)
     for user, rows in out.groupby("user_id", sort=False):
@@ -42,3 +43,20 @@ def test_bad_arguments(bundle, tmp_path):
         score_all(bundle, k=0, out_path=tmp_path / "x.parquet")
     with pytest.raises(ValueError):
         score_all(bundle, k=3, out_path=tmp_path / "x.parquet", block=0)
+
+
+def test_users_without_interactions_get_the_fallback_list(bundle, tmp_path):
+    import dataclasses
+
+    import scipy.sparse as sp
+
+    empty = bundle.interactions.tolil()
+    cold = bundle.users.row("u3")
+    empty[cold] = 0
+    cold_bundle = dataclasses.replace(bundle, interactions=sp.csr_matrix(empty))
+    score_all(cold_bundle, k=5, out_path=tmp_path / "top.parquet", exclude_bought=False)
+    out = pd.read_parquet(tmp_path / "top.parquet")
+    mine = out[out["user_id"] == "u3"]
+    assert (mine["source"] == "fallback").all() and (out[out["user_id"] != "u3"]["source"] == "model").all()
+    popular, _ = bundle.fallback.recommend(np.array([0]), 5)
+    assert list(mine["item_id"]) == list(bundle.items.external(popular[0]))

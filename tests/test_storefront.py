@@ -50,6 +50,21 @@ def test_unknown_user_gets_labelled_fallback(store):
     assert answer.source == "fallback:trending-14d" and len(answer.item_ids) == 3 and "i0" not in answer.item_ids
 
 
+def test_registered_shopper_without_interactions_gets_the_fallback():
+    import dataclasses
+
+    import scipy.sparse as sp
+
+    bundle = make_bundle()
+    rows = bundle.interactions.tolil()
+    rows[bundle.users.row("u2")] = 0  # registered, nothing in the training window
+    cold = Storefront(dataclasses.replace(bundle, interactions=sp.csr_matrix(rows)))
+    answer = cold.recommend("u2", k=3, filters=Filters(category="even"))
+    assert answer.source == "fallback:trending-14d" and len(answer.item_ids) == 3
+    assert all(int(i[1:]) % 2 == 0 for i in answer.item_ids) and not bought("u2") & set(answer.item_ids)
+    assert cold.recommend("u1", k=3).source == "model:als"
+
+
 def test_short_lists_are_filled_from_the_fallback(store):
     answer = store.recommend("u1", k=12)  # 12 items, 4 bought: 8 left
     assert len(answer.item_ids) == 8 and len(set(answer.item_ids)) == 8

@@ -4,8 +4,11 @@
     report = score_all(ModelBundle.load("bundle"), k=10, out_path="top10.parquet")
 
 One row per (user, rank): ``user_id`` (string), ``rank`` (1..k, int16), ``item_id`` (string),
-``score`` (float32). Items the user already bought are left out (``exclude_bought``); a user
-with fewer than k allowed items gets fewer rows. Blocks of users are scored through the
+``score`` (float32), ``source`` ("model" or "fallback"). Items the user already bought are left
+out (``exclude_bought``); a user with fewer than k allowed items gets fewer rows. Users whose
+interaction row is empty (registered, nothing in the training window) get the fallback list, as
+the service gives them: the model has nothing personal for them, and not scoring them saves
+that share of the work. Blocks of users are scored through the
 ``Recommender.recommend`` batch API on ``threads`` threads (NumPy's matrix products and
 partitions release the GIL; BLAS is held to one thread per worker so the two do not fight)
 and written in user order, one Parquet row group per block, so memory stays bounded.
@@ -25,7 +28,9 @@ from threadpoolctl import threadpool_limits
 
 from training.bundle import ModelBundle
 
-SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int16()), ("item_id", pa.string()), ("score", pa.float32())])
+SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int16()), ("item_id", pa.string()), ("score", pa.float32()),
+                    ("source", pa.dictionary(pa.int8(), pa.string()))])
+SOURCES = pa.array(["model", "fallback"])
 
 
 @dataclass
@@ -51,10 +56,25 @@ def score_all(bundle: ModelBundle, k: int = 10, out_path: str | Path = "recommen
     user_ids = bundle.users.ids
     ranks = np.arange(1, k + 1, dtype=np.int16)
 
+    active = np.diff(bundle.interactions.indptr) > 0
+    popular_items, popular_scores = bundle.fallback.recommend(np.array([0]), k)  # the same for every cold user
+
+    def top(recommender, rows):
+        return recommender.recommend(rows, k, bought[rows] if exclude_bought else None)
+
     def one(lo: int):
         rows = rows_all[lo : lo + block]
+        warm = active[rows]
+        items = np.empty((len(rows), k), np.int64)
+        scores = np.empty((len(rows), k), np.float32)
         with threadpool_limits(1, "blas"):
-            items, scores = model.recommend(rows, k, bought[rows] if exclude_bought else None)
+            if warm.any():
+                items[warm], scores[warm] = top(model, rows[warm])
+            cold = np.flatnonzero(~warm)
+            has_bought = np.diff(bought.indptr)[rows[cold]] > 0 if exclude_bought else np.zeros(len(cold), bool)
+            items[cold[~has_bought]], scores[cold[~has_bought]] = popular_items[0], popular_scores[0]
+            if has_bought.any():
+                items[cold[has_bought]], scores[cold[has_bought]] = top(bundle.fallback, rows[cold[has_bought]])
         keep = items >= 0
         n_keep = keep.sum(axis=1)
         return pa.table({
@@ -62,6 +82,7 @@ def score_all(bundle: ModelBundle, k: int = 10, out_path: str | Path = "recommen
             "rank": pa.array(np.broadcast_to(ranks, items.shape)[keep]),
             "item_id": item_ids.take(pa.array(items[keep])),
             "score": pa.array(scores[keep].astype(np.float32)),
+            "source": pa.DictionaryArray.from_arrays(pa.array(np.repeat((~warm).astype(np.int8), n_keep)), SOURCES),
         }, schema=SCHEMA)
 
     out_path = Path(out_path)

@@ -72,6 +72,9 @@ class BlendRecommender(Recommender):
     def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
         return first_similarity(self.parts_, item_rows)
 
+    def similarity_between(self, item_rows: np.ndarray, among: np.ndarray) -> np.ndarray:
+        return first_similarity(self.parts_, item_rows, among)
+
     def _arrays(self) -> dict[str, np.ndarray]:
         return {}  # the parts are saved in their own folders
 

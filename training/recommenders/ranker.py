@@ -132,6 +132,9 @@ class RankerRecommender(Recommender):
     def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
         return first_similarity(self.retrievers_, item_rows)
 
+    def similarity_between(self, item_rows: np.ndarray, among: np.ndarray) -> np.ndarray:
+        return first_similarity(self.retrievers_, item_rows, among)
+
     def _arrays(self) -> dict[str, np.ndarray]:
         b = self.bought_.tocsr()
         return {"item_popularity": self.item_popularity_,
