@@ -148,8 +148,37 @@ def bodies(bundle_dir: str, out_dir: str, n: int = 4000, seed: int = 0) -> None:
     emit(0.0, users=len(u))
 
 
+def recall(bundle_dir: str, bodies_dir: str, n: int = 1000) -> None:
+    """Recall@10 of the service's approximate answers (serving/ann.py) against exact search,
+    for the load test's shoppers (/recommend) and items (/similar_items), and the time of each."""
+    import json
+
+    from serving.storefront import Storefront
+    from training.bundle import ModelBundle
+
+    bundle = ModelBundle.load(Path(bundle_dir))
+    start = time.perf_counter()
+    fast = Storefront(bundle, approximate=True)
+    build = time.perf_counter() - start
+    exact = Storefront(bundle)
+    users = [b["user_id"] for b in json.loads((Path(bodies_dir) / "recommend.json").read_text())][: int(n)]
+    items = [b["item_id"] for b in json.loads((Path(bodies_dir) / "similar_items.json").read_text())][: int(n)]
+    out = {"index_build_seconds": round(build, 2), "n_lists": fast._user_index.n_lists, "nprobe": fast._user_index.nprobe}
+    for name, ask, keys in (("recommend", lambda s, x: s.recommend(x, 10), users),
+                            ("similar_items", lambda s, x: s.similar_items(x, 10), items)):
+        timing, found = {}, []
+        for label, store in (("exact", exact), ("approximate", fast)):
+            t = time.perf_counter()
+            found.append([set(ask(store, x).item_ids) for x in keys])
+            timing[label] = round((time.perf_counter() - t) / len(keys) * 1000, 3)
+        hits = [len(a & e) / max(1, len(e)) for e, a in zip(*found)]
+        out[name] = {"recall_at_10": round(float(np.mean(hits)), 4), "queries": len(keys),
+                     "exact_ms": timing["exact"], "approximate_ms": timing["approximate"]}
+    emit(time.perf_counter() - start, **out)
+
+
 if __name__ == "__main__":
-    commands = {"prepare": prepare, "publish": publish, "bodies": bodies}
+    commands = {"prepare": prepare, "publish": publish, "bodies": bodies, "recall": recall}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(f"usage: python -m benchmarks.model {{{'|'.join(commands)}}} ARGS...")
     commands[sys.argv[1]](*sys.argv[2:])

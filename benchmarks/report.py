@@ -129,6 +129,19 @@ def _ease(e: dict) -> list[str]:
     return lines + [_load(e), ""]
 
 
+def _ann_lines(a: dict) -> list[str]:
+    """The approximate top-k's recall against exact search (serving/ann.py), measured in-process."""
+    if "recommend" not in a:
+        return [f"Approximate top-k: not measured ({a.get('error', 'no result')[-300:]}).", ""] if a else []
+    rows = [f"Approximate top-k (faiss IVF, {a['n_lists']} lists, {a['nprobe']} probed; index built at load in "
+            f"{a['index_build_seconds']} s) against exact search, same shoppers and items as the load test, in-process:", "",
+            "| answer | recall@10 vs exact | queries | exact ms | approximate ms |", "|---|---|---|---|---|"]
+    for name in ("recommend", "similar_items"):
+        r = a[name]
+        rows.append(f"| `{name}` | {r['recall_at_10']} | {fmt(r['queries'])} | {r['exact_ms']} | {r['approximate_ms']} |")
+    return rows + [""]
+
+
 def _serving(v: dict) -> list[str]:
     if "error" in v:
         return ["## Serving", "", f"Failed: {v['error']}", ""]
@@ -142,6 +155,7 @@ def _serving(v: dict) -> list[str]:
              f"{fmt(v.get('rss_idle_gb'))} GB, peak {fmt(v.get('rss_peak_total_gb'))} GB (largest process "
              f"{fmt(v.get('rss_peak_largest_gb'))} GB). The workers memory-map the model's arrays: PSS counts those "
              "shared pages once, the RSS sum once per worker.", "",
+             *_ann_lines(v.get("ann") or {}),
              "Open loop (latency from the planned send time):", "",
              "| endpoint | rate | target | achieved req/s | p50 ms | p95 ms | p99 ms | errors |",
              "|---|---|---|---|---|---|---|---|"]

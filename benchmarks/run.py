@@ -386,10 +386,12 @@ def section_serving(mode: Mode) -> dict:
     r = run_child(["benchmarks.model", "bodies", str(b), str(bodies_dir)], timeout=600)
     if not r.ok:
         raise RuntimeError(f"bodies failed: {r.error}")
+    r = run_child(["benchmarks.model", "recall", str(b), str(bodies_dir)], timeout=900)
+    ann = r.payload if r.ok else {"error": r.error}
     prepare = info.get("prepare", {})
     out = {"model": {"users": prepare.get("users"), "items": prepare.get("items"),
                      "active_users": prepare.get("active_users"), "factors": 100},
-           "load": [load_stamp()], "runs": [], "saturation": []}
+           "load": [load_stamp()], "runs": [], "saturation": [], "ann": ann}
     workers = os.environ.get("BENCH_WORKERS", "2")  # one per core: the production setting on this machine
     out["workers"] = int(workers)
     env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", "OPENBLAS_NUM_THREADS": "1", "SHOPREC_WORKERS": workers}

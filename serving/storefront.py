@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from serving.ann import FactorIndex
 from training.bundle import ModelBundle
-from training.recommenders import topk
+from training.recommenders import Recommender, topk
 
 EVENT_TYPES = ("view", "cart", "purchase")
 
@@ -38,8 +39,15 @@ class Filters:
         return any(v is not None for v in (self.category, self.in_stock, self.min_price, self.max_price))
 
 
+# Beyond this many excluded items (bought, excluded, filtered out) exact search answers: the
+# approximate one would have to fetch that many extra candidates.
+ANN_MAX_EXCLUDED = 200
+
+
 class Storefront:
-    def __init__(self, bundle: ModelBundle):
+    def __init__(self, bundle: ModelBundle, approximate: bool = False):
+        """``approximate``: answer known shoppers and similar items of wide catalogues from a faiss
+        index over the factors (serving/ann.py) where it can; the service turns it on."""
         self.bundle = bundle
         self.items = bundle.items
         self.n_items = len(bundle.items)
@@ -56,6 +64,14 @@ class Storefront:
             self._has_similarity = True
         except NotImplementedError:  # e.g. a popularity model
             self._has_similarity = False
+        self._user_index = self._item_index = None
+        if approximate and (index := FactorIndex.for_model(bundle.model)) is not None:
+            self._user_index = index  # inner product = the model's score
+            items = bundle.model.factors()[1]
+            if type(bundle.model).item_similarity is Recommender.item_similarity:  # cosine of the factors
+                norms = np.linalg.norm(items, axis=1, keepdims=True)
+                self._unit_items = np.ascontiguousarray(items / np.where(norms == 0, 1.0, norms), dtype=np.float32)
+                self._item_index = FactorIndex(self._unit_items)
 
     def _similarity(self, item_rows: np.ndarray) -> np.ndarray:
         """Model similarities (len(item_rows), n_items), each row scaled to a maximum of 1, negatives to 0."""
@@ -139,6 +155,28 @@ class Storefront:
         best = history[np.argmax(sims, axis=0)]
         return [f"because you bought {self.items.ids[b]}" for b in best]
 
+    def _known_user_scores(self, user_row: int, item_rows: np.ndarray) -> np.ndarray:
+        """Scores over the catalogue that are right at least at ``item_rows``: a factor model
+        scores just those items (a 100-item rerank need not read 100k item vectors)."""
+        try:
+            users, items = self.bundle.model.factors()
+        except NotImplementedError:
+            return self.bundle.model.scores(np.array([user_row]))[0]
+        scores = np.zeros(self.n_items, dtype=np.float32)
+        scores[item_rows] = items[item_rows] @ users[user_row]
+        return scores
+
+    def _approximate(self, index: FactorIndex | None, vector, k: int, excluded: np.ndarray):
+        """Top-k from the index, or None where exact search must answer (no index, too many
+        exclusions, or fewer than k allowed items among the candidates)."""
+        if index is None or len(excluded) > ANN_MAX_EXCLUDED:
+            return None
+        rows, scores = index.search(vector, k + len(excluded))
+        keep = ~np.isin(rows, excluded)
+        if keep.sum() < k:
+            return None
+        return rows[keep][:k], scores[keep][:k]
+
     # -- endpoints -------------------------------------------------------------------------
     def popular(self, k: int = 10, exclude_ids=(), filters: Filters | None = None, rows_given: bool = False) -> Answer:
         """The fallback list; ``exclude_ids`` are external ids, or item rows with ``rows_given``."""
@@ -157,13 +195,17 @@ class Storefront:
         history = np.concatenate([self._bought(row), bought_now])
         excluded = np.concatenate([self._rows_of(exclude_ids), self._filtered_out(filters),
                                    history if exclude_bought else np.empty(0, np.int64)])
+        found = None
         if events and len(self._rows_of([item for item, _ in events])):
             scores, source = self.bundle.model.score_rows(self._event_row(row, events))[0], f"model:{self.name}+events"
         elif self._knows(row):
-            scores, source = self.bundle.model.scores(np.array([row]))[0], f"model:{self.name}"
+            source = f"model:{self.name}"
+            found = self._approximate(self._user_index, self.bundle.model.factors()[0][row] if self._user_index else None,
+                                      k, np.unique(excluded))
+            scores = None if found is not None else self.bundle.model.scores(np.array([row]))[0]
         else:
             return self.popular(k, excluded, rows_given=True)  # excluded holds the filters' rows already
-        rows, best = self._pick(scores, k, np.unique(excluded))
+        rows, best = found if found is not None else self._pick(scores, k, np.unique(excluded))
         reasons = self._reasons(rows, np.unique(history)) + [None] * k
         rows, best = self._fill(rows, best, k, np.unique(excluded))
         return self._answer(rows, best, source, reasons[: len(rows)])
@@ -173,6 +215,10 @@ class Storefront:
         row = self.items.row(item_id)
         if row < 0:
             return self.popular(k, [item_id], filters)
+        if (filters is None or not filters.active()) and self._item_index is not None:
+            found = self._approximate(self._item_index, self._unit_items[row], k, np.array([row]))
+            if found is not None:
+                return self._answer(*found, f"model:{self.name}")
         try:
             rows, scores = self.bundle.model.similar_items(np.array([row]), min(self.n_items, k + 200))
         except NotImplementedError:
@@ -218,7 +264,7 @@ class Storefront:
         if events and len(self._rows_of([i for i, _ in events])):
             scores, source = self.bundle.model.score_rows(self._event_row(user_row, list(events)))[0], f"model:{self.name}+events"
         elif self._knows(user_row):
-            scores, source = self.bundle.model.scores(np.array([user_row]))[0], f"model:{self.name}"
+            scores, source = self._known_user_scores(user_row, rows[known]), f"model:{self.name}"
         else:
             scores, source = self.bundle.fallback.scores(np.array([0]))[0], f"fallback:{self.fallback_name}"
         known_pos = np.flatnonzero(known)

@@ -73,6 +73,9 @@ class ALSRecommender(Recommender):
     def item_vectors(self) -> np.ndarray:
         return self.item_factors_
 
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.user_factors_, self.item_factors_
+
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
         """User factors (n, factors) from interaction rows, item factors fixed: one ALS half-step
         per user, x = (Y'Y + Y'(C - I)Y + reg I)^-1 Y'C p, as in Hu, Koren & Volinsky (2008)."""

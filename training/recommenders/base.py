@@ -181,6 +181,11 @@ class Recommender(ABC):
         itself = sp.csr_matrix((np.ones(len(item_rows)), (np.arange(len(item_rows)), item_rows)), shape=sims.shape)
         return topk(sims, k, itself)
 
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user factors, item factors) of a factor model whose ``scores`` are their inner products
+        (for approximate top-k, serving/ann.py); other models raise NotImplementedError."""
+        raise NotImplementedError(f"{self.kind} is not a factor model")
+
     def item_vectors(self) -> np.ndarray:
         """Item representation used by ``item_similarity`` (n_items, d)."""
         raise NotImplementedError(f"{self.kind} has no item vectors")
