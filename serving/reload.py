@@ -12,6 +12,7 @@ alias back and publishing again. The service picks it up on ``POST /admin/reload
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -145,6 +146,7 @@ class ModelSlot:
                 self._last_refused = str(e)
                 return Outcome("refused", tag, before.tag if before else None, before.version if before else None, str(e))
             self.current = Served(store, version, full_tag, time.time())
+            gc.freeze()  # the new model's objects out of the collector's way (see serving/service.py)
             self._last_refused = None
             log.info("now serving %s (registry version %s); was %s", full_tag, version, before.tag if before else "nothing")
             return Outcome("loaded", tag, full_tag, version, f"was {before.tag if before else 'nothing'}")

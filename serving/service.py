@@ -9,6 +9,7 @@ the admin endpoints and forgetting a shopper are in serving/admin.py.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 
 import anyio
@@ -67,6 +68,7 @@ class Shoprec:
         self.loaded_at = dt.datetime.now(dt.timezone.utc).timestamp()
         self.events = open_event_store(os.environ.get(EVENTS_URL_ENV, DEFAULT_EVENTS_URL))
         self.propensity_api.hidden = self.privacy.hide  # forgotten shoppers leave the churn list at once
+        gc.freeze()  # the loaded model's objects leave the collector's generations: shorter GC pauses per request
 
     def __is_ready__(self) -> bool:
         return self.models.ready
