@@ -160,6 +160,10 @@ def recall(bundle_dir: str, bodies_dir: str, n: int = 1000) -> None:
     start = time.perf_counter()
     fast = Storefront(bundle, approximate=True)
     build = time.perf_counter() - start
+    if fast._user_index is None:
+        emit(build, approximate=False, items=len(bundle.items),
+             note=f"no approximate index: {len(bundle.items):,} items, under serving.ann.MIN_ITEMS; exact search only")
+        return
     exact = Storefront(bundle)
     users = [b["user_id"] for b in json.loads((Path(bodies_dir) / "recommend.json").read_text())][: int(n)]
     items = [b["item_id"] for b in json.loads((Path(bodies_dir) / "similar_items.json").read_text())][: int(n)]

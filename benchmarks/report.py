@@ -131,6 +131,8 @@ def _ease(e: dict) -> list[str]:
 
 def _ann_lines(a: dict) -> list[str]:
     """The approximate top-k's recall against exact search (serving/ann.py), measured in-process."""
+    if a.get("approximate") is False:
+        return [f"Approximate top-k: {a['note']}.", ""]
     if "recommend" not in a:
         return [f"Approximate top-k: not measured ({a.get('error', 'no result')[-300:]}).", ""] if a else []
     rows = [f"Approximate top-k (faiss IVF, {a['n_lists']} lists, {a['nprobe']} probed; index built at load in "
