@@ -174,6 +174,8 @@ def test_preference_handles_unknown_ids_and_availability(shop):
     s = truth.preference([buyer], truth.item_ids[on], at=str(w.config.end))
     assert np.isfinite(s).all()
     s30 = truth.preference([buyer], truth.item_ids[on], at=str(w.config.end), horizon_days=30)
+    # a period read from configs/train.yaml is a float (test_days: 30.0): the same horizon
+    np.testing.assert_array_equal(truth.preference([buyer], truth.item_ids[on], at=str(w.config.end), horizon_days=30.0), s30)
     assert np.isfinite(s30).all() and (s30 > s - 1e-9).all()
 
 

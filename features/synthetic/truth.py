@@ -10,6 +10,7 @@ and above ``truth_max_items`` items its sums over items use a PPS sample (Horvit
 """
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -273,7 +274,7 @@ class Truth:
     def start(self) -> pd.Timestamp:
         return pd.Timestamp(str(self.world.start))
 
-    def preference(self, user_ids, item_ids, at, horizon_days: int = 0) -> np.ndarray:
+    def preference(self, user_ids, item_ids, at, horizon_days: float = 0) -> np.ndarray:
         """(n_users, n_items) float64: log of the true expected number of purchases (order lines)
         of each item by each user per day, on the day of ``at``, given the user is active then
         (so churned users still rank). This is what an oracle recommender ranks by.
@@ -283,7 +284,8 @@ class Truth:
         availability on that day (not on sale: -inf), the softmax of utility (taste, price) and
         the view -> cart -> purchase funnel. It leaves out repeat purchases of consumables
         (they depend on the purchase history). Browse-only users and unknown ids get -inf.
-        ``horizon_days`` > 0: the expected purchases summed over that many days from ``at``.
+        ``horizon_days`` > 0: the expected purchases summed over that many days from ``at``
+        (a fraction of a day counts as a whole day: a 30.0-day test period from a config file is 30).
         """
         w = self.world
         cfg = w.config
@@ -304,7 +306,7 @@ class Truth:
                       + log_sigmoid(w.cart_logit(x)) + log_sigmoid(w.buy_logit(x, users)))
             log_rate = np.log(w.user_rate[users])[:, None] + th_all[:, w.item_cat[items]]
         acc = np.full((len(users), len(items)), -np.inf)
-        for d in range(day0, day0 + max(horizon_days, 1)):
+        for d in range(day0, day0 + max(math.ceil(horizon_days), 1)):
             la = w.item_log_attr(np.array([d]))[0].astype(np.float64)  # all items: Q_c(t) needs them
             with np.errstate(divide="ignore", invalid="ignore"):
                 log_q = np.log(np.bincount(w.item_cat, np.exp(la), minlength=w.n_categories))
