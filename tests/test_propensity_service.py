@@ -140,3 +140,12 @@ def test_key_matches():
     assert not key_matches(b"abc", "abd") and not key_matches(b"abc", "") and not key_matches(b"abc", None)
     assert not key_matches(None, "abc")
     assert key_matches("ключ".encode(), "ключ")
+
+
+def test_the_csv_never_holds_a_live_spreadsheet_formula(tmp_path):
+    scores = SCORES.assign(user_id=["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "c5", "\tc6"])
+    bundle = PropensityBundle(scores, {"horizon_days": 90, "window_days": 30})
+    bundle.to_csv(bundle.at_risk(), tmp_path / "list.csv")
+    ids = pd.read_csv(tmp_path / "list.csv", dtype=str, keep_default_na=False)["customer_id"]
+    assert sorted(ids) == sorted(["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "c5", "'\tc6"])
+    assert not [i for i in ids if i[:1] in ("=", "+", "-", "@", "\t", "\r")]

@@ -32,6 +32,13 @@ CSV_HEADINGS = {
 }
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def _plain(value):
     """A NumPy scalar as the Python value ``DataFrame.to_dict`` would give."""
     return value.item() if isinstance(value, np.generic) else value
@@ -86,7 +93,10 @@ class PropensityBundle:
         return out.assign(rank=np.arange(1, len(out) + 1))
 
     def to_csv(self, frame: pd.DataFrame, path: Path) -> None:
-        """Write an ``at_risk`` frame with headings a marketer can read (reasons joined by '; ')."""
+        """Write an ``at_risk`` frame with headings a marketer can read (reasons joined by '; ').
+        Text cells that a spreadsheet would read as a formula (=, +, -, @, tab, carriage return
+        first) get a leading apostrophe, so a customer id from the shop's data cannot run in
+        Excel or Sheets when a marketer opens the file (CSV injection)."""
         h, w = self.meta.get("horizon_days", 90), self.meta.get("window_days", 30)
         out = frame[list(CSV_HEADINGS)].copy()
         out["reasons"] = out["reasons"].map(lambda r: "; ".join(r))
@@ -95,6 +105,8 @@ class PropensityBundle:
         for col in ("expected_spend", "value_at_risk", "monetary", "recency_days"):
             out[col] = out[col].round(2)
         out["frequency"] = out["frequency"].astype(int)
+        for col in ("user_id", "segment", "reasons"):  # text a spreadsheet must not run as a formula
+            out[col] = out[col].astype(str).map(_inert)
         out = out.rename(columns={k: v.format(h=h, w=w) for k, v in CSV_HEADINGS.items()})
         out.to_csv(path, index=False, lineterminator="\n")
 
