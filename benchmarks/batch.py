@@ -35,44 +35,29 @@ def floor(bundle_dir: str, out: str, k: str = "10", max_users: str = "0") -> Non
     from implicit.cpu.topk import topk
     from threadpoolctl import threadpool_limits
 
-    from training.batch import SCHEMA, SOURCES
+    from training.batch import SCHEMA, fallback_top, top_table
     from training.bundle import ModelBundle
 
     bundle = ModelBundle.load(Path(bundle_dir))
     k = int(k)
     n = min(int(max_users), len(bundle.users)) if int(max_users) else len(bundle.users)
     uf, itf, bought = bundle.model.user_factors_, bundle.model.item_factors_, bundle.bought.tocsr()
-    item_ids, user_ids = pa.array(bundle.items.ids), bundle.users.ids
-    ranks = np.arange(1, k + 1, dtype=np.int16)
     start = time.perf_counter()
     block = 8192
     # the same work as ours: users with an empty interaction row get the fallback list, not a score
     active = np.diff(bundle.interactions.indptr) > 0
-    pop_ids, pop_scores = bundle.fallback.recommend(np.array([0]), k)
+    popular = bundle.fallback.recommend(np.array([0]), k)
+    item_ids = pa.array(bundle.items.ids)
     with pq.ParquetWriter(out, SCHEMA, compression="zstd") as writer, threadpool_limits(1, "blas"):
         for lo in range(0, n, block):
             rows = np.arange(lo, min(n, lo + block))
             warm = active[rows]
             ids = np.empty((len(rows), k), np.int64)
             scores = np.empty((len(rows), k), np.float32)
-            w_ids, scores[warm] = topk(itf, uf[rows[warm]], k, filter_query_items=bought[rows[warm]],
-                                       num_threads=os.cpu_count() or 1)
-            ids[warm] = w_ids
-            cold = np.flatnonzero(~warm)
-            has_bought = np.diff(bought.indptr)[rows[cold]] > 0
-            ids[cold[~has_bought]], scores[cold[~has_bought]] = pop_ids[0], pop_scores[0]
-            if has_bought.any():
-                ids[cold[has_bought]], scores[cold[has_bought]] = bundle.fallback.recommend(
-                    rows[cold[has_bought]], k, bought[rows[cold[has_bought]]])
-            keep = (ids >= 0) & np.isfinite(scores)
-            writer.write_table(pa.table({
-                "user_id": pa.array(np.repeat(user_ids[rows], keep.sum(axis=1))),
-                "rank": pa.array(np.broadcast_to(ranks, ids.shape)[keep]),
-                "item_id": item_ids.take(pa.array(ids[keep].astype(np.int64))),
-                "score": pa.array(scores[keep].astype(np.float32)),
-                "source": pa.DictionaryArray.from_arrays(pa.array(np.repeat((~warm).astype(np.int8), keep.sum(axis=1))),
-                                                         SOURCES),
-            }, schema=SCHEMA))
+            ids[warm], scores[warm] = topk(itf, uf[rows[warm]], k, filter_query_items=bought[rows[warm]],
+                                           num_threads=os.cpu_count() or 1)
+            ids[~warm], scores[~warm] = fallback_top(bundle, rows[~warm], k, bought, popular)
+            writer.write_table(top_table(bundle, item_ids, rows, ids, scores, warm))
     seconds = time.perf_counter() - start
     emit(seconds, users=n, rows=pq.ParquetFile(out).metadata.num_rows, check=_check(out))
 

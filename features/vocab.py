@@ -40,10 +40,9 @@ class IdVocab:
     def row(self, external_id: str) -> int:
         """Row of one id, -1 if unknown (a hash lookup: the per-request path of the service)."""
         try:
-            found = self._index.get_loc(external_id)
+            return int(self._index.get_loc(external_id))  # the index is unique: one position
         except (KeyError, TypeError):
             return -1
-        return int(found) if isinstance(found, (int, np.integer)) else -1
 
     def external(self, rows: np.ndarray) -> np.ndarray:
         return self.ids[np.asarray(rows, dtype=np.int64)]

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from serving.ann import FactorIndex
 from training.bundle import ModelBundle
-from training.recommenders import Recommender, topk
+from training.recommenders import topk
 
 EVENT_TYPES = ("view", "cart", "purchase")
 
@@ -66,12 +66,11 @@ class Storefront:
             self._has_similarity = False
         self._user_index = self._item_index = None
         if approximate and (index := FactorIndex.for_model(bundle.model)) is not None:
-            self._user_index = index  # inner product = the model's score
-            items = bundle.model.factors()[1]
-            if type(bundle.model).item_similarity is Recommender.item_similarity:  # cosine of the factors
-                norms = np.linalg.norm(items, axis=1, keepdims=True)
-                self._unit_items = np.ascontiguousarray(items / np.where(norms == 0, 1.0, norms), dtype=np.float32)
-                self._item_index = FactorIndex(self._unit_items)
+            self._user_index = index  # inner product of the factors = the model's score
+            self._user_vectors = bundle.model.factors()[0]
+            if (unit := bundle.model.cosine_item_vectors()) is not None:  # similar items by cosine
+                self._unit_items = unit
+                self._item_index = FactorIndex(unit)
 
     def _similarity(self, item_rows: np.ndarray) -> np.ndarray:
         """Model similarities (len(item_rows), n_items), each row scaled to a maximum of 1, negatives to 0."""
@@ -166,10 +165,10 @@ class Storefront:
         scores[item_rows] = items[item_rows] @ users[user_row]
         return scores
 
-    def _approximate(self, index: FactorIndex | None, vector, k: int, excluded: np.ndarray):
-        """Top-k from the index, or None where exact search must answer (no index, too many
-        exclusions, or fewer than k allowed items among the candidates)."""
-        if index is None or len(excluded) > ANN_MAX_EXCLUDED:
+    def _approximate(self, index: FactorIndex, vector, k: int, excluded: np.ndarray):
+        """Top-k from the index, or None where exact search must answer (too many exclusions,
+        or fewer than k allowed items among the candidates)."""
+        if len(excluded) > ANN_MAX_EXCLUDED:
             return None
         rows, scores = index.search(vector, k + len(excluded))
         keep = ~np.isin(rows, excluded)
@@ -193,21 +192,19 @@ class Storefront:
         events = list(events)
         bought_now = self._rows_of([item for item, kind in events if kind == "purchase"])
         history = np.concatenate([self._bought(row), bought_now])
-        excluded = np.concatenate([self._rows_of(exclude_ids), self._filtered_out(filters),
-                                   history if exclude_bought else np.empty(0, np.int64)])
-        found = None
+        excluded = np.unique(np.concatenate([self._rows_of(exclude_ids), self._filtered_out(filters),
+                                             history if exclude_bought else np.empty(0, np.int64)]))
         if events and len(self._rows_of([item for item, _ in events])):
             scores, source = self.bundle.model.score_rows(self._event_row(row, events))[0], f"model:{self.name}+events"
+            rows, best = self._pick(scores, k, excluded)
         elif self._knows(row):
             source = f"model:{self.name}"
-            found = self._approximate(self._user_index, self.bundle.model.factors()[0][row] if self._user_index else None,
-                                      k, np.unique(excluded))
-            scores = None if found is not None else self.bundle.model.scores(np.array([row]))[0]
+            found = self._user_index and self._approximate(self._user_index, self._user_vectors[row], k, excluded)
+            rows, best = found or self._pick(self.bundle.model.scores(np.array([row]))[0], k, excluded)
         else:
             return self.popular(k, excluded, rows_given=True)  # excluded holds the filters' rows already
-        rows, best = found if found is not None else self._pick(scores, k, np.unique(excluded))
         reasons = self._reasons(rows, np.unique(history)) + [None] * k
-        rows, best = self._fill(rows, best, k, np.unique(excluded))
+        rows, best = self._fill(rows, best, k, excluded)
         return self._answer(rows, best, source, reasons[: len(rows)])
 
     def similar_items(self, item_id: str, k: int = 10, filters: Filters | None = None) -> Answer:

@@ -33,6 +33,33 @@ SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int16()), ("item_id", 
 SOURCES = pa.array(["model", "fallback"])
 
 
+def fallback_top(bundle: ModelBundle, rows: np.ndarray, k: int, bought, popular) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k for users the model has nothing on: the ``popular`` list (the fallback's top-k,
+    shape (1, k) each), or for users with purchases in ``bought`` (None: keep purchases) the
+    fallback's list without them."""
+    items, scores = np.repeat(popular[0], len(rows), axis=0), np.repeat(popular[1], len(rows), axis=0)
+    has_bought = np.diff(bought.indptr)[rows] > 0 if bought is not None else np.zeros(len(rows), bool)
+    if has_bought.any():
+        items[has_bought], scores[has_bought] = bundle.fallback.recommend(rows[has_bought], k, bought[rows[has_bought]])
+    return items, scores
+
+
+def top_table(bundle: ModelBundle, item_ids: pa.Array, rows: np.ndarray, items: np.ndarray, scores: np.ndarray,
+              warm: np.ndarray) -> pa.Table:
+    """One block of users' top-k as rows of ``SCHEMA`` (item -1 or a score that is not finite: no row);
+    ``item_ids`` is ``pa.array(bundle.items.ids)``, converted once by the caller."""
+    keep = (items >= 0) & np.isfinite(scores)
+    n_keep = keep.sum(axis=1)
+    ranks = np.arange(1, items.shape[1] + 1, dtype=np.int16)
+    return pa.table({
+        "user_id": pa.array(np.repeat(bundle.users.ids[rows], n_keep)),
+        "rank": pa.array(np.broadcast_to(ranks, items.shape)[keep]),
+        "item_id": item_ids.take(pa.array(items[keep].astype(np.int64))),
+        "score": pa.array(scores[keep].astype(np.float32)),
+        "source": pa.DictionaryArray.from_arrays(pa.array(np.repeat((~warm).astype(np.int8), n_keep)), SOURCES),
+    }, schema=SCHEMA)
+
+
 @dataclass
 class BatchReport:
     path: Path
@@ -52,15 +79,11 @@ def score_all(bundle: ModelBundle, k: int = 10, out_path: str | Path = "recommen
     rows_all = np.arange(len(bundle.users), dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
     threads = threads or os.cpu_count() or 1
     model, bought = bundle.model, bundle.bought.tocsr()
-    item_ids = pa.array(bundle.items.ids)
-    user_ids = bundle.users.ids
-    ranks = np.arange(1, k + 1, dtype=np.int16)
 
     active = np.diff(bundle.interactions.indptr) > 0
-    popular_items, popular_scores = bundle.fallback.recommend(np.array([0]), k)  # the same for every cold user
-
-    def top(recommender, rows):
-        return recommender.recommend(rows, k, bought[rows] if exclude_bought else None)
+    popular = bundle.fallback.recommend(np.array([0]), k)  # the same for every cold user
+    exclusions = bought if exclude_bought else None
+    item_ids = pa.array(bundle.items.ids)
 
     def one(lo: int):
         rows = rows_all[lo : lo + block]
@@ -69,21 +92,9 @@ def score_all(bundle: ModelBundle, k: int = 10, out_path: str | Path = "recommen
         scores = np.empty((len(rows), k), np.float32)
         with threadpool_limits(1, "blas"):
             if warm.any():
-                items[warm], scores[warm] = top(model, rows[warm])
-            cold = np.flatnonzero(~warm)
-            has_bought = np.diff(bought.indptr)[rows[cold]] > 0 if exclude_bought else np.zeros(len(cold), bool)
-            items[cold[~has_bought]], scores[cold[~has_bought]] = popular_items[0], popular_scores[0]
-            if has_bought.any():
-                items[cold[has_bought]], scores[cold[has_bought]] = top(bundle.fallback, rows[cold[has_bought]])
-        keep = items >= 0
-        n_keep = keep.sum(axis=1)
-        return pa.table({
-            "user_id": pa.array(np.repeat(user_ids[rows], n_keep)),
-            "rank": pa.array(np.broadcast_to(ranks, items.shape)[keep]),
-            "item_id": item_ids.take(pa.array(items[keep])),
-            "score": pa.array(scores[keep].astype(np.float32)),
-            "source": pa.DictionaryArray.from_arrays(pa.array(np.repeat((~warm).astype(np.int8), n_keep)), SOURCES),
-        }, schema=SCHEMA)
+                items[warm], scores[warm] = model.recommend(rows[warm], k, exclusions[rows[warm]] if exclude_bought else None)
+            items[~warm], scores[~warm] = fallback_top(bundle, rows[~warm], k, exclusions, popular)
+        return top_table(bundle, item_ids, rows, items, scores, warm)
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

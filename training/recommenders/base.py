@@ -150,28 +150,37 @@ class Recommender(ABC):
 
         Default: cosine of ``item_vectors``; neighbourhood models use their own weights.
         """
-        unit = self._unit_item_vectors()
+        unit = self.cosine_item_vectors()
         return (unit[np.asarray(item_rows, dtype=np.int64)] @ unit.T).astype(np.float32)
 
     def similarity_between(self, item_rows: np.ndarray, among: np.ndarray) -> np.ndarray:
         """``item_similarity(item_rows)[:, among]``, without scoring the whole catalogue where the
         model can (vector models: only len(item_rows) x len(among) dot products)."""
         item_rows, among = np.asarray(item_rows, dtype=np.int64), np.asarray(among, dtype=np.int64)
-        if type(self).item_similarity is Recommender.item_similarity:
-            unit = self._unit_item_vectors()
+        if (unit := self.cosine_item_vectors()) is not None:
             return (unit[item_rows] @ unit[among].T).astype(np.float32)
         return self.item_similarity(item_rows)[:, among]
 
-    def _unit_item_vectors(self) -> np.ndarray:
-        """``item_vectors`` scaled to unit length (zero vectors stay zero), computed once per
+    def cosine_item_vectors(self) -> np.ndarray | None:
+        """``item_vectors`` scaled to unit length (zero vectors stay zero) when ``item_similarity``
+        is their cosine, else None (models with their own similarity weights). Computed once per
         vectors array: normalising 100k x 100 vectors on every request was ~40 MB of work per call."""
-        vectors = self.item_vectors()
-        cached = self.__dict__.get("_unit_cache")
-        if cached is None or cached[0] is not vectors:  # refitted or reloaded: new arrays
+        if type(self).item_similarity is not Recommender.item_similarity:
+            return None
+
+        def unit(vectors):
             norms = np.linalg.norm(vectors, axis=1)
             norms[norms == 0] = 1.0
-            cached = (vectors, vectors / norms[:, None])
-            self.__dict__["_unit_cache"] = cached
+            return vectors / norms[:, None]
+
+        return self._derived("_unit_cache", self.item_vectors(), unit)
+
+    def _derived(self, name: str, source: np.ndarray, compute) -> np.ndarray:
+        """``compute(source)``, kept until ``source`` is replaced (a refit or a reload makes new arrays)."""
+        cached = self.__dict__.get(name)
+        if cached is None or cached[0] is not source:
+            cached = (source, compute(source))
+            self.__dict__[name] = cached
         return cached[1]
 
     def similar_items(self, item_rows: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
