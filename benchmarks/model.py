@@ -149,11 +149,11 @@ def bodies(bundle_dir: str, out_dir: str, n: int = 4000, seed: int = 0) -> None:
 
 
 def recall(bundle_dir: str, bodies_dir: str, n: int = 1000) -> None:
-    """Recall@10 of the service's approximate answers (serving/ann.py) against exact search,
+    """Recall@10 of the service's approximate answers (training/ann.py) against exact search,
     for the load test's shoppers (/recommend) and items (/similar_items), and the time of each."""
     import json
 
-    from serving.storefront import Storefront
+    from training.storefront import Storefront
     from training.bundle import ModelBundle
 
     bundle = ModelBundle.load(Path(bundle_dir))
@@ -162,7 +162,7 @@ def recall(bundle_dir: str, bodies_dir: str, n: int = 1000) -> None:
     build = time.perf_counter() - start
     if fast._user_index is None:
         emit(build, approximate=False, items=len(bundle.items),
-             note=f"no approximate index: {len(bundle.items):,} items, under serving.ann.MIN_ITEMS; exact search only")
+             note=f"no approximate index: {len(bundle.items):,} items, under training.ann.MIN_ITEMS; exact search only")
         return
     exact = Storefront(bundle)
     users = [b["user_id"] for b in json.loads((Path(bodies_dir) / "recommend.json").read_text())][: int(n)]

@@ -130,7 +130,7 @@ def _ease(e: dict) -> list[str]:
 
 
 def _ann_lines(a: dict) -> list[str]:
-    """The approximate top-k's recall against exact search (serving/ann.py), measured in-process."""
+    """The approximate top-k's recall against exact search (training/ann.py), measured in-process."""
     if a.get("approximate") is False:
         return [f"Approximate top-k: {a['note']}.", ""]
     if "recommend" not in a:

@@ -24,7 +24,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from serving.storefront import Storefront
+from training.storefront import Storefront
 from training.bundle import ModelBundle
 
 MODEL_TAG_ENV, DEFAULT_MODEL_TAG = "SHOPREC_MODEL", "shoprec-recommender:latest"

@@ -26,7 +26,7 @@ from serving.propensity import (KEY_HEADER, ChurnRiskAnswer, ChurnRiskRequest, P
 from serving.schemas import (BoughtTogetherRequest, EventsAck, EventsRequest, FilterFields, Recommendations,
                              RecommendRequest, RerankRequest, ScoredItem, SessionRequest, SimilarItemsRequest)
 from serving.reload import ANONYMOUS, POLL_ENV, ModelSlot, Served
-from serving.storefront import Answer, Filters
+from training.storefront import Answer, Filters
 
 MODEL_TAG_ENV = "SHOPREC_MODEL"
 DEFAULT_MODEL_TAG = "shoprec-recommender:latest"

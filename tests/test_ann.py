@@ -1,4 +1,4 @@
-"""Approximate top-k (serving/ann.py): recall against exact search, exclusions, and where exact
+"""Approximate top-k (training/ann.py): recall against exact search, exclusions, and where exact
 search stays in charge."""
 import dataclasses
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from serving.ann import MIN_ITEMS, FactorIndex
-from serving.storefront import Filters, Storefront
+from training.ann import MIN_ITEMS, FactorIndex
+from training.storefront import Filters, Storefront
 from training.recommenders.als import ALSRecommender
 from tests.test_storefront import make_bundle
 

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.storefront import Filters, Storefront
+from training.storefront import Filters, Storefront
 from tests.conftest import make_orders
 from training.bundle import ModelBundle
 from training.config import Candidate, TrainConfig

@@ -27,11 +27,12 @@ class Candidate(BaseModel):
     model: ModelConfig
 
     def row_interactions(self) -> InteractionConfig:
-        """How a shopper's row is built for fold-in: a blend uses its first personal part's view."""
-        if self.model.kind == "blend":
-            for part in self.model.parts:
-                if part.model.kind != "popular":
-                    return part.interactions
+        """How a shopper's row is built for fold-in: a blend or a ranker uses its first personal
+        part's view (the parts re-read it as they were trained, see ``as_trained``)."""
+        parts = getattr(self.model, "parts", None) or getattr(self.model, "retrievers", None)
+        if parts:
+            personal = [p for p in parts if p.model.kind != "popular"] or parts
+            return personal[0].interactions
         return self.interactions
 
 

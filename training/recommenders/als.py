@@ -17,7 +17,8 @@ class ALSConfig(BaseModel):
     alpha: float = Field(1.0, gt=0, description="confidence = 1 + alpha * weighted interaction")
     iterations: int = Field(15, ge=1, le=200, description="ALS sweeps")
     weighting: Literal["none", "bm25", "tfidf", "log"] = Field(
-        "bm25", description="re-weighting of the interaction matrix before fitting"
+        "none", description="re-weighting of the interaction matrix before fitting (fold-in re-weights a "
+        "shopper's row alone: exact for none and log, an approximation for bm25 and tfidf)"
     )
     bm25_k1: float = Field(100.0, gt=0, description="BM25 K1 (weighting='bm25')")
     bm25_b: float = Field(0.8, ge=0, le=1, description="BM25 B (weighting='bm25')")
@@ -28,12 +29,13 @@ def weight(matrix: sp.csr_matrix, config: ALSConfig) -> sp.csr_matrix:
     """Re-weight a users x items matrix as the config says (float32 CSR, same shape)."""
     from implicit.nearest_neighbours import bm25_weight, tfidf_weight
 
-    if config.weighting == "bm25":
+    weighting = getattr(config, "weighting", "none")
+    if weighting == "bm25":
         # implicit's weighting functions work on items x users rows
         return bm25_weight(matrix.T.tocsr(), K1=config.bm25_k1, B=config.bm25_b).T.tocsr().astype(np.float32)
-    if config.weighting == "tfidf":
+    if weighting == "tfidf":
         return tfidf_weight(matrix.T.tocsr()).T.tocsr().astype(np.float32)
-    if config.weighting == "log":
+    if weighting == "log":
         out = matrix.copy().astype(np.float32)
         out.data = np.log1p(out.data)
         return out
@@ -77,32 +79,33 @@ class ALSRecommender(Recommender):
         return self.user_factors_, self.item_factors_
 
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
-        """User factors (n, factors) from interaction rows, item factors fixed: one ALS half-step
-        per user, x = (Y'Y + Y'(C - I)Y + reg I)^-1 Y'C p, as in Hu, Koren & Volinsky (2008)."""
+        """User factors (n, factors) from interaction rows, item factors fixed: the exact
+        least-squares user step that implicit trains with (``implicit.cpu.als.user_linear_equation``):
+        confidence c = alpha * weighted interaction, x = (Y'Y + Y'(C - I)Y + reg I)^-1 Y'C p
+        (Hu, Koren & Volinsky 2008). Written out here because implicit's own solver needs writable
+        item factors and the service's are memory-mapped read-only."""
         y = self.item_factors_
-        yty = self._gram()
-        reg = getattr(self.config, "regularization", 0.01) * np.eye(y.shape[1])
         alpha = getattr(self.config, "alpha", 1.0)
-        rows = sp.csr_matrix(user_items, dtype=np.float64)
-        if getattr(self.config, "weighting", "none") == "log":
-            rows.data = np.log1p(rows.data)
+        base = self._gram().astype(np.float64) + getattr(self.config, "regularization", 0.01) * np.eye(y.shape[1])
+        rows = weight(sp.csr_matrix(user_items, dtype=np.float32), self.config)
         out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float32)
         for u in range(rows.shape[0]):
             idx = rows.indices[rows.indptr[u] : rows.indptr[u + 1]]
             if len(idx) == 0:
                 continue
-            conf = 1.0 + alpha * rows.data[rows.indptr[u] : rows.indptr[u + 1]]
+            conf = alpha * rows.data[rows.indptr[u] : rows.indptr[u + 1]].astype(np.float64)
             yi = y[idx].astype(np.float64)
-            a = yty + (yi.T * (conf - 1.0)) @ yi + reg
-            out[u] = np.linalg.solve(a, yi.T @ conf)
+            a = base + (yi.T * (np.abs(conf) - 1.0)) @ yi
+            out[u] = np.linalg.solve(a, yi.T @ np.where(conf > 0, conf, 0.0))
         return out
 
     def _gram(self) -> np.ndarray:
-        """Y'Y in float64, computed once per item factor array (100k x 100 factors: ~50 ms, far
-        more than the rest of a fold-in, so not per request)."""
-        return self._derived("_gram_cache", self.item_factors_, lambda y: y.T.astype(np.float64) @ y.astype(np.float64))
+        """Y'Y (float32, as implicit keeps it), computed once per item factor array (100k x 100
+        factors: ~50 ms, far more than the rest of a fold-in, so not per request)."""
+        return self._derived("_gram_cache", self.item_factors_,
+                             lambda y: np.ascontiguousarray(np.asarray(y, np.float32).T @ np.asarray(y, np.float32)))
 
-    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+    def score_rows(self, user_items: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> np.ndarray:
         return self.fold_in(user_items) @ self.item_factors_.T
 
     def _arrays(self) -> dict[str, np.ndarray]:

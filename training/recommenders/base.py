@@ -79,6 +79,27 @@ def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(cand, pick, axis=1)
 
 
+def csr_arrays(name: str, m: sp.spmatrix) -> dict[str, np.ndarray]:
+    """A sparse matrix as named plain arrays (``{name}_data``, ``_indices``, ``_indptr``, ``_shape``)."""
+    m = sp.csr_matrix(m)
+    return {f"{name}_data": m.data.astype(np.float32), f"{name}_indices": m.indices, f"{name}_indptr": m.indptr,
+            f"{name}_shape": np.array(m.shape)}
+
+
+def csr_from(arrays: dict[str, np.ndarray], name: str) -> sp.csr_matrix:
+    """The inverse of ``csr_arrays``."""
+    return sp.csr_matrix((arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]),
+                         shape=tuple(arrays[f"{name}_shape"]))
+
+
+def as_trained(user_items: sp.csr_matrix, binary: bool) -> sp.csr_matrix:
+    """A shopper's row as a part trained on ``binary`` interactions saw rows: 1.0 per item."""
+    rows = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
+    if binary:
+        rows.data[:] = 1.0
+    return rows
+
+
 def first_similarity(models: list["Recommender"], item_rows: np.ndarray, among: np.ndarray | None = None) -> np.ndarray:
     """Item similarities from the first of ``models`` that has them (for composite models);
     to every item, or to the items ``among`` only."""
@@ -108,11 +129,13 @@ class Recommender(ABC):
         """Dense float32 scores (len(user_rows), n_items); higher is better."""
 
     @abstractmethod
-    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+    def score_rows(self, user_items: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> np.ndarray:
         """Dense scores (n, n_items) for users given only their interaction rows (n, n_items).
 
         Used for shoppers the model has not seen as they are now: a user with new events
-        (fold-in) or an anonymous session's viewed items.
+        (fold-in) or an anonymous session's viewed items. ``exclude`` (CSR aligned with the
+        rows) marks items the caller will leave out: models that pick candidates (the ranker)
+        skip them, as they do when scoring known users; the others may ignore it.
         """
 
     @abstractmethod
@@ -192,7 +215,7 @@ class Recommender(ABC):
 
     def factors(self) -> tuple[np.ndarray, np.ndarray]:
         """(user factors, item factors) of a factor model whose ``scores`` are their inner products
-        (for approximate top-k, serving/ann.py); other models raise NotImplementedError."""
+        (for approximate top-k, training/ann.py); other models raise NotImplementedError."""
         raise NotImplementedError(f"{self.kind} is not a factor model")
 
     def item_vectors(self) -> np.ndarray:

@@ -1,7 +1,9 @@
 """A weighted blend of recommenders, each fitted on its own view of the interactions.
 
-Scores are standardised per user (z-score over items) before weighting, so a taste model
-(ALS) and a "what sells now" model (trending popularity) can be mixed with one weight.
+Scores are standardised per user (z-score over the items a part scores) before weighting,
+so a taste model (ALS) and a "what sells now" model (trending popularity) can be mixed with
+one weight. A part that does not score every item (EASE capped to the most popular items)
+gives the others its lowest standardised score; an item no part scores stays -inf.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from features.interactions import InteractionConfig, TrainingView
 from training.recommenders.als import ALSConfig
-from training.recommenders.base import Recommender, first_similarity
+from training.recommenders.base import Recommender, as_trained, first_similarity
 from training.recommenders.bpr import BPRConfig
 from training.recommenders.fitting import BASE_MODELS, fit_base
 from training.recommenders.neighbours import EASEConfig, ItemKNNConfig
@@ -34,9 +36,33 @@ class BlendConfig(BaseModel):
     parts: list[BlendPart] = Field(min_length=1)
 
 
-def _standardise(scores: np.ndarray) -> np.ndarray:
-    scores = scores - scores.mean(axis=1, keepdims=True)
-    return scores / (scores.std(axis=1, keepdims=True) + 1e-9)
+def standardise(scores: np.ndarray) -> np.ndarray:
+    """Per row, z-scores over the finite entries (float32); the others stay -inf."""
+    scores = np.asarray(scores, dtype=np.float32)
+    finite = np.isfinite(scores)
+    if finite.all():
+        out = scores - scores.mean(axis=1, keepdims=True)
+        return out / (out.std(axis=1, keepdims=True) + 1e-9)
+    count = np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    values = np.where(finite, scores, 0.0)
+    mean = values.sum(axis=1, keepdims=True) / count
+    std = np.sqrt((np.where(finite, values - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / count)
+    return np.where(finite, (values - mean) / (std + 1e-9), -np.inf).astype(np.float32)
+
+
+def weighted_sum(weights: list[float], part_scores) -> np.ndarray:
+    """Sum of weight x standardised scores; where a part has no score, its row minimum stands in,
+    and items that no part scores stay -inf (unrecommendable)."""
+    total, scored = None, None
+    for w, scores in zip(weights, part_scores):
+        z = standardise(scores)
+        finite = np.isfinite(z)
+        floor = np.where(finite, z, np.inf).min(axis=1, keepdims=True)
+        floor[~np.isfinite(floor)] = 0.0
+        term = w * np.where(finite, z, floor)
+        total = term if total is None else total + term
+        scored = finite if scored is None else scored | finite
+    return np.where(scored, total, -np.inf).astype(np.float32)
 
 
 class BlendRecommender(Recommender):
@@ -58,16 +84,13 @@ class BlendRecommender(Recommender):
         return self.parts_[0].n_items
 
     def scores(self, user_rows: np.ndarray) -> np.ndarray:
-        total = np.zeros((len(user_rows), self.n_items), dtype=np.float32)
-        for part, model in zip(self.config.parts, self.parts_):
-            total += part.weight * _standardise(model.scores(user_rows))
-        return total
+        return weighted_sum([p.weight for p in self.config.parts], (m.scores(user_rows) for m in self.parts_))
 
-    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
-        total = np.zeros((user_items.shape[0], self.n_items), dtype=np.float32)
-        for part, model in zip(self.config.parts, self.parts_):
-            total += part.weight * _standardise(model.score_rows(user_items))
-        return total
+    def score_rows(self, user_items: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> np.ndarray:
+        """Each part scores the row as it saw rows in training (binary parts: 1.0 per item)."""
+        return weighted_sum([p.weight for p in self.config.parts],
+                            (m.score_rows(as_trained(user_items, p.interactions.binary), exclude)
+                             for p, m in zip(self.config.parts, self.parts_)))
 
     def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
         return first_similarity(self.parts_, item_rows)

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
-from training.recommenders.base import Recommender
+from training.recommenders.base import Recommender, csr_arrays, csr_from
 
 
 class _RowTimesItems(Recommender):
@@ -25,23 +25,13 @@ class _RowTimesItems(Recommender):
     def scores(self, user_rows: np.ndarray) -> np.ndarray:
         return self.score_rows(self.user_items_[np.asarray(user_rows, dtype=np.int64)])
 
-    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+    def score_rows(self, user_items: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> np.ndarray:
         out = sp.csr_matrix(user_items, dtype=np.float32) @ self.item_weights_
         return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
 
     def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
         w = self.item_weights_[np.asarray(item_rows, dtype=np.int64)]
         return np.asarray(w.toarray() if sp.issparse(w) else w, dtype=np.float32)
-
-    def _sparse_arrays(self, name: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
-        m = m.tocsr()
-        return {f"{name}_data": m.data.astype(np.float32), f"{name}_indices": m.indices, f"{name}_indptr": m.indptr,
-                f"{name}_shape": np.array(m.shape)}
-
-    @staticmethod
-    def _sparse(arrays: dict[str, np.ndarray], name: str) -> sp.csr_matrix:
-        return sp.csr_matrix((arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]),
-                             shape=tuple(arrays[f"{name}_shape"]))
 
 
 class ItemKNNConfig(BaseModel):
@@ -71,11 +61,11 @@ class ItemKNNRecommender(_RowTimesItems):
         return self
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return self._sparse_arrays("user_items", self.user_items_) | self._sparse_arrays("weights", self.item_weights_)
+        return csr_arrays("user_items", self.user_items_) | csr_arrays("weights", self.item_weights_)
 
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.user_items_ = self._sparse(arrays, "user_items")
-        self.item_weights_ = self._sparse(arrays, "weights")
+        self.user_items_ = csr_from(arrays, "user_items")
+        self.item_weights_ = csr_from(arrays, "weights")
 
 
 class EASEConfig(BaseModel):
@@ -115,7 +105,7 @@ class EASERecommender(_RowTimesItems):
     def n_items(self) -> int:
         return self.n_items_total_
 
-    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+    def score_rows(self, user_items: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> np.ndarray:
         rows = sp.csr_matrix(user_items, dtype=np.float32)[:, self.kept_]
         out = np.full((rows.shape[0], self.n_items_total_), -np.inf, dtype=np.float32)
         out[:, self.kept_] = np.asarray(rows @ self.item_weights_, dtype=np.float32)
@@ -132,11 +122,11 @@ class EASERecommender(_RowTimesItems):
         return sims
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return self._sparse_arrays("user_items", self.user_items_) | {
+        return csr_arrays("user_items", self.user_items_) | {
             "weights": self.item_weights_, "kept": self.kept_, "n_items": np.array(self.n_items_total_)}
 
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.user_items_ = self._sparse(arrays, "user_items")
+        self.user_items_ = csr_from(arrays, "user_items")
         self.item_weights_ = arrays["weights"]
         self.kept_ = arrays["kept"]
         self.n_items_total_ = int(arrays["n_items"])

@@ -41,7 +41,7 @@ class PopularRecommender(Recommender):
     def scores(self, user_rows: np.ndarray) -> np.ndarray:
         return np.tile(self.item_scores_, (len(user_rows), 1))
 
-    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
+    def score_rows(self, user_items: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> np.ndarray:
         return np.tile(self.item_scores_, (user_items.shape[0], 1))
 
     def _arrays(self) -> dict[str, np.ndarray]:

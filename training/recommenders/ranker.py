@@ -4,7 +4,11 @@ Training makes its own labels in time: the retrievers are fitted on the data up 
 ``now - label_days``; the items each user newly bought in the last ``label_days`` are the
 positives among their candidates. The retrievers are then refitted on all the data of the
 view for scoring. Features per (user, item): each retriever's score and rank, the item's
-popularity, and the user's activity.
+popularity, and the user's activity (items in their row).
+
+Known shoppers and folded-in rows go through the same candidate generation and features:
+the caller's exclusions are left out before candidates are taken, every retriever sees the
+row as it was trained (binary retrievers: 1.0 per item), and the activity comes from the row.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
 from features.interactions import TrainingView
-from training.recommenders.base import Recommender, first_similarity, topk
+from training.recommenders.base import Recommender, as_trained, csr_arrays, csr_from, first_similarity, topk
 from training.recommenders.blend import BlendPart
 from training.recommenders.fitting import BASE_MODELS, fit_base
 
@@ -52,6 +56,7 @@ class RankerRecommender(Recommender):
         label = (view.bought - past.bought).tocsr()
         label.data = (label.data > 0).astype(np.float32)
         label.eliminate_zeros()
+        history = past.matrix(self.row_config)
         users = np.flatnonzero((np.diff(label.indptr) > 0) & (np.diff(past.bought.indptr) > 0))
         rng = np.random.default_rng(c.seed)
         if len(users) > c.max_train_users:
@@ -59,7 +64,7 @@ class RankerRecommender(Recommender):
         x, y, groups = [], [], []
         for start in range(0, len(users), 2000):
             rows = users[start : start + 2000]
-            cand, feats = self._candidates(self._retriever_scores(rows), past.bought[rows])
+            cand, feats = self._candidates(self._retriever_scores(rows), past.bought[rows], history[rows])
             truth = label[rows]
             hit = np.asarray(truth[np.repeat(np.arange(len(rows)), cand.shape[1]), cand.ravel()]).reshape(cand.shape) > 0
             for r in range(len(rows)):
@@ -77,6 +82,12 @@ class RankerRecommender(Recommender):
         self._stats(view)
         return self
 
+    @property
+    def row_config(self):
+        """How a shopper's row is built: the first personal retriever's interactions."""
+        personal = [p for p in self.config.retrievers if p.model.kind != "popular"] or self.config.retrievers
+        return personal[0].interactions
+
     def _fit_retrievers(self, view: TrainingView) -> None:
         self.retrievers_ = [fit_base(view, p.model, p.interactions) for p in self.config.retrievers]
         self._stats(view)
@@ -86,28 +97,30 @@ class RankerRecommender(Recommender):
         self.item_popularity_ = np.log1p(np.diff(m.tocsc().indptr)).astype(np.float32)
         self.n_items_ = m.shape[1]
         self.bought_ = view.bought
+        self.history_ = view.matrix(self.row_config)
 
     # -- scoring ---------------------------------------------------------------------------
     def _retriever_scores(self, user_rows: np.ndarray) -> list[np.ndarray]:
         return [r.scores(user_rows) for r in self.retrievers_]
 
-    def _candidates(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix | None = None):
+    def _candidates(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix):
         """Union of each retriever's top candidates (``exclude`` left out) and their features:
-        (n, m) item rows padded with -1, and (n, m, n_features) float32."""
-        history = exclude if history is None else history
+        (n, m) item rows padded with -1, and (n, m, n_features) float32 (a retriever's missing
+        score, e.g. an item outside EASE's cap, is NaN: missing to LightGBM)."""
         tops = [topk(s.astype(np.float32, copy=True), self.config.candidates, exclude)[0] for s in scores]
         cand = _unique_keep_order(np.concatenate(tops, axis=1))
         safe = np.where(cand >= 0, cand, 0)
         cols = []
         for s in scores:
             val = np.take_along_axis(s, safe, axis=1)
-            rank = np.argsort(np.argsort(-np.where(cand >= 0, val, -np.inf), axis=1), axis=1)
+            val = np.where(np.isfinite(val), val, np.nan)
+            rank = np.argsort(np.argsort(-np.where((cand >= 0) & np.isfinite(val), val, -np.inf), axis=1), axis=1)
             cols += [val, rank.astype(np.float32)]
         activity = np.log1p(np.diff(sp.csr_matrix(history).indptr)).astype(np.float32)
         cols += [self.item_popularity_[safe], np.repeat(activity[:, None], cand.shape[1], axis=1)]
         return cand, np.stack(cols, axis=2).astype(np.float32)
 
-    def _rank(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix | None = None) -> np.ndarray:
+    def _rank(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix) -> np.ndarray:
         cand, feats = self._candidates(scores, exclude, history)
         n, m = cand.shape
         pred = self.booster_.predict(feats.reshape(n * m, -1), num_threads=1).reshape(n, m)
@@ -119,11 +132,14 @@ class RankerRecommender(Recommender):
 
     def scores(self, user_rows: np.ndarray) -> np.ndarray:
         user_rows = np.asarray(user_rows, dtype=np.int64)
-        return self._rank(self._retriever_scores(user_rows), self.bought_[user_rows])
+        return self._rank(self._retriever_scores(user_rows), self.bought_[user_rows], self.history_[user_rows])
 
-    def score_rows(self, user_items: sp.csr_matrix) -> np.ndarray:
-        nothing = sp.csr_matrix(user_items.shape, dtype=np.float32)  # the caller excludes purchases itself
-        return self._rank([r.score_rows(user_items) for r in self.retrievers_], nothing, history=user_items)
+    def score_rows(self, user_items: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> np.ndarray:
+        user_items = sp.csr_matrix(user_items, dtype=np.float32)
+        exclude = sp.csr_matrix(user_items.shape, dtype=np.float32) if exclude is None else sp.csr_matrix(exclude)
+        scores = [r.score_rows(as_trained(user_items, p.interactions.binary), exclude)
+                  for p, r in zip(self.config.retrievers, self.retrievers_)]
+        return self._rank(scores, exclude, user_items)
 
     @property
     def n_items(self) -> int:
@@ -136,14 +152,13 @@ class RankerRecommender(Recommender):
         return first_similarity(self.retrievers_, item_rows, among)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        b = self.bought_.tocsr()
-        return {"item_popularity": self.item_popularity_,
-                "n_items": np.array(self.n_items_), "bought_data": b.data, "bought_indices": b.indices,
-                "bought_indptr": b.indptr, "bought_shape": np.array(b.shape)}
+        return ({"item_popularity": self.item_popularity_, "n_items": np.array(self.n_items_)}
+                | csr_arrays("bought", self.bought_) | csr_arrays("history", self.history_))
 
     def _set_arrays(self, a: dict[str, np.ndarray]) -> None:
         self.item_popularity_, self.n_items_ = a["item_popularity"], int(a["n_items"])
-        self.bought_ = sp.csr_matrix((a["bought_data"], a["bought_indices"], a["bought_indptr"]), shape=tuple(a["bought_shape"]))
+        self.bought_ = csr_from(a, "bought")
+        self.history_ = csr_from(a, "history") if "history_data" in a else self.bought_  # bundles saved before rows
 
     def save(self, path: Path) -> None:
         super().save(path)
@@ -173,3 +188,4 @@ def _unique_keep_order(rows: np.ndarray) -> np.ndarray:
     out = np.where(drop, -1, rows)
     left = np.argsort(out < 0, axis=1, kind="stable")
     return np.take_along_axis(out, left, axis=1)
+

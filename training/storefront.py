@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from serving.ann import FactorIndex
+from training.ann import FactorIndex
 from training.bundle import ModelBundle
 from training.recommenders import topk
 
@@ -47,7 +47,7 @@ ANN_MAX_EXCLUDED = 200
 class Storefront:
     def __init__(self, bundle: ModelBundle, approximate: bool = False):
         """``approximate``: answer known shoppers and similar items of wide catalogues from a faiss
-        index over the factors (serving/ann.py) where it can; the service turns it on."""
+        index over the factors (training/ann.py) where it can; the service turns it on."""
         self.bundle = bundle
         self.items = bundle.items
         self.n_items = len(bundle.items)
@@ -123,6 +123,11 @@ class Storefront:
             row.data[:] = 1.0
         return row.astype(np.float32)
 
+    def _exclusion_row(self, excluded: np.ndarray) -> sp.csr_matrix:
+        """The items to leave out as a (1, n_items) CSR row: models that pick candidates skip them."""
+        return sp.csr_matrix((np.ones(len(excluded), np.float32), (np.zeros(len(excluded), np.int64), excluded)),
+                             shape=(1, self.n_items))
+
     def _pick(self, scores: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scores = scores.astype(np.float32, copy=True)
         scores[excluded] = -np.inf
@@ -195,7 +200,8 @@ class Storefront:
         excluded = np.unique(np.concatenate([self._rows_of(exclude_ids), self._filtered_out(filters),
                                              history if exclude_bought else np.empty(0, np.int64)]))
         if events and len(self._rows_of([item for item, _ in events])):
-            scores, source = self.bundle.model.score_rows(self._event_row(row, events))[0], f"model:{self.name}+events"
+            scores = self.bundle.model.score_rows(self._event_row(row, events), self._exclusion_row(excluded))[0]
+            source = f"model:{self.name}+events"
             rows, best = self._pick(scores, k, excluded)
         elif self._knows(row):
             source = f"model:{self.name}"
@@ -229,8 +235,9 @@ class Storefront:
         viewed = self._rows_of(viewed_ids)
         if len(viewed) == 0:
             return self.popular(k, viewed_ids, filters)
-        scores = self.bundle.model.score_rows(self._event_row(-1, [(i, "view") for i in self.items.ids[viewed]]))[0]
         excluded = np.unique(np.concatenate([viewed, self._filtered_out(filters)]))
+        row = self._event_row(-1, [(i, "view") for i in self.items.ids[viewed]])
+        scores = self.bundle.model.score_rows(row, self._exclusion_row(excluded))[0]
         rows, best = self._pick(scores, k, excluded)
         rows, best = self._fill(rows, best, k, excluded)
         return self._answer(rows, best, f"session:{self.name}")
