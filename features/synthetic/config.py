@@ -1,8 +1,11 @@
 """``ShopConfig``: every knob of the synthetic shop, with a default and a sentence each.
 
-The defaults are the "small" shop; ``ShopConfig.preset(name)`` gives tiny / small / medium /
-large. The same config (seed included) always produces byte-identical files on one platform;
-``user_chunk`` is part of the config because the random streams are drawn per chunk of users.
+The defaults are the "small" shop; ``ShopConfig.preset(name)`` gives the generic sizes tiny /
+small / medium / large and the shop kinds (``KINDS``: grocery, wide, gift) at full size or, as
+"<kind>-test", at a size for tests. Knobs added for the kinds default to values that leave the
+generic shops' data byte for byte as they were. The same config (seed included) always
+produces byte-identical files on one platform; ``user_chunk`` is part of the config because the
+random streams are drawn per chunk of users.
 """
 from __future__ import annotations
 
@@ -50,6 +53,9 @@ class ShopConfig(BaseModel):
     consumable_category_share: float = _f(0.25, "share of categories that are mostly consumables", ge=0, le=1)
     consumable_share_in: float = _f(0.8, "share of consumable items in consumable categories", ge=0, le=1)
     consumable_share_out: float = _f(0.05, "share of consumable items in other categories", ge=0, le=1)
+    promo_share: float = _f(0.0, "share of items on promotion in any week (a grocer's weekly offers); 0: none",
+                            ge=0, le=1)
+    promo_boost: float = _f(1.5, "extra log popularity of an item during its promotion week", ge=0)
     out_of_stock_share: float = _f(0.05, "share of items still listed at the end that sell out in its last 3 weeks "
                                    "(in_stock False)", ge=0, le=1)
 
@@ -76,6 +82,8 @@ class ShopConfig(BaseModel):
     # --- cycles ------------------------------------------------------------------------
     weekly_strength: float = _f(0.3, "extra session rate on Saturday and Sunday (0.3 = +30%)", ge=0)
     seasonal_strength: float = _f(0.6, "strength of the yearly cycle (Christmas and Black Friday up, summer down)", ge=0)
+    season_width_days: float = _f(15.0, "sd (days) of the Christmas bump in the session rate (wider: a longer run-up)",
+                                  gt=0)
 
     # --- sessions and funnel -------------------------------------------------------------
     views_per_session: float = _f(4.0, "mean product views per session (about; sets the proposal rate)", gt=0)
@@ -88,6 +96,9 @@ class ShopConfig(BaseModel):
     purchase_slope: float = _f(0.5, "cart->purchase logit per unit utility", ge=0)
     quantity_extra: float = _f(0.3, "mean extra units per order line (1 + Poisson)", ge=0)
     consumable_quantity_extra: float = _f(1.0, "additional mean extra units for consumables", ge=0)
+    quantity_packs: tuple[int, ...] = _f((), "pack sizes (wholesale): each item is sold in one, drawn from these "
+                                         "(repeat a size to weight it), and a line's quantity is packs x units; "
+                                         "empty: single units")
     return_intercept: float = _f(-2.3, "logit of returning an order line at zero utility", le=20, ge=-20)
     return_slope: float = _f(0.5, "return logit decrease per unit utility", ge=0)
 
@@ -112,17 +123,22 @@ class ShopConfig(BaseModel):
     def _check(self) -> "ShopConfig":
         if any(d < 0 or d >= self.days for d in self.truth_days_before_end):
             raise ValueError(f"truth_days_before_end: each value must be in [0, days={self.days})")
+        if any(size < 1 for size in self.quantity_packs):
+            raise ValueError(f"quantity_packs: every pack size must be >= 1, got {self.quantity_packs}")
         return self
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "ShopConfig":
-        """A named size: tiny (tests), small (`make run`), medium, large; ``overrides`` win."""
+        """A named shop (``PRESETS``): a generic size (tiny for tests, small for `make run`, medium,
+        large) or a kind (``KINDS``: "grocery", "wide", "gift") at its full size, or "<kind>-test"
+        at a size for tests; ``overrides`` win."""
         if name not in PRESETS:
             raise ValueError(f"preset: unknown name {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(**(PRESETS[name] | overrides))
 
 
-PRESETS: dict[str, dict] = {
+# Generic shops by size (the defaults are "small").
+SIZES: dict[str, dict] = {
     # ~300 users, 100 items: well under 2 s, for tests
     "tiny": dict(n_users=300, n_items=100, n_categories=8, n_factors=8, sessions_per_week_median=1.0),
     # ~5k users, 1k items, ~250k events: `make run`
@@ -134,3 +150,65 @@ PRESETS: dict[str, dict] = {
     "large": dict(n_users=1_000_000, n_items=100_000, n_categories=100, n_factors=16,
                   sessions_per_week_median=0.042, truth_step_days=14, truth_max_items=4_000),
 }
+
+# Shop kinds: what makes each one unlike the generic shop (and unlike each other).
+KINDS: dict[str, dict] = {
+    # Weekly-repeat consumables from a narrow, stable catalogue (no seasonal lines); shoppers come
+    # every week or two. Weekly offers lift a few items for a week and then end, so a month of
+    # sales ranks what sells next better than the last three days do.
+    "grocery": dict(
+        consumable_category_share=0.85, consumable_share_in=0.95, consumable_share_out=0.3,
+        replenish_days_median=12.0, replenish_days_sigma=0.3, replenish_shape=8.0,
+        repeat_prob_mean=0.7, repeat_prob_concentration=8.0,
+        sessions_per_week_median=0.5, sessions_per_week_sigma=0.6, weekly_strength=0.5,
+        price_median=4.0, price_category_sigma=0.5, popularity_sigma=1.0,
+        prelaunched_share=0.95, lifetime_median_days=2_000.0, novelty_boost=0.3, fade=0.3,
+        seasonal_item_share=0.0, seasonal_strength=0.15, promo_share=0.05, promo_boost=2.0,
+        views_per_session=6.0, cart_intercept=-1.0, purchase_intercept=0.5, browse_only_share=0.1,
+        churn_scale_days=900.0, quantity_extra=0.5,
+    ),
+    # A wide long-tail catalogue (above EASE's item cap at full size): a steep popularity curve,
+    # many launches, short item lives; conversion is high, so that ~1.5M order lines come with
+    # ~7M events rather than ~30M (and generate in well under a minute).
+    "wide": dict(
+        popularity_sigma=1.9, prelaunched_share=0.35, lifetime_median_days=200.0, novelty_boost=1.5,
+        novelty_days=25.0, fade=2.0, views_per_session=3.0, cart_intercept=-0.5, purchase_intercept=1.0,
+        browse_only_share=0.1, anonymous_share=0.05, consumable_category_share=0.1,
+    ),
+    # A gift wholesaler like UCI Online Retail: bulk quantities in packs, big baskets from a few
+    # thousand trade customers, items launching and fading, and a strong Christmas run-up in
+    # the last months (the data end on December 9th, as Online Retail's do).
+    "gift": dict(
+        end=date(2024, 12, 9), quantity_packs=(1, 2, 3, 4, 6, 6, 6, 12, 12, 24), quantity_extra=0.3,
+        consumable_category_share=0.0, consumable_share_out=0.02,
+        seasonal_strength=1.0, season_width_days=45.0, seasonal_item_share=0.4, christmas_item_share=0.85,
+        seasonal_item_amplitude=3.0, seasonal_item_width_days=30.0,
+        prelaunched_share=0.7, lifetime_median_days=400.0, novelty_boost=1.5, novelty_days=20.0, fade=2.0,
+        popularity_sigma=1.0, sessions_per_week_median=0.07, sessions_per_week_sigma=1.1,
+        views_per_session=60.0, cart_intercept=1.0, purchase_intercept=1.5, browse_only_share=0.05,
+        anonymous_share=0.02, price_median=3.0,
+    ),
+}
+
+# Each kind at a size for tests (seconds to generate, well under a minute to train) and its
+# full size for the quality benchmark (benchmarks/quality.py).
+KIND_SIZES: dict[str, dict[str, dict]] = {
+    "grocery": {
+        "test": dict(n_users=1_500, n_items=400, n_categories=20, n_factors=8),
+        "full": dict(n_users=10_000, n_items=3_000, n_categories=60, n_factors=12),
+    },
+    "wide": {
+        "test": dict(n_users=4_000, n_items=3_000, n_categories=60, n_factors=12),
+        "full": dict(n_users=100_000, n_items=64_000, n_categories=300, n_factors=16, truth_step_days=7,
+                     truth_max_items=4_000),
+    },
+    "gift": {
+        "test": dict(n_users=900, n_items=800, n_categories=20, n_factors=8),
+        "full": dict(n_users=6_000, n_items=4_000, n_categories=60, n_factors=12),
+    },
+}
+
+PRESETS: dict[str, dict] = dict(SIZES)
+for _kind, _sizes in KIND_SIZES.items():
+    PRESETS[f"{_kind}-test"] = KINDS[_kind] | _sizes["test"]
+    PRESETS[_kind] = KINDS[_kind] | _sizes["full"]

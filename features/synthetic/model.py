@@ -5,7 +5,8 @@ Time is counted in days: day 0 is the first day, day ``days - 1`` is ``end``.
 
 - An item j has a category c, a price p_j, factors v_j = C_c + d_j, a base popularity b_j
   and is on sale on days [launch_j, retire_j). Its log attractiveness on day t is
-  ``b_j + novelty * exp(-age/novelty_days) - fade * age/lifetime_j + season_j(t)``.
+  ``b_j + novelty * exp(-age/novelty_days) - fade * age/lifetime_j + season_j(t)``, plus
+  ``promo_boost`` in the weeks the item is on promotion (a share ``promo_share`` of item-weeks).
 - A shopper i has taste u_i, price sensitivity beta_i, a session rate lambda_i (per day,
   lognormal: heavy-tailed), a buy propensity alpha_i, a browse-only flag (never buys), a
   repeat probability rho_i, a join day (or a tenure on day 0) and a Weibull lifetime from
@@ -19,6 +20,8 @@ Time is counted in days: day 0 is the first day, day ``days - 1`` is ``end``.
   session depth and r_ij = x_ij - theta_ic. Every view is carted with
   sigmoid(c0 + c1 x_ij); every cart is bought with sigmoid(p0 + alpha_i + p1 x_ij).
   So, per shopper, views follow the softmax of popularity(t) + utility.
+- An order line's quantity is 1 + Poisson units (more for consumables), times the item's pack
+  size in a wholesale shop (``quantity_packs``).
 - A purchase of a consumable is bought again with probability rho_i after
   Gamma(shape, cycle_j/shape) days (if the shopper is still active and the item on sale).
 """
@@ -85,9 +88,12 @@ class World:
     user_churn_scale: np.ndarray  # (n_users,) float64: Weibull scale
     user_lifetime: np.ndarray  # (n_users,) float64: drawn lifetime T (tenure at churn)
     user_churn_day: np.ndarray  # (n_users,) int64: first day no longer active
+    item_pack: np.ndarray | None = None  # (n_items,) float64: units per pack (quantity_packs; 1 when unset)
 
     # ---- derived -------------------------------------------------------------------
     def __post_init__(self):
+        if self.item_pack is None:  # shops generated before quantity_packs existed
+            self.item_pack = np.ones(len(self.item_cat))
         self.cat_order = np.argsort(self.item_cat, kind="stable")  # items sorted by category
         counts = np.bincount(self.item_cat, minlength=self.n_categories)
         self.cat_bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -143,8 +149,8 @@ class World:
         def g(peak, width):
             return np.exp(-0.5 * (circular_days(doy, peak) / width) ** 2)
 
-        s = self.config.seasonal_strength
-        return np.exp(s * (1.0 * g(CHRISTMAS_PEAK_DOY, 15.0) + 0.6 * g(331.0, 3.0) - 0.5 * g(200.0, 35.0)))
+        s, width = self.config.seasonal_strength, self.config.season_width_days
+        return np.exp(s * (1.0 * g(CHRISTMAS_PEAK_DOY, width) + 0.6 * g(331.0, 3.0) - 0.5 * g(200.0, 35.0)))
 
     def item_log_attr(self, days: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         """(len(days), n) log attractiveness of the items on those days; -inf when not on sale."""
@@ -159,7 +165,24 @@ class World:
         )
         val = (self.item_pop[it][None, :] + cfg.novelty_boost * np.exp(-np.maximum(age, 0) / cfg.novelty_days)
                - cfg.fade * age / self.item_lifetime[it][None, :] + season).astype(np.float32)
+        if cfg.promo_share > 0:
+            ids = np.arange(self.n_items) if items is None else np.asarray(items, dtype=np.int64)
+            val += np.float32(cfg.promo_boost) * self.promoted(days[:, 0], ids)
         return np.where((days >= launch) & (days < retire), val, np.float32(-np.inf))
+
+    def promoted(self, days: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(len(days), len(items)) bool: the item is on promotion in that day's week (weeks start on
+        Monday). A hash of (seed, week, item) with P = promo_share, so any day, past the end too,
+        has an answer without a stored schedule."""
+        week = (np.asarray(days, dtype=np.int64) + int(self.dow(np.zeros(1, dtype=np.int64))[0])) // 7
+        x = (np.uint64((self.config.seed * 0x9E3779B97F4A7C15) % 2**64)
+             ^ week.astype(np.uint64)[:, None] * np.uint64(0xBF58476D1CE4E5B9)
+             ^ np.asarray(items, dtype=np.int64).astype(np.uint64)[None, :] * np.uint64(0x94D049BB133111EB))
+        for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):  # splitmix64's finaliser
+            x ^= x >> np.uint64(shift)
+            x *= np.uint64(mult)
+        x ^= x >> np.uint64(31)
+        return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53 < self.config.promo_share
 
     def on_sale(self, items: np.ndarray, days: np.ndarray) -> np.ndarray:
         return (self.item_launch[items] <= days) & (days < self.item_retire[items])
@@ -219,7 +242,8 @@ class World:
     @classmethod
     def from_arrays(cls, arrays) -> "World":
         config = ShopConfig.model_validate_json(str(arrays["config_json"]))
-        kw = {f.name: np.asarray(arrays[f.name]) for f in fields(cls) if f.name not in ("config", "view_rate")}
+        kw = {f.name: np.asarray(arrays[f.name]) for f in fields(cls)
+              if f.name not in ("config", "view_rate") and f.name in arrays}
         return cls(config=config, view_rate=float(arrays["view_rate"]), **kw)
 
 
@@ -298,7 +322,7 @@ def build_world(cfg: ShopConfig) -> World:
         item_season_peak=peak.astype(np.float32), item_consumable=consumable, item_cycle=cycle.astype(np.float32),
         item_out_of_stock=oos, user_factors=u, user_rate=rate, user_price_sens=beta, user_buy=alpha, user_buyer=buyer,
         user_repeat=rho, user_join=join, user_age0=age0, user_churn_scale=scale, user_lifetime=life,
-        user_churn_day=churn_day,
+        user_churn_day=churn_day, item_pack=_packs(cfg),
     )
     # nu: views per session ~ views_per_session, from the mean acceptance over random pairs
     cal = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
@@ -306,6 +330,15 @@ def build_world(cfg: ShopConfig) -> World:
     acceptance = float(np.exp(world.accept_log(world.residual(pu, pi))).mean())
     world.view_rate = cfg.views_per_session / acceptance
     return world
+
+
+def _packs(cfg: ShopConfig) -> np.ndarray:
+    """Units per pack of each item, drawn from ``quantity_packs`` on a stream of its own (5), so a
+    shop without packs draws exactly what it drew before the knob existed."""
+    if not cfg.quantity_packs:
+        return np.ones(cfg.n_items)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 5]))
+    return rng.choice(np.asarray(cfg.quantity_packs, dtype=np.float64), cfg.n_items)
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

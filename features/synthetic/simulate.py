@@ -124,7 +124,8 @@ def _hour_us(rng, n):
 def _quantity(world, items, rng):
     cfg = world.config
     lam = cfg.quantity_extra + cfg.consumable_quantity_extra * world.item_consumable[items]
-    return 1.0 + rng.poisson(lam).astype(np.float64)
+    units = 1.0 + rng.poisson(lam).astype(np.float64)
+    return units * world.item_pack[items] if cfg.quantity_packs else units
 
 
 def simulate_chunk(world: World, tables: DayTables, users: np.ndarray, rng: np.random.Generator) -> ChunkOut:
