@@ -28,6 +28,7 @@ from training.storefront import Storefront
 from training.bundle import ModelBundle
 
 MODEL_TAG_ENV, DEFAULT_MODEL_TAG = "SHOPREC_MODEL", "shoprec-recommender:latest"
+SHOP_ENV = "SHOPREC_SHOP"  # the lineage this service serves; unset: that of the first model it loads
 POLL_ENV = "SHOPREC_RELOAD_POLL_S"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}(:[A-Za-z0-9._-]{1,63})?$"
 ANONYMOUS = ""  # never in a vocabulary (validation rejects empty ids): always the fallback
@@ -39,9 +40,10 @@ class Served:
     """One loaded model, as requests see it from start to end."""
 
     store: Storefront
-    version: str  # the registry version that answers (label of the stored model)
+    version: str  # "<shop>/v<registry version>" (just the version for a bundle without a lineage)
     tag: str  # the BentoML model tag
     loaded_at: float
+    shop: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,9 @@ class ModelSlot:
     """The model now serving (``current``; None until one loads) and how it is replaced."""
 
     def __init__(self, tag: str = DEFAULT_MODEL_TAG, resolve: Callable[[str], tuple[Path, str, str]] = from_bentoml_store,
-                 smoke: Callable[[Storefront], None] = smoke_test):
+                 smoke: Callable[[Storefront], None] = smoke_test, shop: str | None = None):
         self.tag = tag
+        self.shop = shop or None  # fixed by the first model loaded when not given
         self.current: Served | None = None
         self._resolve, self._smoke = resolve, smoke
         self._lock = threading.Lock()
@@ -113,7 +116,7 @@ class ModelSlot:
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "ModelSlot":
-        return cls(environ.get(MODEL_TAG_ENV) or DEFAULT_MODEL_TAG)
+        return cls(environ.get(MODEL_TAG_ENV) or DEFAULT_MODEL_TAG, shop=environ.get(SHOP_ENV))
 
     @property
     def ready(self) -> bool:
@@ -134,6 +137,10 @@ class ModelSlot:
                     store = Storefront(ModelBundle.load(path), approximate=True)
                 except Exception as e:  # missing files, truncated arrays, object arrays (pickle refused), bad shapes
                     raise Refused(f"cannot load {full_tag}: {type(e).__name__}: {e}") from e
+                shop = str(store.bundle.meta.get("shop", ""))
+                if self.shop and shop != self.shop:
+                    raise Refused(f"{full_tag} was trained on shop {shop or '(unknown)'!r}; this service serves "
+                                  f"shop {self.shop!r} (publish that shop's champion: `shoprec publish --shop {self.shop}`)")
                 try:
                     self._smoke(store)
                 except Refused:
@@ -145,7 +152,8 @@ class ModelSlot:
                     log.warning("model refused, %s keeps serving: %s", before.tag if before else "nothing", e)
                 self._last_refused = str(e)
                 return Outcome("refused", tag, before.tag if before else None, before.version if before else None, str(e))
-            self.current = Served(store, version, full_tag, time.time())
+            self.shop = self.shop or shop or None
+            self.current = Served(store, f"{shop}/v{version}" if shop else version, full_tag, time.time(), shop)
             gc.freeze()  # the new model's objects out of the collector's way (see serving/service.py)
             self._last_refused = None
             log.info("now serving %s (registry version %s); was %s", full_tag, version, before.tag if before else "nothing")

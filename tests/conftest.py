@@ -32,6 +32,17 @@ def _own_privacy_dir(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_key_store(tmp_path_factory):
+    """Tests (and the servers they start) never read or write the project's keys, sessions or access log."""
+    keys = tmp_path_factory.mktemp("keys")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHOPREC_KEYS_FILE", str(keys / "keys.json"))
+        mp.setenv("SHOPREC_ACCESS_LOG", str(keys / "access.jsonl"))
+        mp.setenv("SHOPREC_SESSIONS_FILE", str(keys / "sessions.json"))
+        yield
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

@@ -13,6 +13,26 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+# one key of each scope, given to every test server through the environment (features/settings.py)
+STOREFRONT_KEY, MARKETING_KEY, ADMIN_KEY = ("storefront-key-for-tests-0123456789", "marketing-key-for-tests-0123456789",
+                                            "admin-key-for-tests-0123456789")
+KEY_ENV = {"SHOPREC_STOREFRONT_KEY": STOREFRONT_KEY, "SHOPREC_API_KEY": MARKETING_KEY, "SHOPREC_ADMIN_KEY": ADMIN_KEY}
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+STOREFRONT, MARKETING, ADMIN = bearer(STOREFRONT_KEY), bearer(MARKETING_KEY), bearer(ADMIN_KEY)
+
+
+def server_env(bentoml_home: Path, extra_env: dict | None = None) -> dict:
+    """The environment of a test server: its own BentoML store, key store, access log and sessions
+    (under ``bentoml_home``), the three test keys; ``extra_env`` wins."""
+    home = Path(bentoml_home)
+    return dict(os.environ, BENTOML_HOME=str(home), OPENBLAS_NUM_THREADS="1", BENTOML_DO_NOT_TRACK="true",
+                SHOPREC_KEYS_FILE=str(home / "keys" / "keys.json"), SHOPREC_ACCESS_LOG=str(home / "keys" / "access.jsonl"),
+                SHOPREC_SESSIONS_FILE=str(home / "keys" / "sessions.json"), **KEY_ENV) | (extra_env or {})
 
 
 def free_port() -> int:
@@ -27,8 +47,7 @@ def bentoml_server(bentoml_home: Path, timeout: float = 60.0, extra_env: dict | 
     """Yield the base URL of a running ``bentoml serve serving.service:Shoprec`` (or of ``target``,
     e.g. a bento tag from the store, started in ``cwd``)."""
     port = free_port()
-    env = dict(os.environ, BENTOML_HOME=str(bentoml_home), OPENBLAS_NUM_THREADS="1", BENTOML_DO_NOT_TRACK="true")
-    env.update(extra_env or {})
+    env = server_env(bentoml_home, extra_env)
     log = open(Path(bentoml_home) / f"serve-{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.server import REPO, bentoml_server
+from tests.server import REPO, STOREFRONT, bentoml_server
 from tests.test_service import publish_test_bundle
 
 
@@ -55,7 +55,7 @@ def test_serve_the_bento_from_the_store(built, tmp_path):
     env = {"SHOPREC_EVENTS_URL": f"sqlite:///{tmp_path}/events.db"}
     with bentoml_server(home, extra_env=env, target=tag, cwd=tmp_path) as url:
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
-        r = httpx.post(f"{url}/recommend", json={"user_id": "u1", "k": 3}, timeout=10)
+        r = httpx.post(f"{url}/recommend", json={"user_id": "u1", "k": 3}, headers=STOREFRONT, timeout=10)
         assert r.status_code == 200
         body = r.json()
         assert body["source"] == "model:als" and body["model_version"] == "7" and len(body["items"]) == 3

@@ -14,7 +14,8 @@ def test_shipped_config_file_is_valid():
     from tests.conftest import REPO
 
     config = TrainConfig.load(REPO / "configs" / "train.yaml")
-    assert config.candidate(config.baseline)
+    assert config.search is not None and config.search.budget_minutes > 0 and config.peers
+    assert config.search.trending_half_life_days and config.search.als and config.search.ease_l2
 
 
 def test_bad_values_name_the_field():

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import REPO
 
 KILL_AT = (0.3, 0.6)  # fractions of an uninterrupted run's duration
-VOLATILE = {"fit_seconds", "model_version", "champion", "run_id"}  # timings and registry bookkeeping, not scores
+VOLATILE = {"fit_seconds", "seconds", "model_version", "champion", "run_id"}  # timings and registry bookkeeping, not scores
 
 
 def shoprec(*args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
@@ -47,8 +47,12 @@ def shop(tmp_path_factory):
     raw.mkdir()
     for name in ("orders", "events", "items"):
         shutil.copy(getattr(paths, name), raw / f"{name}.parquet")
-    full = TrainConfig.load(REPO / "configs" / "train.yaml")
-    config = full.model_copy(update={"candidates": [c for c in full.candidates if c.name in ("popular", "als")]})
+    from training.config import Candidate
+    from training.recommenders.als import ALSConfig
+
+    full = TrainConfig.load(REPO / "configs" / "train.yaml")  # the search off: a two-recipe config (+ the peers)
+    als = Candidate.model_validate({"name": "als", "interactions": {"binary": True}, "model": ALSConfig().model_dump()})
+    config = full.model_copy(update={"search": None, "candidates": [als]})
     config.dump(root / "train.yaml")
     return raw, root / "train.yaml"
 
@@ -117,7 +121,7 @@ def test_train_killed_mid_run_then_rerun_matches_an_uninterrupted_run(shop, clea
     a = json.loads((clean / "runs" / "metrics.json").read_text())
     b = json.loads((crashed / "runs" / "metrics.json").read_text())
     assert scores(b) == scores(a)
-    assert a["recommend"]["candidates"]["als"]["test"]["ndcg@10"] > 0
+    assert a["recommend"]["candidates"]["als"]["validation"]["ndcg@10"] > 0 and a["recommend"]["ndcg@10"] > 0
 
 
 def test_a_write_that_fails_half_way_leaves_the_previous_file(tmp_path, monkeypatch):
@@ -164,7 +168,6 @@ def test_lightgbm_ranker_is_deterministic(shop):
     """Same data, same seed: the same scores and the same saved model bytes (deterministic LightGBM)."""
     from features.ingest import ingest, load_canonical
     from features.interactions import training_view
-    from training.config import TrainConfig
     from training.recommenders import fit_model
 
     raw, _ = shop
@@ -172,10 +175,16 @@ def test_lightgbm_ranker_is_deterministic(shop):
     ingest(raw / "orders.parquet", raw / "events.parquet", None, out)
     canonical = load_canonical(out)
     view = training_view(canonical.events, canonical.orders)
-    ranker = next(c for c in TrainConfig.load(REPO / "configs" / "train.yaml").candidates if c.model.kind == "ranker")
-    small = ranker.model.model_copy(update={"retrievers": [p for p in ranker.model.retrievers if p.model.kind == "popular"],
-                                            "n_estimators": 10, "candidates": 10, "max_train_users": 200})
-    first, second = (fit_model(small, ranker.interactions, view) for _ in range(2))
+    from features.interactions import InteractionConfig
+    from training.config import _trending
+    from training.recommenders.blend import BlendPart
+    from training.recommenders.popular import PopularConfig
+    from training.recommenders.ranker import RankerConfig
+
+    small = RankerConfig(retrievers=[BlendPart(interactions=_trending(3), model=PopularConfig(count="weight")),
+                                     BlendPart(interactions=InteractionConfig(binary=True), model=PopularConfig())],
+                         n_estimators=10, candidates=10, max_train_users=200)
+    first, second = (fit_model(small, InteractionConfig(), view) for _ in range(2))
     users = np.arange(min(50, len(view.users)))
     np.testing.assert_array_equal(first.scores(users), second.scores(users))
     first.save(out / "a")

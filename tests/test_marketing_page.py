@@ -1,7 +1,8 @@
-"""The marketers' page: in-process checks of the key, the cookie, filters and the CSV, then the
-real BentoML server driven by headless Debian Chromium (Playwright, no browser download)."""
+"""The marketers' page: in-process checks of keys, sign-in sessions, CSRF, throttling, filters and the
+CSV, then the real BentoML server driven by headless Debian Chromium (Playwright, no browser download)."""
 import csv
 import io
+import json
 import shutil
 import time
 from html import unescape
@@ -10,9 +11,12 @@ import anyio
 import httpx
 import pytest
 
-from serving.marketing_page import COOKIE, SESSION_SECONDS, Backend, create_app, session_token, session_valid
-from serving.propensity import KEY_ENV, PropensityApi
-from tests.server import bentoml_server
+from features.key_store import KeyStore
+from features.settings import Settings
+from serving.auth import AccessControl
+from serving.marketing_page import COOKIE, CSRF_COOKIE, Backend, create_app
+from serving.propensity import PropensityApi
+from tests.server import STOREFRONT_KEY, bentoml_server
 from tests.test_propensity_service import KEY, SCORES, _store
 from tests.test_service import publish_test_bundle
 from training.propensity.bundle import PropensityBundle
@@ -21,6 +25,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 RANKED = ["c2", "c4", "c6", "c1", "c3", "c5"]  # by value at risk (see SCORES)
+ACCOUNT = "SHOPREC_API_KEY"  # a key from the environment is named after its variable
 
 
 def _api(hidden=None) -> PropensityApi:
@@ -28,14 +33,23 @@ def _api(hidden=None) -> PropensityApi:
     return PropensityApi(bundle, "3", hidden=hidden)
 
 
-def call(backend: Backend, method: str, path: str, **kw) -> httpx.Response:
+@pytest.fixture
+def access(tmp_path) -> AccessControl:
+    """Keys (the marketing and storefront test keys from the environment, and a store), sessions,
+    throttling and the access log of one page, in ``tmp_path``."""
+    return AccessControl.from_settings(Settings(
+        keys_file=tmp_path / "keys.json", access_log=tmp_path / "access.jsonl", sessions_file=tmp_path / "sessions.json",
+        api_key=KEY, storefront_key=STOREFRONT_KEY, admin_key=None, keys_refresh_s=0.05))
+
+
+def call(backend: Backend, method: str, path: str, client=("127.0.0.1", 5000), scheme="http", **kw) -> httpx.Response:
     """One request to the page app in-process, mounted at /marketing as the service mounts it."""
     app = create_app(lambda: backend)
 
     async def go():
-        transport = httpx.ASGITransport(app=app, root_path="/marketing")
-        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as client:
-            return await client.request(method, f"/marketing{path}", **kw)
+        transport = httpx.ASGITransport(app=app, root_path="/marketing", client=client)
+        async with httpx.AsyncClient(transport=transport, base_url=f"{scheme}://shop.test") as c:
+            return await c.request(method, f"/marketing{path}", **kw)
 
     return anyio.run(go)
 
@@ -49,19 +63,53 @@ def download_link(html: str) -> str:
     return unescape(html.split('id="download" href="', 1)[1].split('"', 1)[0]).removeprefix("/marketing")
 
 
-AUTH = {"X-API-Key": KEY}
+def csrf_of(response: httpx.Response) -> str:
+    """The CSRF token in a page's forms (and the cookie it must match)."""
+    token = response.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    assert f"{CSRF_COOKIE}={token}" in response.headers.get("set-cookie", f"{CSRF_COOKIE}={token}")
+    return token
 
 
-def test_without_the_key_the_page_is_the_sign_in_form():
-    for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY + "x"}, {"Cookie": f"{COOKIE}=forged"}):
-        r = call(Backend(_api(), KEY.encode()), "GET", "/", headers=headers)
-        assert r.status_code == 401 and 'name="key"' in r.text and "c2" not in r.text
-    r = call(Backend(_api(), KEY.encode()), "GET", "/churn_risk.csv")
-    assert r.status_code == 401 and "customer_id" not in r.text
+def sign_in(backend, account=ACCOUNT, key=KEY, client=("127.0.0.1", 5000), scheme="http") -> httpx.Response:
+    form = call(backend, "GET", "/login", client=client, scheme=scheme)
+    token = csrf_of(form)
+    return call(backend, "POST", "/login", client=client, scheme=scheme, data={"account": account, "key": key, "csrf": token},
+                headers={"Cookie": f"{CSRF_COOKIE}={token}"})
 
 
-def test_with_the_key_the_ranked_list_with_reasons_and_chart():
-    r = call(Backend(_api(), KEY.encode()), "GET", "/", headers=AUTH)
+def session_of(response: httpx.Response) -> str:
+    cookie = [c for c in response.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}=")][0]
+    return cookie.split(";")[0].split("=", 1)[1]
+
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def test_a_browser_without_a_session_goes_to_the_sign_in_form(access):
+    backend = Backend(_api(), access)
+    for path in ("/", "/churn_risk.csv", "/?segment=at_risk"):
+        r = call(backend, "GET", path, headers={"Cookie": f"{COOKIE}=forged"})
+        assert r.status_code == 303 and r.headers["location"] == "/marketing/login" and "c2" not in r.text
+    form = call(backend, "GET", "/login")
+    assert form.status_code == 200 and 'name="key"' in form.text and 'name="account"' in form.text
+    assert 'name="csrf"' in form.text and "HttpOnly" in form.headers["set-cookie"]
+    assert "samesite=strict" in form.headers["set-cookie"].lower()
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"X-API-Key": "wrong"}, 401), ({"X-API-Key": KEY + "x"}, 401), ({"Authorization": "Basic abc"}, 401),
+    ({"Authorization": f"Bearer {STOREFRONT_KEY}"}, 403), ({"X-API-Key": STOREFRONT_KEY}, 403),
+    ({"Authorization": f"Bearer {KEY}"}, 200), ({"X-API-Key": KEY}, 200),
+])
+def test_scripts_need_a_marketing_key(access, headers, status):
+    for path in ("/", "/churn_risk.csv"):
+        r = call(Backend(_api(), access), "GET", path, headers=headers)
+        assert r.status_code == status
+        assert ("c2" in r.text) == (status == 200)
+
+
+def test_with_the_key_the_ranked_list_with_reasons_and_chart(access):
+    r = call(Backend(_api(), access), "GET", "/", headers=AUTH)
     assert r.status_code == 200
     assert ids_on(r.text) == RANKED
     assert "6 customers match" in r.text and "no order for 120 days, usually every 30" in r.text
@@ -70,6 +118,7 @@ def test_with_the_key_the_ranked_list_with_reasons_and_chart():
     assert "http://" not in r.text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in r.text
     assert "<script" not in r.text
     assert "default-src 'none'" in r.headers["content-security-policy"] and r.headers["cache-control"] == "no-store"
+    assert "form-action 'self'" in r.headers["content-security-policy"]
 
 
 @pytest.mark.parametrize("query, expected", [
@@ -80,8 +129,8 @@ def test_with_the_key_the_ranked_list_with_reasons_and_chart():
     ("page=2&page_size=2", ["c6", "c1"]),
     ("segment=&min_probability=&min_value=", RANKED),  # an empty form field is the default
 ])
-def test_filters_and_the_csv_is_what_is_on_screen(query, expected):
-    backend = Backend(_api(), KEY.encode())
+def test_filters_and_the_csv_is_what_is_on_screen(access, query, expected):
+    backend = Backend(_api(), access)
     page = call(backend, "GET", f"/?{query}", headers=AUTH)
     assert ids_on(page.text) == expected
     download = call(backend, "GET", download_link(page.text), headers=AUTH)  # the page's own link
@@ -91,46 +140,101 @@ def test_filters_and_the_csv_is_what_is_on_screen(query, expected):
     assert [r["customer_id"] for r in rows] == expected
 
 
-def test_bad_filters_say_which_field():
-    backend = Backend(_api(), KEY.encode())
+def test_bad_filters_say_which_field(access):
+    backend = Backend(_api(), access)
     for query, field in (("min_probability=2", "min_probability"), ("segment=vip", "segment"), ("page=0", "page"),
                          ("min_value=lots", "min_value")):
         r = call(backend, "GET", f"/?{query}", headers=AUTH)
         assert r.status_code == 400 and field in r.text
 
 
-def test_login_sets_an_httponly_cookie_that_is_not_the_key():
-    backend = Backend(_api(), KEY.encode())
-    r = call(backend, "POST", "/login", data={"key": "wrong"})
-    assert r.status_code == 401 and "not the API key" in r.text and "set-cookie" not in r.headers
-    r = call(backend, "POST", "/login", data={"key": KEY})
+def test_sign_in_makes_a_server_side_session_and_sign_out_ends_it(access):
+    backend = Backend(_api(), access)
+    for account, key in ((ACCOUNT, "wrong"), ("someone-else", KEY), ("SHOPREC_STOREFRONT_KEY", STOREFRONT_KEY)):
+        r = sign_in(backend, account, key)
+        assert r.status_code == 401 and "do not match" in r.text and f"{COOKIE}=" not in r.headers.get("set-cookie", "")
+    r = sign_in(backend)
     assert r.status_code == 303 and r.headers["location"] == "/marketing/"
-    cookie = r.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/marketing" in cookie
-    token = cookie.split(";")[0].split("=", 1)[1]
-    assert KEY not in token
-    assert ids_on(call(backend, "GET", "/", headers={"Cookie": f"{COOKIE}={token}"}).text) == RANKED
-    # a token made with another key, or too old, or altered, is refused
-    now = int(time.time())
-    for bad in (session_token(b"other", now), session_token(KEY.encode(), now - SESSION_SECONDS - 5), token[:-1] + "0",
-                f"{now}.", "x.y"):
-        assert call(backend, "GET", "/", headers={"Cookie": f"{COOKIE}={bad}"}).status_code == 401
-    assert session_valid(KEY.encode(), token, time.time()) and not session_valid(None, token, time.time())
-    out = call(backend, "POST", "/logout")
+    cookie = [c for c in r.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}=")][0]
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Path=/marketing" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; over TLS it is Secure (below)
+    session = session_of(r)
+    assert KEY not in session and KEY not in (access.sessions.path.read_text())  # the store holds hashes only
+    page = call(backend, "GET", "/", headers={"Cookie": f"{COOKIE}={session}"})
+    assert ids_on(page.text) == RANKED
+    assert call(backend, "GET", "/", headers={"Cookie": f"{COOKIE}={session[:-1]}x"}).status_code == 303
+
+    token = csrf_of(page)
+    out = call(backend, "POST", "/logout", data={"csrf": token}, headers={"Cookie": f"{COOKIE}={session}; {CSRF_COOKIE}={token}"})
     assert out.status_code == 303 and f'{COOKIE}=""' in out.headers["set-cookie"]
+    # the old cookie, replayed after signing out, is refused: the server ended the session
+    again = call(backend, "GET", "/", headers={"Cookie": f"{COOKIE}={session}"})
+    assert again.status_code == 303 and again.headers["location"] == "/marketing/login"
 
 
-def test_without_a_key_or_scores_the_page_says_why():
-    r = call(Backend(_api(), None), "GET", "/", headers=AUTH)
-    assert r.status_code == 503 and "SHOPREC_API_KEY" in r.text
-    assert call(Backend(_api(), None), "POST", "/login", data={"key": ""}).status_code == 503
-    r = call(Backend(PropensityApi(None, "", "no propensity bundle: run `shoprec publish`"), KEY.encode()), "GET", "/",
+def test_over_tls_the_cookies_are_secure(access):
+    r = sign_in(Backend(_api(), access), scheme="https")
+    assert r.status_code == 303 and all("Secure" in c for c in r.headers.get_list("set-cookie"))
+
+
+def test_every_form_needs_its_csrf_token(access):
+    backend = Backend(_api(), access)
+    session = session_of(sign_in(backend))
+    token = csrf_of(call(backend, "GET", "/login"))
+    cases = [({"account": ACCOUNT, "key": KEY}, {"Cookie": f"{CSRF_COOKIE}={token}"}),  # no field
+             ({"account": ACCOUNT, "key": KEY, "csrf": token}, {}),  # no cookie
+             ({"account": ACCOUNT, "key": KEY, "csrf": token + "x"}, {"Cookie": f"{CSRF_COOKIE}={token}"})]
+    for data, headers in cases:
+        r = call(backend, "POST", "/login", data=data, headers=headers)
+        assert r.status_code == 403 and "reload the page" in r.text and f"{COOKIE}=" not in r.headers.get("set-cookie", "")
+    r = call(backend, "POST", "/logout", headers={"Cookie": f"{COOKIE}={session}"})  # a forged sign-out
+    assert r.status_code == 403
+    assert ids_on(call(backend, "GET", "/", headers={"Cookie": f"{COOKIE}={session}"}).text) == RANKED  # still signed in
+
+
+def test_sign_in_is_throttled_per_account_and_per_address(access):
+    backend = Backend(_api(), access)
+    here, there, elsewhere = ("10.0.0.1", 1), ("10.0.0.2", 1), ("10.0.0.3", 1)
+    for _ in range(5):
+        assert sign_in(backend, ACCOUNT, "wrong", client=here).status_code == 401
+    sixth = sign_in(backend, ACCOUNT, "wrong", client=here)
+    assert sixth.status_code == 429 and 0 < int(sixth.headers["retry-after"]) <= 15 * 60
+    assert "Too many failed sign-ins" in sixth.text
+    assert sign_in(backend, ACCOUNT, KEY, client=there).status_code == 429  # the account, from anywhere, even with the key
+    assert sign_in(backend, "other-account", "wrong", client=here).status_code == 429  # the address, for any account
+    assert sign_in(backend, "other-account", "wrong", client=elsewhere).status_code == 401  # others are not affected
+
+
+def test_revoking_a_key_ends_its_sessions(access):
+    backend = Backend(_api(), access)
+    record, key = KeyStore(access.keys.store.path).create("marketing", "campaigns")
+    time.sleep(0.1)  # the key ring re-reads the store every 0.05 s here (2 s by default)
+    session = session_of(sign_in(backend, "campaigns", key))
+    assert ids_on(call(backend, "GET", "/", headers={"Cookie": f"{COOKIE}={session}"}).text) == RANKED
+    KeyStore(access.keys.store.path).revoke("campaigns")
+    time.sleep(0.1)
+    assert call(backend, "GET", "/", headers={"Cookie": f"{COOKIE}={session}"}).status_code == 303
+
+
+def test_views_and_downloads_are_in_the_access_log(access):
+    backend = Backend(_api(), access)
+    call(backend, "GET", "/?segment=at_risk", headers=AUTH)
+    call(backend, "GET", "/churn_risk.csv?page_size=25", headers=AUTH)
+    call(backend, "GET", "/", headers={"X-API-Key": "wrong"})
+    entries = [json.loads(line) for line in access.log.path.read_text().splitlines()]
+    assert [(e["key"], e["endpoint"], e["customers"]) for e in entries] == [
+        (ACCOUNT, "/marketing/", 3), (ACCOUNT, "/marketing/churn_risk.csv", 6)]
+    assert KEY not in access.log.path.read_text()
+
+
+def test_without_scores_the_page_says_why(access):
+    r = call(Backend(PropensityApi(None, "", "no propensity bundle: run `shoprec publish`"), access), "GET", "/",
              headers=AUTH)
     assert r.status_code == 503 and "shoprec publish" in r.text
 
 
-def test_forgotten_shoppers_leave_the_page_and_the_chart():
-    backend = Backend(_api(hidden=lambda ids: [i == "c6" for i in ids]), KEY.encode())
+def test_forgotten_shoppers_leave_the_page_and_the_chart(access):
+    backend = Backend(_api(hidden=lambda ids: [i == "c6" for i in ids]), access)
     r = call(backend, "GET", "/?segment=at_risk", headers=AUTH)
     assert ids_on(r.text) == ["c1", "c3"] and 'data-segment="at_risk">2 / 2<' in r.text
     assert "c6" not in call(backend, "GET", "/churn_risk.csv", headers=AUTH).text
@@ -139,12 +243,16 @@ def test_forgotten_shoppers_leave_the_page_and_the_chart():
 # --- the real server in a real browser ---------------------------------------------------------------------------
 
 
+def start_server(home_dir, propensity_dir, bundle_dir):
+    publish_test_bundle(home_dir, bundle_dir)
+    _store(home_dir, propensity_dir)
+    return bentoml_server(home_dir, extra_env={"SHOPREC_EVENTS_URL": f"sqlite:///{home_dir}/events.db"})
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml_home")
-    publish_test_bundle(home, tmp_path_factory.mktemp("bundle"))
-    _store(home, tmp_path_factory.mktemp("propensity"))
-    with bentoml_server(home, extra_env={"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", KEY_ENV: KEY}) as url:
+    with start_server(home, tmp_path_factory.mktemp("propensity"), tmp_path_factory.mktemp("bundle")) as url:
         yield url
     logs = "".join(p.read_text() for p in home.glob("serve-*.log"))
     assert KEY not in logs, "the API key must never be logged"
@@ -190,19 +298,26 @@ def same_as_screen(csv_rows: list[dict], screen: list[list[str]]) -> None:
         assert row["reasons"] == "; ".join(line.strip() for line in why.splitlines() if line.strip())
 
 
-def test_in_a_browser_sign_in_filter_and_download(server, browser, tmp_path):
+def browser_sign_in(page, server, account=ACCOUNT, key=KEY):
+    page.goto(f"{server}/marketing/")
+    page.wait_for_url("**/marketing/login")  # not signed in: sent to the form
+    page.fill("input[name=account]", account)
+    page.fill("input[name=key]", key)
+    page.click("button[type=submit]")
+
+
+def test_in_a_browser_sign_in_filter_download_and_sign_out(server, browser, tmp_path):
     context = browser.new_context(accept_downloads=True)
     context.set_default_timeout(60_000)  # a shared 2-core machine under load
     page = context.new_page()
-    page.goto(f"{server}/marketing/")
-    page.fill("input[name=key]", KEY)
-    page.click("button[type=submit]")
+    browser_sign_in(page, server)
     page.wait_for_selector("#customers")
     assert [r[1] for r in screen_rows(page)] == RANKED  # the table loads
     assert page.inner_text("#total") == "6 customers match"
     assert page.locator("#segment-chart rect").count() == 20  # two bars per segment
-    (cookie,) = [c for c in context.cookies() if c["name"] == COOKIE]
-    assert cookie["httpOnly"] and KEY not in cookie["value"]
+    cookies = {c["name"]: c for c in context.cookies()}
+    assert cookies[COOKIE]["httpOnly"] and cookies[COOKIE]["sameSite"] == "Strict" and KEY not in cookies[COOKIE]["value"]
+    assert cookies[CSRF_COOKIE]["httpOnly"] and cookies[CSRF_COOKIE]["sameSite"] == "Strict"
 
     page.select_option("#segment", "at_risk")
     page.fill("#min_probability", "0.65")
@@ -219,13 +334,51 @@ def test_in_a_browser_sign_in_filter_and_download(server, browser, tmp_path):
     with open(saved, newline="") as f:
         same_as_screen(list(csv.DictReader(f)), screen)  # the download is what is on screen
 
+    # a form POST without the CSRF token (the browser's own cookies, signed in): refused
+    forged = context.request.post(f"{server}/marketing/logout", form={"nothing": "here"}, max_redirects=0)
+    assert forged.status == 403
+    page.reload()
+    page.wait_for_selector("#customers")  # still signed in
+
+    session = cookies[COOKIE]["value"]
     page.click("text=Sign out")
     page.wait_for_selector("input[name=key]")
     context.close()
 
+    # the session cookie replayed after signing out, in a fresh browser: sent to the sign-in form
+    replay = browser.new_context()
+    replay.add_cookies([{"name": COOKIE, "value": session, "url": f"{server}/marketing/"}])
+    page = replay.new_page()
+    page.goto(f"{server}/marketing/")
+    assert page.url.endswith("/marketing/login") and page.locator("input[name=key]").count() == 1
+    assert page.locator("#customers").count() == 0
+    replay.close()
 
-def test_the_page_needs_the_key_on_the_real_server(server):
+
+def test_in_a_browser_the_sixth_wrong_key_in_15_minutes_is_429(tmp_path_factory, browser):
+    """Its own server: the throttle counts this address (127.0.0.1) and would lock the other browser tests out."""
+    home = tmp_path_factory.mktemp("throttle_home")
+    with start_server(home, tmp_path_factory.mktemp("propensity"), tmp_path_factory.mktemp("bundle")) as url:
+        context = browser.new_context()
+        context.set_default_timeout(60_000)
+        page = context.new_page()
+        statuses = []
+        page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/marketing/login") and
+                r.request.method == "POST" else None)
+        for attempt in range(6):
+            browser_sign_in(page, url, key=f"wrong-{attempt}")
+            page.wait_for_selector("p.error")
+        assert statuses == [401] * 5 + [429]
+        assert "Too many failed sign-ins" in page.inner_text("p.error")
+        browser_sign_in(page, url)  # the right key, now: still throttled
+        page.wait_for_selector("p.error")
+        assert statuses[-1] == 429 and page.locator("#customers").count() == 0
+        context.close()
+
+
+def test_the_page_needs_a_marketing_key_on_the_real_server(server):
     r = httpx.get(f"{server}/marketing/", timeout=30)
-    assert r.status_code == 401 and "c2" not in r.text
+    assert r.status_code == 303 and r.headers["location"] == "/marketing/login" and "c2" not in r.text
+    assert httpx.get(f"{server}/marketing/", headers={"Authorization": f"Bearer {STOREFRONT_KEY}"}, timeout=30).status_code == 403
     r = httpx.get(f"{server}/marketing/churn_risk.csv?min_value=100", headers=AUTH, timeout=30)
     assert r.status_code == 200 and [row["customer_id"] for row in csv.DictReader(io.StringIO(r.text))] == ["c2", "c4", "c6"]

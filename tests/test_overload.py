@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from tests.server import STOREFRONT, STOREFRONT_KEY
 from tests.test_admin import live_server, store
 
 BURST = 80  # requests sent at the same instant
@@ -32,7 +33,7 @@ def request_bytes(path: str, body: dict | None) -> bytes:
     payload = json.dumps(body).encode() if body is not None else b""
     method = "POST" if body is not None else "GET"
     head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+            f"Authorization: Bearer {STOREFRONT_KEY}\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
     return head.encode() + payload
 
 
@@ -77,5 +78,5 @@ def test_a_burst_beyond_the_limit_gets_fast_429s_and_the_server_recovers(server)
     assert all(s == 200 for (s, _), raw in zip(results, requests) if raw is health)  # health checks bypass the limit
     assert max(rejected) < 3.0 and wall < 10  # refused at once, not queued behind the served ones
     # afterwards: back to normal
-    r = httpx.post(f"{server}/recommend", json={"user_id": "u1", "k": 3}, timeout=10)
+    r = httpx.post(f"{server}/recommend", json={"user_id": "u1", "k": 3}, headers=STOREFRONT, timeout=10)
     assert r.status_code == 200 and httpx.get(f"{server}/readyz").status_code == 200

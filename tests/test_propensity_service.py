@@ -1,4 +1,4 @@
-"""/propensity and /churn_risk on the real BentoML server: unknown users, the API key, filters, 503."""
+"""/propensity and /churn_risk on the real BentoML server: unknown users, marketing keys, filters, 503."""
 import os
 import subprocess
 import sys
@@ -7,12 +7,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from serving.propensity import KEY_ENV, KEY_FILE_ENV, api_key_from_env, key_matches
-from tests.server import REPO, bentoml_server
+from tests.server import MARKETING_KEY, REPO, STOREFRONT_KEY, bentoml_server
 from tests.test_service import publish_test_bundle
 from training.propensity.bundle import PropensityBundle
 
-KEY = "s3cret-key-for-tests"
+KEY = MARKETING_KEY  # the test servers' marketing key (tests/server.py)
 # 6 customers with known scores; value_at_risk = p_churn * expected_spend
 SCORES = pd.DataFrame({
     "user_id": ["c1", "c2", "c3", "c4", "c5", "c6"],
@@ -40,14 +39,15 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml_home")
     publish_test_bundle(home, tmp_path_factory.mktemp("bundle"))
     _store(home, tmp_path_factory.mktemp("propensity"))
-    env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", KEY_ENV: KEY}
+    env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db"}
     with bentoml_server(home, extra_env=env) as url:
         yield url
     logs = "".join(p.read_text() for p in home.glob("serve-*.log"))
     assert KEY not in logs, "the API key must never be logged"
 
 
-def post(url, path, body, key=None):
+def post(url, path, body, key=KEY):
+    """With the marketing key by default (as the old ``X-API-Key`` header: it still works); ``key=None``: none."""
     headers = {"X-API-Key": key} if key is not None else {}
     return httpx.post(f"{url}{path}", json=body, headers=headers, timeout=10)
 
@@ -75,11 +75,13 @@ def test_propensity_rejects_an_empty_batch(server):
     assert r.status_code == 400 and "user_ids" in r.text
 
 
-@pytest.mark.parametrize("key", [None, "", "wrong", KEY + "x", KEY[:-1]])
-def test_churn_risk_without_a_valid_key_is_401(server, key):
-    r = post(server, "/churn_risk", {}, key=key)
-    assert r.status_code == 401
-    assert "API key" in r.json()["error"] and "c2" not in r.text
+@pytest.mark.parametrize("path", ["/churn_risk", "/propensity"])
+@pytest.mark.parametrize("key, status", [(None, 401), ("", 401), ("wrong", 401), (KEY + "x", 401), (KEY[:-1], 401),
+                                         (STOREFRONT_KEY, 403)])
+def test_customer_data_needs_a_marketing_key(server, path, key, status):
+    r = post(server, path, {"user_ids": ["c2"]} if path == "/propensity" else {}, key=key)
+    assert r.status_code == status
+    assert "key" in r.json()["error"] and "c2" not in r.text
 
 
 def test_churn_risk_with_the_key_is_the_ranked_list(server):
@@ -116,30 +118,13 @@ def test_churn_risk_bad_filter_names_the_field(server):
 
 def test_without_a_propensity_bundle_the_service_starts_and_answers_503(tmp_path):
     publish_test_bundle(tmp_path, tmp_path / "bundle")
-    with bentoml_server(tmp_path, extra_env={"SHOPREC_EVENTS_URL": f"sqlite:///{tmp_path}/events.db", KEY_ENV: KEY}) as url:
-        assert post(url, "/recommend", {"user_id": "u1", "k": 3}).status_code == 200
+    with bentoml_server(tmp_path, extra_env={"SHOPREC_EVENTS_URL": f"sqlite:///{tmp_path}/events.db"}) as url:
+        assert post(url, "/recommend", {"user_id": "u1", "k": 3}, key=STOREFRONT_KEY).status_code == 200
         r = post(url, "/propensity", {"user_ids": ["c1"]})
         assert r.status_code == 503 and "no propensity bundle" in r.json()["error"]
         r = post(url, "/churn_risk", {}, key=KEY)
         assert r.status_code == 503 and "shoprec publish" in r.json()["error"]
         assert post(url, "/churn_risk", {}, key="wrong").status_code == 401
-
-
-def test_api_key_from_env_or_file(tmp_path):
-    assert api_key_from_env({}) is None
-    assert api_key_from_env({KEY_ENV: "  abc \n"}) == b"abc"
-    (tmp_path / "key").write_text("from-file\n")
-    assert api_key_from_env({KEY_FILE_ENV: str(tmp_path / "key")}) == b"from-file"
-    assert api_key_from_env({KEY_ENV: "env-wins", KEY_FILE_ENV: str(tmp_path / "key")}) == b"env-wins"
-    assert api_key_from_env({KEY_FILE_ENV: str(tmp_path / "absent")}) is None
-    assert api_key_from_env({KEY_ENV: "   "}) is None
-
-
-def test_key_matches():
-    assert key_matches(b"abc", "abc")
-    assert not key_matches(b"abc", "abd") and not key_matches(b"abc", "") and not key_matches(b"abc", None)
-    assert not key_matches(None, "abc")
-    assert key_matches("ключ".encode(), "ключ")
 
 
 def test_the_csv_never_holds_a_live_spreadsheet_formula(tmp_path):

@@ -5,7 +5,10 @@ import pytest
 
 from features.interactions import InteractionConfig, training_view
 from tests.conftest import make_orders
-from training.config import Candidate, ranker_candidate
+from training.config import Candidate, _trending
+from training.recommenders.blend import BlendPart
+from training.recommenders.popular import PopularConfig
+from training.recommenders.ranker import RankerConfig
 from training.pipeline import fit_candidate
 from training.recommenders import load_model
 from training.recommenders.als import ALSConfig
@@ -24,10 +27,14 @@ def view():
 
 
 def make():
-    c = ranker_candidate(ALSConfig(factors=8, iterations=5, weighting="none"), EASEConfig(l2=10.0),
-                         ItemKNNConfig(neighbours=10), trend_days=7)
-    return c.model_copy(update={"model": c.model.model_copy(update={"n_estimators": 20, "candidates": 10,
-                                                                     "min_data_in_leaf": 5})})
+    binary = InteractionConfig(binary=True)
+    retrievers = [BlendPart(interactions=binary, model=ALSConfig(factors=8, iterations=5, weighting="none")),
+                  BlendPart(interactions=binary, model=EASEConfig(l2=10.0)),
+                  BlendPart(interactions=_trending(7), model=PopularConfig(count="weight")),
+                  BlendPart(interactions=binary, model=ItemKNNConfig(neighbours=10)),
+                  BlendPart(interactions=binary, model=PopularConfig())]
+    return Candidate(name="ranker", model=RankerConfig(retrievers=retrievers, n_estimators=20, candidates=10,
+                                                       min_data_in_leaf=5))
 
 
 def test_fit_needs_time_not_a_bare_matrix(view):

@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import make_orders
 from training.config import Candidate, TrainConfig
-from training.evaluate import time_split
+from training.evaluate import _ranked, time_split
+from training.pipeline import fit_candidate
 from training.metrics import ndcg_at_k
 from training.recommenders.popular import PopularConfig
 from training.report_plots import (BUCKET_LABELS, activity_buckets, flat_metrics, gini, log_recommender_report,
@@ -83,8 +84,9 @@ class FakeMlflow:
 def test_log_recommender_report_logs_the_json_metrics_and_two_pngs(split):
     mlflow = FakeMlflow()
     popular = Candidate(name="popular", model=PopularConfig())
-    config = TrainConfig(test_days=30, k=5, candidates=[popular])
-    report = log_recommender_report(mlflow, popular, config, None, make_orders(ROWS))
+    test = time_split(None, make_orders(ROWS), 30)
+    ranked = {"popular": _ranked(fit_candidate(popular, test.view).scores, test.test_users, test.view.bought, 5, restrict=False)}
+    report = log_recommender_report(mlflow, test, ranked, 5)
     assert mlflow.dicts["recommender_report.json"] == report and report["models"] == ["popular"]
     assert set(report["buckets"]) == set(BUCKET_LABELS)
     assert "report.popular.coverage_at_5" in mlflow.metrics

@@ -6,7 +6,7 @@ import sys
 import httpx
 import pytest
 
-from tests.server import REPO, bentoml_server
+from tests.server import REPO, STOREFRONT, bentoml_server
 
 
 def publish_test_bundle(home, src, version="7"):
@@ -31,8 +31,8 @@ def server(home):
         yield url
 
 
-def post(url, path, body):
-    return httpx.post(f"{url}{path}", json=body, timeout=10)
+def post(url, path, body, headers=STOREFRONT):
+    return httpx.post(f"{url}{path}", json=body, headers=headers, timeout=10)
 
 
 def test_health_and_openapi(server):
@@ -86,7 +86,7 @@ def test_bad_input_is_a_4xx_naming_the_field(server, body, field):
 
 def test_oversized_body_is_refused(server):
     r = httpx.post(f"{server}/recommend", content=b'{"user_id": "' + b"x" * 100_000 + b'"}',
-                   headers={"content-type": "application/json"}, timeout=10)
+                   headers={"content-type": "application/json"} | STOREFRONT, timeout=10)
     assert r.status_code == 413
 
 

@@ -4,15 +4,20 @@ Heavy libraries are imported inside the commands so that ``--help`` stays fast.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
-from typing import Optional
 
-import typer
+# implicit and NumPy's OpenBLAS each start their own threads: one BLAS thread, set before NumPy loads
+# (PITFALLS.md; implicit warns on every fit otherwise). An explicit setting in the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Optional  # noqa: E402
+
+import typer  # noqa: E402
 
 app = typer.Typer(
     help="shoprec: recommendations and propensity scores for online shops.\n\n"
@@ -37,7 +42,8 @@ def _fail(msg: str) -> None:
 @app.command()
 def generate(
     out: Path = typer.Option(Path("data/shop"), help="folder for events/orders/items Parquet and truth/"),
-    preset: str = typer.Option("small", help="tiny | small | medium | large"),
+    preset: str = typer.Option("small", help="tiny | small | medium | large (generic shop), or a shop kind: grocery | "
+                               "wide | gift (full size) or grocery-test | wide-test | gift-test (test size)"),
     seed: Optional[int] = typer.Option(None, help="override the preset's seed"),
 ) -> None:
     """Generate a synthetic shop with known truth.
@@ -86,76 +92,50 @@ def train(
     events: Optional[Path] = typer.Option(None, help="events file"),
     items: Optional[Path] = typer.Option(None, help="item catalog file"),
     test_days: Optional[float] = typer.Option(None, help="test period in days (default from the config: 30)"),
-    config: Optional[Path] = typer.Option(None, help=f"training config YAML (default: {CONFIG_DEFAULT} if present)"),
+    config: Optional[Path] = typer.Option(None, help=f"training config YAML: the search space (default: {CONFIG_DEFAULT})"),
     truth: Optional[Path] = typer.Option(None, help="synthetic shop truth/ folder: also score the oracle"),
     metrics_out: Optional[Path] = typer.Option(None, help="write the metrics JSON here"),
     work: Path = typer.Option(Path("data/canonical"), help="folder for the canonical tables of this run"),
+    shop: Optional[str] = typer.Option(None, help="the shop (lineage) this data comes from; its champion is the only one "
+                                       "compared and replaced (default: the input file's folder name)"),
+    budget_minutes: Optional[float] = typer.Option(None, help="time for the recipe search on validation "
+                                                   "(default from the config: 10)"),
 ) -> None:
-    """Ingest, evaluate every candidate (chosen on validation, reported on test), fit, log to MLflow, register.
+    """Ingest, search recipes on the shop's validation period (peers included), report on test, fit,
+    log to MLflow, register in the shop's lineage and move its champion on validation evidence.
 
     Example: shoprec train --orders ../shared/data/online-retail/onlineretail.csv.gz --metrics-out runs/retail.json
     """
     from features.ingest import load_canonical
     from training.config import TrainConfig
+    from training.tracking import check_shop, shop_name
     from training.train import train as run_train
 
-    cfg_path = config or (CONFIG_DEFAULT if CONFIG_DEFAULT.exists() else None)
+    cfg_path = config or _default_config()
     cfg = TrainConfig.load(cfg_path) if cfg_path else TrainConfig()
     if test_days is not None:
         cfg = cfg.model_copy(update={"test_days": test_days})
+    if budget_minutes is not None and cfg.search is not None:
+        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"budget_minutes": budget_minutes})})
+    shop = shop or shop_name(Path(orders or events).resolve().parent.name)
+    try:
+        check_shop(shop)
+    except ValueError as e:
+        _fail(str(e))
     report = _ingest(orders, events, items, work)
     _say(report.summary())
     canonical = load_canonical(work)
     if truth is None and orders is not None and (Path(orders).parent / "truth").is_dir():
         truth = Path(orders).parent / "truth"
-    with _progress_bar(total=2 * len(cfg.candidates) + 8) as step:
-        outcome = run_train(canonical, cfg, PROJECT, truth_dir=truth, metrics_out=metrics_out,
+    with _progress_bar(total=60) as step:
+        outcome = run_train(canonical, cfg, PROJECT, shop, truth_dir=truth, metrics_out=metrics_out,
                             ingest_report=json.loads((work / "ingest_report.json").read_text()), progress=step)
     rec = outcome.metrics["recommend"]
-    typer.echo(json.dumps({k: rec[k] for k in ("model", "ndcg@10", "recall@10", "baseline_popularity", "model_version")}
-                          | ({"oracle": rec["oracle"]} if "oracle" in rec else {}), indent=2))
-    typer.echo(f"champion: {'moved to v' + outcome.version if outcome.promoted else 'unchanged'} ({outcome.reason})")
-
-
-@app.command()
-def tune(
-    orders: Optional[Path] = typer.Option(None, help="orders file"),
-    events: Optional[Path] = typer.Option(None, help="events file"),
-    trials: int = typer.Option(12, help="random-search trials per model family"),
-    seed: int = typer.Option(42, help="seed of the search"),
-    out: Path = typer.Option(CONFIG_DEFAULT, help="where to write the tuned config (read by `shoprec train` by default)"),
-    work: Path = typer.Option(Path("data/canonical"), help="folder for the canonical tables of this run"),
-) -> None:
-    """Search hyper-parameters on the validation split only (never the test period); every trial a nested MLflow run.
-
-    Example: shoprec tune --orders ../shared/data/online-retail/onlineretail.csv.gz --trials 8
-    """
-    import mlflow
-
-    from features.ingest import load_canonical
-    from training import tracking
-    from training.config import TrainConfig
-    from training.tune import SPACES, tune as run_tune
-
-    report = _ingest(orders, events, None, work)
-    _say(report.summary())
-    canonical = load_canonical(work)
-    base = TrainConfig.load(out) if out.exists() else TrainConfig()
-    tracking.setup(PROJECT)
-    with mlflow.start_run(run_name="tune") as parent, _progress_bar(total=len(SPACES) * trials + 24) as step:
-        def log_trial(family: str, params: dict, score: float) -> None:
-            step(f"{family} {score:.4f}")
-            with mlflow.start_run(run_name=f"trial-{family}", nested=True, parent_run_id=parent.info.run_id):
-                mlflow.log_params({"family": family, **params})
-                mlflow.log_metric("val_ndcg_at_10", score)
-
-        tuned, best = run_tune(canonical.events, canonical.orders, base, trials=trials, seed=seed, log_trial=log_trial)
-        mlflow.log_dict({f: b for f, b in best.items()}, "best.json")
-        for family, b in best.items():
-            mlflow.log_metric(f"best.{family}.val_ndcg_at_10", b["score"])
-    tuned.dump(out)
-    typer.echo(json.dumps(best, indent=2, default=str))
-    typer.echo(f"wrote {out}: `shoprec train` uses it by default")
+    keys = ("shop", "model", "validation_ndcg@10", "ndcg@10", "recall@10", "served_ndcg@10", "session_ndcg@10",
+            "best_peer", "baseline_popularity", "model_version")
+    typer.echo(json.dumps({k: rec[k] for k in keys} | ({"oracle": rec["oracle"]} if "oracle" in rec else {}), indent=2))
+    moved = f"champion-{shop} moved to v{outcome.version}" if outcome.promoted else f"champion-{shop} unchanged"
+    typer.echo(f"{moved} ({outcome.reason})")
 
 
 @app.command("export-events")
@@ -177,39 +157,39 @@ def export_events(
 
 
 @app.command()
-def publish() -> None:
-    """Copy the registered champion into the BentoML model store for the service."""
+def publish(shop: Optional[str] = typer.Option(None, help="the lineage to publish (default: that of the latest training)")) -> str:
+    """Copy a shop's champion into the BentoML model store for the service."""
     from training.publish import publish_champion
 
     _bentoml_home()
     try:
-        model = publish_champion(PROJECT)
-    except RuntimeError as e:
+        model = publish_champion(PROJECT, shop=shop)
+    except (RuntimeError, ValueError) as e:
         _fail(str(e))
-    typer.echo(f"published {model.tag} (registry version {model.info.labels['registry_version']})")
+    shop = model.info.labels.get("shop", "")
+    typer.echo(f"published {model.tag} (shop {shop}, registry version {model.info.labels['registry_version']})")
     from training.propensity.publish import publish_propensity
 
     try:
-        pm = publish_propensity(PROJECT)
+        pm = publish_propensity(PROJECT, shop=shop)
         typer.echo(f"published {pm.tag} (registry version {pm.info.labels['registry_version']})")
     except RuntimeError as e:
         _say(f"no propensity bundle published: {e}")
+    return shop
 
 
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(3000, help="port"),
+    shop: Optional[str] = typer.Option(None, help="the lineage to serve (default: that of the latest training)"),
 ) -> None:
-    """Publish the champion and start the BentoML service (prints example curl calls)."""
-    publish()
-    typer.echo(
-        f"\nExample calls:\n"
-        f"  curl -s -X POST http://{host}:{port}/recommend -H 'content-type: application/json' -d '{{\"user_id\": \"u000001\", \"k\": 5}}'\n"
-        f"  curl -s -X POST http://{host}:{port}/recommend -H 'content-type: application/json' -d '{{\"user_id\": \"someone-new\"}}'\n"
-        f"  curl -s -X POST http://{host}:{port}/similar_items -H 'content-type: application/json' -d '{{\"item_id\": \"i00001\", \"k\": 5}}'\n"
-        f"  curl -s http://{host}:{port}/readyz ; open http://{host}:{port}/ for the API docs\n"
-    )
+    """Publish a shop's champion and start the BentoML service for that shop (prints example curl calls)."""
+    shop = publish(shop)
+    os.environ["SHOPREC_SHOP"] = shop  # the service refuses a model of another lineage
+    from training.cli_keys import example_calls
+
+    typer.echo(example_calls(host, port))  # first run: a storefront and a marketing key, in the calls
     env = _bentoml_home()
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:Shoprec", "--host", host, "--port", str(port)]
     raise typer.Exit(subprocess.call(cmd, env=env))
@@ -217,17 +197,26 @@ def serve(
 
 @app.command()
 def champion() -> None:
-    """Show the registered versions, their test NDCG@10 and which one is the champion."""
-    from mlflow import MlflowClient
-
+    """Registered versions grouped by shop (lineage): validation and test NDCG@10, recipe, champion (*)."""
     from training import tracking
 
     tracking.setup(PROJECT)
-    champ = tracking.current_champion()
-    for mv in sorted(MlflowClient().search_model_versions(f"name='{tracking.MODEL_NAME}'"), key=lambda v: int(v.version)):
-        mark = "*" if champ and champ.version == str(mv.version) else " "
-        typer.echo(f"{mark} v{mv.version}  ndcg@10={mv.tags.get('test_ndcg', '?')}  "
-                   f"{json.loads(mv.tags.get('candidate', '{}')).get('name', '?')}  {mv.tags.get('eval_key', '')}")
+    for shop, found in tracking.lineages().items():
+        champ = tracking.current_champion(shop=shop) if shop != "?" else None
+        typer.echo(f"{shop}: champion {'v' + champ.version if champ else 'none'}")
+        for mv in found:
+            mark = "*" if champ and champ.version == str(mv.version) else " "
+            typer.echo(f"  {mark} v{mv.version}  val ndcg@10={mv.tags.get('validation_ndcg', '?')}  "
+                       f"test ndcg@10={mv.tags.get('test_ndcg', '?')}  "
+                       f"{json.loads(mv.tags.get('candidate', '{}')).get('name', '?')}")
+
+
+def _default_config() -> Path | None:
+    """configs/train.yaml of the working directory, else the one shipped with the code."""
+    for path in (CONFIG_DEFAULT, Path(__file__).resolve().parents[1] / CONFIG_DEFAULT):
+        if path.exists():
+            return path
+    return None
 
 
 @contextlib.contextmanager
@@ -260,6 +249,10 @@ app.command()(doctor)
 from training.cli_privacy import forget_user_command  # noqa: E402
 
 app.command("forget-user")(forget_user_command)
+
+from training.cli_keys import keys_app  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Typed training configuration: the candidate recipes and the evaluation settings.
+"""Typed training configuration: the search space of recipes and the evaluation settings.
 
 Loadable from YAML (``configs/train.yaml``), with a documented default for every field.
 """
@@ -13,9 +13,6 @@ from features.cooccurrence import AssociationConfig
 from features.interactions import InteractionConfig
 from training.recommenders import ModelConfig
 from training.recommenders.als import ALSConfig
-from training.recommenders.neighbours import EASEConfig, ItemKNNConfig
-from training.recommenders.ranker import RankerConfig
-from training.recommenders.blend import BlendConfig, BlendPart
 from training.recommenders.popular import PopularConfig
 
 
@@ -40,33 +37,48 @@ def _trending(days: float = 7) -> InteractionConfig:
     return InteractionConfig(binary=True, half_life_days=days, window_days=8 * days)
 
 
-def default_candidates() -> list[Candidate]:
-    binary = InteractionConfig(binary=True)
-    weighted = InteractionConfig()
-    als = ALSConfig(factors=100, regularization=0.01, alpha=1.0, iterations=15, weighting="none")
-    out = [
-        Candidate(name="popular", interactions=binary, model=PopularConfig()),
-        Candidate(name="trending-7d", interactions=_trending(7), model=PopularConfig(count="weight")),
-        Candidate(name="als", interactions=binary, model=als),
-        Candidate(name="als-weighted", interactions=weighted, model=als.model_copy(update={"weighting": "log"})),
-    ]
-    for w in (1.0, 2.0, 4.0, 8.0):
-        parts = [
-            BlendPart(weight=1.0, interactions=binary, model=als),
-            BlendPart(weight=w, interactions=_trending(7), model=PopularConfig(count="weight")),
-        ]
-        out.append(Candidate(name=f"als-trending-w{w:g}", model=BlendConfig(parts=parts)))
-    return out
+def complexity(candidate: Candidate) -> int:
+    """How simple and cheap a recipe is (lower: simpler); ties within the noise go to the lowest."""
+    model = candidate.model
+    if model.kind == "popular":
+        timed = candidate.interactions.half_life_days is not None or candidate.interactions.window_days is not None
+        return 1 if timed else 0
+    return {"itemknn": 2, "als": 3, "bpr": 3, "ease": 3, "blend": 4, "ranker": 5}[model.kind]
 
 
-def ranker_candidate(als: ALSConfig, ease: EASEConfig, itemknn: ItemKNNConfig, trend_days: float = 7,
-                     name: str = "ranker") -> Candidate:
-    """Second stage: ALS, EASE, item-kNN, trending and popular candidates re-ranked by LightGBM."""
-    binary = InteractionConfig(binary=True)
-    retrievers = [BlendPart(interactions=binary, model=als), BlendPart(interactions=binary, model=ease),
-                  BlendPart(interactions=_trending(trend_days), model=PopularConfig(count="weight")),
-                  BlendPart(interactions=binary, model=itemknn), BlendPart(interactions=binary, model=PopularConfig())]
-    return Candidate(name=name, model=RankerConfig(retrievers=retrievers, candidates=50))
+class RankerSearch(BaseModel):
+    """The second stage's settings; its retrievers are the best recipes the search found."""
+
+    enabled: bool = Field(True, description="try the LightGBM ranker over the best retrievers")
+    candidates: int = Field(50, ge=5, le=1000, description="candidates taken from each retriever per user")
+    label_days: float = Field(30, gt=0, description="the period before 'now' whose purchases label the training rows")
+    max_train_users: int = Field(20_000, ge=10, description="users sampled to train the ranker")
+    n_estimators: int = Field(300, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_data_in_leaf: int = Field(50, ge=1)
+    seed: int = Field(42)
+
+
+class SearchSpace(BaseModel):
+    """What ``shoprec train`` tries on the shop's own validation period, in stages: popularity
+    and trending, then each personal family from its starting points, then blends of the best
+    personal model with the best trending recipe, then the ranker over the best of everything.
+    A stage that would not fit in the budget is skipped (and said so in the metrics)."""
+
+    budget_minutes: float = Field(10.0, gt=0, description="wall-clock budget of the search on the validation split")
+    trending_half_life_days: list[float] = Field([3.0, 7.0, 14.0, 30.0], description="trending recipes tried")
+    als: list[ALSConfig] = Field(
+        default_factory=lambda: [ALSConfig(factors=64, regularization=0.05, alpha=1.0),
+                                 ALSConfig(factors=128, regularization=0.5, alpha=0.5),
+                                 ALSConfig(factors=32, regularization=0.5, alpha=0.5)],
+        description="ALS starting points")
+    ease_l2: list[float] = Field([100.0, 300.0, 1000.0], description="EASE ridge penalties tried")
+    ease_max_items: int = Field(15_000, ge=1, le=40_000, description="EASE models the most popular items only")
+    itemknn_neighbours: list[int] = Field([50, 200], description="BM25 item-kNN neighbourhood sizes tried")
+    blend_weights: list[float] = Field([0.5, 1.0, 2.0, 4.0, 8.0], description="weights of trending against a personal model")
+    weighted_rows: bool = Field(True, description="with a clickstream, also try views and carts weighted against purchases")
+    ranker: RankerSearch = Field(default_factory=RankerSearch)
 
 
 class TrainConfig(BaseModel):
@@ -77,7 +89,10 @@ class TrainConfig(BaseModel):
         default_factory=lambda: Candidate(name="trending-14d", interactions=_trending(14), model=PopularConfig(count="weight")),
         description="what unknown users get: a popularity recipe fitted on all data",
     )
-    candidates: list[Candidate] = Field(default_factory=default_candidates)
+    search: SearchSpace | None = Field(default_factory=SearchSpace,
+                                       description="the recipes searched on validation (None: only `candidates`)")
+    candidates: list[Candidate] = Field(default_factory=list, description="fixed recipes tried besides the search")
+    peers: bool = Field(True, description="score the PRODUCT.md peers in the run (and let them win)")
     together: AssociationConfig = Field(default_factory=AssociationConfig, description="bought-together rules")
 
     @classmethod
@@ -88,6 +103,7 @@ class TrainConfig(BaseModel):
         Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
     def candidate(self, name: str) -> Candidate:
+        """A fixed candidate by name."""
         for c in self.candidates:
             if c.name == name:
                 return c

@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.interactions import TrainingView, purchases, training_view
-from training.metrics import ndcg_at_k, recall_at_k
+from training.metrics import ndcg_at_k, ndcg_per_user, recall_at_k
 from training.recommenders import topk
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # user rows -> dense (n, n_items) scores
@@ -74,9 +74,19 @@ def _group(pairs: pd.DataFrame) -> tuple[np.ndarray, list[set[int]]]:
 
 def score_discovery(score_fn: ScoreFn, split: Split, k: int = 10) -> dict[str, float]:
     """NDCG@k and Recall@k of ``score_fn`` on the split's test users, bought items excluded."""
-    items = _ranked(score_fn, split.test_users, split.view.bought, k, restrict=False)
-    return {f"ndcg@{k}": ndcg_at_k(items, split.truth, k), f"recall@{k}": recall_at_k(items, split.truth, k),
-            "users": len(split.test_users)}
+    return discovery_per_user(score_fn, split, k)[0]
+
+
+def discovery_per_user(score_fn: ScoreFn, split: Split, k: int = 10) -> tuple[dict[str, float], np.ndarray]:
+    """``score_discovery`` and each test user's NDCG@k (for paired comparisons)."""
+    return ranked_metrics(_ranked(score_fn, split.test_users, split.view.bought, k, restrict=False), split.truth, k)
+
+
+def ranked_metrics(items: np.ndarray, truth: list[set[int]], k: int = 10) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics of ranked item rows (n_users, >= k; -1 pads) against each user's truth, and per-user NDCG."""
+    per_user = ndcg_per_user(items, truth, k)
+    return ({f"ndcg@{k}": float(per_user.mean()) if len(per_user) else 0.0,
+             f"recall@{k}": recall_at_k(items, truth, k), "users": len(truth)}, per_user)
 
 
 def score_buy_again(score_fn: ScoreFn, split: Split, k: int = 10) -> dict[str, float]:

@@ -1,8 +1,12 @@
-"""Choose, test and fit the recommender: validation picks, the test period only reports.
+"""Choose, test and fit the recommender: validation chooses, the test period only reports.
 
-    data ──► validation split (cutoff = test cutoff - test_days) ──► every candidate scored ──► best by val NDCG
-         └─► test split (cutoff = last purchase - test_days) ──────► every candidate reported (not used to choose)
-         └─► all data ──► chosen candidate + fallback fitted ──► ModelBundle
+    data ──► validation split (cutoff = test cutoff - test_days)
+         │     └─► peers, the shop's champion recipe, the search (training/search.py), each scored per user
+         │           └─► choice: best, or the simplest within the noise (training/selection.py)
+         │                 └─► gate: the champion's recipe stays unless beaten beyond noise
+         └─► test split (cutoff = last purchase - test_days): the chosen recipe, the peers, the
+               runners-up and the baseline reported; the chosen one also through the served paths
+         └─► all data ──► chosen recipe + fallback fitted ──► ModelBundle
 """
 from __future__ import annotations
 
@@ -17,10 +21,16 @@ from features.cooccurrence import association_rules, baskets
 from features.interactions import TrainingView, training_view
 from training.bundle import ModelBundle
 from training.config import Candidate, TrainConfig
-from training.evaluate import ScoreFn, Split, personal_frequency, score_buy_again, score_discovery, time_split
+from training.evaluate import ScoreFn, Split, _ranked, personal_frequency, score_buy_again, score_discovery, time_split
+from training.peers import is_peer, peer_candidates
 from training.recommenders import Recommender, fit_model
+from training.search import search
+from training.selection import choose, gate
+from training.served import served_discovery, session_discovery
 
 OracleFactory = Callable[[Split], ScoreFn]  # builds an oracle scorer for a split's users and items
+RUNNERS_UP = 3  # best recipes on validation (besides the chosen one) also reported on test
+INCUMBENT = "champion"  # name prefix of the shop's champion recipe among the trials
 
 
 def fit_candidate(candidate: Candidate, view: TrainingView) -> Recommender:
@@ -29,46 +39,71 @@ def fit_candidate(candidate: Candidate, view: TrainingView) -> Recommender:
 
 @dataclass
 class Evaluation:
-    validation: dict[str, dict] = field(default_factory=dict)  # candidate -> metrics on the validation split
-    test: dict[str, dict] = field(default_factory=dict)  # candidate -> metrics on the test split
+    validation: dict[str, dict] = field(default_factory=dict)  # recipe -> metrics on the validation split
+    test: dict[str, dict] = field(default_factory=dict)  # recipe -> metrics on the test split (reported only)
+    recipes: dict[str, Candidate] = field(default_factory=dict)
     buy_again: dict[str, dict] = field(default_factory=dict)
     splits: dict[str, dict] = field(default_factory=dict)
     chosen: str = ""
+    selection: dict = field(default_factory=dict)
+    gate: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
+    served: dict = field(default_factory=dict)
+    session: dict = field(default_factory=dict)
     oracle: dict | None = None
+    test_split: Split | None = None
+    test_ranked: dict[str, np.ndarray] = field(default_factory=dict)  # chosen and baseline top-k on test (plots)
 
     def score(self, name: str, k: int = 10) -> float:
         return self.test[name][f"ndcg@{k}"]
 
+    @property
+    def recipe(self) -> Candidate:
+        return self.recipes[self.chosen]
 
-def evaluate_candidates(
+
+def evaluate(
     config: TrainConfig,
     events: pd.DataFrame | None,
     orders: pd.DataFrame | None,
+    incumbent: Candidate | None = None,
     oracle: OracleFactory | None = None,
-    extra: list[Candidate] = (),
     progress: Callable[[str], None] = lambda msg: None,
 ) -> Evaluation:
-    """Score every candidate on validation and test; choose on validation only."""
+    """Search and choose on validation; gate against the shop's champion recipe; report on test."""
     k = config.k
     test_split = time_split(events, orders, config.test_days)
     val_split = time_split(test_split.view.events, test_split.view.orders, config.test_days)
-    result = Evaluation(splits={"validation": val_split.summary(), "test": test_split.summary()})
-    for candidate in config.candidates:
-        progress(f"validating {candidate.name}")
-        start = time.perf_counter()
-        model = fit_candidate(candidate, val_split.view)
-        result.validation[candidate.name] = score_discovery(model.scores, val_split, k) | {
-            "fit_seconds": round(time.perf_counter() - start, 3)
-        }
-    result.chosen = max(result.validation, key=lambda name: result.validation[name][f"ndcg@{k}"])
-    # extra recipes (the current champion's) are re-scored on test for the promotion rule only
-    names = {c.name for c in config.candidates}
-    for candidate in list(config.candidates) + [c for c in extra if c.name not in names]:
-        progress(f"testing {candidate.name}")
-        model = fit_candidate(candidate, test_split.view)
-        result.test[candidate.name] = score_discovery(model.scores, test_split, k)
-        if candidate.name in (result.chosen, config.baseline):
-            result.buy_again[candidate.name] = score_buy_again(model.scores, test_split, k)
+    result = Evaluation(splits={"validation": val_split.summary(), "test": test_split.summary()}, test_split=test_split)
+    fixed = (peer_candidates() if config.peers else []) + list(config.candidates)
+    if incumbent is not None:
+        fixed.append(incumbent.model_copy(update={"name": f"{INCUMBENT}.{incumbent.name}"}))
+    found = search(config.search, val_split, k, fixed, has_events=events is not None and len(events) > 0,
+                   progress=progress)
+    trials = found.trials
+    result.search = found.summary()
+    result.validation = {name: t.metrics for name, t in trials.items()}
+    result.recipes = {name: t.candidate for name, t in trials.items()}
+    contenders = {n: t for n, t in trials.items() if not n.startswith(f"{INCUMBENT}.")}
+    result.chosen, result.selection = choose(contenders)
+    champion_trial = trials.get(f"{INCUMBENT}.{incumbent.name}") if incumbent is not None else None
+    result.gate = gate(trials[result.chosen], champion_trial)
+    if result.gate["keep_incumbent"]:
+        result.chosen = champion_trial.candidate.name
+    ranked = sorted(contenders, key=lambda n: -trials[n].mean)
+    report = [n for n in trials if is_peer(n)] + [result.chosen, config.baseline] + ranked[:RUNNERS_UP]
+    for name in dict.fromkeys(n for n in report if n in trials):
+        progress(f"testing {name}")
+        model = fit_candidate(trials[name].candidate, test_split.view)
+        result.test[name] = score_discovery(model.scores, test_split, k)
+        if name in (result.chosen, config.baseline):
+            result.buy_again[name] = score_buy_again(model.scores, test_split, k)
+            result.test_ranked[name] = _ranked(model.scores, test_split.test_users, test_split.view.bought, k, restrict=False)
+        if name == result.chosen:
+            progress("replaying the test period through the storefront")
+            bundle = fit_bundle(trials[name].candidate, config, None, None, {}, view=test_split.view, model=model)
+            result.served = served_discovery(bundle, test_split, k)
+            result.session = session_discovery(bundle, events, test_split.cutoff, k)
     result.buy_again["personal_frequency"] = score_buy_again(personal_frequency(test_split), test_split, k)
     if oracle is not None:
         progress("scoring the oracle")
@@ -83,13 +118,16 @@ def fit_bundle(
     orders: pd.DataFrame | None,
     meta: dict,
     items: pd.DataFrame | None = None,
+    view: TrainingView | None = None,
+    model: Recommender | None = None,
 ) -> ModelBundle:
-    """Fit the chosen recipe, the fallback and the bought-together rules on all data, as served."""
-    view = training_view(events, orders)
-    model = fit_candidate(candidate, view)
+    """Fit the chosen recipe, the fallback and the bought-together rules on all data, as served
+    (or on ``view``, e.g. a split's data up to its cutoff, reusing a ``model`` fitted on it)."""
+    view = view if view is not None else training_view(events, orders)
+    model = model if model is not None else fit_candidate(candidate, view)
     fallback_model = fit_candidate(config.fallback, view)
     rows = candidate.row_interactions()
-    together = association_rules(baskets(_basket_lines(events, orders), view.items), config.together)
+    together = association_rules(baskets(_basket_lines(view.events, view.orders), view.items), config.together)
     meta = meta | {"name": candidate.name, "kind": candidate.model.kind, "fallback": config.fallback.name,
                    "data_until": str(view.now), "n_users": len(view.users), "n_items": len(view.items),
                    "row_interactions": rows.model_dump(mode="json")}
@@ -119,20 +157,33 @@ def catalog(items: pd.DataFrame | None, vocab) -> pd.DataFrame | None:
 
 
 def metrics_report(evaluation: Evaluation, config: TrainConfig) -> dict:
-    """The metrics file: the chosen model's test scores, the baseline's, and everything else."""
+    """The metrics file: the chosen recipe's test scores next to the peers', the served paths,
+    how the choice was made, and every recipe's validation score."""
     k = config.k
     chosen, base = evaluation.test[evaluation.chosen], evaluation.test[config.baseline]
+    peers = {name: {"validation": evaluation.validation[name], "test": evaluation.test[name]}
+             for name in evaluation.test if is_peer(name)}
+    best_peer = max(peers, key=lambda n: peers[n]["test"][f"ndcg@{k}"]) if peers else None
     report = {
         f"ndcg@{k}": chosen[f"ndcg@{k}"],
         f"recall@{k}": chosen[f"recall@{k}"],
+        f"validation_ndcg@{k}": evaluation.validation[evaluation.chosen][f"ndcg@{k}"],
+        f"served_ndcg@{k}": evaluation.served.get(f"ndcg@{k}"),
+        f"session_ndcg@{k}": evaluation.session.get(f"ndcg@{k}"),
+        "served": evaluation.served,
+        "session": evaluation.session,
         "model": evaluation.chosen,
+        "recipe": evaluation.recipe.model_dump(mode="json"),
         "chosen_on": "validation",
+        "selection": evaluation.selection,
+        "gate": evaluation.gate,
+        "search": evaluation.search,
         "test_users": chosen["users"],
         "baseline_popularity": {f"ndcg@{k}": base[f"ndcg@{k}"], f"recall@{k}": base[f"recall@{k}"]},
-        "candidates": {
-            name: {"validation": evaluation.validation.get(name), "test": evaluation.test[name]}
-            for name in evaluation.test
-        },
+        "peers": peers,
+        "best_peer": best_peer and {"name": best_peer, f"ndcg@{k}": peers[best_peer]["test"][f"ndcg@{k}"]},
+        "candidates": {name: {"validation": evaluation.validation.get(name), "test": evaluation.test.get(name)}
+                       for name in evaluation.validation},
         "buy_again": evaluation.buy_again,
         "splits": evaluation.splits,
     }

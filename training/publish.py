@@ -13,18 +13,23 @@ from training import tracking
 BENTO_MODEL = "shoprec-recommender"
 
 
-def publish_champion(project_dir: Path, name: str = tracking.MODEL_NAME):
-    """Copy the champion bundle into the BentoML store (labels: registry version); returns the model."""
-    import bentoml
+def publish_champion(project_dir: Path, name: str = tracking.MODEL_NAME, shop: str | None = None):
+    """Copy a lineage's champion bundle into the BentoML store (labels: shop, registry version);
+    returns the model. ``shop`` defaults to the lineage of the latest training."""
     import mlflow
     from mlflow import MlflowClient
 
     from training.bundle import ModelBundle
 
     tracking.setup(project_dir)
-    champion = tracking.current_champion(name)
+    shop = shop or tracking.latest_shop(name)
+    if shop is None:
+        raise RuntimeError(f"registered model {name!r} has no version with a shop: run `shoprec train` first")
+    champion = tracking.current_champion(name, shop)
     if champion is None:
-        raise RuntimeError(f"no '{tracking.ALIAS}' alias on registered model {name!r}: run `shoprec train` first")
+        known = ", ".join(sorted(s for s in tracking.lineages(name) if s != "?")) or "none"
+        raise RuntimeError(f"no champion for shop {shop!r} (alias '{tracking.alias_for(shop)}' on {name!r}); "
+                           f"shops with models: {known}")
     mv = MlflowClient().get_model_version(name, champion.version)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp))
@@ -38,7 +43,7 @@ def publish_champion(project_dir: Path, name: str = tracking.MODEL_NAME):
         if latest is not None and any(m.tag == latest.tag for m in existing):
             return latest
         return store_bundle(local, labels={"registered_model": name, "registry_version": champion.version,
-                                           "alias": tracking.ALIAS},
+                                           "alias": tracking.alias_for(shop), "shop": shop},
                             metadata={"run_id": mv.run_id, "source": mv.source})
 
 

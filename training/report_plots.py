@@ -18,9 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import rankdata
 
-from training.evaluate import Split, _ranked, time_split
+from training.evaluate import Split
 from training.metrics import hits_matrix
-from training.pipeline import fit_candidate
 
 BUCKET_EDGES = [1, 2, 4, 8, 16]  # lower bounds of the activity buckets (distinct items bought)
 BUCKET_LABELS = ["1", "2-3", "4-7", "8-15", "16+"]
@@ -143,17 +142,10 @@ def coverage_chart(report: dict, split: Split, ranked: dict[str, np.ndarray]) ->
     return fig
 
 
-def log_recommender_report(mlflow, chosen, config, events, orders) -> dict:
-    """Fit the chosen recipe and the baseline on the test split's training data, and log the
-    report to the active MLflow run: ``recommender_report.json``, ``report.*`` metrics and
+def log_recommender_report(mlflow, split, ranked: dict[str, np.ndarray], k: int) -> dict:
+    """Log the report of ranked test-split lists (the chosen recipe first, then the baseline) to
+    the active MLflow run: ``recommender_report.json``, ``report.*`` metrics and
     ``plots/ndcg_by_activity.png``, ``plots/coverage.png``. Returns the report."""
-    k = config.k
-    split = time_split(events, orders, config.test_days)
-    recipes = [chosen]
-    if config.baseline != chosen.name:
-        recipes.append(config.candidate(config.baseline))
-    ranked = {c.name: _ranked(fit_candidate(c, split.view).scores, split.test_users, split.view.bought, k, restrict=False)
-              for c in recipes}
     report = recommender_report(split, ranked, k)
     mlflow.log_dict(report, "recommender_report.json")
     mlflow.log_metrics(flat_metrics(report))

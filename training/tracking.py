@@ -1,20 +1,42 @@
 """MLflow tracking and the model registry, with the champion rule.
 
 Embedded default: a SQLite store and an artifact folder inside the project (``mlruns/``);
-``MLFLOW_TRACKING_URI`` points it at a tracking server instead. The champion alias moves
-only when a challenger beats the champion on the same evaluation.
+``MLFLOW_TRACKING_URI`` points it at a tracking server instead.
+
+Every version belongs to a **lineage**: the shop (data source) it was trained on, a tag
+``shop`` on the run and the version. Each lineage has its own champion alias
+(``champion-<shop>``); a challenger is only ever compared with its own lineage's champion,
+and the first model of a lineage becomes its champion.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_NAME = "shoprec-recommender"
 EXPERIMENT = "shoprec"
-ALIAS = "champion"
+ALIAS = "champion"  # prefix: the alias of a lineage is champion-<shop>
+SHOP_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
+
+
+def shop_name(text: str) -> str:
+    """A lineage name from free text (a folder name): lower case, runs of other characters to '-'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48].strip("-")
+    return slug or "shop"
+
+
+def check_shop(shop: str) -> str:
+    if not re.match(SHOP_PATTERN, shop):
+        raise ValueError(f"shop {shop!r}: use 1-48 lower-case letters, digits and '-', starting with a letter or digit")
+    return shop
+
+
+def alias_for(shop: str) -> str:
+    return f"{ALIAS}-{check_shop(shop)}"
 
 
 def tracking_uri(project_dir: Path) -> str:
@@ -80,24 +102,57 @@ class Champion:
     eval_key: str
     score: float
     candidate: dict
+    shop: str = ""
 
 
-def current_champion(name: str = MODEL_NAME) -> Champion | None:
+def current_champion(name: str = MODEL_NAME, shop: str | None = None) -> Champion | None:
+    """The champion of ``shop``'s lineage (alias ``champion-<shop>``), or None.
+    Without ``shop``: the lineage of the newest version."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
+    shop = shop or latest_shop(name)
+    if shop is None:
+        return None
     try:
-        mv = client.get_model_version_by_alias(name, ALIAS)
+        mv = client.get_model_version_by_alias(name, alias_for(shop))
     except MlflowException:
         return None
     tags = mv.tags or {}
     return Champion(
         version=str(mv.version),
         eval_key=tags.get("eval_key", ""),
-        score=float(tags.get("test_ndcg", "nan")),
+        score=float(tags.get("test_ndcg", tags.get("test_score", "nan"))),
         candidate=json.loads(tags.get("candidate", "{}")),
+        shop=tags.get("shop", shop),
     )
+
+
+def versions(name: str = MODEL_NAME) -> list:
+    """Every registered version of ``name``, oldest first."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = MlflowClient().search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return []
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def latest_shop(name: str = MODEL_NAME) -> str | None:
+    """The lineage of the newest registered version (None when there is none)."""
+    found = [v for v in versions(name) if (v.tags or {}).get("shop")]
+    return found[-1].tags["shop"] if found else None
+
+
+def lineages(name: str = MODEL_NAME) -> dict[str, list]:
+    """Versions grouped by lineage, each group oldest first."""
+    out: dict[str, list] = {}
+    for v in versions(name):
+        out.setdefault((v.tags or {}).get("shop", "?"), []).append(v)
+    return out
 
 
 def register(run_id: str, artifact_path: str, tags: dict[str, str], name: str = MODEL_NAME) -> str:
@@ -116,7 +171,7 @@ def register(run_id: str, artifact_path: str, tags: dict[str, str], name: str = 
 
 
 def decide(challenger: float, eval_key: str, champion: Champion | None, champion_rescored: float | None) -> tuple[bool, str]:
-    """The champion rule: (promote?, reason).
+    """The propensity models' champion rule, within one lineage: (promote?, reason).
 
     Same evaluation (same data and protocol): the challenger must score strictly higher.
     New data: the champion's recipe is re-scored on this evaluation and the challenger must
@@ -136,12 +191,14 @@ def decide(challenger: float, eval_key: str, champion: Champion | None, champion
     return False, f"new data: worse than champion v{champion.version}'s recipe re-scored ({challenger:.4f} < {champion_rescored:.4f})"
 
 
-def move_alias(version: str, reason: str, previous: Champion | None, run_id: str, name: str = MODEL_NAME) -> None:
-    """Point ``champion`` at ``version`` and record the move on the run and the registered model."""
+def move_alias(version: str, reason: str, previous: Champion | None, run_id: str, name: str = MODEL_NAME,
+               shop: str = "") -> None:
+    """Point ``champion-<shop>`` at ``version`` and record the move on the run and the registered model."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    client.set_registered_model_alias(name, ALIAS, version)
-    move = {"alias": ALIAS, "from": previous.version if previous else None, "to": version, "reason": reason, "run_id": run_id}
+    alias = alias_for(shop)
+    client.set_registered_model_alias(name, alias, version)
+    move = {"alias": alias, "shop": shop, "from": previous.version if previous else None, "to": version, "reason": reason, "run_id": run_id}
     client.set_tag(run_id, "champion_move", json.dumps(move))
     client.set_registered_model_tag(name, f"alias_move_v{version}", json.dumps(move))

@@ -14,7 +14,7 @@ from training.propensity.train import MODEL_NAME
 BENTO_MODEL = "shoprec-propensity"
 
 
-def publish_propensity(project_dir: Path, name: str = MODEL_NAME):
+def publish_propensity(project_dir: Path, name: str = MODEL_NAME, shop: str | None = None):
     """Copy the champion bundle into the BentoML store (labels: registry version); returns the
     stored model. Publishing the same version twice returns the stored one."""
     import bentoml
@@ -22,9 +22,10 @@ def publish_propensity(project_dir: Path, name: str = MODEL_NAME):
     from mlflow import MlflowClient
 
     tracking.setup(project_dir)
-    champion = tracking.current_champion(name)
+    champion = tracking.current_champion(name, shop)
     if champion is None:
-        raise RuntimeError(f"no '{tracking.ALIAS}' alias on registered model {name!r}: run `shoprec train` with orders first")
+        raise RuntimeError(f"no champion for shop {shop or '(latest)'!r} on registered model {name!r}: "
+                           "run `shoprec train` with orders first")
     try:
         stored = bentoml.models.list(BENTO_MODEL)
     except bentoml.exceptions.NotFound:
@@ -40,7 +41,8 @@ def publish_propensity(project_dir: Path, name: str = MODEL_NAME):
         (local / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         PropensityBundle.load(local, with_models=True)  # refuse a broken bundle before it reaches the store
         return store_propensity_bundle(local, {"registered_model": name, "registry_version": champion.version,
-                                               "alias": tracking.ALIAS}, {"run_id": mv.run_id, "source": mv.source})
+                                               "alias": tracking.alias_for(champion.shop), "shop": champion.shop},
+                                              {"run_id": mv.run_id, "source": mv.source})
 
 
 def store_propensity_bundle(bundle_dir: Path, labels: dict[str, str], metadata: dict | None = None):

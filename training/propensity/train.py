@@ -72,18 +72,18 @@ def production_bundle(snaps: Snapshots, cfg: PropensityConfig, meta: dict) -> Pr
     return PropensityBundle(scores, meta, models)
 
 
-def current_champion():
-    """The champion of ``shoprec-propensity`` with its score (tag ``test_score``), or None."""
+def current_champion(shop: str | None = None):
+    """The champion of ``shoprec-propensity`` in ``shop``'s lineage with its score (tag ``test_score``), or None."""
     from mlflow import MlflowClient
 
-    champ = tracking.current_champion(MODEL_NAME)
+    champ = tracking.current_champion(MODEL_NAME, shop)
     if champ is not None:
         champ.score = float(MlflowClient().get_model_version(MODEL_NAME, champ.version).tags.get("test_score", "nan"))
     return champ
 
 
 def train_propensity(canonical, project_dir: Path, config: PropensityConfig | None = None, truth_dir: Path | None = None,
-                     progress: Callable[[str], None] = print, bundle_out: Path | None = None) -> dict:
+                     progress: Callable[[str], None] = print, bundle_out: Path | None = None, shop: str = "shop") -> dict:
     """Evaluate (PRODUCT.md protocol), fit the production models, log and register the bundle.
 
     Returns {"churn": {...}, "conversion": {...}, "propensity": {model_version, champion, ...}};
@@ -106,7 +106,7 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
     evals = evaluate(snaps, cfg, truth_dir)
     metrics = {t: evals[t].metrics() for t in TARGETS}
     score = champion_score(evals)
-    champion = current_champion()
+    champion = current_champion(shop)
     rescored = None
     if champion is not None and champion.eval_key != eval_key and champion.candidate:
         recipe = PropensityConfig.model_validate(champion.candidate)
@@ -117,13 +117,13 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
     progress("propensity: fitting the production models")
     with mlflow.start_run(run_name="propensity") as run:
         run_id = run.info.run_id
-        bundle = production_bundle(snaps, cfg, {"run_id": run_id, "data_digest": digest, "eval_key": eval_key,
+        bundle = production_bundle(snaps, cfg, {"run_id": run_id, "data_digest": digest, "eval_key": eval_key, "shop": shop,
                                                 "test": {t: _clean({k: metrics[t][k] for k in ("roc_auc", "pr_auc", "brier")})
                                                          for t in TARGETS},
                                                 "config": cfg.model_dump(mode="json")})
         progress("propensity: logging to MLflow")
         mlflow.set_tags({"git_commit": tracking.git_commit(Path(__file__).resolve().parents[2]), "data_digest": digest,
-                         "eval_key": eval_key, "kind": "propensity"})
+                         "eval_key": eval_key, "kind": "propensity", "shop": shop})
         mlflow.log_params({"horizon_days": cfg.horizon_days, "window_days": cfg.window_days, "snapshots": cfg.snapshots,
                            "calibration": cfg.calibration, "holdout_share": cfg.holdout_share, "seed": cfg.seed,
                            "end": str(snaps.end), **{f"lgbm.{k}": v for k, v in cfg.lgbm.model_dump().items()}})
@@ -141,13 +141,13 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
             client.create_registered_model(MODEL_NAME, description="shoprec churn + conversion propensity bundles "
                                            "(LightGBM text + JSON, scores as Parquet; no pickle)")
         version = tracking.register(run_id, "propensity_bundle", {
-            "eval_key": eval_key, "test_score": f"{score:.6f}", "data_digest": digest,
+            "eval_key": eval_key, "test_score": f"{score:.6f}", "data_digest": digest, "shop": shop,
             "test_churn_roc_auc": f"{metrics['churn']['roc_auc']:.6f}",
             "test_conversion_roc_auc": f"{metrics['conversion']['roc_auc']:.6f}",
             "candidate": json.dumps(cfg.model_dump(mode="json"))}, name=MODEL_NAME)
         mlflow.set_tag("model_version", version)
         if promote:
-            tracking.move_alias(version, reason, champion, run_id, name=MODEL_NAME)
+            tracking.move_alias(version, reason, champion, run_id, name=MODEL_NAME, shop=shop)
         mlflow.set_tag("champion_decision", reason)
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
     if bundle_out is not None:

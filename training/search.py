@@ -1,0 +1,140 @@
+"""Per-shop recipe search on the validation split, within a wall-clock budget.
+
+Stages (``SearchSpace`` in training/config.py holds the values):
+
+    popularity ─► popular, trending at each half-life                 (always)
+    personal   ─► ALS starting points, EASE penalties, BM25 item-kNN   (+ weighted rows with a clickstream)
+    blends     ─► best ALS / best EASE + best trending, each weight; best ALS + best EASE + trending
+    ranker     ─► LightGBM over the best ALS, EASE, item-kNN, trending and popular
+
+Fixed recipes (the PRODUCT.md peers, the shop's champion recipe, the config's own candidates)
+are always scored. Before each trial its cost is estimated from what its family took so far;
+a trial that would overrun the budget is skipped and listed. Only the validation split is
+ever seen here.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from features.interactions import InteractionConfig
+from training.config import Candidate, SearchSpace, _trending
+from training.evaluate import Split, discovery_per_user
+from training.recommenders import fit_model
+from training.recommenders.blend import BlendConfig, BlendPart
+from training.recommenders.neighbours import EASEConfig, ItemKNNConfig
+from training.recommenders.popular import PopularConfig
+from training.recommenders.ranker import RankerConfig
+from training.selection import Trial
+
+BINARY = InteractionConfig(binary=True)
+WEIGHTED = InteractionConfig()
+
+
+@dataclass
+class SearchResult:
+    trials: dict[str, Trial] = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    budget_seconds: float = 0.0
+
+    def best(self, prefix: str) -> Trial | None:
+        found = [t for n, t in self.trials.items() if n.startswith(prefix)]
+        return max(found, key=lambda t: (t.mean, t.candidate.name)) if found else None
+
+    def summary(self) -> dict:
+        return {"trials": len(self.trials), "skipped": self.skipped, "seconds": round(self.seconds, 1),
+                "budget_seconds": round(self.budget_seconds, 1)}
+
+
+class _Searcher:
+    def __init__(self, split: Split, k: int, budget_s: float, progress: Callable[[str], None]):
+        self.split, self.k, self.budget_s, self.progress = split, k, budget_s, progress
+        self.started = time.perf_counter()
+        self.result = SearchResult(budget_seconds=budget_s)
+        self.cost: dict[str, float] = {}  # stage -> seconds of its slowest trial so far
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def run(self, candidate: Candidate, stage: str, required: bool = False, estimate: float | None = None) -> Trial | None:
+        if candidate.name in self.result.trials:
+            return self.result.trials[candidate.name]
+        estimate = self.cost.get(stage, 0.0) if estimate is None else estimate
+        if not required and self.elapsed() + estimate > self.budget_s:
+            self.result.skipped.append({"name": candidate.name, "stage": stage,
+                                        "reason": f"budget: {self.elapsed():.0f} s used, ~{estimate:.0f} s more needed, "
+                                                  f"{self.budget_s:.0f} s allowed"})
+            return None
+        self.progress(f"validating {candidate.name}")
+        start = time.perf_counter()
+        model = fit_model(candidate.model, candidate.interactions, self.split.view)
+        metrics, per_user = discovery_per_user(model.scores, self.split, self.k)
+        seconds = time.perf_counter() - start
+        self.cost[stage] = max(self.cost.get(stage, 0.0), seconds)
+        trial = Trial(candidate, metrics | {"seconds": round(seconds, 3)}, per_user, stage)
+        self.result.trials[candidate.name] = trial
+        return trial
+
+
+def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidate], has_events: bool,
+           progress: Callable[[str], None] = lambda msg: None) -> SearchResult:
+    """Score the fixed recipes and search ``space`` on the validation ``split``."""
+    budget = space.budget_minutes * 60 if space is not None else 0.0
+    s = _Searcher(split, k, budget, progress)
+    for candidate in fixed:
+        s.run(candidate, "fixed", required=True)
+    s.run(Candidate(name="popular", interactions=BINARY, model=PopularConfig()), "popularity", required=True)
+    if space is None:
+        s.result.seconds = s.elapsed()
+        return s.result
+    for days in space.trending_half_life_days:
+        s.run(Candidate(name=f"trending-{days:g}d", interactions=_trending(days), model=PopularConfig(count="weight")),
+              "popularity")
+    for als in space.als:
+        s.run(Candidate(name=f"als-f{als.factors}-r{als.regularization:g}-a{als.alpha:g}", interactions=BINARY,
+                        model=als), "als")
+    for l2 in space.ease_l2:
+        s.run(Candidate(name=f"ease-l{l2:g}", interactions=BINARY, model=EASEConfig(l2=l2, max_items=space.ease_max_items)),
+              "ease")
+    for neighbours in space.itemknn_neighbours:
+        s.run(Candidate(name=f"itemknn-k{neighbours}", interactions=BINARY, model=ItemKNNConfig(neighbours=neighbours)),
+              "itemknn")
+    if has_events and space.weighted_rows:  # views and carts count, weighted against purchases
+        for family in ("als", "ease"):
+            if (best := s.result.best(f"{family}-")) is not None:
+                model = best.candidate.model
+                if family == "als":
+                    model = model.model_copy(update={"weighting": "log"})
+                s.run(Candidate(name=f"{best.candidate.name}-weighted", interactions=WEIGHTED, model=model), family)
+    trend = s.result.best("trending-")
+    personal = {family: s.result.best(f"{family}-") for family in ("als", "ease")}
+    best_weight = {}
+    for family, p in personal.items():
+        if p is None or trend is None:
+            continue
+        for w in space.blend_weights:
+            t = s.run(_blend(f"{p.candidate.name}_{trend.candidate.name}_w{w:g}", [(1.0, p), (w, trend)]), "blend")
+            if t is not None and t.mean >= best_weight.get(family, (None, -1.0))[1]:
+                best_weight[family] = (w, t.mean)
+    if personal["als"] and personal["ease"] and trend and "ease" in best_weight:
+        w = best_weight["ease"][0]
+        s.run(_blend(f"{personal['als'].candidate.name}_{personal['ease'].candidate.name}_{trend.candidate.name}_w{w:g}",
+                     [(1.0, personal["als"]), (1.0, personal["ease"]), (w, trend)]), "blend")
+    if space.ranker.enabled:
+        retrievers = [t for t in (personal["als"], personal["ease"], trend, s.result.best("itemknn-"),
+                                  s.result.trials.get("popular")) if t is not None]
+        if len(retrievers) >= 2:
+            settings = space.ranker.model_dump(exclude={"enabled"})
+            ranker = RankerConfig(retrievers=[BlendPart(interactions=t.candidate.interactions, model=t.candidate.model)
+                                              for t in retrievers], **settings)
+            estimate = 2 * sum(t.metrics["seconds"] for t in retrievers) + 10.0
+            s.run(Candidate(name="ranker", interactions=WEIGHTED, model=ranker), "ranker", estimate=estimate)
+    s.result.seconds = s.elapsed()
+    return s.result
+
+
+def _blend(name: str, parts: list[tuple[float, Trial]]) -> Candidate:
+    return Candidate(name=name, model=BlendConfig(parts=[
+        BlendPart(weight=w, interactions=t.candidate.interactions, model=t.candidate.model) for w, t in parts]))
