@@ -54,10 +54,17 @@ class Recorder:
 
 
 class Client:
-    """POST JSON bytes; returns (status, text). One keep-alive pool of ``conns`` connections."""
+    """POST JSON bytes; returns (status, text). One keep-alive pool of ``conns`` connections. ``keys``:
+    the API key per scope (``{"storefront": ...}``), sent as ``Authorization: Bearer`` to the paths of that
+    scope (serving/auth.py)."""
 
-    def __init__(self, kind: str, url: str, conns: int, timeout: float):
+    def __init__(self, kind: str, url: str, conns: int, timeout: float, keys: dict[str, str] | None = None):
         self.kind, self.url, self.conns, self.timeout = kind, url, conns, timeout
+        from serving.auth import ROUTE_SCOPES
+
+        self._headers = {path: {"content-type": "application/json"}
+                         | ({"authorization": f"Bearer {keys[scope]}"} if scope in (keys or {}) else {})
+                         for path, scope in ROUTE_SCOPES.items()}
 
     async def __aenter__(self):
         if self.kind == "httpx":
@@ -74,7 +81,7 @@ class Client:
         await (self._c.aclose() if self.kind == "httpx" else self._c.close())
 
     async def post(self, path: str, body: bytes) -> tuple[int, str]:
-        headers = {"content-type": "application/json"}
+        headers = self._headers.get(path, {"content-type": "application/json"})
         if self.kind == "httpx":
             r = await self._c.post(path, content=body, headers=headers)
             return r.status_code, r.text if r.status_code != 200 else ""
@@ -144,7 +151,8 @@ async def main(args) -> dict:
     bodies = [json.dumps(b).encode() for b in json.load(open(args.bodies))]
     random.Random(0).shuffle(bodies)
     conns = max(args.concurrency or 0, args.max_in_flight)
-    async with Client(args.client, args.url, conns, args.timeout) as client:
+    keys = {scope: key for scope, key in (("storefront", args.key), ("marketing", args.marketing_key)) if key}
+    async with Client(args.client, args.url, conns, args.timeout, keys) as client:
         for i in range(args.warmup):  # connections, caches, lazy imports
             await _send(client, args.path, bodies[-1 - i % len(bodies)], Recorder(), None)
         if args.rate:
@@ -172,6 +180,8 @@ if __name__ == "__main__":
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--max-in-flight", type=int, default=256)
     p.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp")
+    p.add_argument("--key", default=None, help="storefront key (Authorization: Bearer) for the storefront paths")
+    p.add_argument("--marketing-key", default=None, help="marketing key for /propensity and /churn_risk")
     a = p.parse_args()
     if (a.rate is None) == (a.concurrency is None):
         sys.exit("give exactly one of --rate and --concurrency")

@@ -142,7 +142,9 @@ async def open_loop(url: str, requests: list[tuple[str, bytes]], rate: float, ma
         rec.service.append((done - sent) * 1000)
         by_path.setdefault(path, []).append((done - planned) * 1000)
 
-    async with Client("aiohttp", url, max_in_flight, 10.0) as client:
+    from tests.server import STOREFRONT_KEY  # the key bentoml_server gives the service
+
+    async with Client("aiohttp", url, max_in_flight, 10.0, {"storefront": STOREFRONT_KEY}) as client:
         for path, body in requests[:50]:  # warm-up: connections, caches
             await client.post(path, body)
         start = time.perf_counter() + 0.05

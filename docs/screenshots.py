@@ -104,6 +104,7 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/marketing/")
+            page.fill("input[name=account]", "SHOPREC_API_KEY")  # a key from the environment is named after its variable
             page.fill("input[name=key]", KEY)
             page.click("button[type=submit]")
             page.select_option("#segment", "at_risk")

@@ -1,11 +1,10 @@
-"""Admin endpoints' key, schemas and the service's privacy state; logs without raw ids.
+"""Admin endpoints' schemas and the service's privacy state; logs without raw ids or tracebacks of
+client errors.
 
-The admin key (``SHOPREC_ADMIN_KEY`` or the file named by ``SHOPREC_ADMIN_KEY_FILE``, header
-``X-Admin-Key``) is separate from the marketers' API key; both are compared in constant time
-(``serving.propensity.key_matches``) and never logged. Without an admin key the admin
-endpoints answer 503. Shopper ids reach the logs only as keyed hashes (``ps_…``,
-features/privacy.py); a filter on the server's log handlers also masks the input values that
-pydantic quotes in validation tracebacks.
+The admin endpoints need an admin-scope key (serving/auth.py). Shopper ids reach the logs only as
+keyed hashes (``ps_…``, features/privacy.py); a filter on the server's log handlers also masks the
+input values that pydantic quotes in validation errors, and a request the client got wrong (400) is
+logged as one line naming the fields, not as a stack trace.
 """
 from __future__ import annotations
 
@@ -20,12 +19,9 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, Field, StringConstraints
 
 from features.privacy import ForgetList, ForgetReport, forget_user
-from serving.propensity import key_matches
 from serving.reload import TAG_PATTERN
 from serving.schemas import Id, _Strict
 
-ADMIN_KEY_ENV, ADMIN_KEY_FILE_ENV = "SHOPREC_ADMIN_KEY", "SHOPREC_ADMIN_KEY_FILE"
-ADMIN_HEADER = "X-Admin-Key"
 CANONICAL_ENV, DEFAULT_CANONICAL = "SHOPREC_CANONICAL_DIR", "data/canonical"
 REFRESH_EVERY_S = 1.0  # how often the service looks for additions by `shoprec forget-user`
 log = logging.getLogger("shoprec.admin")
@@ -54,32 +50,6 @@ class ForgetAnswer(BaseModel):
     pseudonym: str = Field(description="the keyed hash the logs and the forgotten list use")
     events_removed: int
     canonical_rows_removed: dict[str, int]
-
-
-def admin_key_from_env(environ=os.environ) -> bytes | None:
-    key = environ.get(ADMIN_KEY_ENV)
-    if not key and environ.get(ADMIN_KEY_FILE_ENV):
-        try:
-            key = Path(environ[ADMIN_KEY_FILE_ENV]).read_text(encoding="utf-8")
-        except OSError as e:
-            log.error("cannot read the admin key file named by %s (%s): admin endpoints are disabled",
-                      ADMIN_KEY_FILE_ENV, type(e).__name__)
-            return None
-    key = (key or "").strip()
-    return key.encode("utf-8") if key else None
-
-
-class AdminGate:
-    def __init__(self, key: bytes | None):
-        self._key = key
-
-    def refusal(self, headers) -> tuple[int, str] | None:
-        """(status, message) when the request may not use an admin endpoint; None when it may."""
-        if self._key is None:
-            return 503, f"admin endpoints are disabled: the server has no admin key (set {ADMIN_KEY_ENV} or {ADMIN_KEY_FILE_ENV})"
-        if not key_matches(self._key, headers.get(ADMIN_HEADER)):
-            return 401, f"missing or invalid admin key (header {ADMIN_HEADER})"
-        return None
 
 
 class ServicePrivacy:
@@ -157,10 +127,37 @@ class RedactInputs(logging.Filter):
         return True
 
 
+class OneLineClientErrors(logging.Filter):
+    """BentoML logs a request that failed validation (or another 4xx it raised) with the whole
+    traceback; a client's mistake is not the server's: one line with the fields and reasons instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                               for e in error.errors(include_input=False, include_context=False)[:5])
+            summary = f"400 {error.error_count()} validation error(s): {fields}"
+        elif error is not None and 400 <= int(getattr(getattr(error, "error_code", 500), "value", 500)) < 500:
+            summary = f"{int(error.error_code.value)} {type(error).__name__}: {str(error)[:200]}"
+        else:
+            return True
+        record.msg, record.args = f"{record.getMessage().replace('Exception on', 'client error on', 1)}: {redact(summary)}", ()
+        record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.WARNING, "WARNING"
+        return True
+
+
+CLIENT_ERROR_LOGGER = "bentoml._internal.server.http_app"  # where BentoML's log_exception writes
+
+
 def configure_logging() -> None:
-    """Our loggers at INFO (the server's root is at WARNING) and the redaction filter on
-    every handler the server configured."""
+    """Our loggers at INFO (the server's root is at WARNING), the redaction filter on every handler
+    the server configured, and client errors in one line."""
     logging.getLogger("shoprec").setLevel(logging.INFO)
+    client_errors = logging.getLogger(CLIENT_ERROR_LOGGER)
+    if not any(isinstance(f, OneLineClientErrors) for f in client_errors.filters):
+        client_errors.addFilter(OneLineClientErrors())
     loggers = [logging.getLogger()] + [x for x in list(logging.root.manager.loggerDict.values())
                                        if isinstance(x, logging.Logger)]
     for logger in loggers:

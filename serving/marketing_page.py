@@ -5,20 +5,25 @@
     GET  /marketing/                    the list with filters (segment, min probability, min value), reasons,
                                         segment sizes as an inline SVG chart, paging
     GET  /marketing/churn_risk.csv      the rows on screen for the same query, as CSV
-    POST /marketing/login, /logout      API key form -> HttpOnly session cookie, and back
+    GET  /marketing/login               the sign-in form (where the page sends a browser that is not signed in)
+    POST /marketing/login, /logout      sign in with a marketing key (its name and the key), sign out
 
-Behind the same API key as ``/churn_risk`` (``serving.propensity``): the ``X-API-Key`` header,
-or the login form, which sets a cookie holding an expiring HMAC of the key (never the key
-itself). Keys and tokens are compared in constant time and never logged. Filters, paging and
-the CSV columns come from ``PropensityApi.churn_risk`` and ``PropensityBundle.to_csv``, so the
-page, the API and ``shoprec churn-list`` agree.
+Who may see it: a marketing-scope key (serving/auth.py), sent as ``Authorization: Bearer <key>`` or
+``X-API-Key`` by scripts, or a sign-in session (serving/marketing_sessions.py): a random token in an
+HttpOnly, SameSite=Strict cookie (Secure over HTTPS), kept server-side, ended by signing out or by
+revoking the key. Sign-ins are throttled per account and per client address (5 failures in 15
+minutes, then 429; serving/rate_limits.py). Every form carries a CSRF token that must match a
+cookie of the same name (403 otherwise). Each view and download is recorded in the access log with
+the number of customers shown. Filters, paging and the CSV columns come from
+``PropensityApi.churn_risk`` and ``PropensityBundle.to_csv``, so the page, the API and
+``shoprec churn-list`` agree.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import io
-import time
+import logging
+import secrets
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,60 +34,83 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from features.key_store import Principal, digest
 from serving import marketing_views as views
-from serving.propensity import KEY_HEADER, AtRiskCustomer, ChurnRiskAnswer, ChurnRiskRequest, PropensityApi, key_matches
+from serving.auth import AccessControl, given_key
+from serving.marketing_sessions import SESSION_SECONDS
+from serving.propensity import AtRiskCustomer, ChurnRiskAnswer, ChurnRiskRequest, PropensityApi
 
 COOKIE = "shoprec_marketing"
-SESSION_SECONDS = 12 * 3600
+CSRF_COOKIE = "shoprec_csrf"
+SCOPE = "marketing"
 HEADERS = {  # personal data: never cached, never framed, no script, nothing loaded from elsewhere
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
     "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-NO_KEY = "the marketers' page is disabled: the server has no API key (set SHOPREC_API_KEY or SHOPREC_API_KEY_FILE)"
+log = logging.getLogger("shoprec.marketing")
 
 
 @dataclass
 class Backend:
-    """What the page reads: the service's propensity answers and its API key."""
+    """What the page reads: the service's propensity answers and its access control (keys, sessions,
+    sign-in throttling, access log)."""
 
     api: PropensityApi
-    key: bytes | None
+    access: AccessControl
 
 
 def service_backend() -> Backend:
-    """The running Shoprec service's own objects (one bundle in memory, one key, as ``/churn_risk``)."""
+    """The running Shoprec service's own objects (one bundle in memory, the same keys as the API)."""
     import bentoml
 
     svc = bentoml.get_current_service()
-    return Backend(svc.propensity_api, svc.api_key)
+    return Backend(svc.propensity_api, svc.access)
 
 
-def session_token(key: bytes, issued: int) -> str:
-    """``<issued>.<hex HMAC-SHA256(key, issued)>``: proves the key was given, without holding it."""
-    return f"{issued}.{hmac.new(key, f'shoprec-marketing:{issued}'.encode(), hashlib.sha256).hexdigest()}"
+def caller(request: Request, access: AccessControl) -> tuple[Principal | None, int]:
+    """(who, 200) for a marketing key in the headers or a live session; (None, 401) without either,
+    (None, 403) for a key of another scope."""
+    key, malformed = given_key(request.headers)
+    if key is not None or malformed:
+        principal = access.keys.lookup(key)
+        if principal is None:
+            return None, 401
+        return (principal, 200) if principal.scope == SCOPE else (None, 403)
+    session = access.sessions.get(request.cookies.get(COOKIE))
+    if session is not None and (principal := access.keys.by_digest(session.key_sha256)) is not None:
+        return principal, 200  # a session is only ever made for a marketing key
+    return None, 401
 
 
-def session_valid(key: bytes | None, token: str | None, now: float) -> bool:
-    if not key or not token:
-        return False
-    issued, _, _ = token.partition(".")
-    if not issued.isdigit() or not 0 <= now - int(issued) <= SESSION_SECONDS:
-        return False
-    return hmac.compare_digest(session_token(key, int(issued)).encode(), token.encode())
+def _csrf_ok(request: Request, form) -> bool:
+    cookie, field = request.cookies.get(CSRF_COOKIE), form.get("csrf")
+    return bool(cookie) and isinstance(field, str) and hmac.compare_digest(cookie.encode(), field.encode())
 
 
-def _authorized(request: Request, key: bytes | None) -> bool:
-    return key_matches(key, request.headers.get(KEY_HEADER)) or session_valid(key, request.cookies.get(COOKIE), time.time())
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _base(request: Request) -> str:
     return request.scope.get("root_path", "").rstrip("/")
 
 
-def _html(text: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(text, status_code=status, headers=HEADERS)
+def _html(text: str, status: int = 200, headers: dict | None = None) -> HTMLResponse:
+    return HTMLResponse(text, status_code=status, headers=HEADERS | (headers or {}))
+
+
+def _csrf_token(request: Request) -> str:
+    """The token the page's forms carry: the CSRF cookie's value, or a new one (``_with_csrf`` sets it)."""
+    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+
+
+def _with_csrf(request: Request, response: Response, token: str) -> Response:
+    if request.cookies.get(CSRF_COOKIE) != token:
+        response.set_cookie(CSRF_COOKIE, token, path=_base(request) or "/", httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+    return response
 
 
 def _request(params) -> ChurnRiskRequest:
@@ -116,54 +144,87 @@ def segment_sizes(api: PropensityApi, min_probability: float = 0.0, min_value: f
 def create_app(backend: Callable[[], Backend] = service_backend) -> Starlette:
     """The page as a Starlette app; ``backend`` is called per request (tests pass their own)."""
 
+    def sign_in_page(request: Request, status: int, message: str = "", headers: dict | None = None) -> Response:
+        token = _csrf_token(request)
+        return _with_csrf(request, _html(views.login_page(_base(request), token, message), status, headers), token)
+
     def guarded(handler):
         async def endpoint(request: Request) -> Response:
             b = backend()
-            if b.key is None:
-                return _html(views.message_page("disabled", NO_KEY), 503)
-            if not _authorized(request, b.key):
-                return _html(views.login_page(_base(request)), 401)
+            principal, status = caller(request, b.access)
+            if status == 403:
+                return _html(views.message_page("not allowed", "This key may not open the marketers' page: "
+                                                               "it needs a marketing key."), 403)
+            if principal is None and given_key(request.headers) == (None, False):  # a browser: to the sign-in form
+                return RedirectResponse(f"{_base(request)}/login", status_code=303, headers=HEADERS)
+            if principal is None:  # a script with a bad key
+                return _html(views.message_page("not signed in", "Missing or invalid API key."), 401)
             if b.api.bundle is None:
                 return _html(views.message_page("no propensity scores", b.api.missing), 503)
             try:
                 req = _request(request.query_params)
             except ValidationError as e:
                 return _html(views.message_page("bad filter", _invalid(e)), 400)
-            return handler(request, b.api, req)
+            answer = b.api.churn_risk(req)
+            b.access.log.record(principal.name, SCOPE, request.url.path, 200, len(answer.customers))
+            return handler(request, b.api, req, answer)
         return endpoint
 
-    def page(request: Request, api: PropensityApi, req: ChurnRiskRequest) -> Response:
-        answer = api.churn_risk(req)
+    def page(request: Request, api: PropensityApi, req: ChurnRiskRequest, answer: ChurnRiskAnswer) -> Response:
         chart = views.segment_chart(segment_sizes(api), segment_sizes(api, req.min_probability, req.min_value), req.segment)
-        return _html(views.list_page(_base(request), req, answer, chart))
+        token = _csrf_token(request)
+        return _with_csrf(request, _html(views.list_page(_base(request), req, answer, chart, token)), token)
 
-    def download(request: Request, api: PropensityApi, req: ChurnRiskRequest) -> Response:
+    def download(request: Request, api: PropensityApi, req: ChurnRiskRequest, answer: ChurnRiskAnswer) -> Response:
         name = "_".join(["churn_risk", req.segment or "all", f"p{req.min_probability:g}", f"v{req.min_value:g}",
                          f"page{req.page}"])
-        return Response(csv_text(api, api.churn_risk(req)), media_type="text/csv; charset=utf-8",
+        return Response(csv_text(api, answer), media_type="text/csv; charset=utf-8",
                         headers=HEADERS | {"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+    async def login_form(request: Request) -> Response:
+        return sign_in_page(request, 200)
 
     async def login(request: Request) -> Response:
         b = backend()
-        if b.key is None:
-            return _html(views.message_page("disabled", NO_KEY), 503)
-        given = (await request.form()).get("key")
-        if not isinstance(given, str) or not key_matches(b.key, given.strip()):
-            return _html(views.login_page(_base(request), "That is not the API key."), 401)
+        form = await request.form()
+        if not _csrf_ok(request, form):
+            return _html(views.message_page("form expired", "This form is not from this page or has expired: "
+                                                            "reload the page and try again."), 403)
+        account = str(form.get("account") or "").strip()[:64]
+        address = _client(request)
+        if (wait := b.access.limits.login_blocked(account, address)) is not None:
+            log.warning("sign-in refused (too many failures) for account %r from %s", account, address)
+            return sign_in_page(request, 429, f"Too many failed sign-ins: try again in {-(-wait // 60)} minute(s).",
+                                {"Retry-After": str(wait)})
+        key = form.get("key")
+        principal = b.access.keys.lookup(key.strip()) if isinstance(key, str) else None
+        if principal is None or principal.scope != SCOPE or principal.name != account:
+            b.access.limits.login_failed(account, address)
+            log.info("failed sign-in for account %r from %s", account, address)
+            return sign_in_page(request, 401, "That name and key do not match a marketing key.")
+        token = b.access.sessions.create(principal.name, digest(key.strip()))
+        log.info("sign-in: key %s from %s", principal.name, address)
         response = RedirectResponse(f"{_base(request)}/", status_code=303, headers=HEADERS)
-        response.set_cookie(COOKIE, session_token(b.key, int(time.time())), max_age=SESSION_SECONDS,
-                            path=_base(request) or "/", httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+        response.set_cookie(COOKIE, token, max_age=SESSION_SECONDS, path=_base(request) or "/", httponly=True,
+                            samesite="strict", secure=request.url.scheme == "https")
         return response
 
     async def logout(request: Request) -> Response:
+        b = backend()
+        form = await request.form()
+        if not _csrf_ok(request, form):
+            return _html(views.message_page("form expired", "This form is not from this page or has expired: "
+                                                            "reload the page and try again."), 403)
+        b.access.sessions.end(request.cookies.get(COOKIE))  # the token is dead everywhere, not only in this browser
         response = RedirectResponse(f"{_base(request)}/", status_code=303, headers=HEADERS)
-        response.delete_cookie(COOKIE, path=_base(request) or "/", httponly=True, samesite="strict")
+        response.delete_cookie(COOKIE, path=_base(request) or "/", httponly=True, samesite="strict",
+                               secure=request.url.scheme == "https")
         return response
 
     return Starlette(routes=[
         Route("/", guarded(page), methods=["GET"]),
         Route("/churn_risk.csv", guarded(download), methods=["GET"]),
+        Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
     ])

@@ -36,12 +36,18 @@ def _page(title: str, body: str) -> str:
             f"<body>{body}</body></html>")
 
 
-def login_page(base: str, message: str = "") -> str:
+def _csrf(token: str) -> str:
+    return f'<input type="hidden" name="csrf" value="{escape(token)}">'
+
+
+def login_page(base: str, csrf: str, message: str = "") -> str:
     error = f'<p class="error" role="alert">{escape(message)}</p>' if message else ""
     return _page("shoprec: sign in", (
-        f"<h1>Customers at risk</h1><p class='meta'>Sign in with the service's API key.</p>{error}"
-        f'<form method="post" action="{escape(base)}/login" class="filters">'
-        '<label>API key<input type="password" name="key" autocomplete="current-password" required autofocus></label>'
+        f"<h1>Customers at risk</h1><p class='meta'>Sign in with a marketing key: its name "
+        f"(<code>shoprec keys list</code>) and the key.</p>{error}"
+        f'<form method="post" action="{escape(base)}/login" class="filters">{_csrf(csrf)}'
+        '<label>Key name<input type="text" name="account" autocomplete="username" required autofocus></label>'
+        '<label>API key<input type="password" name="key" autocomplete="current-password" required></label>'
         '<button type="submit">Sign in</button></form>'))
 
 
@@ -108,7 +114,7 @@ HEADINGS = ["rank", "customer", "churn probability", "value at risk", "expected 
             "segment", "days since last order", "orders", "total spend", "why"]
 
 
-def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: str) -> str:
+def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: str, csrf: str) -> str:
     h = answer.horizon_days
     first = (req.page - 1) * req.page_size + 1
     last = first + len(answer.customers) - 1
@@ -123,7 +129,8 @@ def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: 
     body = (
         f"<h1>Customers at risk</h1><p class='meta'>Ranked by value at risk = churn probability ({h} days) × expected "
         f"spend ({h} days). Model version {escape(answer.model_version)}, scored at {escape(answer.scored_at)}. "
-        f'<form method="post" action="{escape(base)}/logout" style="display:inline"><button type="submit">Sign out</button></form></p>'
+        f'<form method="post" action="{escape(base)}/logout" style="display:inline">{_csrf(csrf)}'
+        '<button type="submit">Sign out</button></form></p>'
         f"<div class='top'><div>{_filters(base, req)}"
         f"<div class='summary'><span id='total'>{answer.total:,} customers match</span><span id='shown'>{shown}</span>"
         f'<a class="button" id="download" href="{escape(base)}/churn_risk.csv?{escape(query(req))}" download>'

@@ -4,12 +4,16 @@ the server does (a schemathesis run checks every answer against it, tests/test_f
 - a 400's ``detail`` is the list of pydantic field errors, not the string BentoML documents;
 - request bodies with required fields are required (BentoML marks every body optional);
 - optional fields (default null) are nullable, as they are (BentoML drops the null);
-- the statuses of our own refusals are documented: 401 (key), 409 (model refused, same body
-  as 200), 413 (body too large), 429 (overload), 503 (no model, or feature disabled), 504.
+- the statuses of our own refusals are documented: 401 (no valid key), 403 (key of another scope),
+  409 (model refused, same body as 200), 413 (body too large), 415 (not JSON), 429 (overload or rate
+  limit), 503 (no model, or feature disabled), 504;
+- each keyed operation says its scope and that it takes ``Authorization: Bearer <key>``.
 """
 from __future__ import annotations
 
 import json
+
+from serving.auth import ROUTE_SCOPES
 
 DOC_PATHS = {"/docs.json"}
 ERROR = {"type": "object", "title": "Error", "required": ["error"],
@@ -18,10 +22,12 @@ FIELD_ERRORS = {"title": "Error Detail", "anyOf": [
     {"type": "string"}, {"type": "array", "items": {"type": "object", "properties": {
         "loc": {"type": "array"}, "msg": {"type": "string"}, "type": {"type": "string"}}}}]}
 REFUSALS = {
-    "413": "Request body too large", "429": "Too many requests in flight (overload): retry later",
+    "413": "Request body too large", "415": "Content-Type is not application/json",
+    "429": "Too many requests in flight (overload), or over the key's rate limit: retry later (Retry-After)",
     "503": "No model loaded yet, or the feature is not configured", "504": "Not answered within the timeout",
 }
-KEYED = ("/admin/", "/churn_risk")
+BEARER = {"type": "http", "scheme": "bearer", "description": "an API key of the operation's scope "
+                                                              "(`shoprec keys create --scope S`)"}
 
 
 def corrected(spec: dict) -> dict:
@@ -30,6 +36,7 @@ def corrected(spec: dict) -> dict:
     if "InvalidArgument" in schemas:
         schemas["InvalidArgument"].setdefault("properties", {})["detail"] = FIELD_ERRORS
     schemas["Error"] = ERROR
+    spec["components"].setdefault("securitySchemes", {})["bearer"] = BEARER
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     for path, item in spec.get("paths", {}).items():
         post = item.get("post")
@@ -41,8 +48,11 @@ def corrected(spec: dict) -> dict:
         responses = post.setdefault("responses", {})
         for status, description in REFUSALS.items():
             responses.setdefault(status, {"description": description, **error})
-        if path.startswith(KEYED):
+        if (scope := ROUTE_SCOPES.get(path)) is not None:
+            post["security"] = [{"bearer": []}]
+            post["description"] = f"{post.get('description', '')}\n\nScope: `{scope}` key.".lstrip()
             responses.setdefault("401", {"description": "Missing or invalid key", **error})
+            responses.setdefault("403", {"description": f"A key of another scope (this one needs {scope})", **error})
         if path == "/admin/reload" and "200" in responses:
             responses.setdefault("409", {**responses["200"], "description": "Model refused; the old one keeps serving"})
     return spec

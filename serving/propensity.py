@@ -1,17 +1,14 @@
-"""Propensity answers from the published bundle, and the API key that guards the at-risk list.
+"""Propensity answers from the published bundle (marketing scope, serving/auth.py).
 
 The bundle comes from the BentoML store (``SHOPREC_PROPENSITY_MODEL``, default
 ``shoprec-propensity:latest``). Without one the service still starts and these endpoints
-answer 503 saying why. The key is read once at startup from ``SHOPREC_API_KEY`` or from the
-file named by ``SHOPREC_API_KEY_FILE``, compared in constant time, and never logged.
+answer 503 saying why.
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Literal, Optional
 
 from pydantic import BaseModel, Field
@@ -21,8 +18,6 @@ from serving.schemas import Id, _Strict
 from training.propensity.bundle import PropensityBundle
 
 TAG_ENV, DEFAULT_TAG = "SHOPREC_PROPENSITY_MODEL", "shoprec-propensity:latest"
-KEY_ENV, KEY_FILE_ENV = "SHOPREC_API_KEY", "SHOPREC_API_KEY_FILE"
-KEY_HEADER = "X-API-Key"
 log = logging.getLogger(__name__)
 
 
@@ -76,26 +71,6 @@ class ChurnRiskAnswer(BaseModel):
     horizon_days: int
     model_version: str
     scored_at: str
-
-
-def api_key_from_env(environ=os.environ) -> bytes | None:
-    """The configured key (surrounding whitespace stripped), or None when none is configured."""
-    key = environ.get(KEY_ENV)
-    if not key and environ.get(KEY_FILE_ENV):
-        try:
-            key = Path(environ[KEY_FILE_ENV]).read_text(encoding="utf-8")
-        except OSError as e:
-            log.error("cannot read the API key file named by %s (%s): churn_risk is disabled", KEY_FILE_ENV, type(e).__name__)
-            return None
-    key = (key or "").strip()
-    return key.encode("utf-8") if key else None
-
-
-def key_matches(expected: bytes | None, given: str | None) -> bool:
-    """Constant-time comparison; False when no key is configured or none was given."""
-    if not expected or not given:
-        return False
-    return hmac.compare_digest(expected, given.encode("utf-8"))
 
 
 @dataclass

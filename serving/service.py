@@ -15,14 +15,15 @@ import os
 import anyio
 import bentoml
 
-from features.event_store import Event, open_event_store
-from serving.admin import (AdminGate, ForgetAnswer, ForgetRequest, ReloadAnswer, ReloadRequest, ServicePrivacy,
-                           admin_key_from_env, configure_logging)
+from features.event_store import open_event_store
+from features.settings import Settings
+from serving.admin import ForgetAnswer, ForgetRequest, ReloadAnswer, ReloadRequest, ServicePrivacy, configure_logging
+from serving.auth import AccessControl, ScopedKeys, count_customers, key_name
+from serving.event_intake import EventIntake
 from serving.limits import BodySizeLimit, CountTowardsConcurrency
 from serving.openapi import OpenAPIFixes
 from serving.marketing_page import app as marketing_page
-from serving.propensity import (KEY_HEADER, ChurnRiskAnswer, ChurnRiskRequest, PropensityAnswer, PropensityApi,
-                                PropensityRequest, api_key_from_env, key_matches)
+from serving.propensity import ChurnRiskAnswer, ChurnRiskRequest, PropensityAnswer, PropensityApi, PropensityRequest
 from serving.schemas import (BoughtTogetherRequest, EventsAck, EventsRequest, FilterFields, Recommendations,
                              RecommendRequest, RerankRequest, ScoredItem, SessionRequest, SimilarItemsRequest)
 from serving.reload import ANONYMOUS, POLL_ENV, ModelSlot, Served
@@ -30,13 +31,11 @@ from training.storefront import Answer, Filters
 
 MODEL_TAG_ENV = "SHOPREC_MODEL"
 DEFAULT_MODEL_TAG = "shoprec-recommender:latest"
-EVENTS_URL_ENV = "SHOPREC_EVENTS_URL"
-DEFAULT_EVENTS_URL = "sqlite:///data/events.db"
 NOT_READY = "no model loaded yet: publish one (`shoprec publish`), then POST /admin/reload; /readyz turns 200 when one serves"
 
 
 WORKERS_ENV = "SHOPREC_WORKERS"
-WORKERS = int(os.environ.get(WORKERS_ENV) or 1)  # one per core; the model's arrays are memory-mapped, so shared
+WORKERS = Settings().workers  # one per core; the model's arrays are memory-mapped, so shared
 
 
 def reload_poll_seconds(environ) -> float:
@@ -61,12 +60,13 @@ class Shoprec:
         self.models = ModelSlot.from_env()  # swapped whole by /admin/reload or polling (serving/reload.py)
         self.models.reload()  # a missing or broken model: the server starts, /readyz says 503
         self.models.start_polling(reload_poll_seconds(os.environ))
-        self.admin = AdminGate(admin_key_from_env())
         self.privacy = ServicePrivacy.from_env()
         self.propensity_api = PropensityApi.from_store()  # no bundle: the propensity endpoints answer 503
-        self.api_key = api_key_from_env()
+        self.settings = Settings()
+        self.access = AccessControl.from_settings(self.settings)  # keys, rate limits, access log (serving/auth.py)
+        self.intake = EventIntake(self.access.limits, self.settings.clock_skew_s)  # what /events accepts
         self.loaded_at = dt.datetime.now(dt.timezone.utc).timestamp()
-        self.events = open_event_store(os.environ.get(EVENTS_URL_ENV, DEFAULT_EVENTS_URL))
+        self.events = open_event_store(self.settings.events_url)
         self.propensity_api.hidden = self.privacy.hide  # forgotten shoppers leave the churn list at once
         gc.freeze()  # the loaded model's objects leave the collector's generations: shorter GC pauses per request
 
@@ -139,40 +139,43 @@ class Shoprec:
         return self._reply(m, answer)
 
     @bentoml.api(input_spec=EventsRequest, route="/events")
-    def events_in(self, **req) -> EventsAck:
-        """Store a shopper's new views, cart adds and purchases durably; the next recommend reflects them."""
+    def events_in(self, ctx: bentoml.Context, **req) -> EventsAck:
+        """Store a shopper's new views, cart adds and purchases durably; the next recommend reflects them.
+        Events in the future, before the model's data, or of unknown items: 400, nothing stored; too many: 429."""
         r = EventsRequest(**req)
+        if (m := self.models.current) is None:
+            return _error(ctx, 503, NOT_READY)
+        events = self.intake.accept(r, m.store, key_name(ctx.request),
+                                    self.privacy.pseudonym(r.user_id))
+        if not isinstance(events, list):  # the refusal (serving/event_intake.py)
+            ctx.response.status_code = events.status_code
+            return events
         if self.privacy.is_forgotten(r.user_id):  # forgotten: nothing of theirs is stored
             return EventsAck(stored=0)
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
-        stored = self.events.append(r.user_id, [Event(e.item_id, e.event_type, e.ts or now, e.session_id) for e in r.events])
-        return EventsAck(stored=stored)
+        return EventsAck(stored=self.events.append(r.user_id, events))
 
     @bentoml.api(input_spec=PropensityRequest, route="/propensity")
     async def propensity(self, ctx: bentoml.Context, **req) -> PropensityAnswer:
         """Churn and conversion probabilities and segment per customer; unknown customers answered as unknown."""
         if self.propensity_api.bundle is None:
             return _error(ctx, 503, self.propensity_api.missing)
-        return self.propensity_api.propensity(PropensityRequest(**req))
+        answer = self.propensity_api.propensity(PropensityRequest(**req))
+        count_customers(ctx.request, sum(u.known for u in answer.users))  # for the access log (serving/auth.py)
+        return answer
 
     @bentoml.api(input_spec=ChurnRiskRequest, route="/churn_risk")
     def churn_risk(self, ctx: bentoml.Context, **req) -> ChurnRiskAnswer:
-        """The ranked at-risk list (value at risk = churn probability x expected spend), filtered and paged.
-        Needs the API key in the X-API-Key header."""
-        if self.api_key is None:
-            return _error(ctx, 503, "churn_risk is disabled: the server has no API key (set SHOPREC_API_KEY or SHOPREC_API_KEY_FILE)")
-        if not key_matches(self.api_key, ctx.request.headers.get(KEY_HEADER)):
-            return _error(ctx, 401, f"missing or invalid API key (header {KEY_HEADER})")
+        """The ranked at-risk list (value at risk = churn probability x expected spend), filtered and paged."""
         if self.propensity_api.bundle is None:
             return _error(ctx, 503, self.propensity_api.missing)
-        return self.propensity_api.churn_risk(ChurnRiskRequest(**req))
+        answer = self.propensity_api.churn_risk(ChurnRiskRequest(**req))
+        count_customers(ctx.request, len(answer.customers))  # for the access log (serving/auth.py)
+        return answer
 
     @bentoml.api(input_spec=ReloadRequest, route="/admin/reload")
     async def admin_reload(self, ctx: bentoml.Context, **req) -> ReloadAnswer:
         """Load the newest published model (or the tag given), smoke-test it and swap it in; a missing,
-        corrupt or failing model is refused (409) and the old one keeps serving. Needs the X-Admin-Key header."""
-        if refusal := self.admin.refusal(ctx.request.headers):
-            return _error(ctx, *refusal)
+        corrupt or failing model is refused (409) and the old one keeps serving. Admin scope."""
         r = ReloadRequest(**req)
         outcome = await anyio.to_thread.run_sync(self.models.reload, r.model)  # requests keep flowing meanwhile
         if outcome.status == "refused":
@@ -183,9 +186,7 @@ class Shoprec:
     @bentoml.api(input_spec=ForgetRequest, route="/admin/forget")
     async def admin_forget(self, ctx: bentoml.Context, **req) -> ForgetAnswer:
         """Forget a shopper: fallback answers only from now on, gone from the churn list, the event store and
-        the canonical tables; ingest rejects their rows from now on. Idempotent. Needs the X-Admin-Key header."""
-        if refusal := self.admin.refusal(ctx.request.headers):
-            return _error(ctx, *refusal)
+        the canonical tables; ingest rejects their rows from now on. Idempotent. Admin scope."""
         r = ForgetRequest(**req)
         report = await anyio.to_thread.run_sync(self.privacy.forget, r.user_id, self.events)
         return ForgetAnswer(pseudonym=report.pseudonym, events_removed=report.events,
@@ -199,7 +200,8 @@ def _error(ctx: bentoml.Context, status: int, message: str):
     return JSONResponse({"error": message}, status_code=status)
 
 
+Shoprec.add_asgi_middleware(ScopedKeys)  # keys, scopes, rate, content type: before any body is read (serving/auth.py)
 Shoprec.add_asgi_middleware(BodySizeLimit, max_bytes=64 * 1024)
 Shoprec.add_asgi_middleware(CountTowardsConcurrency)  # a burst on the async endpoints gets 429s, not a queue
 Shoprec.add_asgi_middleware(OpenAPIFixes)  # /docs.json says what the server does (serving/openapi.py)
-Shoprec.mount_asgi_app(marketing_page, path="/marketing")  # the marketers' page, behind the API key
+Shoprec.mount_asgi_app(marketing_page, path="/marketing")  # the marketers' page, marketing keys and sign-in
