@@ -121,13 +121,6 @@ def test_loading_the_wrong_kind_is_refused(checkerboard, tmp_path):
         ALSRecommender.load(tmp_path / "m")
 
 
-class TestBPR(TasteContract):
-    def make(self):
-        from training.recommenders.bpr import BPRConfig
-
-        return make_model(BPRConfig(factors=8, iterations=200, learning_rate=0.05, seed=3))
-
-
 class TestItemKNNBM25(TasteContract):
     def make(self):
         from training.recommenders.neighbours import ItemKNNConfig

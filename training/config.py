@@ -43,7 +43,7 @@ def complexity(candidate: Candidate) -> int:
     if model.kind == "popular":
         timed = candidate.interactions.half_life_days is not None or candidate.interactions.window_days is not None
         return 1 if timed else 0
-    return {"itemknn": 2, "als": 3, "bpr": 3, "ease": 3, "blend": 4, "ranker": 5}[model.kind]
+    return {"itemknn": 2, "als": 3, "ease": 3, "blend": 4, "ranker": 5}[model.kind]
 
 
 class RankerSearch(BaseModel):

@@ -12,7 +12,6 @@ from features.interactions import InteractionConfig, TrainingView
 from training.recommenders.als import ALSConfig, ALSRecommender
 from training.recommenders.base import Recommender, topk
 from training.recommenders.blend import BlendConfig, BlendRecommender
-from training.recommenders.bpr import BPRConfig, BPRRecommender
 from training.recommenders.fitting import fit_base
 from training.recommenders.neighbours import EASEConfig, EASERecommender, ItemKNNConfig, ItemKNNRecommender
 from training.recommenders.popular import PopularConfig, PopularRecommender
@@ -20,12 +19,12 @@ from training.recommenders.ranker import RankerConfig, RankerRecommender
 
 MODELS: dict[str, type[Recommender]] = {
     m.kind: m
-    for m in (PopularRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender, EASERecommender,
+    for m in (PopularRecommender, ALSRecommender, ItemKNNRecommender, EASERecommender,
               BlendRecommender, RankerRecommender)
 }
 
 ModelConfig = Annotated[
-    Union[PopularConfig, ALSConfig, BPRConfig, ItemKNNConfig, EASEConfig, BlendConfig, RankerConfig],
+    Union[PopularConfig, ALSConfig, ItemKNNConfig, EASEConfig, BlendConfig, RankerConfig],
     Field(discriminator="kind"),
 ]
 

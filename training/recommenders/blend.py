@@ -17,12 +17,11 @@ from pydantic import BaseModel, Field
 from features.interactions import InteractionConfig, TrainingView
 from training.recommenders.als import ALSConfig
 from training.recommenders.base import Recommender, as_trained, first_similarity
-from training.recommenders.bpr import BPRConfig
 from training.recommenders.fitting import BASE_MODELS, fit_base
 from training.recommenders.neighbours import EASEConfig, ItemKNNConfig
 from training.recommenders.popular import PopularConfig
 
-PartConfig = PopularConfig | ALSConfig | BPRConfig | ItemKNNConfig | EASEConfig
+PartConfig = PopularConfig | ALSConfig | ItemKNNConfig | EASEConfig
 
 
 class BlendPart(BaseModel):

@@ -8,12 +8,11 @@ from __future__ import annotations
 from features.interactions import InteractionConfig, TrainingView
 from training.recommenders.als import ALSRecommender
 from training.recommenders.base import Recommender
-from training.recommenders.bpr import BPRRecommender
 from training.recommenders.neighbours import EASERecommender, ItemKNNRecommender
 from training.recommenders.popular import PopularRecommender
 
 BASE_MODELS: dict[str, type[Recommender]] = {
-    m.kind: m for m in (PopularRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender, EASERecommender)
+    m.kind: m for m in (PopularRecommender, ALSRecommender, ItemKNNRecommender, EASERecommender)
 }
 
 
