@@ -29,7 +29,7 @@ ROUTE_SCOPES = {
     "/propensity": "marketing", "/churn_risk": "marketing",
     "/admin/reload": "admin", "/admin/forget": "admin",
 }
-PUBLIC = {"/livez", "/readyz", "/metrics", "/docs.json", "/schema.json", "/"}
+PUBLIC = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json", "/"}
 PUBLIC_PREFIXES = ("/static_content/",)  # the API docs page's own files
 PAGE_PREFIX = "/marketing"  # the marketers' page: sign-in form and session (serving/marketing_page.py)
 CLOSED_SCOPE = "admin"  # any other path

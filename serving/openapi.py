@@ -59,10 +59,13 @@ def corrected(spec: dict) -> dict:
 
 
 def _nullable_defaults(node) -> None:
-    """OpenAPI 3.0 spelling of ``Optional[X] = None`` fields, which BentoML flattens to plain X."""
+    """OpenAPI 3.0 spelling of ``Optional[X] = None`` fields, which BentoML flattens to plain X (an
+    enumeration must list null itself to allow it)."""
     if isinstance(node, dict):
         if "default" in node and node["default"] is None and "type" in node:
             node["nullable"] = True
+            if isinstance(node.get("enum"), list) and None not in node["enum"]:
+                node["enum"].append(None)
         for value in node.values():
             _nullable_defaults(value)
     elif isinstance(node, list):
