@@ -31,7 +31,7 @@ class AccessLog:
         self._ready = False
 
     def record(self, key: str, scope: str, endpoint: str, status: int, customers: int) -> Access:
-        entry = Access(dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), key, scope, endpoint,
+        entry = Access(dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"), key, scope, endpoint,
                        status, customers)
         line = (json.dumps(asdict(entry), ensure_ascii=True) + "\n").encode()
         try:
