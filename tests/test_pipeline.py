@@ -80,7 +80,7 @@ def test_synthetic_shop_generate_train_publish_serve(tmp_path):
     """The quickstart on a tiny shop: generate -> train (with the oracle) -> publish -> real server -> HTTP."""
     import httpx
 
-    from tests.server import bentoml_server
+    from tests.server import STOREFRONT, bentoml_server
 
     env = {"BENTOML_HOME": str(tmp_path / "bentoml_home")}
     shoprec("generate", "--preset", "tiny", "--out", tmp_path / "shop", cwd=tmp_path, env=env)
@@ -96,7 +96,7 @@ def test_synthetic_shop_generate_train_publish_serve(tmp_path):
     known = pd.read_parquet(shop / "orders.parquet")["user_id"].iloc[0]
     with bentoml_server(tmp_path / "bentoml_home",
                         extra_env={"SHOPREC_EVENTS_URL": f"sqlite:///{tmp_path}/events.db"}) as url:
-        body = httpx.post(f"{url}/recommend", json={"user_id": known, "k": 5}, timeout=10).json()
-        stranger = httpx.post(f"{url}/recommend", json={"user_id": "nobody", "k": 5}, timeout=10).json()
+        body = httpx.post(f"{url}/recommend", json={"user_id": known, "k": 5}, headers=STOREFRONT, timeout=10).json()
+        stranger = httpx.post(f"{url}/recommend", json={"user_id": "nobody", "k": 5}, headers=STOREFRONT, timeout=10).json()
     assert body["source"].startswith("model:") and body["model_version"] == "shop/v1" and len(body["items"]) == 5
     assert stranger["source"].startswith("fallback:")
