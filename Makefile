@@ -27,7 +27,7 @@ data/shop/orders.parquet: | $(STAMP)
 
 train: data/shop/orders.parquet
 	$(VENV)/bin/shoprec train --orders data/shop/orders.parquet --events data/shop/events.parquet \
-		--items data/shop/items.parquet --truth data/shop/truth --metrics-out runs/metrics.json
+		--items data/shop/items.parquet --truth data/shop/truth --shop synthetic-$(PRESET) --metrics-out runs/metrics.json
 
 run: train
 	$(VENV)/bin/shoprec serve --host 127.0.0.1 --port $(PORT)
@@ -65,3 +65,9 @@ bench-quick: $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run --mode full
+
+# Recommendation quality on every synthetic shop kind and Online Retail, through the real CLI
+# (benchmarks/quality.py): results in benchmarks/results/quality.{json,md}. QUICK=1: test sizes.
+.PHONY: bench-quality
+bench-quality: $(STAMP)
+	$(PY) -m benchmarks.quality $(if $(QUICK),--quick)

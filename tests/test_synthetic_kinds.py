@@ -83,7 +83,7 @@ def test_grocery_offers_lift_an_item_for_its_week(shops):
 
 def test_wide_has_a_long_tail_above_a_small_cap_and_many_launches(shops):
     w, gift = shops["wide-test"]["profile"], shops["gift-test"]["profile"]
-    assert w["catalogue"] >= 3_000 and w["items_sold"] > 2_000  # wider than a 1,000-item model cap
+    assert w["catalogue"] >= 3_000 and w["items_sold"] > 1_500  # wider than a 1,000-item model cap
     assert w["top1pct_share"] > 0.2 and w["top1pct_share"] > 2 * gift["top1pct_share"]
     assert w["top10pct_share"] > 0.6
     assert w["test_lines_on_new_items"] > 0.3 and w["early_items_gone_last_90d"] > 0.6

@@ -198,7 +198,7 @@ KIND_SIZES: dict[str, dict[str, dict]] = {
         "full": dict(n_users=10_000, n_items=3_000, n_categories=60, n_factors=12),
     },
     "wide": {
-        "test": dict(n_users=4_000, n_items=3_000, n_categories=60, n_factors=12),
+        "test": dict(n_users=3_000, n_items=3_000, n_categories=60, n_factors=12),
         "full": dict(n_users=100_000, n_items=64_000, n_categories=300, n_factors=16, truth_step_days=7,
                      truth_max_items=4_000),
     },
