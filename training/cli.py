@@ -221,7 +221,14 @@ def _default_config() -> Path | None:
 
 @contextlib.contextmanager
 def _progress_bar(total: int):
-    """A progress bar on stderr; yields a callback that advances it with a message."""
+    """A progress bar on stderr when it is a terminal; otherwise (logs, CI, cron) one line per step
+    with the elapsed time. Yields a callback that advances it with a message."""
+    import time
+
+    if not sys.stderr.isatty():
+        started = time.perf_counter()
+        yield lambda msg: typer.echo(f"[shoprec {time.perf_counter() - started:7.1f} s] {msg}", err=True)
+        return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

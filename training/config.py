@@ -14,6 +14,7 @@ from features.interactions import InteractionConfig
 from training.recommenders import ModelConfig
 from training.recommenders.als import ALSConfig
 from training.recommenders.popular import PopularConfig
+from training.recommenders.ranker import RankerSettings
 
 
 class Candidate(BaseModel):
@@ -46,18 +47,10 @@ def complexity(candidate: Candidate) -> int:
     return {"itemknn": 2, "als": 3, "ease": 3, "blend": 4, "ranker": 5}[model.kind]
 
 
-class RankerSearch(BaseModel):
+class RankerSearch(RankerSettings):
     """The second stage's settings; its retrievers are the best recipes the search found."""
 
     enabled: bool = Field(True, description="try the LightGBM ranker over the best retrievers")
-    candidates: int = Field(50, ge=5, le=1000, description="candidates taken from each retriever per user")
-    label_days: float = Field(30, gt=0, description="the period before 'now' whose purchases label the training rows")
-    max_train_users: int = Field(20_000, ge=10, description="users sampled to train the ranker")
-    n_estimators: int = Field(300, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
-    num_leaves: int = Field(31, ge=2)
-    min_data_in_leaf: int = Field(50, ge=1)
-    seed: int = Field(42)
 
 
 class SearchSpace(BaseModel):

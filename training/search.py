@@ -22,6 +22,7 @@ from features.interactions import InteractionConfig
 from training.config import Candidate, SearchSpace, _trending
 from training.evaluate import Split, discovery_per_user
 from training.recommenders import fit_model
+from training.recommenders.fitting import forget_fits
 from training.recommenders.blend import BlendConfig, BlendPart
 from training.recommenders.neighbours import EASEConfig, ItemKNNConfig
 from training.recommenders.popular import PopularConfig
@@ -110,6 +111,10 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
                 s.run(Candidate(name=f"{best.candidate.name}-weighted", interactions=WEIGHTED, model=model), family)
     trend = s.result.best("trending-")
     personal = {family: s.result.best(f"{family}-") for family in ("als", "ease")}
+    # only the best of each family is built on from here: free the others (EASE: ~1 GB each at 15k items)
+    forget_fits(split.view, [(t.candidate.model, t.candidate.interactions)
+                             for t in (*personal.values(), trend, s.result.best("itemknn-"), s.result.trials.get("popular"))
+                             if t is not None])
     best_weight = {}
     for family, p in personal.items():
         if p is None or trend is None:

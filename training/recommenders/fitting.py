@@ -23,3 +23,12 @@ def fit_base(view: TrainingView, config, interactions: InteractionConfig) -> Rec
     if key not in cache:
         cache[key] = BASE_MODELS[config.kind](config).fit(view.matrix(interactions))
     return cache[key]
+
+
+def forget_fits(view: TrainingView, keep: list[tuple]) -> None:
+    """Drop the view's cached base models except ``keep`` ((config, interactions) pairs): a search
+    fits many EASE models of ~1 GB each on a wide catalogue and needs only the best ones later."""
+    cache = view.__dict__.get("_models", {})
+    wanted = {(c.model_dump_json(), i.model_dump_json()) for c, i in keep}
+    for key in [k for k in cache if k not in wanted]:
+        del cache[key]

@@ -26,10 +26,10 @@ from training.recommenders.blend import BlendPart
 from training.recommenders.fitting import BASE_MODELS, fit_base
 
 
-class RankerConfig(BaseModel):
-    kind: Literal["ranker"] = "ranker"
-    retrievers: list[BlendPart] = Field(min_length=1, description="candidate generators (their weights are unused)")
-    candidates: int = Field(100, ge=5, le=1000, description="candidates taken from each retriever per user")
+class RankerSettings(BaseModel):
+    """How the second stage is trained, whatever its retrievers."""
+
+    candidates: int = Field(50, ge=5, le=1000, description="candidates taken from each retriever per user")
     label_days: float = Field(30, gt=0, description="the period before 'now' whose purchases label the training rows")
     max_train_users: int = Field(20_000, ge=10, description="users sampled to train the ranker")
     n_estimators: int = Field(300, ge=1)
@@ -37,6 +37,11 @@ class RankerConfig(BaseModel):
     num_leaves: int = Field(31, ge=2)
     min_data_in_leaf: int = Field(50, ge=1)
     seed: int = Field(42)
+
+
+class RankerConfig(RankerSettings):
+    kind: Literal["ranker"] = "ranker"
+    retrievers: list[BlendPart] = Field(min_length=1, description="candidate generators (their weights are unused)")
 
 
 class RankerRecommender(Recommender):
