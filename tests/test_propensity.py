@@ -234,6 +234,11 @@ from training.cli import app
 from training.propensity.publish import publish_propensity
 first, again = publish_propensity(Path(sys.argv[1])), publish_propensity(Path(sys.argv[1]))
 assert first.tag == again.tag, "publishing the same version twice stores it once"
+import bentoml
+from training.propensity.publish import store_propensity_bundle
+store_propensity_bundle(Path(first.path), {"registry_version": "99"})  # another shop's bundle published since
+back = publish_propensity(Path(sys.argv[1]))
+assert back.tag != first.tag and bentoml.models.get("shoprec-propensity:latest").tag == back.tag, "the champion is the latest again"
 print("published", first.info.labels["registry_version"])
 result = CliRunner().invoke(app, ["churn-list", "--top", "3", "--out", sys.argv[2]])
 print(result.output)

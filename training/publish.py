@@ -4,6 +4,8 @@ MLflow stays out of the request path: the service only reads the BentoML store.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,7 +18,6 @@ BENTO_MODEL = "shoprec-recommender"
 def publish_champion(project_dir: Path, name: str = tracking.MODEL_NAME, shop: str | None = None):
     """Copy a lineage's champion bundle into the BentoML store (labels: shop, registry version);
     returns the model. ``shop`` defaults to the lineage of the latest training."""
-    import mlflow
     from mlflow import MlflowClient
 
     from training.bundle import ModelBundle
@@ -32,7 +33,7 @@ def publish_champion(project_dir: Path, name: str = tracking.MODEL_NAME, shop: s
                            f"shops with models: {known}")
     mv = MlflowClient().get_model_version(name, champion.version)
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp))
+        local = download_artifacts(mv.source, tmp)
         ModelBundle.load(local)  # refuse a broken bundle before it reaches the store
         existing = [m for m in _stored() if m.info.labels.get("registry_version") == champion.version
                     and m.info.labels.get("registered_model") == name and _complete(m.path)]
@@ -45,6 +46,30 @@ def publish_champion(project_dir: Path, name: str = tracking.MODEL_NAME, shop: s
         return store_bundle(local, labels={"registered_model": name, "registry_version": champion.version,
                                            "alias": tracking.alias_for(shop), "shop": shop},
                             metadata={"run_id": mv.run_id, "source": mv.source})
+
+
+def download_artifacts(artifact_uri: str, dst: str) -> Path:
+    """A registered bundle copied from MLflow into ``dst``, without MLflow's per-file progress bars
+    (``shoprec publish`` prints one line per model instead); ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``
+    set in the environment wins."""
+    import mlflow
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    with _env_default(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false"):
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=dst))
+
+
+@contextlib.contextmanager
+def _env_default(name: str, value: str):
+    """``name=value`` in the environment for the block, unless it is already set."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _complete(path) -> bool:

@@ -10,15 +10,15 @@ from pathlib import Path
 from training import tracking
 from training.propensity.bundle import PropensityBundle
 from training.propensity.train import MODEL_NAME
+from training.publish import download_artifacts
 
 BENTO_MODEL = "shoprec-propensity"
 
 
 def publish_propensity(project_dir: Path, name: str = MODEL_NAME, shop: str | None = None):
-    """Copy the champion bundle into the BentoML store (labels: registry version); returns the
-    stored model. Publishing the same version twice returns the stored one."""
+    """Copy the champion bundle into the BentoML store (labels: registry version, shop); returns the
+    stored model. Publishing the version that is already the store's latest returns it."""
     import bentoml
-    import mlflow
     from mlflow import MlflowClient
 
     tracking.setup(project_dir)
@@ -27,15 +27,17 @@ def publish_propensity(project_dir: Path, name: str = MODEL_NAME, shop: str | No
         raise RuntimeError(f"no champion for shop {shop or '(latest)'!r} on registered model {name!r}: "
                            "run `shoprec train` with orders first")
     try:
-        stored = bentoml.models.list(BENTO_MODEL)
+        latest = bentoml.models.get(f"{BENTO_MODEL}:latest")
     except bentoml.exceptions.NotFound:
-        stored = []
-    for model in stored:
-        if model.info.labels.get("registry_version") == champion.version and model.info.labels.get("registered_model") == name:
-            return model
+        latest = None
+    # already the store's latest (what the service loads): nothing to do. Otherwise a fresh copy, also of a
+    # version stored earlier (another shop published since, or a rollback), so that it becomes the latest again
+    if (latest is not None and latest.info.labels.get("registry_version") == champion.version
+            and latest.info.labels.get("registered_model") == name):
+        return latest
     mv = MlflowClient().get_model_version(name, champion.version)
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp))
+        local = download_artifacts(mv.source, tmp)
         meta = json.loads((local / "meta.json").read_text())
         meta["model_version"] = champion.version
         (local / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
