@@ -179,20 +179,74 @@ def publish(shop: Optional[str] = typer.Option(None, help="the lineage to publis
 
 
 @app.command()
+def build(
+    shop: Optional[str] = typer.Option(None, help="the shop whose published models the bento carries "
+                                       "(default: that of the last `shoprec publish`)"),
+    bentofile: Path = typer.Option(Path("bentofile.yaml"), help="code, requirements and settings of the bento"),
+) -> None:
+    """Build the deployable bento of a shop into the BentoML store: the code and settings of bentofile.yaml,
+    and the models `shoprec publish` put in the store (the recommender and, if published, the propensity bundle).
+
+    Example: shoprec publish && shoprec build && bentoml serve shoprec:latest
+    """
+    from training.bento_build import PROPENSITY, build_bento
+
+    _bentoml_home()
+    try:
+        bento, models = build_bento(PROJECT, shop=shop, bentofile=bentofile)
+    except RuntimeError as e:
+        _fail(str(e))
+    carried = ", ".join(f"{m.tag} (registry version {m.info.labels.get('registry_version', '?')})" for m in models)
+    shop = bento.info.labels["shop"]
+    if not any(m.tag.name == PROPENSITY for m in models):
+        _say(f"no propensity bundle of shop {shop} in the store: this bento's /propensity, /churn_risk and "
+             "marketers' page answer 503 (`shoprec train` with orders, then `shoprec publish`)")
+    typer.echo(f"built {bento.tag} (shop {shop}) with {carried}")
+    typer.echo(f"run it: bentoml serve {bento.tag} --host 127.0.0.1 --port 3000")
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(3000, help="port"),
     shop: Optional[str] = typer.Option(None, help="the lineage to serve (default: that of the latest training)"),
 ) -> None:
-    """Publish a shop's champion and start the BentoML service for that shop (prints example curl calls)."""
+    """Publish a shop's champion and start the BentoML service for that shop (prints example curl calls
+    once it answers)."""
     shop = publish(shop)
     os.environ["SHOPREC_SHOP"] = shop  # the service refuses a model of another lineage
     from training.cli_keys import example_calls
 
-    typer.echo(example_calls(host, port))  # first run: a storefront and a marketing key, in the calls
+    calls = example_calls(host, port)  # first run: a storefront and a marketing key, valid before the server starts
     env = _bentoml_home()
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:Shoprec", "--host", host, "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    server = subprocess.Popen(cmd, env=env)
+    try:
+        if _wait_until_live(server, host, port):
+            typer.echo(calls)  # last, after the server's start-up lines
+        raise typer.Exit(server.wait())
+    except KeyboardInterrupt:  # Ctrl-C reached the server too (same process group): let it finish
+        raise typer.Exit(server.wait())
+
+
+def _wait_until_live(server: subprocess.Popen, host: str, port: int, timeout_s: float = 120.0) -> bool:
+    """True once the server answers /livez; False if it exited or did not answer in time."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    here = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    url = f"http://{'[' + here + ']' if ':' in here else here}:{port}/livez"
+    deadline = time.monotonic() + timeout_s
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
 
 
 @app.command()
