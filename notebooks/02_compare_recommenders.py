@@ -40,16 +40,18 @@ TRACKING = os.environ.get("SHOPREC_NOTEBOOK_MLFLOW")
 if TRACKING:
     mlflow.set_tracking_uri(TRACKING)
 else:
-    from training.config import TrainConfig
+    from training.config import SearchSpace, TrainConfig
+    from training.recommenders.als import ALSConfig
     from training.train import train
 
     work = work_dir()
     canonical, shop = load_shop(work)
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # a fresh SQLite store inside the work folder
-    full = {c.name: c for c in TrainConfig().candidates}
-    recipes = {"baselines": ["popular", "trending-7d"], "als": ["popular", "als", "als-trending-w4"]}
-    for label, names in recipes.items():
-        outcome = train(canonical, TrainConfig(candidates=[full[n] for n in names]), work, progress=lambda msg: None)
+    small_search = SearchSpace(trending_half_life_days=[7.0], als=[ALSConfig(factors=32)], ease_l2=[], itemknn_neighbours=[],
+                               blend_weights=[4.0], weighted_rows=False, ranker={"enabled": False})
+    configs = {"baselines": TrainConfig(search=None), "als + trending search": TrainConfig(search=small_search)}
+    for label, config in configs.items():
+        outcome = train(canonical, config, work, shop="notebook", progress=lambda msg: None)
         print(f"{label}: run {outcome.run_id}, chose {outcome.metrics['recommend']['model']}")
     tracking.setup(work)
 print("tracking URI:", mlflow.get_tracking_uri())

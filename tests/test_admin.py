@@ -245,13 +245,13 @@ versions = []
 for i in range(2):
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(bundle), artifact_path="bundle")
-        versions.append(tracking.register(run.info.run_id, "bundle", {"eval_key": "k", "test_ndcg": "0.1"}))
+        versions.append(tracking.register(run.info.run_id, "bundle", {"eval_key": "k", "test_ndcg": "0.1", "shop": "north"}))
 out = {}
-tracking.move_alias(versions[0], "first", None, run.info.run_id)
+tracking.move_alias(versions[0], "first", None, run.info.run_id, shop="north")
 out["v1"] = publish_champion(project).info.labels["registry_version"]
-tracking.move_alias(versions[1], "better", None, run.info.run_id)
+tracking.move_alias(versions[1], "better", None, run.info.run_id, shop="north")
 out["v2"] = publish_champion(project).info.labels["registry_version"]
-tracking.move_alias(versions[0], "rollback", None, run.info.run_id)  # the alias moves back
+tracking.move_alias(versions[0], "rollback", None, run.info.run_id, shop="north")  # the alias moves back
 back = publish_champion(project)
 again = publish_champion(project)  # idempotent: no further copy
 out["rollback"], out["same"] = back.info.labels["registry_version"], str(back.tag) == str(again.tag)

@@ -104,13 +104,14 @@ def check_mlflow(project: Path) -> tuple[list[Check], dict[str, str]]:
     for kind, name, required in (("recommender", tracking.MODEL_NAME, True), ("propensity", PROPENSITY, False)):
         champ = tracking.current_champion(name)
         if champ is None:
-            out.append(Check(f"champion {name}", "FAIL" if required else "WARN", f"no '{tracking.ALIAS}' alias",
+            out.append(Check(f"champion {name}", "FAIL" if required else "WARN",
+                             f"no '{tracking.ALIAS}-<shop>' alias for the shop of the latest training",
                              "`shoprec train --orders FILE` registers and promotes one" +
                              ("" if required else " (needs orders with two horizons of history)")))
         else:
             champions[kind] = champ.version
             score = f" (test score {champ.score:.4f})" if champ.score == champ.score else ""  # NaN: no score tag
-            out.append(ok(f"champion {name}", f"version {champ.version}{score}"))
+            out.append(ok(f"champion {name}", f"version {champ.version}{score}, shop {champ.shop}"))
     return out, champions
 
 
