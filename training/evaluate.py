@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.interactions import TrainingView, purchases, training_view
+from training.history import no_purchases, short_history
 from training.metrics import ndcg_at_k, ndcg_per_user, recall_at_k
 from training.recommenders import topk
 
@@ -35,6 +36,13 @@ class Split:
     def cutoff(self) -> pd.Timestamp:
         return self.view.now
 
+    def sample(self, n: int, seed: int = 0) -> "Split":
+        """The same split with at most ``n`` of its test users (a seeded sample), for costly scorers."""
+        if len(self.test_users) <= n:
+            return self
+        pick = np.sort(np.random.default_rng(seed).choice(len(self.test_users), n, replace=False))
+        return Split(self.view, self.test_users[pick], [self.truth[i] for i in pick], self.repeat_users, self.repeat_truth)
+
     def summary(self) -> dict:
         return {
             "cutoff": str(self.cutoff),
@@ -46,11 +54,16 @@ class Split:
 
 
 def time_split(events: pd.DataFrame | None, orders: pd.DataFrame | None, test_days: float) -> Split:
-    """Split at (last purchase - test_days); see the module docstring for the protocol."""
+    """Split at (last purchase - test_days); see the module docstring for the protocol.
+
+    Raises ``ShortHistory`` (with the numbers and a --test-days that works) when no purchase
+    precedes the cutoff or no shopper buys anything new after it, ``InputError`` without purchases."""
     bought_all = purchases(events, orders)
     if bought_all.empty:
-        raise ValueError("no purchases to split on")
+        raise no_purchases(events, orders)
     cutoff = bought_all["ts"].max() - pd.Timedelta(days=test_days)
+    if not (bought_all["ts"] <= cutoff).any():
+        raise short_history(bought_all, test_days)
     view = training_view(events, orders, cutoff)
     users, items, bought = view.users, view.items, view.bought
     future = bought_all[bought_all["ts"] > cutoff]
@@ -62,6 +75,8 @@ def time_split(events: pd.DataFrame | None, orders: pd.DataFrame | None, test_da
     seen = np.asarray(bought[pairs["u"].to_numpy(), pairs["i"].to_numpy()]).ravel() > 0
     test_users, truth = _group(pairs[~seen])
     repeat_users, repeat_truth = _group(pairs[seen])
+    if not len(test_users):  # nothing to score a recommender on
+        raise short_history(bought_all, test_days)
     return Split(view, test_users, truth, repeat_users, repeat_truth)
 
 

@@ -40,10 +40,9 @@ def _sample(n: int, seed: int) -> np.ndarray:
 def served_discovery(bundle: ModelBundle, split: Split, k: int = 10, approximate: bool = True, seed: int = 0) -> dict:
     """The test users answered by the storefront (known and fold-in paths); see the module docstring."""
     store = Storefront(bundle, approximate=approximate)
-    pick = _sample(len(split.test_users), seed)
-    user_rows = split.test_users[pick]
-    truth = [split.truth[i] for i in pick]
-    user_ids = split.view.users.ids[user_rows]
+    sampled = split.sample(MAX_USERS, seed)
+    truth = sampled.truth
+    user_ids = split.view.users.ids[sampled.test_users]
     last = _latest_interaction(split)
     known, folded = [], []
     for uid in user_ids:
