@@ -25,7 +25,7 @@ from training.propensity.reasons import reasons
 
 PROTOCOL = "propensity-v1"  # bump when the protocol changes: old scores stop comparing
 MODEL_NAME = "shoprec-propensity"
-PROGRESS_STEPS = 5  # calls to ``progress`` per run
+PROGRESS_STEPS = 6  # calls to ``progress`` per run
 
 
 def _clean(value):
@@ -113,6 +113,7 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
         progress("propensity: re-scoring the champion's recipe")
         rescored = score if recipe == cfg else champion_score(evaluate(Snapshots(canonical, recipe.end), recipe))
     promote, reason = tracking.decide(score, eval_key, champion, rescored)
+    value, value_skipped = _customer_value(snaps, cfg, progress)  # CLV, stages, personas (training/value/)
 
     progress("propensity: fitting the production models")
     with mlflow.start_run(run_name="propensity") as run:
@@ -121,6 +122,10 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
                                                 "test": {t: _clean({k: metrics[t][k] for k in ("roc_auc", "pr_auc", "brier")})
                                                          for t in TARGETS},
                                                 "config": cfg.model_dump(mode="json")})
+        if value is not None:
+            from training.value.train import with_value
+
+            with_value(bundle, value, cfg.horizon_days)  # value at risk = churn probability x predicted spend
         progress("propensity: logging to MLflow")
         mlflow.set_tags({"git_commit": tracking.git_commit(Path(__file__).resolve().parents[2]), "data_digest": digest,
                          "eval_key": eval_key, "kind": "propensity", "shop": shop})
@@ -131,6 +136,13 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
         mlflow.log_dict(cfg.model_dump(mode="json"), "propensity_config.json")
         mlflow.log_dict(_clean(metrics), "propensity_metrics.json")
         _log_figures(mlflow, list(evals.values()))
+        if value is not None:
+            from training.value.plots import gains_chart
+
+            mlflow.log_metrics(_flat(_clean({k: v for k, v in value.metrics.items() if k != "horizons"}), "clv."))
+            mlflow.log_dict(_clean(value.metrics), "clv_metrics.json")
+            mlflow.log_dict(_clean(value.report), "customer_value_report.json")
+            mlflow.log_figure(gains_chart(value.evaluation), "plots/clv_gains.png")
         with tempfile.TemporaryDirectory() as tmp:
             bundle.save(Path(tmp) / "bundle")
             mlflow.log_artifacts(str(Path(tmp) / "bundle"), artifact_path="propensity_bundle")
@@ -155,10 +167,25 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
         bundle.save(Path(bundle_out))
     progress("propensity: done")
     out = _clean(metrics)
+    out["clv"] = _clean(value.metrics) if value is not None else {"skipped": value_skipped}
     out["propensity"] = {"model_version": version, "run_id": run_id, "registered_model": MODEL_NAME,
                          "score": score, "scored_at": str(snaps.end), "customers": len(bundle.scores),
                          "champion": {"promoted": promote, "reason": reason}}
     return out
+
+
+def _customer_value(snaps: Snapshots, cfg: PropensityConfig, progress):
+    """(training/value/'s result at the churn horizon, "") or (None, why) when the history is too
+    short for its protocol."""
+    from training.value.config import ValueConfig
+    from training.value.train import train_value
+
+    progress("propensity: customer value, stages and personas")
+    X = snaps.features(snaps.end)
+    try:
+        return train_value(snaps, ValueConfig(horizon_days=cfg.horizon_days), rfm_segments(X)["segment"]), ""
+    except ValueError as e:
+        return None, str(e)
 
 
 def _log_figures(mlflow, evals) -> None:
