@@ -23,6 +23,7 @@ from serving.event_intake import EventIntake
 from serving.limits import BodySizeLimit, CountTowardsConcurrency
 from serving.openapi import OpenAPIFixes
 from serving.marketing_page import app as marketing_page
+from serving.customer_value import CustomerValueAnswer, CustomerValueRequest, customer_value, missing_value
 from serving.propensity import ChurnRiskAnswer, ChurnRiskRequest, PropensityAnswer, PropensityApi, PropensityRequest
 from serving.schemas import (BoughtTogetherRequest, EventsAck, EventsRequest, FilterFields, Recommendations,
                              RecommendRequest, RerankRequest, ScoredItem, SessionRequest, SimilarItemsRequest)
@@ -170,6 +171,16 @@ class Shoprec:
             return _error(ctx, 503, self.propensity_api.missing)
         answer = self.propensity_api.churn_risk(ChurnRiskRequest(**req))
         count_customers(ctx.request, len(answer.customers))  # for the access log (serving/auth.py)
+        return answer
+
+    @bentoml.api(input_spec=CustomerValueRequest, route="/customer_value")
+    def customer_value(self, ctx: bentoml.Context, **req) -> CustomerValueAnswer:
+        """Predicted spend over the horizon (CLV), lifecycle stage and persona per customer; unknown customers
+        answered as unknown (serving/customer_value.py)."""
+        if why := missing_value(self.propensity_api):
+            return _error(ctx, 503, why)
+        answer = customer_value(self.propensity_api, CustomerValueRequest(**req))
+        count_customers(ctx.request, sum(c.known for c in answer.customers))  # for the access log (serving/auth.py)
         return answer
 
     @bentoml.api(input_spec=ReloadRequest, route="/admin/reload")

@@ -303,6 +303,10 @@ from training.cli_propensity import churn_list  # noqa: E402
 
 app.command("churn-list")(churn_list)
 
+from training.cli_value import segments  # noqa: E402
+
+app.command("segments")(segments)
+
 from training.doctor import doctor  # noqa: E402
 
 app.command()(doctor)

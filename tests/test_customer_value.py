@@ -1,0 +1,167 @@
+"""Customer value (issue 15): the protocol's metrics, lifecycle stages and flows, cohorts, funnel,
+personas, the two-part model, /customer_value's answers and the Online Retail figures of README.md."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import lifecycle
+from training.value.metrics import capture, normalised_gini, value_metrics
+from training.value.model import ValueModel
+from training.value.personas import Personas
+
+ROOT = Path(__file__).resolve().parents[1]
+RETAIL = ROOT.parent / "shared" / "data" / "online-retail" / "onlineretail.csv.gz"
+
+
+def orders_frame(rows) -> pd.DataFrame:
+    """(user, date, spend) -> canonical orders, one line each."""
+    return pd.DataFrame({"order_id": [f"o{i}" for i in range(len(rows))], "user_id": [r[0] for r in rows],
+                         "item_id": "i1", "ts": pd.to_datetime([r[1] for r in rows]), "quantity": 1.0,
+                         "price": [float(r[2]) for r in rows]}).astype({"user_id": "string", "order_id": "string"})
+
+
+def test_metrics_perfect_reversed_and_ties():
+    actual = np.array([0, 0, 10, 0, 50, 5, 0, 100, 0, 1], dtype=float)
+    perfect = value_metrics(actual, actual)
+    assert perfect["norm_gini"] == pytest.approx(1.0) and perfect["spearman"] == pytest.approx(1.0)
+    assert perfect["top10_capture"] == pytest.approx(100 / 166) and perfect["top20_capture"] == pytest.approx(150 / 166)
+    assert normalised_gini(actual, -actual) < 0
+    # ties keep row order: a constant prediction takes the first rows
+    assert capture(actual, np.zeros(10), 0.3) == pytest.approx(10 / 166)
+    assert value_metrics(actual, actual * 2 + 1)["rmse"] == pytest.approx(np.sqrt(np.mean((actual + 1) ** 2)))
+    with pytest.raises(ValueError, match="shape"):
+        value_metrics(actual, actual[:5])
+
+
+AT = pd.Timestamp("2024-06-30 12:00")
+TOY = [("a", "2024-06-20", 10), ("b", "2024-01-01", 10), ("b", "2024-06-25", 30), ("c", "2024-06-01", 5),
+       ("c", "2024-06-10", 5), ("c", "2024-06-20", 5), ("d", "2024-06-05", 8), ("d", "2024-06-25", 8),
+       ("e", "2024-05-01", 20), ("f", "2024-02-01", 20), ("g", "2023-06-01", 20), ("h", "2024-07-05", 99)]
+
+
+def test_stages_point_in_time_and_flows():
+    orders = orders_frame(TOY)
+    s = lifecycle.stages(orders, AT)
+    assert s.to_dict() == {"a": "new", "b": "reactivated", "c": "repeat", "d": "active", "e": "cooling",
+                           "f": "at_risk", "g": "lapsed"}  # h bought after AT: not a customer yet
+    strict = lifecycle.LifecycleConfig(stages=[lifecycle.StageRule(name="recent", max_recency_days=10),
+                                               lifecycle.StageRule(name="other")])
+    assert lifecycle.stages(orders, AT, strict)["b"] == "recent" and lifecycle.stages(orders, AT, strict)["e"] == "other"
+    flows = lifecycle.transitions(orders, AT, months=1)  # end of May -> AT
+    june = flows.set_index(["from_stage", "to_stage"])["customers"]
+    assert june[("not_yet_customer", "new")] == 1 and june[("at_risk", "reactivated")] == 1  # a arrives, b comes back
+    assert june[("new", "cooling")] == 1  # e bought once, on May 1: new at the end of May, cooling by AT
+    m = lifecycle.transition_matrix(flows)
+    assert np.allclose(m.sum(axis=1)[m.sum(axis=1) > 0], 1.0)
+
+
+def test_cohorts_retention_and_repurchase():
+    orders = orders_frame([("x", "2024-01-05", 1), ("x", "2024-02-10", 1), ("y", "2024-01-20", 1),
+                           ("y", "2024-01-25", 1), ("z", "2024-02-03", 1)])
+    c = lifecycle.cohorts(orders, pd.Timestamp("2024-04-01")).set_index(["cohort", "months_since_first"])
+    assert c.loc[("2024-01", 0), "customers"] == 2 and c.loc[("2024-01", 1), "retention"] == 0.5
+    assert c.loc[("2024-01", 0), "repurchase_rate"] == 0.5 and c.loc[("2024-01", 1), "repurchase_rate"] == 1.0
+    assert c.loc[("2024-02", 1), "retention"] == 0.0 and ("2024-04", 0) not in c.index
+
+
+def test_funnel_by_week_and_group():
+    ev = pd.DataFrame({"ts": pd.to_datetime(["2024-06-03"] * 5 + ["2024-06-04"] * 2), "user_id": ["u1"] * 5 + ["u2"] * 2,
+                       "session_id": ["s1", "s1", "s1", "s2", "s3", "s4", "s4"],
+                       "event_type": ["view", "cart", "purchase", "view", "view", "view", "cart"], "item_id": "i1"})
+    f = lifecycle.funnel(ev, pd.Timestamp("2024-06-30"), pd.Series({"u1": "loyal", "u2": "new"}))
+    loyal = f[f["group"] == "loyal"].iloc[0]
+    assert (loyal["week"], loyal["view"], loyal["cart"], loyal["purchase"]) == ("2024-06-03", 3, 1, 1)
+    assert loyal["drop_off_view_cart"] == pytest.approx(2 / 3)
+    assert f[f["group"] == "new"].iloc[0]["cart_to_purchase"] == 0.0
+    assert lifecycle.funnel(None, pd.Timestamp("2024-06-30")).empty
+
+
+def test_personas_find_separated_groups_and_describe_them():
+    rng = np.random.default_rng(0)
+    n = 150
+    def group(recency, freq, money):
+        return pd.DataFrame({"recency_days": rng.normal(recency, recency * 0.05, n), "frequency": rng.normal(freq, freq * 0.05, n),
+                             "monetary": rng.normal(money, money * 0.05, n), "tenure_days": 300.0, "basket_value": money / freq,
+                             "distinct_items": 10.0, "mean_gap_days": 30.0, "return_share": 0.0})
+    f = pd.concat([group(5, 40, 20000), group(300, 1, 50), group(60, 5, 800)], ignore_index=True)
+    p = Personas((2, 5), seed=1).fit(f)
+    assert p.k_ == 3 and set(p.sizes_) == {n}
+    words = {p.labels_[0]: p.words(p.labels_[0]), p.labels_[n]: p.words(p.labels_[n])}
+    assert "recent" in words[p.labels_[0]] and "high spend" in words[p.labels_[0]]
+    assert "lapsing" in words[p.labels_[n]] and "one-off" in words[p.labels_[n]]
+    assert (p.assign(f) == p.labels_).all()
+
+
+def test_value_model_two_parts_save_load(tmp_path):
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"x": rng.normal(size=600), "noise": rng.normal(size=600)})
+    spend = np.where(X["x"] > 0, np.exp(3 + X["x"] + rng.normal(0, 0.1, 600)), 0.0)
+    model = ValueModel({"min_child_samples": 10}, seed=1, max_rounds=200).fit(X[:400], spend[:400], X[400:], spend[400:])
+    pred = model.predict(X[400:])
+    assert value_metrics(spend[400:], pred)["spearman"] > 0.8
+    model.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["buy.txt", "model.json", "spend.txt"]
+    assert np.allclose(ValueModel.load(tmp_path / "m").predict(X[400:]), pred)
+    with pytest.raises(ValueError, match=">= 0"):
+        ValueModel().fit(X[:400], -spend[:400] - 1, X[400:], spend[400:])
+
+
+def test_customer_value_answers_and_scope(tmp_path):
+    from serving.auth import ROUTE_SCOPES
+    from serving.customer_value import CustomerValueRequest, customer_value, missing_value
+    from serving.propensity import PropensityApi
+    from training.propensity.bundle import PropensityBundle, score_table
+    from training.value.train import ValueResult, with_value
+
+    assert ROUTE_SCOPES["/customer_value"] == "marketing"
+    feats = pd.DataFrame({"recency_days": [1.0, 50.0], "frequency": [3.0, 1.0], "monetary": [90.0, 10.0],
+                          "tenure_days": [100.0, 60.0], "return_share": [0.0, 0.0]}, index=pd.Index(["u1", "u2"], name="user_id"))
+    seg = pd.DataFrame({"segment": ["champions", "hibernating"], "r_score": [5, 1], "f_score": [5, 1], "m_score": [5, 1]},
+                       index=feats.index)
+    bundle = PropensityBundle(score_table(feats, seg, np.array([0.1, 0.8]), np.array([0.7, 0.1]),
+                                          pd.Series([["a"], ["b"]], index=feats.index), 90), {"scored_at": "2024-06-30"})
+    api = PropensityApi(bundle, "shop/v1")
+    assert "no customer value" in missing_value(api)
+    value = pd.DataFrame({"clv_90d": [120.0, 4.0], "p_buy_90d": [0.9, 0.2], "stage": ["repeat", "cooling"],
+                          "persona": [1, 0], "persona_description": ["frequent", "lapsing"]}, index=feats.index)
+    with_value(bundle, ValueResult({}, value, {}, {"horizon_days": 90}, None), 90)
+    assert bundle.lookup(["u2"])[0]["value_at_risk"] == pytest.approx(0.8 * 4.0)  # churn probability x CLV
+    assert missing_value(api) == ""
+    answer = customer_value(api, CustomerValueRequest(user_ids=["u1", "nobody", "u2"]))
+    assert [c.known for c in answer.customers] == [True, False, True]
+    assert (answer.customers[0].clv, answer.customers[0].stage, answer.customers[2].persona) == (120.0, "repeat", 0)
+    api.hidden = lambda ids: [i == "u1" for i in ids]  # forgotten shoppers are unknown
+    assert customer_value(api, CustomerValueRequest(user_ids=["u1"])).customers[0].known is False
+
+
+@pytest.mark.slow
+def test_online_retail_customer_value_matches_readme(tmp_path):
+    """PRODUCT.md's protocol on Online Retail: the peers reproduce its reference table where the recipe
+    is the same, our model clears the Spearman goal and leads every peer on it, and README.md shows these numbers."""
+    if not RETAIL.exists():
+        pytest.fail(f"Online Retail data missing: {RETAIL}")
+    from features.ingest import ingest, load_canonical
+    from training.propensity.dataset import Snapshots
+    from training.value.config import ValueConfig
+    from training.value.train import evaluate_value, ValueRows
+
+    ingest(orders=RETAIL, events=None, items=None, out_dir=tmp_path / "c")
+    snaps = Snapshots(load_canonical(tmp_path / "c"))
+    m = evaluate_value(ValueRows(snaps, ValueConfig()), ValueConfig(), 90).metrics()
+    assert m["customers"] == 3370 and m["cutoff"] == "2011-09-10 12:50:00"
+    last = m["peers"]["last_period"]
+    assert (round(last["spearman"], 3), round(last["norm_gini"], 3), round(last["top10_capture"], 3)) == (0.446, 0.612, 0.493)
+    assert m["spearman"] >= 0.52 and m["beats_best_peer"]["spearman"]
+    readme = (ROOT / "README.md").read_text()
+    rows = {name: m["peers"][name] for name in m["peers"]} | {"model": m}
+    for name, got in rows.items():
+        line = re.search(rf"^\| `{name}`[^\n]*", readme, re.M)
+        assert line, f"README.md has no customer-value row for {name}"
+        shown = [float(x) for x in re.findall(r"\b\d+\.\d{3}\b", line.group(0))[:4]]
+        want = [got[k] for k in ("spearman", "norm_gini", "top10_capture", "top20_capture")]
+        assert np.allclose(shown, want, atol=0.002), (name, shown, want)

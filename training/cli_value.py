@@ -1,0 +1,62 @@
+"""``shoprec segments``: every scored customer's lifecycle stage, persona and CLV as CSV.
+
+Registered in training/cli.py with ``app.command("segments")(segments)``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from training.propensity.bundle import _inert
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def segments(
+    out: Path = typer.Option(..., "--out", help="CSV file to write (customer_id, stage, persona, persona_description, clv_<h>d, ...)"),
+    stage: Optional[str] = typer.Option(None, "--stage", help="keep one lifecycle stage (new, active, repeat, cooling, at_risk, lapsed, reactivated)"),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="a propensity bundle folder (default: the one published to the BentoML store)"),
+) -> None:
+    """Write lifecycle stages, personas and predicted customer value, highest value first.
+
+    Example: shoprec segments --out segments.csv
+    """
+    from training.cli_propensity import _published
+    from training.propensity.bundle import PropensityBundle
+
+    try:
+        loaded = PropensityBundle.load(bundle) if bundle else _published()
+    except FileNotFoundError as e:
+        _fail(str(e))
+    value = loaded.meta.get("value")
+    if value is None:
+        _fail("this propensity bundle has no customer value: train again (`shoprec train` with orders) and publish")
+    h = int(value["horizon_days"])
+    names = [s["name"] for s in value["stages"]]
+    if stage is not None and stage not in names:
+        _fail(f"--stage: unknown stage {stage!r}; choose one of {', '.join(names)}")
+    s = loaded.scores
+    if stage is not None:
+        s = s[s["stage"] == stage]
+    table = s.sort_values([f"clv_{h}d", "user_id"], ascending=[False, True], kind="stable")
+    table = table[["user_id", "stage", "persona", "persona_description", f"clv_{h}d", f"p_buy_{h}d", "segment",
+                   "churn_probability"]].rename(columns={"user_id": "customer_id", "segment": "rfm_segment"})
+    table[f"clv_{h}d"] = table[f"clv_{h}d"].round(2)
+    for col in (f"p_buy_{h}d", "churn_probability"):
+        table[col] = table[col].round(4)
+    table["customer_id"] = table["customer_id"].astype(str).map(_inert)  # no formula from a customer id
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        table.to_csv(tmp, index=False, lineterminator="\n")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    typer.echo(f"wrote {len(table):,} customers to {out} (model version {loaded.version}, scored at "
+               f"{loaded.meta.get('scored_at', '?')})")
