@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     reload_poll_s: Optional[float] = Field(None, ge=0, description="look for a new champion every N s "
                                                                     "(default: 10 with several workers, else off)")
     canonical_dir: Path = Field(Path("data/canonical"), description="canonical tables that /admin/forget rewrites")
+    replica: Optional[str] = Field(None, description="this replica's name in every answer's X-Served-By header "
+                                                     "(default: the host name)")
 
     # -- keys ------------------------------------------------------------------------------------
     keys_file: Path = Field(Path("data/keys/keys.json"), description="the key store (hashes only); shared by replicas")
