@@ -22,6 +22,7 @@ from serving.auth import AccessControl, ScopedKeys, count_customers, key_name
 from serving.event_intake import EventIntake
 from serving.limits import BodySizeLimit, CountTowardsConcurrency
 from serving.openapi import OpenAPIFixes
+from serving.served_by import ServedBy
 from serving.marketing_page import app as marketing_page
 from serving.customer_value import CustomerValueAnswer, CustomerValueRequest, customer_value, missing_value
 from serving.propensity import ChurnRiskAnswer, ChurnRiskRequest, PropensityAnswer, PropensityApi, PropensityRequest
@@ -211,6 +212,7 @@ def _error(ctx: bentoml.Context, status: int, message: str):
     return JSONResponse({"error": message}, status_code=status)
 
 
+Shoprec.add_asgi_middleware(ServedBy)  # first, so every answer names the replica, refusals too (serving/served_by.py)
 Shoprec.add_asgi_middleware(ScopedKeys)  # keys, scopes, rate, content type: before any body is read (serving/auth.py)
 Shoprec.add_asgi_middleware(BodySizeLimit, max_bytes=64 * 1024)
 Shoprec.add_asgi_middleware(CountTowardsConcurrency)  # a burst on the async endpoints gets 429s, not a queue
