@@ -12,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
+from features.errors import InputError
 from features.vocab import IdVocab
 
 
@@ -76,8 +77,18 @@ def interaction_log(events: pd.DataFrame | None, orders: pd.DataFrame | None, co
             )
         )
     if not parts:
-        raise ValueError("no interactions: give events or orders with at least one row")
+        raise _no_interactions(events, orders)
     return pd.concat(parts, ignore_index=True)
+
+
+def _no_interactions(events: pd.DataFrame | None, orders: pd.DataFrame | None) -> InputError:
+    """What the data holds when no row is an interaction (no rows, every event anonymous, only returns)."""
+    held = ["no events" if events is None else f"{len(events):,} events"
+            + (f" ({int(events['user_id'].isna().sum()):,} anonymous)" if len(events) else ""),
+            "no orders" if orders is None else f"{len(orders):,} order lines"
+            + (f" ({int((orders['quantity'] <= 0).sum()):,} with quantity <= 0)" if len(orders) else "")]
+    return InputError(f"no interactions to learn from: {' and '.join(held)}",
+                      "give events with a user_id or order lines with a positive quantity")
 
 
 def build_matrix(
@@ -202,6 +213,8 @@ def training_view(events: pd.DataFrame | None, orders: pd.DataFrame | None, now:
         events = None if events is None else events[events["ts"] <= now]
         orders = None if orders is None else orders[orders["ts"] <= now]
     log = interaction_log(events, orders, InteractionConfig())
+    if log.empty:
+        raise _no_interactions(events, orders)
     now = now if now is not None else log["ts"].max()
     users, items = IdVocab.from_values(log["user_id"]), IdVocab.from_values(log["item_id"])
     bought_log = purchases(events, orders)

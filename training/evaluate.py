@@ -72,6 +72,8 @@ def time_split(events: pd.DataFrame | None, orders: pd.DataFrame | None, test_da
     fu, fi = users.rows(future["user_id"]), items.rows(future["item_id"])
     keep = np.isin(fu, known_users) & np.isin(fi, known_items)
     pairs = pd.DataFrame({"u": fu[keep], "i": fi[keep]}).drop_duplicates()
+    if pairs.empty:  # no known shopper buys a known item after the cutoff
+        raise short_history(bought_all, test_days)
     seen = np.asarray(bought[pairs["u"].to_numpy(), pairs["i"].to_numpy()]).ravel() > 0
     test_users, truth = _group(pairs[~seen])
     repeat_users, repeat_truth = _group(pairs[seen])
