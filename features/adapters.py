@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.contract import EVENTS, ITEMS, ORDERS
-from features.errors import IngestError
+from features.errors import EMPTY_REMEDY, IngestError
 from features.readers import read_json_table, read_raw
 from features.validate import Reasons, ValidationResult, make_rejects, numbers, text, validate
 
@@ -145,7 +145,7 @@ def read_otto(path: Path, forgotten=None) -> AdapterResult:
     except (pa.ArrowException, OSError) as e:
         raise IngestError(f"{path.name}: cannot read as OTTO JSON Lines ({e})") from e
     if table.num_rows == 0:
-        raise IngestError(f"{path.name}: empty file (no sessions)")
+        raise IngestError(f"{path.name}: empty file (no sessions)", EMPTY_REMEDY)
     absent = [c for c in ("session", "events") if c not in table.column_names]
     if absent:
         raise IngestError(f"{path.name}: missing OTTO field {', '.join(map(repr, absent))}")

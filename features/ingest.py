@@ -93,7 +93,7 @@ def detect_layout(path: Path) -> str:
 
 
 def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir: Path, layout: str = "auto",
-           forgotten=None) -> IngestReport:
+           forgotten=None, progress: Callable[[str], None] = lambda msg: None) -> IngestReport:
     """Read, validate and write the given files; ``layout`` other than "auto" applies to all.
 
     Rows of shoppers on the forgotten list (``forgotten``, default: the project's list, see
@@ -103,7 +103,9 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
 
     A table that an adapter derives on the side (items from Online Retail, orders from
     OTTO) is used only when no file is given for it. Canonical tables not produced by this
-    run are removed from ``out_dir`` so that it never mixes two runs.
+    run are removed from ``out_dir`` so that it never mixes two runs. A catalogue that holds none
+    of the items bought or viewed is refused (``IngestError``): its ids cannot be this shop's.
+    ``progress`` hears of each file as it is read and of the writing.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -121,6 +123,7 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
     for slot, path in inputs.items():
         file_layout = detect_layout(path) if layout == "auto" else layout
         table = PRIMARY.get(file_layout, slot)
+        progress(f"ingest: reading {path.name} ({file_layout} layout)")
         if table in primary:
             raise IngestError(f"{path}: gives the {table} table, which {primary[table][0]} already gives")
         result = _read(path, slot, file_layout, forgotten)
@@ -131,6 +134,9 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
     tables = side | {t: df for t, (_, df) in primary.items()}
     del primary, side, result  # sort one table at a time, dropping each unsorted copy (peak memory)
     tables = {t: _sorted(tables.pop(t), SORT_KEYS[t]) for t in TABLE_FILES if t in tables}
+    if "items" in inputs:
+        _check_catalogue(tables, inputs["items"])
+    progress("ingest: writing the canonical tables")
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +164,21 @@ def load_canonical(out_dir: Path) -> Canonical:
     if not found:
         raise IngestError(f"{out_dir}: no canonical tables ({', '.join(TABLE_FILES.values())}); run ingest first")
     return Canonical(**found)
+
+
+def _check_catalogue(tables: dict[str, pd.DataFrame], path: Path) -> None:
+    """``IngestError`` when the catalogue shares no item id with the orders and events (both non-empty)."""
+    catalogue = tables.get("items")
+    used = [tables[t]["item_id"] for t in ("orders", "events") if t in tables and len(tables[t])]
+    if catalogue is None or not len(catalogue) or not used:
+        return
+    listed = pd.Index(catalogue["item_id"].astype(str).unique())
+    bought = pd.Index(pd.concat(used, ignore_index=True).astype(str).unique())
+    if listed.isin(bought).any():
+        return
+    raise IngestError(f"{path}: none of the {len(bought):,} items in the orders/events (e.g. {', '.join(bought[:3])}) "
+                      f"is among the catalogue's {len(listed):,} items (e.g. {', '.join(listed[:3])})",
+                      "give the catalogue of this shop, with the same item_id values as its orders and events")
 
 
 def _read(path: Path, slot: str, layout: str, forgotten) -> AdapterResult:

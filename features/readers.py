@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from features.errors import IngestError
+from features.errors import EMPTY_REMEDY, IngestError
 
 FORMATS = {
     ".csv": "csv",
@@ -55,7 +55,7 @@ def read_raw(path: Path, encoding: str | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise IngestError(f"{path}: file not found")
     if path.stat().st_size == 0:
-        raise IngestError(f"{path}: empty file")
+        raise IngestError(f"{path}: empty file", EMPTY_REMEDY)
     try:
         if fmt == "csv":
             return _read_csv(path, encoding)
@@ -69,7 +69,7 @@ def read_raw(path: Path, encoding: str | None = None) -> pd.DataFrame:
     except _DECOMPRESSION_ERRORS as e:
         raise IngestError(f"{path}: truncated or corrupt gzip ({e})") from e
     except pd.errors.EmptyDataError as e:
-        raise IngestError(f"{path}: empty file (no header)") from e
+        raise IngestError(f"{path}: empty file (no header)", EMPTY_REMEDY) from e
     except pd.errors.ParserError as e:
         raise IngestError(f"{path}: malformed CSV ({e})") from e
     except (pa.ArrowException, OSError) as e:
@@ -111,7 +111,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     except (pa.ArrowException, OSError):
         return _read_jsonl_python(path)
     if table.num_rows == 0:
-        raise IngestError(f"{path}: empty file (no records)")
+        raise IngestError(f"{path}: empty file (no records)", EMPTY_REMEDY)
     return table.to_pandas(types_mapper=_NULLABLE.get)
 
 
@@ -131,7 +131,7 @@ def _read_jsonl_python(path: Path) -> pd.DataFrame:
                 raise IngestError(f"{path}: line {lineno} is not a JSON object")
             records.append(record)
     if not records:
-        raise IngestError(f"{path}: empty file (no records)")
+        raise IngestError(f"{path}: empty file (no records)", EMPTY_REMEDY)
     keys = dict.fromkeys(k for r in records for k in r)
     return pd.DataFrame({k: pd.Series([r.get(k) for r in records], dtype=object) for k in keys})
 

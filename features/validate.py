@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.contract import EVENT_TYPES, Column, TableSpec
-from features.errors import IngestError
+from features.errors import EMPTY_REMEDY, IngestError
 
 REJECT_COLUMNS = ["source", "row", "reason", "record"]
 FORGOTTEN = "forgotten user"  # the reason for rows of shoppers on the forgotten list (features/privacy.py)
@@ -99,7 +99,7 @@ def validate(
     """
     n = len(df)
     if n == 0:
-        raise IngestError(f"{source}: empty file (no rows)")
+        raise IngestError(f"{source}: empty file (no rows)", EMPTY_REMEDY)
     damage = list((df.attrs.get("row_damage") or {}).items())
     damage_notes = dict(df.attrs.get("damage_notes") or {})
     df = _normalise_columns(df, source)
