@@ -226,6 +226,33 @@ def test_churn_list_csv(trained, tmp_path):
     assert bad.exit_code == 2 and "unknown segment 'vip'" in bad.output
 
 
+@pytest.mark.parametrize("suffix", [".csv.gz", ".parquet", ".jsonl"])
+def test_churn_list_follows_the_file_name(trained, tmp_path, suffix):
+    """The same list in each format the name says; only the spreadsheet's CSV guards cells against formulas."""
+    from features.errors import InputError
+    from features.readers import read_raw
+    from training.cli_propensity import churn_list
+
+    import typer
+
+    app = typer.Typer()
+    app.command("churn-list")(churn_list)
+    app.callback()(lambda: None)
+    project, _, _ = trained
+    args = ["churn-list", "--bundle", str(project / "b1"), "--top", "7", "--out"]
+    assert CliRunner().invoke(app, [*args, str(tmp_path / "list.csv")]).exit_code == 0
+    result = CliRunner().invoke(app, [*args, str(tmp_path / f"list{suffix}")])
+    assert result.exit_code == 0, result.output
+    spreadsheet, other = read_raw(tmp_path / "list.csv"), read_raw(tmp_path / f"list{suffix}")
+    assert list(other.columns) == list(spreadsheet.columns) and len(other) == 7
+    assert other["customer_id"].astype(str).tolist() == [c.lstrip("'") for c in spreadsheet["customer_id"]]
+    if suffix == ".parquet":
+        assert other["churn_probability_90d"].dtype == "float64"
+    refused = CliRunner().invoke(app, [*args, str(tmp_path / "list.xlsx")])
+    assert isinstance(refused.exception, InputError) and "cannot tell the table format" in str(refused.exception)
+    assert not (tmp_path / "list.xlsx").exists()
+
+
 PUBLISH_AND_LIST = """
 import sys
 from pathlib import Path

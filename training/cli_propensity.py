@@ -1,4 +1,5 @@
-"""``shoprec churn-list``: the ranked at-risk list as CSV for marketers (the list ``/churn_risk`` serves).
+"""``shoprec churn-list``: the ranked at-risk list for marketers (the list ``/churn_risk`` serves), as CSV
+for a spreadsheet or in the format the file name says.
 
 Registered in training/cli.py with ``app.command("churn-list")(churn_list)``.
 """
@@ -17,7 +18,8 @@ def _fail(msg: str) -> None:
 
 
 def churn_list(
-    out: Path = typer.Option(..., "--out", help="CSV file to write (header: customer_id, churn_probability_90d, ...)"),
+    out: Path = typer.Option(..., "--out", help="file to write, in the format its name says: .csv (a spreadsheet's: "
+                             "header customer_id, churn_probability_90d, ...), .csv.gz, .parquet or .jsonl"),
     top: Optional[int] = typer.Option(None, "--top", min=1, help="keep the first N customers of the filtered ranking"),
     min_prob: float = typer.Option(0.0, "--min-prob", min=0.0, max=1.0, help="minimum churn probability"),
     min_value: float = typer.Option(0.0, "--min-value", min=0.0, help="minimum value at risk (churn probability x expected spend)"),
@@ -29,8 +31,10 @@ def churn_list(
     Example: shoprec churn-list --top 500 --min-prob 0.6 --segment at_risk --out at_risk.csv
     """
     from features.user_features import SEGMENT_NAMES
+    from features.writers import check_table_path, write_table
     from training.propensity.bundle import PropensityBundle
 
+    fmt, _ = check_table_path(out)  # a name it cannot honour is refused before any work
     if segment is not None and segment not in SEGMENT_NAMES:
         _fail(f"--segment: unknown segment {segment!r}; choose one of {', '.join(SEGMENT_NAMES)}")
     try:
@@ -38,13 +42,7 @@ def churn_list(
     except FileNotFoundError as e:
         _fail(str(e))
     rows = loaded.at_risk(min_prob, min_value, segment, top)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        loaded.to_csv(rows, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_table(loaded.table(rows, spreadsheet=fmt == "csv"), out)
     typer.echo(f"wrote {len(rows):,} customers to {out} (model version {loaded.version}, scored at "
                f"{loaded.meta.get('scored_at', '?')})")
 

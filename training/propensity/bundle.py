@@ -93,10 +93,14 @@ class PropensityBundle:
         return out.assign(rank=np.arange(1, len(out) + 1))
 
     def to_csv(self, frame: pd.DataFrame, path: Path) -> None:
-        """Write an ``at_risk`` frame with headings a marketer can read (reasons joined by '; ').
-        Text cells that a spreadsheet would read as a formula (=, +, -, @, tab, carriage return
-        first) get a leading apostrophe, so a customer id from the shop's data cannot run in
-        Excel or Sheets when a marketer opens the file (CSV injection)."""
+        """Write an ``at_risk`` frame as ``table`` lays it out for a spreadsheet."""
+        self.table(frame).to_csv(path, index=False, lineterminator="\n")
+
+    def table(self, frame: pd.DataFrame, spreadsheet: bool = True) -> pd.DataFrame:
+        """An ``at_risk`` frame with headings a marketer can read (reasons joined by '; ').
+        For a spreadsheet, text cells that it would read as a formula (=, +, -, @, tab, carriage
+        return first) get a leading apostrophe, so a customer id from the shop's data cannot run
+        in Excel or Sheets when a marketer opens the file (CSV injection)."""
         h, w = self.meta.get("horizon_days", 90), self.meta.get("window_days", 30)
         out = frame[list(CSV_HEADINGS)].copy()
         out["reasons"] = out["reasons"].map(lambda r: "; ".join(r))
@@ -106,9 +110,8 @@ class PropensityBundle:
             out[col] = out[col].round(2)
         out["frequency"] = out["frequency"].astype(int)
         for col in ("user_id", "segment", "reasons"):  # text a spreadsheet must not run as a formula
-            out[col] = out[col].astype(str).map(_inert)
-        out = out.rename(columns={k: v.format(h=h, w=w) for k, v in CSV_HEADINGS.items()})
-        out.to_csv(path, index=False, lineterminator="\n")
+            out[col] = out[col].astype(str).map(_inert if spreadsheet else str)
+        return out.rename(columns={k: v.format(h=h, w=w) for k, v in CSV_HEADINGS.items()})
 
     def save(self, path: Path) -> None:
         path = Path(path)
