@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CLUSTER_STAMP := $(VENV)/.cluster-installed
 export OPENBLAS_NUM_THREADS ?= 1
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export BENTOML_DO_NOT_TRACK ?= true
@@ -32,19 +33,42 @@ train: data/shop/orders.parquet
 run: train
 	$(VENV)/bin/shoprec serve --host 127.0.0.1 --port $(PORT)
 
-# What the tests start for real (Debian packages): redis-server, and chromium for the marketers' page
-# (driven by Playwright; never `playwright install`). Installed when we are root, with one apt-get update.
+# What the tests start for real (Debian packages): redis-server, chromium for the marketers' page
+# (driven by Playwright; never `playwright install`), postgresql and nginx for the cluster (make cluster).
+# Installed when we are root, with one apt-get update.
 system-deps:
 	@missing=""; \
 	  command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	  ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing system packages:$$missing: sudo apt-get install -y$$missing" >&2; exit 1; fi; \
 	  fi
 
-test: $(STAMP) system-deps
+test: $(STAMP) $(CLUSTER_STAMP) system-deps
 	$(PY) -m pytest -q
+
+# The production topology on this machine (README "A cluster on one machine"): PostgreSQL, the MLflow server on
+# it, Redis, two replicas (3001, 3002) behind nginx on 8080. State and logs in data/cluster/ (make clean keeps
+# them: `make cluster-stop && rm -rf data/cluster`); cluster-stop ends exactly the processes cluster started.
+.PHONY: cluster cluster-stop cluster-status
+CLUSTER_BUDGET ?= 2
+
+# the PostgreSQL driver of the MLflow server (make cluster and its test)
+$(CLUSTER_STAMP): deploy/requirements.txt | $(STAMP)
+	$(PY) -m pip install -q -r deploy/requirements.txt
+	touch $(CLUSTER_STAMP)
+
+cluster: $(CLUSTER_STAMP) system-deps
+	$(PY) -m deploy.cluster start --preset $(PRESET) --budget-minutes $(CLUSTER_BUDGET)
+
+cluster-stop:
+	$(PY) -m deploy.cluster stop
+
+cluster-status:
+	$(PY) -m deploy.cluster status
 
 clean:
 	rm -rf data/shop data/canonical runs mlruns bentoml_home
