@@ -14,12 +14,38 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Optional  # noqa: E402
 
 import typer  # noqa: E402
 
-app = typer.Typer(
+from features.errors import InputError  # noqa: E402
+
+HEARTBEAT_S = 30.0  # without a terminal, a long step says it still runs at least this often
+
+
+class ShoprecApp(typer.Typer):
+    """The command line's one place where failures end. An ``InputError`` (the data or the settings
+    cannot do what was asked) ends in its one or two lines and exit code 2; any other exception is
+    a bug: its traceback, a line saying so, exit code 1."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except InputError as e:
+            _error(str(e))
+            sys.exit(2)
+        except Exception as e:  # noqa: BLE001 - not the input's fault: show where it broke
+            traceback.print_exception(e, file=sys.stderr)
+            typer.secho("shoprec: this is a bug in shoprec, not a problem with your data or settings; please "
+                        "report it with the traceback above", fg="red", err=True)
+            sys.exit(1)
+
+
+app = ShoprecApp(
     help="shoprec: recommendations and propensity scores for online shops.\n\n"
     "Typical flow: generate (or bring your files) -> train -> publish -> serve.",
     no_args_is_help=True,
@@ -34,8 +60,16 @@ def _say(msg: str) -> None:
     typer.echo(f"[shoprec] {msg}", err=True)
 
 
+def _error(msg: str) -> None:
+    """``error: <what is wrong>`` and, on a second line, what to do."""
+    problem, _, remedy = msg.partition("\n")
+    typer.secho(f"error: {problem}", fg="red", err=True)
+    if remedy:
+        typer.echo(f"  {remedy}", err=True)
+
+
 def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg="red", err=True)
+    _error(msg)
     raise typer.Exit(2)
 
 
@@ -71,19 +105,34 @@ def ingest(
 
     Example: shoprec ingest --orders ../shared/data/online-retail/onlineretail.csv.gz --out data/retail
     """
-    report = _ingest(orders, events, items, out)
-    typer.echo(report.summary())
-
-
-def _ingest(orders, events, items, out):
-    from features.ingest import IngestError, ingest as run_ingest
-
     if not any((orders, events)):
         _fail("give --orders and/or --events")
-    try:
-        return run_ingest(orders=orders, events=events, items=items, out_dir=out)
-    except IngestError as e:
-        _fail(str(e))
+    with _progress_bar(total=_ingest_steps(orders, events, items)) as step:
+        report = _ingest(orders, events, items, out, step)
+    typer.echo(report.summary())
+    _refuse_all_rejected(report)
+
+
+def _ingest(orders, events, items, out, progress=lambda msg: None):
+    from features.ingest import ingest as run_ingest
+
+    return run_ingest(orders=orders, events=events, items=items, out_dir=out, progress=progress)
+
+
+def _ingest_steps(*paths) -> int:
+    return sum(p is not None for p in paths) + 1  # one per file, then the writing
+
+
+def _refuse_all_rejected(report) -> None:
+    """Stop (exit 2) when every row of a file was rejected: nothing of it can be used."""
+    from features.ingest import REJECTS_FILE
+
+    for f in report.files:
+        if f.read and not f.accepted:
+            reasons = "; ".join(f"{reason}: {n:,}" for reason, n in f.by_reason.items())
+            _fail(f"{f.table} {Path(f.path).name}: all {f.read:,} rows rejected ({reasons})\n"
+                  f"each row and its reason is in {report.out_dir / REJECTS_FILE}: fix the file or its columns "
+                  "(the data contract: README, PRODUCT.md) and rerun")
 
 
 @app.command()
@@ -107,52 +156,97 @@ def train(
     Example: shoprec train --orders ../shared/data/online-retail/onlineretail.csv.gz --metrics-out runs/retail.json
     """
     from features.ingest import load_canonical
-    from training.config import TrainConfig
+    from features.interactions import purchases
+    from training.history import require_trainable
     from training.tracking import check_shop, shop_name
     from training.train import train as run_train
 
-    cfg_path = config or _default_config()
-    cfg = TrainConfig.load(cfg_path) if cfg_path else TrainConfig()
-    if test_days is not None:
-        cfg = cfg.model_copy(update={"test_days": test_days})
-    if budget_minutes is not None and cfg.search is not None:
-        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"budget_minutes": budget_minutes})})
+    if not any((orders, events)):
+        _fail("give --orders and/or --events")
+    for name, value in (("--test-days", test_days), ("--budget-minutes", budget_minutes)):
+        if value is not None and value <= 0:
+            _fail(f"{name} {value:g}: must be more than 0")
+    cfg = _train_config(config, test_days, budget_minutes)
     shop = shop or shop_name(Path(orders or events).resolve().parent.name)
     try:
         check_shop(shop)
     except ValueError as e:
         _fail(str(e))
-    report = _ingest(orders, events, items, work)
-    _say(report.summary())
-    canonical = load_canonical(work)
     if truth is None and orders is not None and (Path(orders).parent / "truth").is_dir():
         truth = Path(orders).parent / "truth"
-    with _progress_bar(total=60) as step:
+    with _progress_bar(total=_train_steps(cfg, orders, events, items, truth)) as step:
+        report = _ingest(orders, events, items, work, step)
+        _say(report.summary())
+        _refuse_all_rejected(report)
+        canonical = load_canonical(work)
+        require_trainable(purchases(canonical.events, canonical.orders), canonical.events, canonical.orders)
         outcome = run_train(canonical, cfg, PROJECT, shop, truth_dir=truth, metrics_out=metrics_out,
                             ingest_report=json.loads((work / "ingest_report.json").read_text()), progress=step)
     rec = outcome.metrics["recommend"]
+    if "small_shop" in rec:  # too little history for the protocol: a fallback, with no test figure
+        _say(f"{rec['small_shop']['reason']}\n  trained the fallback {rec['model']} (popularity) on all data instead, "
+             f"with no test figure; for the full protocol: {rec['small_shop']['remedy']}")
     keys = ("shop", "model", "validation_ndcg@10", "ndcg@10", "recall@10", "served_ndcg@10", "session_ndcg@10",
             "best_peer", "baseline_popularity", "model_version")
-    typer.echo(json.dumps({k: rec[k] for k in keys} | ({"oracle": rec["oracle"]} if "oracle" in rec else {}), indent=2))
+    typer.echo(json.dumps({k: rec.get(k) for k in keys} | ({"oracle": rec["oracle"]} if "oracle" in rec else {}), indent=2))
     moved = f"champion-{shop} moved to v{outcome.version}" if outcome.promoted else f"champion-{shop} unchanged"
     typer.echo(f"{moved} ({outcome.reason})")
+
+
+def _train_config(path: Path | None, test_days: float | None, budget_minutes: float | None):
+    """The training config (``--config`` or the default file) with the command line's overrides,
+    validated; a file that is missing or does not fit ``TrainConfig`` stops with what is wrong."""
+    import yaml
+    from pydantic import ValidationError
+
+    from training.config import TrainConfig
+
+    path = path or _default_config()
+    try:
+        raw = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+        if not isinstance(raw, dict):
+            raise InputError(f"--config {path}: a YAML mapping of TrainConfig's fields expected, got {type(raw).__name__}")
+        if test_days is not None:
+            raw["test_days"] = test_days
+        if budget_minutes is not None and raw.get("search", {}) is not None:
+            raw["search"] = (raw.get("search") or {}) | {"budget_minutes": budget_minutes}
+        return TrainConfig.model_validate(raw)
+    except OSError as e:
+        raise InputError(f"--config {path}: cannot read it ({e.strerror or e})", "give an existing YAML file") from e
+    except yaml.YAMLError as e:
+        raise InputError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    except ValidationError as e:
+        wrong = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
+        raise InputError(f"--config {path}: {wrong}", "see configs/train.yaml and training/config.py for the fields") from e
+
+
+def _train_steps(cfg, orders, events, items, truth) -> int:
+    """About how many progress steps ``shoprec train`` makes (the search may skip trials for its budget)."""
+    space = cfg.search
+    steps = _ingest_steps(orders, events, items) + (6 if cfg.peers else 0) + len(cfg.candidates) + 1 + 1  # + popular, champion
+    if space is not None:
+        steps += (len(space.trending_half_life_days) + len(space.als) + len(space.ease_l2) + len(space.itemknn_neighbours)
+                  + 2 * len(space.blend_weights) + 1 + int(space.ranker.enabled) + (2 if events is not None else 0))
+    steps += 10 + 1 + (1 if truth is not None else 0) + 1  # testing (peers, chosen, baseline, runners-up), replay, oracle, fit
+    return steps + (5 if orders is not None else 0)  # propensity
 
 
 @app.command("export-events")
 def export_events(
     url: str = typer.Option("sqlite:///data/events.db", envvar="SHOPREC_EVENTS_URL",
                             help="the service's event store (sqlite:///PATH or redis://HOST:PORT/DB)"),
-    out: Path = typer.Option(Path("data/realtime_events.parquet"), help="contract events file for the next training"),
+    out: Path = typer.Option(Path("data/realtime_events.parquet"), help="contract events file for the next training: "
+                             ".csv, .csv.gz, .parquet or .jsonl, as its name says"),
 ) -> None:
-    """Write the real-time events the service received as a contract events file, for the next `shoprec train --events`."""
+    """Write the real-time events the service received as a contract events file, for the next `shoprec train --events`,
+    in the format its name says (.csv, .csv.gz, .parquet, .jsonl)."""
     from features.event_store import open_event_store
+    from features.writers import check_table_path, write_table
 
+    check_table_path(out)  # a name it cannot honour is refused before any work
     store = open_event_store(url)
     df = store.export()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    write_table(df, out)
     typer.echo(f"wrote {len(df):,} events from {url} to {out}")
 
 
@@ -260,9 +354,9 @@ def champion() -> None:
         typer.echo(f"{shop}: champion {'v' + champ.version if champ else 'none'}")
         for mv in found:
             mark = "*" if champ and champ.version == str(mv.version) else " "
-            typer.echo(f"  {mark} v{mv.version}  val ndcg@10={mv.tags.get('validation_ndcg', '?')}  "
-                       f"test ndcg@10={mv.tags.get('test_ndcg', '?')}  "
-                       f"{json.loads(mv.tags.get('candidate', '{}')).get('name', '?')}")
+            scores = ("fallback, too little history: no validation or test figure" if "small_shop" in mv.tags else
+                      f"val ndcg@10={mv.tags.get('validation_ndcg', '?')}  test ndcg@10={mv.tags.get('test_ndcg', '?')}")
+            typer.echo(f"  {mark} v{mv.version}  {scores}  {json.loads(mv.tags.get('candidate', '{}')).get('name', '?')}")
 
 
 def _default_config() -> Path | None:
@@ -274,14 +368,17 @@ def _default_config() -> Path | None:
 
 
 @contextlib.contextmanager
-def _progress_bar(total: int):
-    """A progress bar on stderr when it is a terminal; otherwise (logs, CI, cron) one line per step
-    with the elapsed time. Yields a callback that advances it with a message."""
-    import time
-
+def _progress_bar(total: int, heartbeat_s: float = HEARTBEAT_S):
+    """A progress bar on stderr when it is a terminal; otherwise (logs, CI, cron) one line per step,
+    ``[shoprec   12.3 s] 5/~60 validating als-...`` (elapsed, steps done / about how many), and,
+    within a long step, a line that it still runs at least every ``heartbeat_s`` seconds.
+    Yields a callback that advances it with a message."""
     if not sys.stderr.isatty():
-        started = time.perf_counter()
-        yield lambda msg: typer.echo(f"[shoprec {time.perf_counter() - started:7.1f} s] {msg}", err=True)
+        lines = _StepLines(total, heartbeat_s)
+        try:
+            yield lines.step
+        finally:
+            lines.close()
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -289,8 +386,47 @@ def _progress_bar(total: int):
     columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("starting", total=total)
-        yield lambda msg: bar.update(task, advance=1, description=msg)
-        bar.update(task, completed=total, description="done")
+
+        def step(msg: str) -> None:
+            done = bar.tasks[0].completed + 1
+            bar.update(task, advance=1, description=msg, total=max(total, done))
+
+        yield step
+        bar.update(task, completed=bar.tasks[0].total, description="done")
+
+
+class _StepLines:
+    """Progress as log lines: one per step, and a heartbeat (``still <step>``) from a daemon thread
+    whenever ``heartbeat_s`` pass without a line."""
+
+    def __init__(self, total: int, heartbeat_s: float):
+        self.total, self.done, self.heartbeat_s = total, 0, heartbeat_s
+        self.started = self.last = time.perf_counter()
+        self.message = "starting"
+        self.lock, self.stopped = threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="shoprec-progress", daemon=True)
+        self.thread.start()
+
+    def step(self, msg: str) -> None:
+        with self.lock:
+            self.done += 1
+            self.message = msg
+            self._line(msg)
+
+    def _line(self, msg: str) -> None:
+        self.last = time.perf_counter()
+        typer.echo(f"[shoprec {self.last - self.started:7.1f} s] {self.done}/~{max(self.total, self.done)} {msg}",
+                   err=True)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(max(0.01, self.last + self.heartbeat_s - time.perf_counter())):
+            with self.lock:
+                if time.perf_counter() - self.last >= self.heartbeat_s:
+                    self._line(f"still {self.message}")
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 def _bentoml_home() -> dict:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from features.errors import ShortHistory
 from training import tracking
 from training.config import Candidate, TrainConfig
 from training.pipeline import OracleFactory, data_digest, evaluate, fit_bundle, metrics_report
@@ -94,7 +95,13 @@ def train(
 
     started = time.perf_counter()
     oracle = synthetic_oracle(truth_dir, config.test_days) if truth_dir else None
-    evaluation = evaluate(config, events, orders, incumbent=incumbent, oracle=oracle, progress=progress)
+    try:
+        evaluation = evaluate(config, events, orders, incumbent=incumbent, oracle=oracle, progress=progress)
+    except ShortHistory:  # below the protocol's minimum: the fallback recipe on all data, no test figure
+        from training.small_shop import train_small_shop
+
+        return train_small_shop(canonical, config, project_dir, shop, champion, eval_key, digest, truth_dir=truth_dir,
+                                metrics_out=metrics_out, ingest_report=ingest_report, progress=progress)
     report = metrics_report(evaluation, config)
     chosen = evaluation.recipe
     k = config.k
