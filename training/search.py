@@ -76,7 +76,15 @@ class _Searcher:
         self.cost[stage] = max(self.cost.get(stage, 0.0), seconds)
         trial = Trial(candidate, metrics | {"seconds": round(seconds, 3)}, per_user, stage)
         self.result.trials[candidate.name] = trial
+        self._keep_only_the_best()
         return trial
+
+    def _keep_only_the_best(self) -> None:
+        """Only the best model of each family is built on later (blends, the ranker): free the
+        others at once (an EASE on a wide catalogue holds ~1 GB)."""
+        best = [self.result.best(prefix) for prefix in ("trending-", "als-", "ease-", "itemknn-")]
+        keep = [t for t in (*best, self.result.trials.get("popular")) if t is not None]
+        forget_fits(self.split.view, [(t.candidate.model, t.candidate.interactions) for t in keep])
 
 
 def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidate], has_events: bool,
@@ -111,10 +119,6 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
                 s.run(Candidate(name=f"{best.candidate.name}-weighted", interactions=WEIGHTED, model=model), family)
     trend = s.result.best("trending-")
     personal = {family: s.result.best(f"{family}-") for family in ("als", "ease")}
-    # only the best of each family is built on from here: free the others (EASE: ~1 GB each at 15k items)
-    forget_fits(split.view, [(t.candidate.model, t.candidate.interactions)
-                             for t in (*personal.values(), trend, s.result.best("itemknn-"), s.result.trials.get("popular"))
-                             if t is not None])
     best_weight = {}
     for family, p in personal.items():
         if p is None or trend is None:
