@@ -165,3 +165,55 @@ def test_online_retail_customer_value_matches_readme(tmp_path):
         shown = [float(x) for x in re.findall(r"\b\d+\.\d{3}\b", line.group(0))[:4]]
         want = [got[k] for k in ("spearman", "norm_gini", "top10_capture", "top20_capture")]
         assert np.allclose(shown, want, atol=0.002), (name, shown, want)
+
+
+def valued_bundle():
+    """Three customers with customer value (one id a spreadsheet would read as a formula), as ``with_value`` leaves them."""
+    from training.propensity.bundle import PropensityBundle, score_table
+    from training.value.train import ValueResult, with_value
+
+    ids = pd.Index(["u1", "=HYPERLINK(1)", "-u3"], name="user_id")
+    feats = pd.DataFrame({"recency_days": [1.0, 50.0, 200.0], "frequency": [3.0, 1.0, 2.0], "monetary": [90.0, 10.0, 40.0],
+                          "tenure_days": [100.0, 60.0, 300.0], "return_share": 0.0}, index=ids)
+    seg = pd.DataFrame({"segment": ["champions", "hibernating", "at_risk"], "r_score": [5, 1, 2], "f_score": [5, 1, 2],
+                        "m_score": [5, 1, 3]}, index=ids)
+    bundle = PropensityBundle(score_table(feats, seg, np.array([0.1, 0.8, 0.6]), np.array([0.7, 0.1, 0.2]),
+                                          pd.Series([["a"], ["b"], ["c"]], index=ids), 90),
+                              {"scored_at": "2024-06-30", "horizon_days": 90, "window_days": 30})
+    value = pd.DataFrame({"clv_90d": [120.0, 4.0, 30.0], "p_buy_90d": [0.9, 0.2, 0.4], "stage": ["repeat", "cooling", "lapsed"],
+                          "persona": [1, 0, 0], "persona_description": ["frequent", "lapsing", "lapsing"]}, index=ids)
+    stages = [{"name": s.name, "description": s.description} for s in lifecycle.DEFAULT_STAGES]
+    with_value(bundle, ValueResult({}, value, {}, {"horizon_days": 90, "stages": stages}, None), 90)
+    return bundle
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".parquet", ".jsonl"])
+def test_segments_follow_the_file_name(tmp_path, suffix):
+    """``shoprec segments --out`` writes the format its name says; only the spreadsheet's CSV guards formulas."""
+    import typer
+    from typer.testing import CliRunner
+
+    from features.errors import InputError
+    from features.readers import read_raw
+    from training.cli_value import segments
+
+    app = typer.Typer()
+    app.command("segments")(segments)
+    app.callback()(lambda: None)
+    valued_bundle().save(tmp_path / "b")
+    args = ["segments", "--bundle", str(tmp_path / "b"), "--out"]
+    assert CliRunner().invoke(app, [*args, str(tmp_path / "s.csv")]).exit_code == 0
+    result = CliRunner().invoke(app, [*args, str(tmp_path / f"s{suffix}")])
+    assert result.exit_code == 0, result.output
+    spreadsheet, other = read_raw(tmp_path / "s.csv"), read_raw(tmp_path / f"s{suffix}")
+    assert spreadsheet["customer_id"].tolist() == ["u1", "'-u3", "'=HYPERLINK(1)"]  # highest CLV first, formulas inert
+    assert list(other.columns) == list(spreadsheet.columns) == [
+        "customer_id", "stage", "persona", "persona_description", "clv_90d", "p_buy_90d", "rfm_segment", "churn_probability"]
+    raw = ["u1", "-u3", "=HYPERLINK(1)"]  # ids as they are, outside a CSV (gzipped CSV is still a spreadsheet's)
+    assert other["customer_id"].astype(str).tolist() == (spreadsheet["customer_id"].tolist() if suffix == ".csv.gz" else raw)
+    assert other["clv_90d"].astype(float).tolist() == [120.0, 30.0, 4.0]
+    one = CliRunner().invoke(app, [*args, str(tmp_path / f"lapsed{suffix}"), "--stage", "lapsed"])
+    assert one.exit_code == 0 and read_raw(tmp_path / f"lapsed{suffix}")["stage"].tolist() == ["lapsed"]
+    refused = CliRunner().invoke(app, [*args, str(tmp_path / "s.xlsx")])
+    assert isinstance(refused.exception, InputError) and "cannot tell the table format" in str(refused.exception)
+    assert not (tmp_path / "s.xlsx").exists()

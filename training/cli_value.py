@@ -1,10 +1,10 @@
-"""``shoprec segments``: every scored customer's lifecycle stage, persona and CLV as CSV.
+"""``shoprec segments``: every scored customer's lifecycle stage, persona and CLV, as CSV for a
+spreadsheet or in the format the file name says (features/writers.py, as ``shoprec churn-list``).
 
 Registered in training/cli.py with ``app.command("segments")(segments)``.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +19,8 @@ def _fail(msg: str) -> None:
 
 
 def segments(
-    out: Path = typer.Option(..., "--out", help="CSV file to write (customer_id, stage, persona, persona_description, clv_<h>d, ...)"),
+    out: Path = typer.Option(..., "--out", help="file to write, in the format its name says: .csv (a spreadsheet's: header "
+                             "customer_id, stage, persona, persona_description, clv_<h>d, ...), .csv.gz, .parquet or .jsonl"),
     stage: Optional[str] = typer.Option(None, "--stage", help="keep one lifecycle stage (new, active, repeat, cooling, at_risk, lapsed, reactivated)"),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="a propensity bundle folder (default: the one published to the BentoML store)"),
 ) -> None:
@@ -27,9 +28,11 @@ def segments(
 
     Example: shoprec segments --out segments.csv
     """
+    from features.writers import check_table_path, write_table
     from training.cli_propensity import _published
     from training.propensity.bundle import PropensityBundle
 
+    fmt, _ = check_table_path(out)  # a name it cannot honour is refused before any work
     try:
         loaded = PropensityBundle.load(bundle) if bundle else _published()
     except FileNotFoundError as e:
@@ -50,13 +53,10 @@ def segments(
     table[f"clv_{h}d"] = table[f"clv_{h}d"].round(2)
     for col in (f"p_buy_{h}d", "churn_probability"):
         table[col] = table[col].round(4)
-    table["customer_id"] = table["customer_id"].astype(str).map(_inert)  # no formula from a customer id
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        table.to_csv(tmp, index=False, lineterminator="\n")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = ["customer_id", "stage", "persona_description", "rfm_segment"]
+    table[text] = table[text].astype(str)
+    if fmt == "csv":  # text a spreadsheet must not run as a formula (a customer id from the shop's data)
+        table[text] = table[text].map(_inert)
+    write_table(table, out)
     typer.echo(f"wrote {len(table):,} customers to {out} (model version {loaded.version}, scored at "
                f"{loaded.meta.get('scored_at', '?')})")
