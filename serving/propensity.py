@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
+import pandas as pd
 from pydantic import BaseModel, Field
 
 from features.user_features import SEGMENT_NAMES
@@ -44,6 +45,8 @@ class ChurnRiskRequest(_Strict):
     min_probability: float = Field(0.0, ge=0, le=1, description="keep customers with churn probability >= this")
     min_value: float = Field(0.0, ge=0, description="keep customers with value at risk >= this")
     segment: Optional[Literal[tuple(SEGMENT_NAMES)]] = Field(None, description="keep one RFM segment")
+    stage: Optional[Id] = Field(None, description="keep one lifecycle stage (new, reactivated, repeat, active, cooling, "
+                                "at_risk, lapsed by default; the stages of the published bundle's config)")
     top_n: Optional[int] = Field(None, ge=1, le=1_000_000, description="keep the first N of the filtered ranking")
     page: int = Field(1, ge=1, description="1-based page of the list")
     page_size: int = Field(100, ge=1, le=1000)
@@ -55,8 +58,10 @@ class AtRiskCustomer(BaseModel):
     churn_probability: float
     value_at_risk: float
     expected_spend: float
+    clv: Optional[float] = Field(description="predicted spend over the customer-value horizon (null: the bundle has no customer value)")
     conversion_probability: float
     segment: str
+    stage: Optional[str] = Field(description="lifecycle stage at the scoring date (null: the bundle has no customer value)")
     days_since_last_order: float
     orders: float
     total_spend: float
@@ -108,9 +113,18 @@ class PropensityApi:
                                             value_at_risk=round(row["value_at_risk"], 4), segment=row["segment"]))
         return PropensityAnswer(users=users, model_version=self.version, scored_at=self.bundle.meta.get("scored_at", ""))
 
+    def stage_problem(self, stage: str | None) -> str:
+        """Why the ``stage`` filter cannot be applied to the served bundle, or '' (a 400 for the caller)."""
+        if not stage or stage in self.bundle.stages:
+            return ""
+        if not self.bundle.stages:
+            return "stage: this propensity bundle has no lifecycle stages (train again with orders and publish)"
+        return f"stage: unknown lifecycle stage {stage!r}; choose one of {', '.join(self.bundle.stages)}"
+
     def churn_risk(self, req: ChurnRiskRequest) -> ChurnRiskAnswer:
+        """The filtered, paged at-risk list; ``stage_problem(req.stage)`` must be '' (else ValueError)."""
         ranked = self.bundle.at_risk(req.min_probability, req.min_value, req.segment,
-                                     None if self.hidden is not None else req.top_n)
+                                     None if self.hidden is not None else req.top_n, req.stage)
         if self.hidden is not None:  # forgotten shoppers leave the list; the ranks close up
             ranked = ranked[[not g for g in self.hidden(ranked["user_id"].tolist())]]
             ranked = ranked.head(req.top_n) if req.top_n is not None else ranked
@@ -119,7 +133,9 @@ class PropensityApi:
         page = ranked.iloc[start:start + req.page_size]
         customers = [AtRiskCustomer(rank=int(r["rank"]), user_id=r["user_id"], churn_probability=round(r["churn_probability"], 6),
                                     value_at_risk=round(r["value_at_risk"], 4), expected_spend=round(r["expected_spend"], 4),
+                                    clv=None if pd.isna(r["clv"]) else round(float(r["clv"]), 2),
                                     conversion_probability=round(r["conversion_probability"], 6), segment=r["segment"],
+                                    stage=None if pd.isna(r["stage"]) else str(r["stage"]),
                                     days_since_last_order=round(r["recency_days"], 2), orders=r["frequency"],
                                     total_spend=round(r["monetary"], 2), reasons=list(r["reasons"]))
                      for r in page.to_dict("records")]

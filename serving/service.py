@@ -170,6 +170,8 @@ class Shoprec:
         """The ranked at-risk list (value at risk = churn probability x expected spend), filtered and paged."""
         if self.propensity_api.bundle is None:
             return _error(ctx, 503, self.propensity_api.missing)
+        if why := self.propensity_api.stage_problem(req.get("stage")):
+            return _error(ctx, 400, why)
         answer = self.propensity_api.churn_risk(ChurnRiskRequest(**req))
         count_customers(ctx.request, len(answer.customers))  # for the access log (serving/auth.py)
         return answer

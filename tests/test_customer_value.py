@@ -217,3 +217,42 @@ def test_segments_follow_the_file_name(tmp_path, suffix):
     refused = CliRunner().invoke(app, [*args, str(tmp_path / "s.xlsx")])
     assert isinstance(refused.exception, InputError) and "cannot tell the table format" in str(refused.exception)
     assert not (tmp_path / "s.xlsx").exists()
+
+
+def test_at_risk_list_has_clv_and_stage_and_filters_by_stage(tmp_path):
+    """``/churn_risk``'s answer and ``shoprec churn-list`` carry CLV and the lifecycle stage, and keep one stage."""
+    import typer
+    from typer.testing import CliRunner
+
+    from serving.propensity import ChurnRiskRequest, PropensityApi
+    from training.cli_propensity import churn_list
+
+    bundle = valued_bundle()
+    api = PropensityApi(bundle, "shop/v1")
+    everyone = api.churn_risk(ChurnRiskRequest())
+    assert [(c.user_id, c.clv, c.stage) for c in everyone.customers] == [
+        ("-u3", 30.0, "lapsed"), ("u1", 120.0, "repeat"), ("=HYPERLINK(1)", 4.0, "cooling")]  # value at risk 18, 12, 3.2
+    assert [c.user_id for c in api.churn_risk(ChurnRiskRequest(stage="cooling")).customers] == ["=HYPERLINK(1)"]
+    assert api.churn_risk(ChurnRiskRequest(stage="new")).total == 0 and api.stage_problem("new") == ""
+    assert "unknown lifecycle stage 'vip'" in api.stage_problem("vip") and "lapsed" in api.stage_problem("vip")
+
+    app = typer.Typer()
+    app.command("churn-list")(churn_list)
+    app.callback()(lambda: None)
+    bundle.save(tmp_path / "b")
+    out = tmp_path / "list.csv"
+    result = CliRunner().invoke(app, ["churn-list", "--bundle", str(tmp_path / "b"), "--stage", "repeat", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out, keep_default_na=False).to_dict("records")
+    assert [(r["customer_id"], r["clv_90d"], r["lifecycle_stage"]) for r in rows] == [("u1", 120.0, "repeat")]
+    bad = CliRunner().invoke(app, ["churn-list", "--bundle", str(tmp_path / "b"), "--stage", "vip", "--out", str(out)])
+    assert bad.exit_code == 2 and "unknown lifecycle stage 'vip'" in bad.output
+
+    plain = PropensityApi(type(bundle)(bundle.scores[[c for c in bundle.scores if c not in bundle.meta["value_columns"]]],
+                                       {"horizon_days": 90, "window_days": 30}), "old")  # trained before customer value
+    old = plain.churn_risk(ChurnRiskRequest()).customers
+    assert [(c.clv, c.stage) for c in old] == [(None, None)] * 3
+    assert "no lifecycle stages" in plain.stage_problem("lapsed")
+    plain.bundle.save(tmp_path / "old")
+    CliRunner().invoke(app, ["churn-list", "--bundle", str(tmp_path / "old"), "--out", str(out)])
+    assert [(r["clv_90d"], r["lifecycle_stage"]) for r in pd.read_csv(out, keep_default_na=False).to_dict("records")] == [("", "")] * 3

@@ -215,7 +215,8 @@ def test_churn_list_csv(trained, tmp_path):
     assert result.exit_code == 0, result.output
     rows = _read_csv(out)
     assert list(rows[0]) == ["rank", "customer_id", "churn_probability_90d", "value_at_risk_90d", "expected_spend_90d",
-                             "purchase_probability_30d", "segment", "days_since_last_order", "orders", "total_spend", "reasons"]
+                             "clv_90d", "purchase_probability_30d", "segment", "lifecycle_stage", "days_since_last_order",
+                             "orders", "total_spend", "reasons"]
     expected = bundle.scores[(bundle.scores.churn_probability >= 0.3) & (bundle.scores.segment == segment)].head(5)
     assert [r["customer_id"] for r in rows] == expected["user_id"].tolist() and 0 < len(rows) <= 5
     assert all(r["segment"] == segment and float(r["churn_probability_90d"]) >= 0.3 for r in rows)

@@ -114,6 +114,10 @@ def test_churn_risk_bad_filter_names_the_field(server):
     assert r.status_code == 400 and "segment" in r.text
     r = post(server, "/churn_risk", {"min_probability": 2}, key=KEY)
     assert r.status_code == 400 and "min_probability" in r.text
+    r = post(server, "/churn_risk", {"stage": "lapsed"}, key=KEY)  # this bundle was trained without customer value
+    assert r.status_code == 400 and "stage" in r.json()["error"] and "no lifecycle stages" in r.json()["error"]
+    first = post(server, "/churn_risk", {}, key=KEY).json()["customers"][0]
+    assert first["clv"] is None and first["stage"] is None
 
 
 def test_without_a_propensity_bundle_the_service_starts_and_answers_503(tmp_path):

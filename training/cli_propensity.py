@@ -24,6 +24,8 @@ def churn_list(
     min_prob: float = typer.Option(0.0, "--min-prob", min=0.0, max=1.0, help="minimum churn probability"),
     min_value: float = typer.Option(0.0, "--min-value", min=0.0, help="minimum value at risk (churn probability x expected spend)"),
     segment: Optional[str] = typer.Option(None, "--segment", help="one RFM segment (champions, loyal, at_risk, hibernating, ...)"),
+    stage: Optional[str] = typer.Option(None, "--stage", help="one lifecycle stage (new, reactivated, repeat, active, cooling, "
+                                        "at_risk, lapsed; a bundle with customer value)"),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="a propensity bundle folder (default: the one published to the BentoML store)"),
 ) -> None:
     """Write the at-risk customers, ranked by value at risk, with probability, segment and reasons.
@@ -41,7 +43,10 @@ def churn_list(
         loaded = PropensityBundle.load(bundle) if bundle else _published()
     except FileNotFoundError as e:
         _fail(str(e))
-    rows = loaded.at_risk(min_prob, min_value, segment, top)
+    try:
+        rows = loaded.at_risk(min_prob, min_value, segment, top, stage)
+    except ValueError as e:  # a stage the bundle does not have
+        _fail(f"--stage: {e}")
     write_table(loaded.table(rows, spreadsheet=fmt == "csv"), out)
     typer.echo(f"wrote {len(rows):,} customers to {out} (model version {loaded.version}, scored at "
                f"{loaded.meta.get('scored_at', '?')})")

@@ -8,7 +8,9 @@
 
 Serving reads ``scores.parquet`` only (a lookup, no model on the request path); the models
 are there so a score can be reproduced. ``at_risk`` is the one filter behind both the HTTP
-list and the CSV export.
+list and the CSV export. A bundle with customer value (training/value/, ``meta["value"]``) also
+has ``clv_<h>d``, ``p_buy_<h>d``, ``stage``, ``persona`` and ``persona_description`` per customer;
+``at_risk`` gives every list a ``clv`` and a ``stage`` column (empty without them).
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ SCORE_COLUMNS = ["user_id", "churn_probability", "conversion_probability", "expe
 # CSV header for marketers: column -> heading
 CSV_HEADINGS = {
     "rank": "rank", "user_id": "customer_id", "churn_probability": "churn_probability_{h}d",
-    "value_at_risk": "value_at_risk_{h}d", "expected_spend": "expected_spend_{h}d",
-    "conversion_probability": "purchase_probability_{w}d", "segment": "segment",
+    "value_at_risk": "value_at_risk_{h}d", "expected_spend": "expected_spend_{h}d", "clv": "clv_{v}d",
+    "conversion_probability": "purchase_probability_{w}d", "segment": "segment", "stage": "lifecycle_stage",
     "recency_days": "days_since_last_order", "frequency": "orders", "monetary": "total_spend", "reasons": "reasons",
 }
 
@@ -73,6 +75,16 @@ class PropensityBundle:
     def version(self) -> str:
         return str(self.meta.get("model_version", "unregistered"))
 
+    @property
+    def value_days(self) -> int:
+        """The customer-value horizon (the churn horizon for a bundle without customer value)."""
+        return int(self.meta.get("value", {}).get("horizon_days", self.meta.get("horizon_days", 90)))
+
+    @property
+    def stages(self) -> list[str]:
+        """The lifecycle stages in the config's order; empty for a bundle without customer value."""
+        return [s["name"] for s in self.meta.get("value", {}).get("stages", [])] if "stage" in self.scores else []
+
     def lookup(self, user_ids: list[str]) -> list[dict | None]:
         """Score rows for ``user_ids`` in order; None for customers the bundle does not know."""
         rows = self._index.get_indexer(pd.Index([str(u) for u in user_ids]))
@@ -80,17 +92,26 @@ class PropensityBundle:
         return [{c: _plain(cols[c][r]) for c in SCORE_COLUMNS} if r >= 0 else None for r in rows]
 
     def at_risk(self, min_probability: float = 0.0, min_value: float = 0.0, segment: str | None = None,
-                top_n: int | None = None) -> pd.DataFrame:
+                top_n: int | None = None, stage: str | None = None) -> pd.DataFrame:
         """The ranked at-risk list (value at risk, then churn probability, then id) after the
-        filters; ``top_n`` keeps the first N of the filtered list. Adds a 1-based ``rank``."""
+        filters; ``top_n`` keeps the first N of the filtered list. Adds a 1-based ``rank``, and
+        ``clv`` (predicted spend over ``value_days``) and ``stage`` (None without customer value).
+        A ``stage`` outside ``stages`` is a ``ValueError``."""
         s = self.scores
+        if stage and stage not in self.stages:
+            raise ValueError(f"unknown lifecycle stage {stage!r}; " + (f"choose one of {', '.join(self.stages)}" if self.stages
+                             else "this propensity bundle has no customer value (train again with orders and publish)"))
         keep = (s["churn_probability"] >= min_probability) & (s["value_at_risk"] >= min_value)
         if segment:
             keep &= s["segment"] == segment
+        if stage:
+            keep &= s["stage"] == stage
         out = s[keep]
         if top_n is not None:
             out = out.head(top_n)
-        return out.assign(rank=np.arange(1, len(out) + 1))
+        clv = f"clv_{self.value_days}d"
+        return out.assign(rank=np.arange(1, len(out) + 1), clv=out[clv] if clv in out else np.nan,
+                          stage=out["stage"].astype(object) if "stage" in out else None)
 
     def to_csv(self, frame: pd.DataFrame, path: Path) -> None:
         """Write an ``at_risk`` frame as ``table`` lays it out for a spreadsheet."""
@@ -106,12 +127,14 @@ class PropensityBundle:
         out["reasons"] = out["reasons"].map(lambda r: "; ".join(r))
         for col in ("churn_probability", "conversion_probability"):
             out[col] = out[col].round(4)
-        for col in ("expected_spend", "value_at_risk", "monetary", "recency_days"):
+        out["clv"] = out["clv"].astype(float)
+        for col in ("expected_spend", "value_at_risk", "clv", "monetary", "recency_days"):
             out[col] = out[col].round(2)
         out["frequency"] = out["frequency"].astype(int)
-        for col in ("user_id", "segment", "reasons"):  # text a spreadsheet must not run as a formula
+        out["stage"] = out["stage"].astype(object).where(out["stage"].notna(), "")
+        for col in ("user_id", "segment", "stage", "reasons"):  # text a spreadsheet must not run as a formula
             out[col] = out[col].astype(str).map(_inert if spreadsheet else str)
-        return out.rename(columns={k: v.format(h=h, w=w) for k, v in CSV_HEADINGS.items()})
+        return out.rename(columns={k: v.format(h=h, w=w, v=self.value_days) for k, v in CSV_HEADINGS.items()})
 
     def save(self, path: Path) -> None:
         path = Path(path)
