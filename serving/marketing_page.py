@@ -2,9 +2,11 @@
 
     Shoprec.mount_asgi_app(app, path="/marketing")   # in serving/service.py
 
-    GET  /marketing/                    the list with filters (segment, min probability, min value), reasons,
+    GET  /marketing/                    the list with filters (segment, lifecycle stage, min probability, min value), reasons,
                                         segment sizes as an inline SVG chart, paging
     GET  /marketing/churn_risk.csv      the rows on screen for the same query, as CSV
+    GET  /marketing/dashboard           cohort retention, funnel, stage flows, CLV by segment/persona/stage
+                                        (serving/marketing_dashboard.py; aggregates, no customer listed)
     GET  /marketing/login               the sign-in form (where the page sends a browser that is not signed in)
     POST /marketing/login, /logout      sign in with a marketing key (its name and the key), sign out
 
@@ -37,6 +39,7 @@ from starlette.routing import Route
 from features.key_store import Principal, digest
 from serving import marketing_views as views
 from serving.auth import AccessControl, given_key
+from serving.marketing_dashboard import DashboardRequest, dashboard_page, visible_scores
 from serving.marketing_sessions import SESSION_SECONDS
 from serving.propensity import AtRiskCustomer, ChurnRiskAnswer, ChurnRiskRequest, PropensityApi
 
@@ -115,7 +118,7 @@ def _with_csrf(request: Request, response: Response, token: str) -> Response:
 
 def _request(params) -> ChurnRiskRequest:
     """Filters from the query string; empty fields mean the default."""
-    fields = ("segment", "min_probability", "min_value", "page", "page_size")
+    fields = ("segment", "stage", "min_probability", "min_value", "page", "page_size")
     # query strings are text: validate them lax (the JSON API's models are strict, serving/schemas.py)
     return ChurnRiskRequest.model_validate({f: params[f] for f in fields if params.get(f, "").strip()}, strict=False)
 
@@ -148,23 +151,32 @@ def create_app(backend: Callable[[], Backend] = service_backend) -> Starlette:
         token = _csrf_token(request)
         return _with_csrf(request, _html(views.login_page(_base(request), token, message), status, headers), token)
 
+    def admit(request: Request) -> tuple[Backend, Principal | None, Response | None]:
+        """(backend, who, None) for a marketing key or session with scores to show; else the refusal."""
+        b = backend()
+        principal, status = caller(request, b.access)
+        if status == 403:
+            return b, None, _html(views.message_page("not allowed", "This key may not open the marketers' page: "
+                                                                    "it needs a marketing key."), 403)
+        if principal is None and given_key(request.headers) == (None, False):  # a browser: to the sign-in form
+            return b, None, RedirectResponse(f"{_base(request)}/login", status_code=303, headers=HEADERS)
+        if principal is None:  # a script with a bad key
+            return b, None, _html(views.message_page("not signed in", "Missing or invalid API key."), 401)
+        if b.api.bundle is None:
+            return b, None, _html(views.message_page("no propensity scores", b.api.missing), 503)
+        return b, principal, None
+
     def guarded(handler):
         async def endpoint(request: Request) -> Response:
-            b = backend()
-            principal, status = caller(request, b.access)
-            if status == 403:
-                return _html(views.message_page("not allowed", "This key may not open the marketers' page: "
-                                                               "it needs a marketing key."), 403)
-            if principal is None and given_key(request.headers) == (None, False):  # a browser: to the sign-in form
-                return RedirectResponse(f"{_base(request)}/login", status_code=303, headers=HEADERS)
-            if principal is None:  # a script with a bad key
-                return _html(views.message_page("not signed in", "Missing or invalid API key."), 401)
-            if b.api.bundle is None:
-                return _html(views.message_page("no propensity scores", b.api.missing), 503)
+            b, principal, refusal = admit(request)
+            if refusal is not None:
+                return refusal
             try:
                 req = _request(request.query_params)
             except ValidationError as e:
                 return _html(views.message_page("bad filter", _invalid(e)), 400)
+            if why := b.api.stage_problem(req.stage):
+                return _html(views.message_page("bad filter", why), 400)
             answer = b.api.churn_risk(req)
             b.access.log.record(principal.name, SCOPE, request.url.path, 200, len(answer.customers))
             return handler(request, b.api, req, answer)
@@ -173,13 +185,34 @@ def create_app(backend: Callable[[], Backend] = service_backend) -> Starlette:
     def page(request: Request, api: PropensityApi, req: ChurnRiskRequest, answer: ChurnRiskAnswer) -> Response:
         chart = views.segment_chart(segment_sizes(api), segment_sizes(api, req.min_probability, req.min_value), req.segment)
         token = _csrf_token(request)
-        return _with_csrf(request, _html(views.list_page(_base(request), req, answer, chart, token)), token)
+        return _with_csrf(request, _html(views.list_page(_base(request), req, answer, chart, token, api.bundle.stages)),
+                          token)
 
     def download(request: Request, api: PropensityApi, req: ChurnRiskRequest, answer: ChurnRiskAnswer) -> Response:
-        name = "_".join(["churn_risk", req.segment or "all", f"p{req.min_probability:g}", f"v{req.min_value:g}",
-                         f"page{req.page}"])
+        name = "_".join(["churn_risk", req.segment or "all", *([req.stage] if req.stage else []),
+                         f"p{req.min_probability:g}", f"v{req.min_value:g}", f"page{req.page}"])
         return Response(csv_text(api, answer), media_type="text/csv; charset=utf-8",
                         headers=HEADERS | {"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+    async def dashboard(request: Request) -> Response:
+        """Cohorts, funnel, stage flows and CLV by group (serving/marketing_dashboard.py): aggregates only."""
+        b, principal, refusal = admit(request)
+        if refusal is not None:
+            return refusal
+        if (report := b.api.bundle.meta.get("value")) is None:
+            return _html(views.message_page("no customer value", "The published propensity bundle has no customer "
+                                            "value: train again (`shoprec train` with orders) and publish."), 503)
+        fields = ("segment", "clv_by")
+        try:
+            req = DashboardRequest.model_validate({f: request.query_params[f] for f in fields
+                                                   if request.query_params.get(f, "").strip()})
+        except ValidationError as e:
+            return _html(views.message_page("bad filter", _invalid(e)), 400)
+        b.access.log.record(principal.name, SCOPE, request.url.path, 200, 0)  # no customer is shown, only groups
+        token = _csrf_token(request)
+        html = dashboard_page(_base(request), req, report, visible_scores(b.api.bundle.scores, b.api.hidden),
+                              b.api.version, token)
+        return _with_csrf(request, _html(html), token)
 
     async def login_form(request: Request) -> Response:
         return sign_in_page(request, 200)
@@ -224,6 +257,7 @@ def create_app(backend: Callable[[], Backend] = service_backend) -> Starlette:
     return Starlette(routes=[
         Route("/", guarded(page), methods=["GET"]),
         Route("/churn_risk.csv", guarded(download), methods=["GET"]),
+        Route("/dashboard", dashboard, methods=["GET"]),
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

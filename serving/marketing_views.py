@@ -27,6 +27,7 @@ th,td{border-bottom:1px solid #e3e7eb;padding:.35rem .5rem;text-align:left;verti
 td.num{text-align:right;font-variant-numeric:tabular-nums} ul.reasons{margin:0;padding-left:1rem}
 .summary{margin:.8rem 0;display:flex;gap:1rem;align-items:center} .error{color:#b42318;font-weight:600}
 .pager a{margin-right:.8rem} .chart{background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:.5rem}
+h2{font-size:1rem;margin:.2rem 0} section.chart{margin-top:.8rem}
 """
 
 
@@ -62,13 +63,20 @@ def query(req: ChurnRiskRequest, **change) -> str:
     return urlencode({k: v for k, v in values.items() if v is not None and v != defaults[k] and k != "top_n"})
 
 
-def _filters(base: str, req: ChurnRiskRequest) -> str:
-    options = "".join(f'<option value="{s}"{" selected" if req.segment == s else ""}>{s.replace("_", " ")}</option>'
-                      for s in SEGMENT_NAMES)
+def _options(names, selected: str | None) -> str:
+    return "".join(f'<option value="{escape(s)}"{" selected" if selected == s else ""}>{escape(s.replace("_", " "))}</option>'
+                   for s in names)
+
+
+def _filters(base: str, req: ChurnRiskRequest, stages: list[str]) -> str:
+    options = _options(SEGMENT_NAMES, req.segment)
+    stage = (f'<label>Lifecycle stage<select name="stage" id="stage"><option value="">all stages</option>'
+             f'{_options(stages, req.stage)}</select></label>' if stages else "")
     sizes = "".join(f'<option value="{n}"{" selected" if req.page_size == n else ""}>{n}</option>'
                     for n in sorted(set(PAGE_SIZES) | {req.page_size}))
     return (f'<form method="get" action="{escape(base)}/" class="filters" id="filters">'
             f'<label>Segment<select name="segment" id="segment"><option value="">all segments</option>{options}</select></label>'
+            f'{stage}'
             f'<label>Min. churn probability<input type="number" name="min_probability" id="min_probability" min="0" max="1" '
             f'step="0.01" value="{req.min_probability:g}"></label>'
             f'<label>Min. value at risk<input type="number" name="min_value" id="min_value" min="0" step="any" '
@@ -104,17 +112,24 @@ def _row(c) -> str:
     reasons = "".join(f"<li>{escape(r)}</li>" for r in c.reasons)
     return (f'<tr data-customer="{escape(c.user_id)}"><td class="num">{c.rank}</td><td>{escape(c.user_id)}</td>'
             f'<td class="num">{c.churn_probability:.1%}</td><td class="num">{c.value_at_risk:,.2f}</td>'
-            f'<td class="num">{c.expected_spend:,.2f}</td><td class="num">{c.conversion_probability:.1%}</td>'
-            f'<td>{escape(c.segment)}</td><td class="num">{c.days_since_last_order:,.0f}</td>'
+            f'<td class="num">{c.expected_spend:,.2f}</td><td class="num">{_money(c.clv)}</td>'
+            f'<td class="num">{c.conversion_probability:.1%}</td>'
+            f'<td>{escape(c.segment)}</td><td>{escape((c.stage or "").replace("_", " "))}</td>'
+            f'<td class="num">{c.days_since_last_order:,.0f}</td>'
             f'<td class="num">{c.orders:,.0f}</td><td class="num">{c.total_spend:,.2f}</td>'
             f'<td><ul class="reasons">{reasons}</ul></td></tr>')
 
 
-HEADINGS = ["rank", "customer", "churn probability", "value at risk", "expected spend", "purchase probability",
-            "segment", "days since last order", "orders", "total spend", "why"]
+def _money(value: float | None) -> str:
+    return "" if value is None else f"{value:,.2f}"
 
 
-def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: str, csrf: str) -> str:
+HEADINGS = ["rank", "customer", "churn probability", "value at risk", "expected spend", "CLV", "purchase probability",
+            "segment", "lifecycle stage", "days since last order", "orders", "total spend", "why"]
+
+
+def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: str, csrf: str,
+              stages: list[str] = ()) -> str:
     h = answer.horizon_days
     first = (req.page - 1) * req.page_size + 1
     last = first + len(answer.customers) - 1
@@ -129,9 +144,10 @@ def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: 
     body = (
         f"<h1>Customers at risk</h1><p class='meta'>Ranked by value at risk = churn probability ({h} days) × expected "
         f"spend ({h} days). Model version {escape(answer.model_version)}, scored at {escape(answer.scored_at)}. "
+        f"<a href='{escape(base)}/dashboard' id='to-dashboard'>Dashboard: value and lifecycle</a> "
         f'<form method="post" action="{escape(base)}/logout" style="display:inline">{_csrf(csrf)}'
         '<button type="submit">Sign out</button></form></p>'
-        f"<div class='top'><div>{_filters(base, req)}"
+        f"<div class='top'><div>{_filters(base, req, list(stages))}"
         f"<div class='summary'><span id='total'>{answer.total:,} customers match</span><span id='shown'>{shown}</span>"
         f'<a class="button" id="download" href="{escape(base)}/churn_risk.csv?{escape(query(req))}" download>'
         f"Download these {len(answer.customers):,} rows (CSV)</a></div>"

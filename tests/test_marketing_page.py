@@ -3,21 +3,26 @@ CSV, then the real BentoML server driven by headless Debian Chromium (Playwright
 import csv
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from html import unescape
 
 import anyio
 import httpx
+import pandas as pd
 import pytest
 
+from features import lifecycle
 from features.key_store import KeyStore
 from features.settings import Settings
 from serving.auth import AccessControl
 from serving.marketing_page import COOKIE, CSRF_COOKIE, Backend, create_app
 from serving.propensity import PropensityApi
-from tests.server import STOREFRONT_KEY, bentoml_server
-from tests.test_propensity_service import KEY, SCORES, _store
+from tests.server import REPO, STOREFRONT_KEY, bentoml_server
+from tests.test_propensity_service import KEY, SCORES
 from tests.test_service import publish_test_bundle
 from training.propensity.bundle import PropensityBundle
 
@@ -28,9 +33,44 @@ RANKED = ["c2", "c4", "c6", "c1", "c3", "c5"]  # by value at risk (see SCORES)
 ACCOUNT = "SHOPREC_API_KEY"  # a key from the environment is named after its variable
 
 
-def _api(hidden=None) -> PropensityApi:
-    bundle = PropensityBundle(SCORES.copy(), {"scored_at": "2024-12-31 00:00:00", "horizon_days": 90, "window_days": 30})
-    return PropensityApi(bundle, "3", hidden=hidden)
+STAGES = ["at_risk", "lapsed", "cooling", "repeat", "lapsed", "at_risk"]  # c1..c6
+AT = pd.Timestamp("2024-04-30 23:59:59")
+
+
+def _value_report() -> dict:
+    """``meta["value"]`` as training/value/train.py writes it, from the real lifecycle functions on a tiny shop:
+    cohort 2024-01 is c1, c2, c4 (c1 and c4 come back in February); the at-risk segment (c1, c3, c6) has
+    4 sessions with a view, 2 with a cart add, 1 with a purchase, the others 2, 1 and 1."""
+    buys = [("c1", "2024-01-05"), ("c1", "2024-02-10"), ("c2", "2024-01-20"), ("c3", "2024-02-03"), ("c3", "2024-03-01"),
+            ("c4", "2024-01-02"), ("c4", "2024-02-02"), ("c4", "2024-03-03"), ("c5", "2024-03-10"), ("c6", "2024-02-15")]
+    orders = pd.DataFrame({"order_id": [f"o{i}" for i in range(len(buys))], "user_id": [u for u, _ in buys], "item_id": "i1",
+                           "ts": pd.to_datetime([t for _, t in buys]), "quantity": 1.0, "price": 10.0})
+    steps = [("s1", "c1", "view"), ("s1", "c1", "cart"), ("s1", "c1", "purchase"), ("s2", "c3", "view"), ("s2", "c3", "cart"),
+             ("s3", "c6", "view"), ("s4", "c6", "view"), ("s5", "c2", "view"), ("s5", "c2", "purchase"), ("s6", "c4", "view")]
+    events = pd.DataFrame({"session_id": [x[0] for x in steps], "user_id": [x[1] for x in steps],
+                           "event_type": [x[2] for x in steps], "item_id": "i1", "ts": pd.Timestamp("2024-04-02")})
+    segments = SCORES.set_index("user_id")["segment"]
+    flows = lifecycle.transitions(orders, AT)
+    matrix = lifecycle.transition_matrix(flows)
+    return {"scored_at": str(AT), "horizon_days": 90,
+            "stages": [{"name": r.name, "description": r.description} for r in lifecycle.DEFAULT_STAGES],
+            "transition_matrix": {"rows": list(matrix.index), "columns": list(matrix.columns),
+                                  "share": matrix.round(4).to_numpy().tolist()},
+            "cohorts": lifecycle.cohorts(orders, AT).round(4).to_dict("records"),
+            "funnel": lifecycle.funnel(events, AT, segments).to_dict("records")}
+
+
+def valued_bundle() -> PropensityBundle:
+    """SCORES with customer value (CLV = the expected spend, so the ranking is unchanged), stages and personas."""
+    scores = SCORES.assign(clv_90d=SCORES["expected_spend"], p_buy_90d=0.5, stage=STAGES,
+                           persona=[0 if s == "at_risk" else 1 for s in SCORES["segment"]],
+                           persona_description=["lapsing" if s == "at_risk" else "frequent" for s in SCORES["segment"]])
+    return PropensityBundle(scores, {"scored_at": "2024-12-31 00:00:00", "horizon_days": 90, "window_days": 30,
+                                     "value": _value_report()})
+
+
+def _api(hidden=None, bundle=None) -> PropensityApi:
+    return PropensityApi(bundle or valued_bundle(), "3", hidden=hidden)
 
 
 @pytest.fixture
@@ -240,12 +280,83 @@ def test_forgotten_shoppers_leave_the_page_and_the_chart(access):
     assert "c6" not in call(backend, "GET", "/churn_risk.csv", headers=AUTH).text
 
 
+def test_the_list_shows_clv_and_stage_and_filters_by_stage(access):
+    backend = Backend(_api(), access)
+    page = call(backend, "GET", "/?stage=at_risk", headers=AUTH)
+    assert ids_on(page.text) == ["c6", "c1"] and 'id="stage"' in page.text
+    rows = list(csv.DictReader(io.StringIO(call(backend, "GET", download_link(page.text), headers=AUTH).text)))
+    assert [(r["customer_id"], r["clv_90d"], r["lifecycle_stage"]) for r in rows] == [("c6", "200.0", "at_risk"),
+                                                                                     ("c1", "100.0", "at_risk")]
+    assert ids_on(call(backend, "GET", "/?stage=lapsed&min_probability=0.9", headers=AUTH).text) == ["c5"]
+    bad = call(backend, "GET", "/?stage=vip", headers=AUTH)
+    assert bad.status_code == 400 and "unknown lifecycle stage" in bad.text and "lapsed" in bad.text
+    old = Backend(_api(bundle=PropensityBundle(SCORES.copy(), {"horizon_days": 90, "window_days": 30})), access)
+    page = call(old, "GET", "/", headers=AUTH)  # a bundle trained before customer value: no stage filter, empty cells
+    assert ids_on(page.text) == RANKED and 'id="stage"' not in page.text
+    assert call(old, "GET", "/?stage=lapsed", headers=AUTH).status_code == 400
+
+
+def clv_groups_on(html: str) -> dict[str, tuple[int, float]]:
+    """The CLV chart's groups: name -> (customers, mean)."""
+    out = {}
+    for part in html.split('class="clv-group" data-group="')[1:]:
+        name, rest = part.split('"', 1)
+        customers = int(rest.split('data-customers="', 1)[1].split('"', 1)[0])
+        out[unescape(name)] = (customers, float(rest.split('data-mean="', 1)[1].split('"', 1)[0]))
+    return out
+
+
+def funnel_on(html: str) -> dict[str, int]:
+    return {p.split('"', 1)[0]: int(p.split('data-sessions="', 1)[1].split('"', 1)[0])
+            for p in html.split('class="funnel-step" data-step="')[1:]}
+
+
+def test_dashboard_cohorts_funnel_flows_and_clv(access):
+    backend = Backend(_api(), access)
+    r = call(backend, "GET", "/dashboard", headers=AUTH)
+    assert r.status_code == 200 and "<script" not in r.text
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    for chart in ("cohort-heatmap", "funnel", "transitions", "clv-chart"):
+        assert f'id="{chart}"' in r.text
+    assert 'data-cohort="2024-01" data-age="1" data-retention="0.6667"' in r.text  # c1 and c4 of c1, c2, c4
+    assert r.text.count('class="flow-cell"') == 8 * 7  # not_yet_customer + 7 stages, to 7 stages
+    assert funnel_on(r.text) == {"view": 6, "cart": 3, "purchase": 2}
+    assert clv_groups_on(r.text) == {"champions": (1, 1000.0), "cant_lose": (1, 500.0), "at_risk": (3, 116.67),
+                                     "hibernating": (1, 10.0)}
+    r = call(backend, "GET", "/dashboard?segment=at_risk&clv_by=stage", headers=AUTH)
+    assert funnel_on(r.text) == {"view": 4, "cart": 2, "purchase": 1} and "(50.0% drop-off)" in r.text
+    assert clv_groups_on(r.text) == {"at_risk": (2, 150.0), "cooling": (1, 50.0)}
+    r = call(backend, "GET", "/dashboard?clv_by=persona", headers=AUTH)
+    assert set(clv_groups_on(r.text)) == {"0: lapsing", "1: frequent"}
+    for query in ("segment=vip", "clv_by=colour"):
+        bad = call(backend, "GET", f"/dashboard?{query}", headers=AUTH)
+        assert bad.status_code == 400 and query.split("=")[0] in bad.text
+
+
+def test_dashboard_needs_a_marketing_sign_in_and_customer_value(access):
+    backend = Backend(_api(hidden=lambda ids: [i == "c6" for i in ids]), access)
+    r = call(backend, "GET", "/dashboard")
+    assert r.status_code == 303 and r.headers["location"] == "/marketing/login"
+    assert call(backend, "GET", "/dashboard", headers={"Authorization": f"Bearer {STOREFRONT_KEY}"}).status_code == 403
+    r = call(backend, "GET", "/dashboard?segment=at_risk", headers=AUTH)
+    assert clv_groups_on(r.text) == {"at_risk": (2, 75.0)}  # the forgotten c6 leaves the CLV chart
+    entries = [json.loads(line) for line in access.log.path.read_text().splitlines()]
+    assert [(e["endpoint"], e["customers"]) for e in entries] == [("/marketing/dashboard", 0)]
+    old = Backend(_api(bundle=PropensityBundle(SCORES.copy(), {"horizon_days": 90, "window_days": 30})), access)
+    r = call(old, "GET", "/dashboard", headers=AUTH)
+    assert r.status_code == 503 and "no customer value" in r.text
+
+
 # --- the real server in a real browser ---------------------------------------------------------------------------
 
 
 def start_server(home_dir, propensity_dir, bundle_dir):
     publish_test_bundle(home_dir, bundle_dir)
-    _store(home_dir, propensity_dir)
+    valued_bundle().save(propensity_dir)
+    code = ("import sys; from pathlib import Path; from training.propensity.publish import store_propensity_bundle; "
+            "store_propensity_bundle(Path(sys.argv[1]), {'registry_version': '3'})")
+    subprocess.run([sys.executable, "-c", code, str(propensity_dir)], cwd=REPO, env=dict(os.environ, BENTOML_HOME=str(home_dir)),
+                   check=True)
     return bentoml_server(home_dir, extra_env={"SHOPREC_EVENTS_URL": f"sqlite:///{home_dir}/events.db"})
 
 
@@ -287,12 +398,13 @@ def same_as_screen(csv_rows: list[dict], screen: list[list[str]]) -> None:
     """Every CSV row is the row on screen: ids, ranks, segments and reasons exactly; numbers as displayed."""
     assert len(csv_rows) == len(screen)
     for row, cells in zip(csv_rows, screen):
-        rank, customer, p_churn, var, spend, p_buy, segment, days, orders, total, why = cells
+        rank, customer, p_churn, var, spend, clv, p_buy, segment, stage, days, orders, total, why = cells
         money = lambda s: float(s.replace(",", ""))  # noqa: E731
         assert (row["rank"], row["customer_id"], row["segment"]) == (rank, customer, segment)
         assert f"{float(row['churn_probability_90d']):.1%}" == p_churn
         assert f"{float(row['purchase_probability_30d']):.1%}" == p_buy
         assert float(row["value_at_risk_90d"]) == money(var) and float(row["expected_spend_90d"]) == money(spend)
+        assert float(row["clv_90d"]) == money(clv) and row["lifecycle_stage"].replace("_", " ") == stage
         assert float(row["total_spend"]) == money(total) and int(row["orders"]) == money(orders)
         assert round(float(row["days_since_last_order"])) == money(days)
         assert row["reasons"] == "; ".join(line.strip() for line in why.splitlines() if line.strip())
@@ -353,6 +465,40 @@ def test_in_a_browser_sign_in_filter_download_and_sign_out(server, browser, tmp_
     assert page.url.endswith("/marketing/login") and page.locator("input[name=key]").count() == 1
     assert page.locator("#customers").count() == 0
     replay.close()
+
+
+def test_in_a_browser_the_dashboard_draws_its_figures_and_filters(server, browser):
+    context = browser.new_context()
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    blocked = []  # anything the Content-Security-Policy refused
+    page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    browser_sign_in(page, server)
+    page.wait_for_selector("#customers")
+    page.select_option("#stage", "at_risk")  # the list's stage filter
+    page.click("#apply")
+    page.wait_for_url("**stage=at_risk**")
+    assert [r[1] for r in screen_rows(page)] == ["c6", "c1"] and {r[8] for r in screen_rows(page)} == {"at risk"}
+    page.click("#to-dashboard")
+    page.wait_for_selector("#clv-chart")
+    for chart, mark in (("#cohort-heatmap", "rect"), ("#funnel", "rect"), ("#transitions", "rect"), ("#clv-chart", "rect")):
+        box = page.locator(chart).bounding_box()
+        assert box and box["width"] > 100 and box["height"] > 50, chart  # drawn, not an empty element
+        drawn = page.eval_on_selector_all(f"{chart} {mark}", "els => els.filter(e => e.getBBox().width > 0).length")
+        assert drawn > 0, chart
+    assert page.locator("#transitions .flow-cell").count() == 56 and page.locator("#funnel .funnel-step").count() == 3
+    groups = lambda: page.eval_on_selector_all("#clv-chart .clv-group", "gs => gs.map(g => g.dataset.group)")  # noqa: E731
+    assert groups() == ["champions", "cant_lose", "at_risk", "hibernating"]  # highest mean CLV first
+
+    page.select_option("#segment", "at_risk")
+    page.select_option("#clv_by", "persona")
+    page.click("#apply")
+    page.wait_for_url("**clv_by=persona**")
+    assert groups() == ["0: lapsing"]  # a filter changes the figures
+    assert page.get_attribute("#funnel [data-step=view]", "data-sessions") == "4"
+    assert page.get_attribute("#funnel [data-step=purchase]", "data-sessions") == "1"
+    assert blocked == [] and page.locator("script").count() == 0
+    context.close()
 
 
 def test_in_a_browser_the_sixth_wrong_key_in_15_minutes_is_429(tmp_path_factory, browser):
