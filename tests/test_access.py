@@ -27,7 +27,7 @@ from tests.test_service import publish_test_bundle
 EXPECTED_SCOPES = {
     "/recommend": "storefront", "/similar_items": "storefront", "/bought_together": "storefront",
     "/session": "storefront", "/rerank": "storefront", "/events": "storefront",
-    "/propensity": "marketing", "/churn_risk": "marketing",
+    "/propensity": "marketing", "/churn_risk": "marketing", "/customer_value": "marketing",
     "/admin/reload": "admin", "/admin/forget": "admin",
 }
 PUBLIC = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json", "/"}
