@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def gains_chart(evaluation):
     """Cumulative share of actual spend against the share of customers taken in predicted order,
-    for the model, every peer and the perfect order."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    for the model, every peer and the perfect order. A plain Figure on the Agg canvas: no pyplot
+    state, and no global backend switch (which turned a notebook's inline plots off)."""
     a = np.asarray(evaluation.actual, dtype=float)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = Figure(figsize=(6, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     x = np.arange(1, len(a) + 1) / len(a)
     curves = {"perfect order": a, **evaluation.predictions}
     for name, p in curves.items():
