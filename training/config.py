@@ -71,6 +71,8 @@ class SearchSpace(BaseModel):
     itemknn_neighbours: list[int] = Field([50, 200], description="BM25 item-kNN neighbourhood sizes tried")
     blend_weights: list[float] = Field([0.5, 1.0, 2.0, 4.0, 8.0], description="weights of trending against a personal model")
     weighted_rows: bool = Field(True, description="with a clickstream, also try views and carts weighted against purchases")
+    purchase_rows: bool = Field(True, description="with a clickstream, also try popularity, trending and the best "
+                                "personal models on purchases alone (views and carts left out)")
     ranker: RankerSearch = Field(default_factory=RankerSearch)
 
 

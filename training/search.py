@@ -2,8 +2,8 @@
 
 Stages (``SearchSpace`` in training/config.py holds the values):
 
-    popularity ─► popular, trending at each half-life                 (always)
-    personal   ─► ALS starting points, EASE penalties, BM25 item-kNN   (+ weighted rows with a clickstream)
+    popularity ─► popular, trending at each half-life                 (always; + on purchases alone with a clickstream)
+    personal   ─► ALS starting points, EASE penalties, BM25 item-kNN   (+ purchases alone, + weighted rows with a clickstream)
     blends     ─► best ALS / best EASE + best trending, each weight; best ALS + best EASE + trending
     ranker     ─► LightGBM over the best ALS, EASE, item-kNN, trending and popular
 
@@ -31,6 +31,7 @@ from training.selection import Trial
 
 BINARY = InteractionConfig(binary=True)
 WEIGHTED = InteractionConfig()
+BOUGHT = InteractionConfig(view_weight=0.0, cart_weight=0.0, binary=True)  # purchases alone
 
 
 @dataclass
@@ -98,9 +99,14 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
     if space is None:
         s.result.seconds = s.elapsed()
         return s.result
+    purchases_too = has_events and space.purchase_rows  # what sells, not what is looked at
     for days in space.trending_half_life_days:
         s.run(Candidate(name=f"trending-{days:g}d", interactions=_trending(days), model=PopularConfig(count="weight")),
               "popularity")
+        if purchases_too:
+            bought = _trending(days).model_copy(update={"view_weight": 0.0, "cart_weight": 0.0})
+            s.run(Candidate(name=f"trending-bought-{days:g}d", interactions=bought, model=PopularConfig(count="weight")),
+                  "popularity")
     for als in space.als:
         s.run(Candidate(name=f"als-f{als.factors}-r{als.regularization:g}-a{als.alpha:g}", interactions=BINARY,
                         model=als), "als")
@@ -110,6 +116,11 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
     for neighbours in space.itemknn_neighbours:
         s.run(Candidate(name=f"itemknn-k{neighbours}", interactions=BINARY, model=ItemKNNConfig(neighbours=neighbours)),
               "itemknn")
+    if purchases_too:
+        for family in ("als", "ease", "itemknn"):
+            if (best := s.result.best(f"{family}-")) is not None:
+                s.run(Candidate(name=f"{best.candidate.name}-bought", interactions=BOUGHT, model=best.candidate.model),
+                      family)
     if has_events and space.weighted_rows:  # views and carts count, weighted against purchases
         for family in ("als", "ease"):
             if (best := s.result.best(f"{family}-")) is not None:
