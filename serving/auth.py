@@ -173,17 +173,27 @@ class ScopedKeys:
         if principal.scope not in RECORDED_SCOPES:
             return await self.app(scope, receive, send)
         status = 500
+        recorded = False
+
+        def write_record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                control.log.record(principal.name, principal.scope, path, status,
+                                   record.customers if status < 300 else 0)
 
         async def watch(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                write_record()  # before the caller has its answer: whoever reads the log next sees this call
             await send(message)
 
         try:
             await self.app(scope, receive, watch)
         finally:
-            control.log.record(principal.name, principal.scope, path, status, record.customers if status < 300 else 0)
+            write_record()  # no complete answer (an error, a disconnect): recorded all the same
 
 
 async def _json(send, status: int, message: str, extra: list | None = None) -> None:

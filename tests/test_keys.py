@@ -195,6 +195,45 @@ def test_the_middleware_limits_requests_per_key_with_retry_after(tmp_path):
     assert 1 <= int(answers[3].headers["retry-after"]) <= 60 and "this key" in answers[3].json()["error"]
 
 
+def test_a_recorded_call_is_in_the_access_log_before_its_caller_has_the_answer(tmp_path):
+    """The line is written before the last body message goes out (a caller that reads the log at once
+    finds its call, and a call answered earlier cannot land after a later reader's start); a call that
+    fails before answering is recorded once, as a 500."""
+    control = AccessControl.from_settings(Settings(
+        keys_file=tmp_path / "keys.json", access_log=tmp_path / "access.jsonl", sessions_file=tmp_path / "s.json",
+        storefront_key=None, api_key="mkt", admin_key=None))
+    lines = lambda: [json.loads(x) for x in control.log.path.read_text().splitlines()] if control.log.path.exists() else []
+    seen_at_answer = []
+
+    async def app(scope, receive, send):
+        from serving.auth import count_customers
+        from types import SimpleNamespace
+
+        count_customers(SimpleNamespace(state=SimpleNamespace(**scope["state"])), 2)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{", "more_body": True})
+        await send({"type": "http.response.body", "body": b"}"})
+        await anyio.sleep(0.05)  # the framework's own work after the answer went out
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("boom")
+
+    async def send(message):
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            seen_at_answer.append([(e["endpoint"], e["status"], e["customers"]) for e in lines()])
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/customer_value", "headers": [(b"authorization", b"Bearer mkt")]}
+    anyio.run(ScopedKeys(app, control=lambda: control), dict(scope), receive, send)
+    assert seen_at_answer == [[("/customer_value", 200, 2)]]
+    with pytest.raises(RuntimeError):
+        anyio.run(ScopedKeys(broken, control=lambda: control), dict(scope), receive, send)
+    assert [(e["endpoint"], e["status"], e["customers"]) for e in lines()] == [("/customer_value", 200, 2),
+                                                                              ("/customer_value", 500, 0)]
+
+
 def test_sign_in_failures_are_counted_per_account_and_address(tmp_path):
     limits = RateLimits(Settings(login_failures="2/15 minutes"))
     assert limits.login_blocked("crm", "1.2.3.4") is None
