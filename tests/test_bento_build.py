@@ -15,9 +15,11 @@ import psutil
 import pytest
 import yaml
 
+from features.lifecycle import DEFAULT_STAGES
 from tests.server import ADMIN, MARKETING, MARKETING_KEY, REPO, bearer, bentoml_server
 
 SHOP = "tiny-shop"
+STAGE_NAMES = {s.name for s in DEFAULT_STAGES}  # the project trains with the default lifecycle stages
 ALLOWED_TOP = {"features", "training", "serving", "configs", "requirements.lock", "bentofile.yaml"}
 
 
@@ -213,6 +215,11 @@ def test_serve_the_bento_and_call_every_endpoint(project, tmp_path):
         "/propensity": (MARKETING, {"user_ids": [user, "nobody"]},
                         lambda b: b["model_version"] == "1" and [u["known"] for u in b["users"]] == [True, False]),
         "/churn_risk": (MARKETING, {"top_n": 5}, lambda b: 0 < len(b["customers"]) <= 5),
+        "/customer_value": (MARKETING, {"user_ids": [user, "nobody"]},
+                            lambda b: b["model_version"] == "1" and b["horizon_days"] > 0
+                            and [c["known"] for c in b["customers"]] == [True, False]
+                            and b["customers"][0]["clv"] >= 0 and 0 <= b["customers"][0]["purchase_probability"] <= 1
+                            and b["customers"][0]["stage"] in STAGE_NAMES and b["customers"][1]["clv"] is None),
         "/admin/reload": (ADMIN, {}, lambda b: b["status"] == "unchanged" and b["model_version"] == f"{SHOP}/v1"),
         "/admin/forget": (ADMIN, {"user_id": "u-not-a-customer"}, lambda b: "pseudonym" in b),
     }

@@ -32,14 +32,29 @@ CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    import pandas as pd
+
+    from features.lifecycle import DEFAULT_STAGES
     from tests.test_propensity_service import SCORES
     from tests.test_storefront import make_bundle
     from training.propensity.bundle import PropensityBundle
+    from training.value.train import ValueResult, with_value
 
     home = tmp_path_factory.mktemp("fuzz_home")
     make_bundle({"trained_at": "2024-01-01T00:00:00Z"}).save(home / "bundle")
     store(home, (home / "bundle", "1"))
-    PropensityBundle(SCORES, {"scored_at": "2024-12-31", "horizon_days": 90}).save(home / "propensity")
+    propensity = PropensityBundle(SCORES, {"scored_at": "2024-12-31", "horizon_days": 90})
+    # with customer value, as `shoprec train` publishes it: /customer_value and the stage filter answer for real
+    value = pd.DataFrame({"clv_90d": [120.0, 900.0, 40.0, 1500.0, 0.0, 260.0],
+                          "p_buy_90d": [0.3, 0.5, 0.2, 0.95, 0.01, 0.4],
+                          "stage": ["at_risk", "lapsed", "cooling", "repeat", "lapsed", "at_risk"],
+                          "persona": [0, 1, 0, 2, 1, 0],
+                          "persona_description": ["occasional", "big spenders, gone quiet", "occasional", "loyal",
+                                                  "big spenders, gone quiet", "occasional"]},
+                         index=pd.Index(SCORES["user_id"], name="user_id"))
+    stages = [{"name": s.name, "description": s.description} for s in DEFAULT_STAGES]
+    with_value(propensity, ValueResult({}, value, {}, {"horizon_days": 90, "stages": stages}, None), 90)
+    propensity.save(home / "propensity")
     code = ("import sys; from pathlib import Path; from training.propensity.publish import store_propensity_bundle; "
             "store_propensity_bundle(Path(sys.argv[1]), {'registry_version': '1'})")
     subprocess.run([sys.executable, "-c", code, str(home / "propensity")], cwd=REPO, check=True,
