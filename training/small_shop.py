@@ -19,7 +19,7 @@ from training import tracking
 from training.config import TrainConfig
 from training.history import measure, require_trainable, short_history
 from training.pipeline import fit_bundle
-from training.train import TrainOutcome, atomic_write_json
+from training.train import TrainOutcome, finish
 
 TAG = "small_shop"  # on the registered version: why it is a fallback
 
@@ -104,14 +104,5 @@ def train_small_shop(
             "champion": {"promoted": promote, "reason": reason, "previous": champion.version if champion else None}}}
         mlflow.log_dict(report, "metrics.json")
         run_id = run.info.run_id
-    if orders is not None and len(orders):
-        from training.propensity.train import train_propensity
-
-        try:
-            report.update(train_propensity(canonical, project_dir, shop=shop, truth_dir=truth_dir, progress=progress))
-        except ValueError as e:  # e.g. less than two horizons of order history
-            progress(f"churn and conversion models skipped: {e}")
-            report["propensity"] = {"skipped": str(e)}
-    if metrics_out:
-        atomic_write_json(metrics_out, report)
-    return TrainOutcome(report, run_id, version, promote, reason)
+    return finish(canonical, project_dir, shop, truth_dir, metrics_out, progress,
+                  TrainOutcome(report, run_id, version, promote, reason))

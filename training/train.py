@@ -160,17 +160,26 @@ def train(
     report["recommend"]["shop"] = shop
     report["recommend"]["champion"] = {"promoted": promote, "reason": reason,
                                        "previous": champion.version if champion else None}
-    if orders is not None and len(orders):
+    return finish(canonical, project_dir, shop, truth_dir, metrics_out, progress,
+                  TrainOutcome(report, run_id, version, promote, reason))
+
+
+def finish(canonical, project_dir: Path, shop: str, truth_dir: Path | None, metrics_out: Path | None,
+           progress: Callable[[str], None], outcome: TrainOutcome) -> TrainOutcome:
+    """The rest of every training run: the churn, conversion and customer-value models where the
+    orders allow, then the metrics file."""
+    if canonical.orders is not None and len(canonical.orders):
         from training.propensity.train import train_propensity
 
         try:
-            report.update(train_propensity(canonical, project_dir, shop=shop, truth_dir=truth_dir, progress=progress))
+            outcome.metrics.update(train_propensity(canonical, project_dir, shop=shop, truth_dir=truth_dir,
+                                                    progress=progress))
         except ValueError as e:  # e.g. less than two horizons of order history
             progress(f"churn and conversion models skipped: {e}")
-            report["propensity"] = {"skipped": str(e)}
+            outcome.metrics["propensity"] = {"skipped": str(e)}
     if metrics_out:
-        atomic_write_json(metrics_out, report)
-    return TrainOutcome(report, run_id, version, promote, reason)
+        atomic_write_json(metrics_out, outcome.metrics)
+    return outcome
 
 
 def _peer_table(rec: dict, k: int) -> dict:
