@@ -74,10 +74,7 @@ class PropensityModel:
         return pd.Series(gain, index=self.features_).sort_values(ascending=False)
 
     def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
-        missing = [f for f in self.features_ if f not in X.columns]
-        if missing:
-            raise ValueError(f"feature columns missing: {missing}")
-        return X[self.features_]
+        return feature_frame(X, self.features_)
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -131,3 +128,11 @@ def apply_calibration(cal: dict, raw: np.ndarray) -> np.ndarray:
     if cal["method"] == "isotonic":
         return np.interp(raw, np.asarray(cal["x"]), np.asarray(cal["y"]))
     return 1.0 / (1.0 + np.exp(-raw))
+
+
+def feature_frame(X: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """The model's feature columns of ``X``, in its order; a missing column is named."""
+    missing = [f for f in features if f not in X.columns]
+    if missing:
+        raise ValueError(f"feature columns missing: {missing}")
+    return X[features]

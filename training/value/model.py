@@ -18,6 +18,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from training.propensity.model import feature_frame
 
 
 class ValueModel:
@@ -79,10 +80,7 @@ class ValueModel:
         return pd.Series(gain, index=self.features_).sort_values(ascending=False)
 
     def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
-        missing = [f for f in self.features_ if f not in X.columns]
-        if missing:
-            raise ValueError(f"feature columns missing: {missing}")
-        return X[self.features_]
+        return feature_frame(X, self.features_)
 
     def save(self, path: Path) -> None:
         path = Path(path)
