@@ -17,10 +17,16 @@ from tests.conftest import REPO, shared_data
 LINE = re.compile(r"^\[shoprec +(\d+\.\d) s\] (\d+)/~(\d+) (.*)$")
 
 
+def _env(**extra) -> dict:
+    """The environment of a CLI run: the project's own MLflow store, whatever an earlier test left in
+    MLFLOW_TRACKING_URI (module-scoped fixtures run before the per-test isolation of conftest.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return env | {"PYTHONPATH": str(REPO)} | extra
+
+
 def run_cli(*args, cwd):
     result = subprocess.run([sys.executable, "-m", "training.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                            text=True, env=dict(os.environ, PYTHONPATH=str(REPO),
-                                                BENTOML_HOME=str(cwd / "bentoml_home")), timeout=600)
+                            text=True, env=_env(BENTOML_HOME=str(cwd / "bentoml_home")), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
