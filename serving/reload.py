@@ -60,19 +60,25 @@ class Refused(Exception):
 
 
 def smoke_test(store: Storefront) -> None:
-    """The model scores a known shopper over every item, finitely; a known shopper gets a model
+    """The model scores a known shopper over every item, without NaN; a known shopper gets a model
     answer, an unknown one the fallback, an item its neighbours; answers non-empty, with known
     item ids and finite scores."""
     bundle = store.bundle
     if len(bundle.users) == 0 or len(bundle.items) == 0:
         raise Refused("the bundle has no users or no items")
     k = min(5, len(bundle.items))
-    raw = np.asarray(bundle.model.scores(np.array([0])))
-    if raw.shape != (1, len(bundle.items)) or not np.isfinite(raw).all():
+    # a shopper the model knows: a non-empty row (a recipe on purchases alone leaves browsers' rows empty)
+    rows_with_data = np.flatnonzero(np.diff(bundle.interactions.indptr) > 0)
+    if len(rows_with_data) == 0:
+        raise Refused("the bundle has no shopper with interactions")
+    known = int(rows_with_data[0])
+    raw = np.asarray(bundle.model.scores(np.array([known])))
+    # -inf is "not recommendable" (a ranker's non-candidates, items outside EASE's cap); NaN is broken
+    if raw.shape != (1, len(bundle.items)) or np.isnan(raw).any() or not np.isfinite(raw).any():
         raise Refused(f"smoke test: the model scores a known shopper with shape {raw.shape} "
-                      f"(expected (1, {len(bundle.items)})) or with values that are not finite")
+                      f"(expected (1, {len(bundle.items)})), with NaN, or with no finite score")
     checks = {
-        "known shopper": (store.recommend(str(bundle.users.ids[0]), k=k, exclude_bought=False), "model:"),
+        "known shopper": (store.recommend(str(bundle.users.ids[known]), k=k, exclude_bought=False), "model:"),
         "unknown shopper": (store.recommend(ANONYMOUS, k=k), "fallback:"),
         "similar items": (store.similar_items(str(bundle.items.ids[0]), k=k), ""),
     }

@@ -80,6 +80,23 @@ def test_fold_in_with_nothing_new_keeps_the_list(shop, kind):
     assert np.mean(overlaps) >= 0.9, f"{kind}: mean top-10 overlap {np.mean(overlaps):.3f}"
 
 
+@pytest.mark.parametrize("kind", list(kinds()))
+def test_every_kind_passes_the_services_smoke_test(shop, kind):
+    """What the search may choose, the service must load: the reload smoke test accepts every kind,
+    including recipes on purchases alone (browsers have empty rows) and models that leave items -inf."""
+    from serving.reload import smoke_test
+
+    orders, events = shop
+    candidate = kinds()[kind]
+    bought_only = InteractionConfig(view_weight=0.0, cart_weight=0.0, binary=True)
+    if kind in ("als", "ease", "itemknn", "popular"):
+        candidate = candidate.model_copy(update={"interactions": bought_only})
+    bundle = fit_bundle(candidate, TrainConfig(), events, orders, {"run_id": "r"})
+    if kind in ("als", "ease", "itemknn", "popular"):  # shoppers who only browse have empty rows
+        assert (np.diff(bundle.interactions.indptr) == 0).any()
+    smoke_test(Storefront(bundle))
+
+
 def test_the_test_period_chooses_nothing(shop):
     """Scrambling what was bought in the test period changes the test figures, never the search,
     the validation scores or the choice."""
