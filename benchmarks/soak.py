@@ -45,14 +45,15 @@ def prepare_model(shop: Path, home: Path) -> Path:
 
         generate_shop(ShopConfig.preset("small"), shop)
     from features.ingest import ingest, load_canonical
-    from training.config import TrainConfig
+    from features.interactions import InteractionConfig
+    from training.config import Candidate, TrainConfig
     from training.pipeline import fit_bundle
 
     work = home / "canonical"
     ingest(shop / "orders.parquet", shop / "events.parquet", shop / "items.parquet", work)
     canonical = load_canonical(work)
     config = TrainConfig.load(REPO / "configs" / "train.yaml")
-    als = next(c for c in config.candidates if c.name == "als")
+    als = Candidate(name="als", interactions=InteractionConfig(binary=True), model=config.search.als[0])
     bundle = fit_bundle(als, config, canonical.events, canonical.orders,
                         {"run_id": "soak", "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                         items=canonical.items)

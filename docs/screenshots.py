@@ -63,12 +63,10 @@ def train_and_publish(work: Path, preset: str) -> str:
 
     paths = generate_shop(ShopConfig.preset(preset), work / "shop")
     ingest(paths.orders, paths.events, paths.items, work / "canonical")
-    full = TrainConfig()
-    config = full.model_copy(update={"candidates": [c for c in full.candidates if c.name in
-                                                    ("popular", "trending-7d", "als", "als-trending-w4")]})
-    outcome = train(load_canonical(work / "canonical"), config, work, progress=print)
-    publish_champion(work)
-    publish_propensity(work)
+    config = TrainConfig()  # the shipped search, as `shoprec train` runs it
+    outcome = train(load_canonical(work / "canonical"), config, work, shop="screenshots", progress=print)
+    publish_champion(work, shop="screenshots")
+    publish_propensity(work, shop="screenshots")
     return outcome.run_id
 
 
