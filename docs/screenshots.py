@@ -4,7 +4,7 @@
 
 Everything happens in a temporary folder: a synthetic shop, one training run (recommender +
 propensity) into a fresh MLflow store, publish into a fresh BentoML store, the real service on
-127.0.0.1 for the marketers' page, and ``mlflow ui`` on 127.0.0.1 for the run page.
+127.0.0.1 for the marketers' page and dashboard, and ``mlflow ui`` on 127.0.0.1 for the run page.
 """
 from __future__ import annotations
 
@@ -110,6 +110,9 @@ def main() -> None:
             page.click("#apply")
             page.wait_for_selector("#customers")
             page.screenshot(path=str(OUT / "marketing_page.png"))
+            page.goto(f"{url}/marketing/dashboard?clv_by=stage")  # the same session: CLV, funnel, flows, cohorts
+            page.wait_for_selector("#cohort-heatmap")
+            page.screenshot(path=str(OUT / "marketing_dashboard.png"), full_page=True)
             with mlflow_ui(work, free_port()) as ui:
                 import mlflow
 
@@ -118,7 +121,7 @@ def main() -> None:
                 show_run_plot(page, ui, experiment, run_id)
                 page.screenshot(path=str(OUT / "mlflow_run.png"))
             browser.close()
-    print(f"wrote {OUT / 'marketing_page.png'} and {OUT / 'mlflow_run.png'}")
+    print(f"wrote {OUT / 'marketing_page.png'}, {OUT / 'marketing_dashboard.png'} and {OUT / 'mlflow_run.png'}")
 
 
 if __name__ == "__main__":
