@@ -52,6 +52,7 @@ class BoughtTogetherRequest(FilterFields):
 class SessionRequest(FilterFields):
     items: list[Id] = Field(min_length=1, max_length=200, description="items viewed in the session, oldest first")
     k: K = 10
+    session_id: Id | None = Field(None, description="the anonymous shopper's session id: A/B tests assign by it")
 
 
 class RerankRequest(_Strict):
@@ -59,7 +60,18 @@ class RerankRequest(_Strict):
     items: list[Id] = Field(min_length=1, max_length=500, description="the caller's candidate item ids")
 
 
-class EventIn(_Strict):
+class EventOutcome(_Strict):
+    """What an A/B test reads from an event (features/exposures.py)."""
+
+    request_id: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        None, description="the request_id of the answer this event follows (a click on, cart add or purchase of a "
+                          "shown item): the outcome is attributed to that exposure")
+    quantity: float | None = Field(None, gt=0, allow_inf_nan=False, description="purchase quantity (default 1); "
+                                   "a purchase's value is price x quantity")
+    price: float | None = Field(None, ge=0, allow_inf_nan=False, description="the item's price (optional)")
+
+
+class EventIn(EventOutcome):
     item_id: Id
     event_type: Literal["view", "cart", "purchase"]
     ts: Annotated[str, StringConstraints(max_length=40)] | None = Field(None, description="ISO 8601; default: now")
@@ -86,3 +98,6 @@ class Recommendations(BaseModel):
     source: str = Field(description="'model:<recipe>', 'model:<recipe>+events', 'session:...', 'together:...' "
                                     "or 'fallback:<name>'")
     model_version: str = Field(description="registered model version that answered")
+    request_id: str | None = Field(None, description="under an A/B test: send it back with the events that follow")
+    experiment: str | None = Field(None, description="under an A/B test: its name")
+    variant: str | None = Field(None, description="under an A/B test: the shopper's variant")

@@ -20,6 +20,7 @@ from features.settings import Settings
 from serving.admin import ForgetAnswer, ForgetRequest, ReloadAnswer, ReloadRequest, ServicePrivacy, configure_logging
 from serving.auth import AccessControl, ScopedKeys, count_customers, key_name
 from serving.event_intake import EventIntake
+from serving.experiments import ServiceExperiments
 from serving.limits import BodySizeLimit, CountTowardsConcurrency
 from serving.openapi import OpenAPIFixes
 from serving.served_by import ServedBy
@@ -69,6 +70,7 @@ class Shoprec:
         self.intake = EventIntake(self.access.limits, self.settings.clock_skew_s)  # what /events accepts
         self.loaded_at = dt.datetime.now(dt.timezone.utc).timestamp()
         self.events = open_event_store(self.settings.events_url)
+        self.experiments = ServiceExperiments(self.settings.events_url, self.models)  # A/B tests (serving/experiments.py)
         self.propensity_api.hidden = self.privacy.hide  # forgotten shoppers leave the churn list at once
         gc.freeze()  # the loaded model's objects leave the collector's generations: shorter GC pauses per request
 
@@ -76,9 +78,9 @@ class Shoprec:
         return self.models.ready
 
     def _reply(self, m: Served, answer: Answer) -> Recommendations:
-        return Recommendations(
+        return self.experiments.label(Recommendations(
             items=[ScoredItem(item_id=i, score=s, reason=r) for i, s, r in zip(answer.item_ids, answer.scores, answer.reasons)],
-            source=answer.source, model_version=m.version)
+            source=answer.source, model_version=m.version), answer)  # under an A/B test: request_id, experiment, variant
 
     def _recent(self, m: Served, user_id: str) -> list[tuple[str, str]]:
         trained = m.store.bundle.meta.get("trained_at")
@@ -101,7 +103,8 @@ class Shoprec:
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
         user_id, events = self._shopper(m, r.user_id)
-        answer = m.store.recommend(user_id, r.k, r.exclude_bought, r.exclude, _filters(r), events=events)
+        answer = self.experiments.run("recommend", user_id, user_id, m, lambda store: store.recommend(
+            user_id, r.k, r.exclude_bought, r.exclude, _filters(r), events=events))  # the A/B test's arm, if any
         self.privacy.log_request("recommend", r.user_id, answer.source, len(answer.item_ids))
         return self._reply(m, answer)
 
@@ -127,7 +130,8 @@ class Shoprec:
         r = SessionRequest(**req)
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
-        return self._reply(m, m.store.session(r.items, r.k, _filters(r)))
+        return self._reply(m, self.experiments.run("session", r.session_id or "", "", m,
+                                                   lambda store: store.session(r.items, r.k, _filters(r))))
 
     @bentoml.api(input_spec=RerankRequest, route="/rerank")
     async def rerank(self, ctx: bentoml.Context, **req) -> Recommendations:
@@ -136,7 +140,7 @@ class Shoprec:
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
         user_id, events = self._shopper(m, r.user_id)
-        answer = m.store.rerank(user_id, r.items, events=events)
+        answer = self.experiments.run("rerank", user_id, user_id, m, lambda store: store.rerank(user_id, r.items, events=events))
         self.privacy.log_request("rerank", r.user_id, answer.source, len(answer.item_ids))
         return self._reply(m, answer)
 
@@ -154,7 +158,9 @@ class Shoprec:
             return events
         if self.privacy.is_forgotten(r.user_id):  # forgotten: nothing of theirs is stored
             return EventsAck(stored=0)
-        return EventsAck(stored=self.events.append(r.user_id, events))
+        stored = self.events.append(r.user_id, events)
+        self.experiments.record_outcomes(r.user_id, events, r.events)  # purchases and clicks, for A/B tests
+        return EventsAck(stored=stored)
 
     @bentoml.api(input_spec=PropensityRequest, route="/propensity")
     async def propensity(self, ctx: bentoml.Context, **req) -> PropensityAnswer:

@@ -455,6 +455,10 @@ from training.cli_keys import keys_app  # noqa: E402
 
 app.add_typer(keys_app, name="keys")
 
+from training.experiments.cli import experiment_app  # noqa: E402
+
+app.add_typer(experiment_app, name="experiment")
+
 
 if __name__ == "__main__":
     app()

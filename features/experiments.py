@@ -1,0 +1,150 @@
+"""Experiments as data, and who sees which variant.
+
+An experiment splits the traffic of one endpoint between variants: ``champion`` (the served model),
+a model (a BentoML tag of a published recommender, loaded beside the champion: ``shoprec-recommender:v3``
+or a registry version ``v3``) or a policy (``popular``, ``trending``). Assignment is a pure function
+of (salt, unit id), as in GrowthBook's SDKs, so every replica and every restart agrees without
+talking; the unit is the user id, or the session id for an anonymous shopper.
+
+Two hashes per unit: one decides whether the unit is in the experiment at all (``coverage``, the
+ramp), the other which variant. Raising the coverage only adds units; nobody changes variant.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+POLICIES = ("popular", "trending")
+CHAMPION = "champion"
+ENDPOINTS = ("recommend", "rerank", "session")
+METRICS = ("conversion", "revenue_per_user", "ctr")
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}(:[A-Za-z0-9._-]{1,63})?$"
+
+
+class ExperimentError(ValueError):
+    """A definition or request the experiment store refuses; the message names the field and value."""
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="the variant's name in answers and reports (e.g. control, treatment)")
+    arm: str = Field(description="champion | popular | trending | a model tag (shoprec-recommender:v3) or registry version (v3)")
+    weight: float = Field(gt=0, description="share of the experiment's traffic (normalised over the variants)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(NAME_PATTERN, v):
+            raise ValueError(f"variant name {v!r}: 1-64 letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("arm")
+    @classmethod
+    def _arm(cls, v: str) -> str:
+        if v in (CHAMPION, *POLICIES) or re.match(r"^v\d+$", v) or re.match(TAG_PATTERN, v):
+            return v
+        raise ValueError(f"variant arm {v!r}: expected champion, popular, trending, a model tag or a registry version vN")
+
+    @property
+    def kind(self) -> Literal["champion", "policy", "model"]:
+        return "champion" if self.arm == CHAMPION else "policy" if self.arm in POLICIES else "model"
+
+    @property
+    def model_tag(self) -> str:
+        """The BentoML tag of a model arm (``v3`` -> ``shoprec-recommender:v3``)."""
+        return f"shoprec-recommender:{self.arm}" if re.match(r"^v\d+$", self.arm) else self.arm
+
+
+class Experiment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    variants: tuple[Variant, ...] = Field(min_length=2, description="first one is the control")
+    salt: str = Field(description="hash salt; a new salt reshuffles everyone")
+    endpoint: Literal["recommend", "rerank", "session"] = "recommend"
+    metric: Literal["conversion", "revenue_per_user", "ctr"] = "conversion"
+    guardrails: tuple[Literal["conversion", "revenue_per_user", "ctr"], ...] = ("revenue_per_user",)
+    coverage: float = Field(1.0, gt=0, le=1, description="share of units in the experiment (ramp up: only adds units)")
+    attribution_days: float = Field(7.0, gt=0, le=90, description="outcomes count this long after an exposure")
+    status: Literal["running", "stopped"] = "running"
+    created_at: str = ""
+    stopped_at: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(NAME_PATTERN, v):
+            raise ValueError(f"experiment name {v!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must differ: {names}")
+        return self
+
+    @property
+    def control(self) -> Variant:
+        return self.variants[0]
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def shares(self) -> dict[str, float]:
+        total = sum(v.weight for v in self.variants)
+        return {v.name: v.weight / total for v in self.variants}
+
+
+def _unit_float(*parts: str) -> float:
+    """A uniform number in [0, 1) from the parts (SHA-256, the first 8 bytes)."""
+    h = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big") / 2.0 ** 64
+
+
+def assign(experiment: Experiment, unit_id: str) -> Variant | None:
+    """The unit's variant, or None when the unit is outside the experiment's coverage (or the id is empty)."""
+    if not unit_id or _unit_float("coverage", experiment.salt, unit_id) >= experiment.coverage:
+        return None
+    x, edge = _unit_float("variant", experiment.salt, unit_id), 0.0
+    for variant, share in zip(experiment.variants, experiment.shares().values()):
+        edge += share
+        if x < edge:
+            return variant
+    return experiment.variants[-1]  # rounding of the last edge
+
+
+def parse_variants(specs: list[str], split: str | None = None) -> tuple[Variant, ...]:
+    """``["control=champion", "treatment=popular"]`` and ``"50/50"`` (default: equal) -> variants."""
+    pairs = []
+    for spec in specs:
+        name, sep, arm = spec.partition("=")
+        if not sep or not name.strip() or not arm.strip():
+            raise ExperimentError(f"--variant {spec!r}: expected NAME=ARM (e.g. treatment=popular)")
+        pairs.append((name.strip(), arm.strip()))
+    if len(pairs) < 2:
+        raise ExperimentError(f"an experiment needs at least two --variant, got {len(pairs)}")
+    if split:
+        try:
+            weights = [float(w) for w in split.split("/")]
+        except ValueError:
+            raise ExperimentError(f"--split {split!r}: expected numbers separated by '/', e.g. 50/50") from None
+        if len(weights) != len(pairs) or any(w <= 0 for w in weights):
+            raise ExperimentError(f"--split {split!r}: expected {len(pairs)} positive numbers (one per variant)")
+    else:
+        weights = [1.0] * len(pairs)
+    try:
+        return tuple(Variant(name=n, arm=a, weight=w) for (n, a), w in zip(pairs, weights))
+    except ValueError as e:
+        raise ExperimentError(str(e)) from None
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

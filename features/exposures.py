@@ -1,0 +1,289 @@
+"""Experiments, exposures and outcomes, kept in the event store that every replica shares.
+
+- experiments: the definitions (features/experiments.py), one JSON document per name;
+- exposures: what a shopper was shown under an experiment (request id, experiment, variant, unit,
+  user, endpoint, items, time); written by the service through ``ExposureWriter`` (a queue and one
+  thread that commits batches, so that a request never waits for a disk flush);
+- outcomes: what came back through ``/events`` (request id when the storefront sent it, user,
+  event type, item, value, time): every purchase, and views and cart adds that carry a request id.
+
+SQLite (tables beside the events, WAL, its own connections) or Redis (a hash, and one stream for
+exposures of each experiment and one for outcomes). Both have the same methods and pass the same tests.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from features.experiments import Experiment, ExperimentError
+
+log = logging.getLogger("shoprec.experiments")
+
+EXPOSURE_COLUMNS = ["request_id", "experiment", "variant", "unit_id", "user_id", "endpoint", "items", "ts"]
+OUTCOME_COLUMNS = ["request_id", "user_id", "event_type", "item_id", "value", "ts"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS experiments (name TEXT PRIMARY KEY, definition TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS exposures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, experiment TEXT NOT NULL, variant TEXT NOT NULL,
+    unit_id TEXT NOT NULL, user_id TEXT NOT NULL, endpoint TEXT NOT NULL, items TEXT NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS exposures_experiment ON exposures (experiment, ts);
+CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT, user_id TEXT NOT NULL, event_type TEXT NOT NULL,
+    item_id TEXT NOT NULL, value REAL NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts);
+"""
+
+
+@dataclass(frozen=True)
+class Exposure:
+    request_id: str
+    experiment: str
+    variant: str
+    unit_id: str  # user id, or session id for an anonymous shopper
+    user_id: str  # "" for an anonymous shopper
+    endpoint: str
+    items: tuple[str, ...]
+    ts: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class Outcome:
+    request_id: str | None
+    user_id: str
+    event_type: str  # view (a click on a shown item), cart, purchase
+    item_id: str
+    value: float  # price x quantity for a purchase, else 0
+    ts: float
+
+
+class SQLiteExperimentLog:
+    """Tables in the event store's SQLite file; safe for threads and for several processes (WAL)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- experiments ---------------------------------------------------------------------------------
+    def put_experiment(self, exp: Experiment, new: bool = False) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if new and self._db.execute("SELECT 1 FROM experiments WHERE name = ?", (exp.name,)).fetchone():
+                    raise ExperimentError(f"experiment {exp.name!r} exists already (names are never reused: its "
+                                          "exposures stay in the store)")
+                self._db.execute("INSERT OR REPLACE INTO experiments VALUES (?,?,?)",
+                                 (exp.name, exp.model_dump_json(), time.time()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def experiments(self) -> list[Experiment]:
+        return [Experiment.model_validate_json(d) for (d,) in self._query("SELECT definition FROM experiments ORDER BY name")]
+
+    # -- exposures and outcomes ----------------------------------------------------------------------
+    def add_exposures(self, rows: list[Exposure]) -> None:
+        self._write("INSERT INTO exposures (request_id, experiment, variant, unit_id, user_id, endpoint, items, ts) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    [(e.request_id, e.experiment, e.variant, e.unit_id, e.user_id, e.endpoint, json.dumps(e.items),
+                      e.ts) for e in rows])
+
+    def add_outcomes(self, rows: list[Outcome]) -> None:
+        self._write("INSERT INTO outcomes (request_id, user_id, event_type, item_id, value, ts) VALUES (?,?,?,?,?,?)",
+                    [(o.request_id, o.user_id, o.event_type, o.item_id, o.value, o.ts) for o in rows])
+
+    def exposures(self, experiment: str) -> pd.DataFrame:
+        with self._lock:
+            df = pd.read_sql_query(f"SELECT {', '.join(EXPOSURE_COLUMNS)} FROM exposures WHERE experiment = ? ORDER BY id",
+                                   self._db, params=(experiment,))
+        return df
+
+    def outcomes(self, since: float = float("-inf"), until: float = float("inf")) -> pd.DataFrame:
+        with self._lock:
+            return pd.read_sql_query(f"SELECT {', '.join(OUTCOME_COLUMNS)} FROM outcomes WHERE ts >= ? AND ts <= ? "
+                                     "ORDER BY id", self._db, params=(max(since, -1e18), min(until, 1e18)))
+
+    def purchase_counts(self, since: float) -> dict[str, int]:
+        """Distinct buyers per item since ``since`` (the trending policy)."""
+        rows = self._query("SELECT item_id, COUNT(DISTINCT user_id) FROM outcomes WHERE event_type = 'purchase' "
+                           "AND ts > ? GROUP BY item_id", (since,))
+        return {item: n for item, n in rows}
+
+    def forget(self, user_id: str) -> int:
+        with self._lock:
+            n = self._db.execute("DELETE FROM exposures WHERE user_id = ?", (user_id,)).rowcount
+            return n + self._db.execute("DELETE FROM outcomes WHERE user_id = ?", (user_id,)).rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class RedisExperimentLog:
+    """``<prefix>:experiments`` (hash), ``<prefix>:exposures:<name>`` and ``<prefix>:outcomes`` (streams)."""
+
+    def __init__(self, url: str, prefix: str = "shoprec:exp"):
+        import redis
+
+        self.prefix = prefix
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, decode_responses=True)
+        self._redis.ping()
+
+    def put_experiment(self, exp: Experiment, new: bool = False) -> None:
+        key = f"{self.prefix}:experiments"
+        if new:
+            if not self._redis.hsetnx(key, exp.name, exp.model_dump_json()):
+                raise ExperimentError(f"experiment {exp.name!r} exists already (names are never reused: its "
+                                      "exposures stay in the store)")
+            return
+        self._redis.hset(key, exp.name, exp.model_dump_json())
+
+    def experiments(self) -> list[Experiment]:
+        found = self._redis.hgetall(f"{self.prefix}:experiments")
+        return [Experiment.model_validate_json(found[name]) for name in sorted(found)]
+
+    def add_exposures(self, rows: list[Exposure]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for e in rows:
+            pipe.xadd(f"{self.prefix}:exposures:{e.experiment}",
+                      {"request_id": e.request_id, "variant": e.variant, "unit_id": e.unit_id, "user_id": e.user_id,
+                       "endpoint": e.endpoint, "items": json.dumps(e.items), "ts": repr(e.ts)})
+        pipe.execute()
+
+    def add_outcomes(self, rows: list[Outcome]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for o in rows:
+            pipe.xadd(f"{self.prefix}:outcomes", {"request_id": o.request_id or "", "user_id": o.user_id,
+                                                  "event_type": o.event_type, "item_id": o.item_id,
+                                                  "value": repr(o.value), "ts": repr(o.ts)})
+        pipe.execute()
+
+    def _stream(self, key: str) -> list[dict]:
+        out, start = [], "-"
+        while True:
+            batch = self._redis.xrange(key, min=start, count=10_000)
+            out.extend(fields for _, fields in batch)
+            if len(batch) < 10_000:
+                return out
+            start = "(" + batch[-1][0]
+
+    def exposures(self, experiment: str) -> pd.DataFrame:
+        rows = [dict(r, experiment=experiment) for r in self._stream(f"{self.prefix}:exposures:{experiment}")]
+        df = pd.DataFrame(rows, columns=EXPOSURE_COLUMNS)
+        df["ts"] = df["ts"].astype(float)
+        return df
+
+    def outcomes(self, since: float = float("-inf"), until: float = float("inf")) -> pd.DataFrame:
+        df = pd.DataFrame(self._stream(f"{self.prefix}:outcomes"), columns=OUTCOME_COLUMNS)
+        df["ts"], df["value"] = df["ts"].astype(float), df["value"].astype(float)
+        df["request_id"] = df["request_id"].where(df["request_id"] != "", None)
+        return df[(df["ts"] >= since) & (df["ts"] <= until)].reset_index(drop=True)
+
+    def purchase_counts(self, since: float) -> dict[str, int]:
+        df = self.outcomes(since=since)
+        df = df[(df["event_type"] == "purchase") & (df["ts"] > since)]
+        return df.groupby("item_id")["user_id"].nunique().to_dict()
+
+    def forget(self, user_id: str) -> int:
+        n = 0
+        keys = [f"{self.prefix}:outcomes", *self._redis.scan_iter(match=f"{self.prefix}:exposures:*")]
+        for key in keys:
+            ids = [i for i, f in self._redis.xrange(key) if f.get("user_id") == user_id]
+            if ids:
+                n += self._redis.xdel(key, *ids)
+        return n
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def open_experiment_log(url: str):
+    """The experiment log of the event store at ``url`` (``sqlite:///PATH`` or ``redis://...``)."""
+    if url.startswith("sqlite:///"):
+        return SQLiteExperimentLog(Path(url[len("sqlite:///"):]))
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisExperimentLog(url)
+    raise ValueError(f"event store URL {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB")
+
+
+class ExposureWriter:
+    """Exposures queued by requests, committed in batches by one thread (at most ``every_s`` after the
+    answer; an exposure is lost only if the process dies within that time). ``flush`` waits until
+    everything queued so far is committed."""
+
+    def __init__(self, log_store, every_s: float = 0.02, batch: int = 500):
+        self.store = log_store
+        self.every_s, self.batch = every_s, batch
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="shoprec-exposures", daemon=True)
+        self._thread.start()
+
+    def put(self, exposure: Exposure) -> None:
+        self._queue.put(exposure)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            rows, signals, stop = [], [], first is None
+            item = first
+            deadline = time.monotonic() + self.every_s
+            while True:
+                if isinstance(item, Exposure):
+                    rows.append(item)
+                elif isinstance(item, threading.Event):
+                    signals.append(item)
+                elif item is None:
+                    stop = True
+                if stop or len(rows) >= self.batch:
+                    break
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+            if rows:
+                try:
+                    self.store.add_exposures(rows)
+                except Exception:  # the answers went out; say how many exposures were lost
+                    log.exception("could not store %d exposures", len(rows))
+            for s in signals:
+                s.set()
+            if stop:
+                return

@@ -1,0 +1,168 @@
+"""Experiments: definitions, sticky assignment, the event-store log, attribution and the analysis."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.experiments import Experiment, ExperimentError, Variant, assign, parse_variants
+from features.exposures import Exposure, ExposureWriter, Outcome, open_experiment_log
+from training.experiments.analysis import analyse, confidence_sequence, srm_check, unit_table
+
+DAY = 86_400.0
+
+
+def experiment(name="ab", split="50/50", coverage=1.0, **kw) -> Experiment:
+    return Experiment(name=name, variants=parse_variants(["control=champion", "treatment=popular"], split),
+                      salt=kw.pop("salt", name), coverage=coverage, **kw)
+
+
+def test_assignment_is_a_pure_function_of_salt_and_unit():
+    exp = experiment()
+    first = [assign(exp, f"u{i}").name for i in range(2000)]
+    assert first == [assign(experiment(), f"u{i}").name for i in range(2000)]  # another process, same answer
+    share = first.count("treatment") / len(first)
+    assert 0.46 < share < 0.54
+    reshuffled = [assign(experiment(salt="other"), f"u{i}").name for i in range(2000)]
+    assert 0.4 < np.mean([a != b for a, b in zip(first, reshuffled)]) < 0.6
+    assert assign(exp, "") is None  # no unit id: champion, no experiment
+
+
+def test_ramping_up_keeps_everyone_in_their_variant():
+    small, big = experiment(coverage=0.2), experiment(coverage=0.6)
+    inside = {u: assign(small, u) for u in (f"u{i}" for i in range(3000))}
+    inside = {u: v.name for u, v in inside.items() if v is not None}
+    assert 0.17 < len(inside) / 3000 < 0.23
+    assert all(assign(big, u).name == v for u, v in inside.items())
+    assert sum(assign(big, f"u{i}") is not None for i in range(3000)) / 3000 == pytest.approx(0.6, abs=0.03)
+
+
+def test_a_90_10_split_is_honoured():
+    exp = experiment(split="90/10")
+    names = [assign(exp, f"s{i}").name for i in range(5000)]
+    assert names.count("treatment") / 5000 == pytest.approx(0.1, abs=0.015)
+
+
+@pytest.mark.parametrize("specs, split, message", [
+    (["control=champion"], None, "at least two"),
+    (["control=champion", "treatment"], None, "NAME=ARM"),
+    (["control=champion", "treatment=popular"], "50/x", "--split"),
+    (["control=champion", "treatment=popular"], "50/30/20", "2 positive numbers"),
+    (["control=champion", "treatment=no such thing!"], None, "variant arm"),
+])
+def test_bad_definitions_name_the_field(specs, split, message):
+    with pytest.raises(ExperimentError, match=message):
+        parse_variants(specs, split)
+
+
+def test_variant_arms():
+    assert Variant(name="t", arm="v3", weight=1).model_tag == "shoprec-recommender:v3"
+    assert Variant(name="t", arm="trending", weight=1).kind == "policy"
+    assert Variant(name="t", arm="champion", weight=1).kind == "champion"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def log_store(request, tmp_path):
+    if request.param == "sqlite":
+        store = open_experiment_log(f"sqlite:///{tmp_path}/events.db")
+        yield store
+        store.close()
+    else:
+        from tests.redis_server import redis_server
+
+        with redis_server(tmp_path) as url:
+            store = open_experiment_log(url)
+            yield store
+            store.close()
+
+
+def test_the_log_keeps_experiments_exposures_and_outcomes(log_store):
+    exp = experiment(created_at="2026-01-01T00:00:00+00:00")
+    log_store.put_experiment(exp, new=True)
+    with pytest.raises(ExperimentError, match="exists already"):
+        log_store.put_experiment(exp, new=True)
+    log_store.put_experiment(exp.model_copy(update={"status": "stopped"}))
+    assert [e.status for e in log_store.experiments()] == ["stopped"]
+    writer = ExposureWriter(log_store)
+    for i in range(25):
+        writer.put(Exposure(f"r{i}", "ab", "control", f"u{i}", f"u{i}", "recommend", ("i1", "i2"), 1000.0 + i))
+    writer.flush()
+    log_store.add_outcomes([Outcome("r3", "u3", "purchase", "i1", 12.5, 1100.0), Outcome(None, "u4", "view", "i2", 0.0, 1200.0)])
+    ex = log_store.exposures("ab")
+    assert len(ex) == 25 and list(ex["request_id"][:2]) == ["r0", "r1"] and ex["items"][0] == '["i1", "i2"]'
+    out = log_store.outcomes()
+    assert out["value"].tolist() == [12.5, 0.0] and out["request_id"].tolist()[0] == "r3" and out["request_id"].isna().tolist()[1]
+    assert log_store.purchase_counts(since=0) == {"i1": 1}
+    assert log_store.forget("u3") == 2  # its exposure and its purchase
+    writer.close()
+
+
+def _frames(exposures, outcomes):
+    ex = pd.DataFrame(exposures, columns=["request_id", "experiment", "variant", "unit_id", "user_id", "endpoint", "items", "ts"])
+    out = pd.DataFrame(outcomes, columns=["request_id", "user_id", "event_type", "item_id", "value", "ts"])
+    return ex, out
+
+
+def test_attribution_by_request_id_then_by_user_within_the_window():
+    exp = experiment(attribution_days=7)
+    t0 = 100 * DAY
+    ex, out = _frames(
+        [("r1", "ab", "control", "a", "a", "recommend", "[]", t0), ("r2", "ab", "control", "a", "a", "recommend", "[]", t0 + DAY),
+         ("r3", "ab", "treatment", "b", "b", "recommend", "[]", t0), ("rx", "other", "treatment", "c", "c", "recommend", "[]", t0)],
+        [("r1", "a", "view", "i1", 0.0, t0 + 10),  # a click on r1
+         ("r1", "a", "purchase", "i1", 10.0, t0 + 20),  # by request id
+         (None, "a", "purchase", "i2", 5.0, t0 + 7.5 * DAY),  # by user: 6.5 days after r2
+         ("r3", "b", "purchase", "i1", 99.0, t0 + 8 * DAY),  # its exposure was 8 days before: not counted
+         (None, "b", "purchase", "i3", 3.0, t0 - DAY),  # before the experiment: pre-period spend
+         ("rx", "c", "purchase", "i1", 7.0, t0 + 5),  # c was never in this experiment
+         ("r3", "b", "view", "i9", 0.0, t0 + 20 * DAY)])  # a click after the window
+    table = unit_table(exp, ex, out).set_index("unit_id")
+    assert table.loc["a", ["exposures", "clicks", "converted", "revenue", "pre_spend"]].tolist() == [2, 1, 1, 15.0, 0.0]
+    assert table.loc["b", ["exposures", "clicks", "converted", "revenue", "pre_spend"]].tolist() == [1, 0, 0, 0.0, 3.0]
+    assert "c" not in table.index
+
+
+def test_srm_flags_a_broken_split_and_passes_a_fair_one():
+    rng = np.random.default_rng(3)
+    n = 20_000
+    broken = int(rng.binomial(n, 0.45))
+    assert srm_check({"control": broken, "treatment": n - broken}, {"control": 0.5, "treatment": 0.5})["flagged"]
+    fair = int(rng.binomial(n, 0.5))
+    assert not srm_check({"control": fair, "treatment": n - fair}, {"control": 0.5, "treatment": 0.5})["flagged"]
+
+
+def test_a_flagged_srm_comes_before_any_result():
+    exp = experiment()
+    rng = np.random.default_rng(1)
+    n = 6000
+    table = pd.DataFrame({"unit_id": [f"u{i}" for i in range(n)], "variant": np.where(rng.random(n) < 0.45, "treatment", "control"),
+                          "exposures": 1.0, "clicks": 0.0, "converted": (rng.random(n) < 0.3).astype(float),
+                          "revenue": rng.gamma(1, 10, n), "pre_spend": rng.gamma(1, 10, n)})
+    report = analyse(exp, table)
+    assert report.srm["flagged"] and report.decision == "invalid" and "sample ratio mismatch" in report.reason
+
+
+def test_confidence_sequence_is_wider_than_the_fixed_interval_and_shrinks_with_n():
+    lo, hi = confidence_sequence(0.0, 0.01, 10_000)
+    assert hi - lo > 2 * 1.96 * 0.01
+    se = 1 / np.sqrt(np.array([1e3, 1e4, 1e5]))
+    lo, hi = confidence_sequence(np.zeros(3), se, np.array([1e3, 1e4, 1e5]))
+    assert np.all(np.diff(hi - lo) < 0)
+
+
+def test_cuped_narrows_the_interval_and_a_clear_win_ships():
+    exp = experiment()
+    rng = np.random.default_rng(7)
+    n = 20_000
+    treat = rng.random(n) < 0.5
+    pre = rng.gamma(2, 20, n)
+    revenue = 0.8 * pre + rng.normal(0, 10, n) + np.where(treat, 3.0, 0.0)
+    converted = (rng.random(n) < np.where(treat, 0.36, 0.30)).astype(float)
+    table = pd.DataFrame({"unit_id": np.arange(n).astype(str), "variant": np.where(treat, "treatment", "control"),
+                          "exposures": 2.0, "clicks": rng.binomial(2, 0.1, n).astype(float), "converted": converted,
+                          "revenue": revenue, "pre_spend": pre})
+    report = analyse(exp, table)
+    rev = next(c for c in report.comparisons if c["metric"] == "revenue_per_user")
+    assert rev["cuped"] and rev["cuped_width_ratio"] < 0.5  # pre-spend explains most of the revenue's variance
+    assert rev["effect_ci"][0] < 3.0 < rev["effect_ci"][1]
+    conv = next(c for c in report.comparisons if c["metric"] == "conversion")
+    assert conv["significant"] and report.decision == "ship"
+    assert [v["units"] for v in report.variants] == [int((~treat).sum()), int(treat.sum())]

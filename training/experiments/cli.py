@@ -1,0 +1,212 @@
+"""``shoprec experiment ...``: create, list, stop, report and simulate A/B tests.
+
+Registered in training/cli.py with ``app.add_typer(experiment_app, name="experiment")``. Experiments
+live in the event store (``SHOPREC_EVENTS_URL``) that every replica reads; a running server picks a
+new or stopped one up within ``SHOPREC_EXPERIMENTS_REFRESH_S`` (2 s). Access follows the API's scopes:
+create and stop need an admin key, report a marketing key (``--key`` or ``SHOPREC_KEY``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+experiment_app = typer.Typer(help="A/B tests of recommendation policies: create, list, stop, report, simulate.",
+                             no_args_is_help=True)
+KEY_HELP = "an API key of the needed scope (default: $SHOPREC_KEY)"
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def _settings():
+    from pydantic import ValidationError
+
+    from features.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as e:
+        _fail(f"bad SHOPREC_* setting: {e}")
+
+
+def _authorize(settings, key: str | None, scope: str) -> str:
+    """The key's name when it is an active key of ``scope``; exit 2 otherwise (as the API's 401/403)."""
+    from features.key_store import KeyRing, KeyStore, KeyStoreError
+    from features.settings import ENV_KEY_SCOPES
+
+    key = (key or os.environ.get("SHOPREC_KEY") or "").strip()
+    if not key:
+        _fail(f"this command needs a {scope} key: --key KEY or SHOPREC_KEY (create one: shoprec keys create --scope {scope})")
+    env_keys = {f"SHOPREC_{f.upper()}": (s, k) for f, s in ENV_KEY_SCOPES.items() if (k := settings.env_key(f))}
+    try:
+        principal = KeyRing(KeyStore(settings.keys_file), env_keys).lookup(key)
+    except KeyStoreError as e:
+        _fail(str(e))
+    if principal is None:
+        _fail("unknown or revoked key")
+    if principal.scope != scope:
+        _fail(f"key {principal.name!r} has scope {principal.scope}; this command needs a {scope} key")
+    return principal.name
+
+
+def _log(settings):
+    from features.exposures import open_experiment_log
+
+    try:
+        return open_experiment_log(settings.events_url)
+    except Exception as e:
+        _fail(f"cannot open the event store {settings.events_url}: {type(e).__name__}: {e}")
+
+
+def _find(store, name: str):
+    found = {e.name: e for e in store.experiments()}
+    if name not in found:
+        _fail(f"no experiment named {name!r} (see `shoprec experiment list`)")
+    return found[name]
+
+
+@experiment_app.command("create")
+def create(
+    name: str = typer.Argument(..., help="the experiment's name (never reused)"),
+    variant: list[str] = typer.Option(..., "--variant", help="NAME=ARM, the first is the control; ARM: champion, "
+                                      "popular, trending, a model tag (shoprec-recommender:v3) or registry version v3"),
+    split: Optional[str] = typer.Option(None, "--split", help="traffic shares, e.g. 50/50 [default: equal]"),
+    salt: Optional[str] = typer.Option(None, "--salt", help="assignment salt [default: the name]"),
+    endpoint: str = typer.Option("recommend", "--endpoint", help="recommend | rerank | session"),
+    metric: str = typer.Option("conversion", "--metric", help="primary metric: conversion | revenue_per_user | ctr"),
+    guardrail: list[str] = typer.Option(["revenue_per_user"], "--guardrail", help="guardrail metric (repeatable)"),
+    coverage: float = typer.Option(1.0, "--coverage", help="share of shoppers in the experiment (0-1]"),
+    attribution_days: float = typer.Option(7.0, "--attribution-days", help="outcomes count this long after an exposure"),
+    key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP),
+) -> None:
+    """Create and start an experiment (admin key). Example:
+    shoprec experiment create home-pop --variant control=champion --variant treatment=popular --split 50/50"""
+    from pydantic import ValidationError
+
+    from features.experiments import Experiment, ExperimentError, now_iso, parse_variants
+
+    settings = _settings()
+    who = _authorize(settings, key, "admin")
+    try:
+        exp = Experiment(name=name, variants=parse_variants(variant, split), salt=salt or name, endpoint=endpoint,
+                         metric=metric, guardrails=tuple(g for g in guardrail if g != metric), coverage=coverage,
+                         attribution_days=attribution_days, created_at=now_iso())
+        store = _log(settings)
+        running = [e for e in store.experiments() if e.running and e.endpoint == exp.endpoint]
+        store.put_experiment(exp, new=True)
+    except ExperimentError as e:
+        _fail(str(e))
+    except ValidationError as e:
+        _fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'experiment'}: {err['msg']}" for err in e.errors()))
+    typer.echo(f"created experiment {exp.name} on /{exp.endpoint} by {who}: "
+               + ", ".join(f"{v.name}={v.arm} ({s:.0%})" for v, s in zip(exp.variants, exp.shares().values()))
+               + "; running servers pick it up within a few seconds (SHOPREC_EXPERIMENTS_REFRESH_S, default 2)")
+    if running:
+        typer.echo(f"note: /{exp.endpoint} already runs {', '.join(e.name for e in running)}: a shopper is in the first "
+                   "(by name) whose coverage includes them")
+
+
+@experiment_app.command("list")
+def list_experiments(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """The experiments: status, endpoint, variants and split."""
+    settings = _settings()
+    exps = _log(settings).experiments()
+    if as_json:
+        typer.echo(json.dumps([e.model_dump() for e in exps], indent=1))
+        return
+    if not exps:
+        typer.echo("no experiments")
+    for e in exps:
+        typer.echo(f"{e.name:<24}{e.status:<9}/{e.endpoint:<11}{e.metric:<18}"
+                   + ", ".join(f"{v.name}={v.arm} {s:.0%}" for v, s in zip(e.variants, e.shares().values()))
+                   + f"  created {e.created_at}" + (f", stopped {e.stopped_at}" if e.stopped_at else ""))
+
+
+@experiment_app.command("stop")
+def stop(name: str = typer.Argument(...), key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP)) -> None:
+    """Stop an experiment (admin key): its shoppers go back to the champion; reports keep reading it."""
+    from features.experiments import now_iso
+
+    settings = _settings()
+    who = _authorize(settings, key, "admin")
+    store = _log(settings)
+    exp = _find(store, name)
+    if not exp.running:
+        typer.echo(f"experiment {name} was stopped already ({exp.stopped_at})")
+        return
+    store.put_experiment(exp.model_copy(update={"status": "stopped", "stopped_at": now_iso()}))
+    typer.echo(f"stopped experiment {name} (by {who}); its shoppers get the champion again within seconds")
+
+
+@experiment_app.command("report")
+def report(
+    name: str = typer.Argument(...),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    mlflow_run: bool = typer.Option(True, "--mlflow/--no-mlflow", help="log the report as an MLflow run"),
+    pre_days: float = typer.Option(30.0, "--pre-days", help="days of spend before the start (CUPED's covariate)"),
+    key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP),
+) -> None:
+    """Per variant units, exposures, CTR, conversion, revenue per user with intervals; the sample-ratio
+    check first; lifts with CUPED; the always-valid (sequential) test; guardrails; a decision (marketing key)."""
+    from training.experiments.report import build_report, log_to_mlflow, render_text
+
+    settings = _settings()
+    _authorize(settings, key, "marketing")
+    store = _log(settings)
+    exp = _find(store, name)
+    rep = build_report(exp, store, pre_days=pre_days).to_dict()
+    if mlflow_run:
+        rep["mlflow_run_id"] = log_to_mlflow(rep, Path.cwd())
+    typer.echo(json.dumps(rep, indent=1, default=str) if as_json else render_text(rep))
+    if mlflow_run and not as_json:
+        typer.echo(f"MLflow run {rep['mlflow_run_id']}")
+
+
+@experiment_app.command("simulate")
+def simulate(
+    name: Optional[str] = typer.Argument(None, help="an experiment to fill with simulated traffic (omit with --runs)"),
+    lift: float = typer.Option(0.05, "--lift", help="the true relative lift in conversion of the treatment"),
+    users: int = typer.Option(20_000, "--users", help="shoppers"),
+    days: int = typer.Option(14, "--days", help="days of traffic"),
+    runs: int = typer.Option(1, "--runs", help="with more than 1: the many-run study (A/A with --lift 0), no store"),
+    split: Optional[str] = typer.Option(None, "--true-split", help="study: the real split when it differs from 50/50"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="study: write the result as JSON here"),
+    key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP),
+) -> None:
+    """Simulated shoppers who respond to what they are shown, with a known true lift.
+
+    With NAME (admin key): one run of traffic for that experiment, written to the event store as
+    exposures and outcomes (then `shoprec experiment report NAME`). With --runs N: N experiments
+    analysed after every day (false-positive rate with daily peeking, power, coverage, CUPED, SRM)."""
+    from training.experiments.simulate import study, traffic
+
+    if runs > 1:
+        true_split = (0.5, 0.5)
+        if split:
+            parts = [float(x) for x in split.split("/")]
+            true_split = (parts[0] / sum(parts), parts[1] / sum(parts))
+        res = study(runs=runs, users=users, days=days, lift=lift, seed=seed, split=true_split,
+                    expected_split=(0.5, 0.5)).to_dict()
+        text = json.dumps(res, indent=1)
+        if out:
+            out.write_text(text + "\n")
+        typer.echo(text)
+        return
+    if name is None:
+        _fail("give an experiment NAME to simulate traffic for, or --runs N for the study")
+    settings = _settings()
+    _authorize(settings, key, "admin")
+    store = _log(settings)
+    exp = _find(store, name)
+    exposures, outcomes = traffic(exp, users=users, days=days, lift=lift, seed=seed)
+    store.add_outcomes(outcomes)
+    store.add_exposures(exposures)
+    typer.echo(f"simulated {users} shoppers over {days} days for {name} (true lift {lift:+.1%} in conversion of "
+               f"{exp.variants[1].name}): {len(exposures)} exposures, {len(outcomes)} outcomes written")

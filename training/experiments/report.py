@@ -1,0 +1,88 @@
+"""An experiment's report as text and as an MLflow run (the marketers' page renders the same dict)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from features.experiments import Experiment
+from training.experiments.analysis import Report, analyse, unit_table
+
+
+def build_report(exp: Experiment, log_store, until: float | None = None, pre_days: float = 30.0,
+                 tuning_n: float | None = None) -> Report:
+    """Read the exposures and outcomes of ``exp`` from the event store and analyse them."""
+    from training.experiments.analysis import TUNING_N
+
+    exposures = log_store.exposures(exp.name)
+    start = float(exposures["ts"].min()) if len(exposures) else time.time()
+    outcomes = log_store.outcomes(since=start - pre_days * 86_400.0)
+    table = unit_table(exp, exposures, outcomes, until=until, pre_days=pre_days)
+    return analyse(exp, table, tuning_n=tuning_n or TUNING_N)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:+.2%}"
+
+
+def _ci(ci, pct=False) -> str:
+    if ci is None:
+        return "n/a"
+    return f"[{ci[0]:+.2%}, {ci[1]:+.2%}]" if pct else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def render_text(report: dict) -> str:
+    srm = report["srm"]
+    lines = [f"experiment {report['experiment']} ({report['status']}), primary metric {report['primary']}, "
+             f"guardrails {', '.join(report['guardrails']) or 'none'}",
+             f"sample ratio check: units {srm['observed']} expected {srm['expected']}, chi-square p = {srm['pvalue']:.3g}"
+             + ("  ** MISMATCH: do not read the results below **" if srm["flagged"] else "  (ok)"), ""]
+    lines.append(f"{'variant':<14}{'arm':<28}{'units':>8}{'exposures':>11}{'CTR':>8}{'conversion':>24}{'revenue/user':>26}")
+    for v in report["variants"]:
+        conv = "n/a" if v["conversion"] is None else f"{v['conversion']:.4f} {_ci(v['conversion_ci'])}"
+        rev = "n/a" if v["revenue_per_user"] is None else f"{v['revenue_per_user']:.2f} {_ci(v['revenue_per_user_ci'])}"
+        ctr = "n/a" if v["ctr"] is None else f"{v['ctr']:.3f}"
+        lines.append(f"{v['variant']:<14}{v['arm'][:27]:<28}{v['units']:>8}{v['exposures']:>11}{ctr:>8}{conv:>24}{rev:>26}")
+    lines.append("")
+    for c in report["comparisons"]:
+        cuped = f", CUPED (interval width x{c['cuped_width_ratio']:.3f})" if c["cuped"] and c["cuped_width_ratio"] else ""
+        lines.append(f"{c['treatment']} vs control, {c['metric']}: lift {_pct(c['lift'])} 95% {_ci(c['lift_ci'], True)}, "
+                     f"p = {c['pvalue']:.3g}{cuped}; always-valid {_ci(c['sequential_lift_ci'], True)}"
+                     + (" significant" if c["significant"] else ""))
+    for note in report["notes"]:
+        lines.append(f"note: {note}")
+    lines += ["", f"decision: {report['decision']} - {report['reason']}"]
+    return "\n".join(lines)
+
+
+def log_to_mlflow(report: dict, project_dir: Path) -> str:
+    """One MLflow run per report: variant figures and lifts as metrics, the report as an artifact."""
+    import mlflow
+
+    from training.tracking import setup
+
+    setup(project_dir)
+    name = report["experiment"]
+    with mlflow.start_run(run_name=f"experiment-{name}") as run:
+        mlflow.set_tags({"kind": "experiment-report", "experiment": name, "decision": report["decision"],
+                         "srm_flagged": str(report["srm"]["flagged"])})
+        mlflow.log_params({"primary": report["primary"], "guardrails": ",".join(report["guardrails"]),
+                           "status": report["status"],
+                           "variants": ",".join(f"{v['variant']}={v['arm']}" for v in report["variants"])})
+        metrics = {"srm_pvalue": report["srm"]["pvalue"]}
+        for v in report["variants"]:
+            metrics[f"{v['variant']}.units"] = v["units"]
+            metrics[f"{v['variant']}.exposures"] = v["exposures"]
+            for key in ("ctr", "conversion", "revenue_per_user"):
+                if v[key] is not None:
+                    metrics[f"{v['variant']}.{key}"] = v[key]
+        for c in report["comparisons"]:
+            prefix = f"{c['treatment']}.{c['metric']}"
+            metrics[f"{prefix}.lift"] = c["lift"]
+            metrics[f"{prefix}.lift_lower"], metrics[f"{prefix}.lift_upper"] = c["lift_ci"]
+            metrics[f"{prefix}.pvalue"] = c["pvalue"]
+            if c["cuped_width_ratio"] is not None:
+                metrics[f"{prefix}.cuped_width_ratio"] = c["cuped_width_ratio"]
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
+        mlflow.log_text(json.dumps(report, indent=1, default=str), "experiment_report.json")
+        return run.info.run_id

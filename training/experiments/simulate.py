@@ -1,0 +1,203 @@
+"""Live traffic under an experiment, with a known true effect.
+
+The shoppers: each has a daily visit probability (from a Gamma activity), a probability of buying on
+a visit from what they are shown (Beta), a typical basket value (log-normal) and a click probability
+per answer; their spend over the ``pre_days`` before the experiment comes from the same process
+(the covariate CUPED uses). A visit is an exposure to the unit's variant; the treatment multiplies
+the probability of buying from what is shown by ``m``, solved so that the *true* relative lift in
+conversion (share of exposed shoppers who buy within the experiment) equals ``lift`` exactly over
+the population (``multiplier_for_lift``).
+
+``study`` simulates many runs at once (arrays runs x shoppers, one step per day, vectorised) and
+analyses every day's aggregates with the same code as ``shoprec experiment report``
+(training/experiments/analysis.py): the A/A false-positive rate with daily peeking, with and without
+the sequential test; the power and coverage of an A/B test; CUPED's interval width; SRM flags of a
+broken split. ``traffic`` draws one run as exposures and outcomes for the event store, with the real
+hash assignment, so that ``report`` reads it like live traffic.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+from scipy.optimize import brentq
+
+from features.experiments import Experiment, assign
+from features.exposures import Exposure, Outcome
+from training.experiments.analysis import ALPHA, TUNING_N, aggregates, compare, srm_check
+
+
+class ShopperModel(BaseModel):
+    """The simulated shoppers; defaults give ~45% conversion of exposed shoppers over 14 days."""
+
+    activity_shape: float = Field(0.8, gt=0, description="Gamma shape of the daily visit rate")
+    activity_scale: float = Field(0.35, gt=0, description="Gamma scale of the daily visit rate")
+    buy_a: float = Field(2.0, gt=0, description="Beta a of the chance to buy from what is shown, per visit")
+    buy_b: float = Field(6.0, gt=0, description="Beta b of the same")
+    value_log_mean: float = Field(3.4, description="log of a typical basket value")
+    value_log_sd_shoppers: float = Field(0.6, ge=0, description="spread of basket values between shoppers")
+    value_log_sd: float = Field(0.4, ge=0, description="spread of one shopper's basket values")
+    click: float = Field(0.12, gt=0, lt=1, description="chance to click a shown item, per answer")
+    pre_days: int = Field(30, ge=0, description="days of pre-experiment spend (CUPED's covariate)")
+
+
+@dataclass
+class Population:
+    visit: np.ndarray  # daily visit probability
+    buy: np.ndarray  # per-visit chance to buy from the control's answer
+    value_mu: np.ndarray  # log basket value
+
+
+def draw_population(model: ShopperModel, shape, rng: np.random.Generator) -> Population:
+    visit = 1 - np.exp(-rng.gamma(model.activity_shape, model.activity_scale, shape))
+    buy = rng.beta(model.buy_a, model.buy_b, shape)
+    mu = model.value_log_mean + model.value_log_sd_shoppers * rng.standard_normal(shape)
+    return Population(visit, buy, mu)
+
+
+def multiplier_for_lift(model: ShopperModel, lift: float, days: int, n: int = 1_000_000, seed: int = 0) -> float:
+    """``m`` such that conversion of exposed shoppers by ``days`` is (1 + lift) times the control's:
+    E[1 - (1 - v b m)^days] / E[1 - (1 - v b)^days] = 1 + lift over a large population (exact given it)."""
+    if lift == 0:
+        return 1.0
+    pop = draw_population(model, n, np.random.default_rng(seed))
+    base = np.mean(1 - (1 - pop.visit * pop.buy) ** days)
+
+    def gap(m: float) -> float:
+        return np.mean(1 - (1 - pop.visit * np.minimum(pop.buy * m, 1.0)) ** days) / base - (1 + lift)
+
+    return float(brentq(gap, 1e-3, 20.0, xtol=1e-10))
+
+
+def _values(rng, mu: np.ndarray, count: np.ndarray, sd: float) -> np.ndarray:
+    """Total value of ``count`` baskets (log-normal each; a sum of ``count`` of them, approximated by count x one)."""
+    out = np.zeros(mu.shape)
+    has = count > 0
+    out[has] = count[has] * np.exp(mu[has] + sd * rng.standard_normal(int(has.sum())))
+    return out
+
+
+@dataclass
+class StudyResult:
+    runs: int
+    users: int
+    days: int
+    lift: float
+    multiplier: float
+    split: tuple[float, ...]
+    expected_split: tuple[float, ...]
+    false_or_true_positive_sequential: float  # share of runs significant on any day (sequential test)
+    positive_naive_peeking: float  # share of runs with p < alpha on any day (fixed-horizon test, peeked daily)
+    positive_final_fixed: float  # share of runs with p < alpha on the last day only
+    coverage_final: float  # share of runs whose last-day lift interval (CUPED) covers the true lift
+    coverage_final_sequential: float
+    mean_lift_estimate: float
+    cuped_width_ratio: float  # mean over runs: CUPED interval width / plain
+    srm_flagged: float  # share of runs flagged by the SRM check on the last day
+    mean_conversion_control: float
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def study(runs: int = 200, users: int = 40_000, days: int = 14, lift: float = 0.0, seed: int = 0,
+          split: tuple[float, float] = (0.5, 0.5), expected_split: tuple[float, float] | None = None,
+          metric: str = "conversion", model: ShopperModel | None = None, alpha: float = ALPHA,
+          tuning_n: float = TUNING_N) -> StudyResult:
+    """``runs`` experiments of ``users`` shoppers over ``days``, analysed after each day. ``split``: the
+    real share of each variant; ``expected_split``: the configured one (a broken split when they differ)."""
+    import time
+
+    t0 = time.perf_counter()
+    model = model or ShopperModel()
+    expected_split = expected_split or split
+    rng = np.random.default_rng(seed)
+    m = multiplier_for_lift(model, lift, days, seed=seed + 1)
+    shape = (runs, users)
+    pop = draw_population(model, shape, rng)
+    treated = rng.random(shape) >= split[0]
+    pre_count = rng.binomial(model.pre_days, pop.visit * pop.buy)
+    pre_spend = _values(rng, pop.value_mu, pre_count, model.value_log_sd)
+    buy = np.where(treated, np.minimum(pop.buy * m, 1.0), pop.buy)
+    exposures = np.zeros(shape)
+    clicks = np.zeros(shape)
+    purchases = np.zeros(shape)
+    revenue = np.zeros(shape)
+    seq_hit = np.zeros(runs, bool)
+    naive_hit = np.zeros(runs, bool)
+    final: list = []
+    shares = {"control": expected_split[0], "treatment": expected_split[1]}
+    for day in range(days):
+        visits = rng.random(shape) < pop.visit
+        bought = visits & (rng.random(shape) < buy)
+        exposures += visits
+        clicks += visits & (rng.random(shape) < model.click)
+        purchases += bought
+        revenue += _values(rng, pop.value_mu, bought.astype(int), model.value_log_sd)
+        exposed = exposures > 0
+        for r in range(runs):
+            cols = {"exposures": exposures[r], "clicks": clicks[r], "converted": (purchases[r] > 0).astype(float),
+                    "revenue": revenue[r], "pre_spend": pre_spend[r]}
+            sel_c, sel_t = exposed[r] & ~treated[r], exposed[r] & treated[r]
+            ac = aggregates({k: v[sel_c] for k, v in cols.items()})
+            at = aggregates({k: v[sel_t] for k, v in cols.items()})
+            c = compare(metric, ac, at, "treatment", alpha=alpha, tuning_n=tuning_n)
+            seq_hit[r] |= c.significant
+            naive_hit[r] |= c.pvalue < alpha
+            if day == days - 1:
+                srm = srm_check({"control": int(sel_c.sum()), "treatment": int(sel_t.sum())}, shares)
+                final.append((c, srm))
+    true = lift
+    covered = [c.lift_ci[0] <= true <= c.lift_ci[1] for c, _ in final]
+    covered_seq = [c.sequential_lift_ci is not None and c.sequential_lift_ci[0] <= true <= c.sequential_lift_ci[1]
+                   for c, _ in final]
+    ratios = [c.cuped_width_ratio for c, _ in final if c.cuped_width_ratio is not None]
+    return StudyResult(
+        runs, users, days, lift, m, tuple(split), tuple(expected_split),
+        float(seq_hit.mean()), float(naive_hit.mean()), float(np.mean([c.pvalue < alpha for c, _ in final])),
+        float(np.mean(covered)), float(np.mean(covered_seq)), float(np.mean([c.lift for c, _ in final])),
+        float(np.mean(ratios)) if ratios else float("nan"), float(np.mean([s["flagged"] for _, s in final])),
+        float(np.mean([c.control_value for c, _ in final])), time.perf_counter() - t0)
+
+
+def traffic(exp: Experiment, users: int = 20_000, days: int = 14, lift: float = 0.05, seed: int = 0,
+            start: float | None = None, model: ShopperModel | None = None,
+            treatment: str | None = None) -> tuple[list[Exposure], list[Outcome]]:
+    """One run of live traffic for ``exp`` as exposures and outcomes (the real hash assignment, request
+    ids, clicks and purchases carrying them, pre-period purchases before ``start``, epoch seconds).
+    ``treatment``: the variant that gets the lift (default: the second); the others behave as the control."""
+    model = model or ShopperModel()
+    rng = np.random.default_rng(seed)
+    start = float(start if start is not None else pd.Timestamp.now(tz="UTC").floor("D").timestamp() - days * 86_400)
+    treatment = treatment or exp.variants[1].name
+    m = multiplier_for_lift(model, lift, days, seed=seed + 1)
+    pop = draw_population(model, users, rng)
+    ids = [f"sim-{seed}-{i:06d}" for i in range(users)]
+    variant = [assign(exp, u) for u in ids]
+    in_exp = np.array([v is not None for v in variant])
+    is_t = np.array([v is not None and v.name == treatment for v in variant])
+    buy = np.where(is_t, np.minimum(pop.buy * m, 1.0), pop.buy)
+    exposures, outcomes = [], []
+    pre_count = rng.binomial(model.pre_days, pop.visit * pop.buy)
+    for i in np.flatnonzero(pre_count):
+        for _ in range(pre_count[i]):
+            ts = start - rng.uniform(1, model.pre_days * 86_400)
+            outcomes.append(Outcome(None, ids[i], "purchase", "i-pre", float(np.exp(pop.value_mu[i] + model.value_log_sd
+                                                                                   * rng.standard_normal())), ts))
+    for day in range(days):
+        visits = np.flatnonzero(in_exp & (rng.random(users) < pop.visit))
+        for i in visits:
+            ts = start + day * 86_400 + rng.uniform(0, 80_000)
+            rid = uuid.UUID(int=int(rng.integers(0, 2 ** 63)) << 64 | int(rng.integers(0, 2 ** 63))).hex
+            exposures.append(Exposure(rid, exp.name, variant[i].name, ids[i], ids[i], exp.endpoint, ("i-shown",), ts))
+            if rng.random() < model.click:
+                outcomes.append(Outcome(rid, ids[i], "view", "i-shown", 0.0, ts + 30))
+            if rng.random() < buy[i]:
+                value = float(np.exp(pop.value_mu[i] + model.value_log_sd * rng.standard_normal()))
+                # half the purchases come back with the request id, half only with the user (attributed by user)
+                outcomes.append(Outcome(rid if rng.random() < 0.5 else None, ids[i], "purchase", "i-shown", value, ts + 600))
+    return exposures, outcomes
