@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     replica: Optional[str] = Field(None, description="this replica's name in every answer's X-Served-By header "
                                                      "(default: the host name)")
 
+    # -- drift monitoring (serving/monitoring.py, shoprec monitor) ------------------------------------
+    monitor: bool = Field(True, description="compare live traffic with the training data (drift gauges, observation log)")
+    monitor_dir: Path = Field(Path("data/monitor"), description="observation log and references; shared by replicas")
+    drift_psi_threshold: float = Field(0.2, gt=0, description="PSI above this: the quantity is drifting")
+    drift_js_threshold: float = Field(0.1, gt=0, le=1, description="Jensen-Shannon distance above this: drifting")
+    drift_window: int = Field(1000, ge=10, le=1_000_000, description="live values per quantity the service compares")
+    drift_min_observations: int = Field(500, ge=1, description="no figure before this many live values (fewer: "
+                                                                 "sampling noise alone nears the JS threshold)")
+    drift_every_s: float = Field(30.0, gt=0, description="evaluate and append to the observation log this often")
+
     # -- keys ------------------------------------------------------------------------------------
     keys_file: Path = Field(Path("data/keys/keys.json"), description="the key store (hashes only); shared by replicas")
     keys_refresh_s: float = Field(2.0, gt=0, le=10, description="a running server re-reads the key store this often")

@@ -22,6 +22,7 @@ from serving.auth import AccessControl, ScopedKeys, count_customers, key_name
 from serving.event_intake import EventIntake
 from serving.experiments import ServiceExperiments
 from serving.limits import BodySizeLimit, CountTowardsConcurrency
+from serving.monitoring import LiveMonitor
 from serving.openapi import OpenAPIFixes
 from serving.served_by import ServedBy
 from serving.marketing_page import app as marketing_page
@@ -72,6 +73,8 @@ class Shoprec:
         self.events = open_event_store(self.settings.events_url)
         self.experiments = ServiceExperiments(self.settings.events_url, self.models)  # A/B tests (serving/experiments.py)
         self.propensity_api.hidden = self.privacy.hide  # forgotten shoppers leave the churn list at once
+        self.monitor = LiveMonitor.from_settings(self.settings)  # drift of live traffic (serving/monitoring.py)
+        self.monitor.start()
         gc.freeze()  # the loaded model's objects leave the collector's generations: shorter GC pauses per request
 
     def __is_ready__(self) -> bool:
@@ -106,6 +109,7 @@ class Shoprec:
         answer = self.experiments.run("recommend", user_id, user_id, m, lambda store: store.recommend(
             user_id, r.k, r.exclude_bought, r.exclude, _filters(r), events=events))  # the A/B test's arm, if any
         self.privacy.log_request("recommend", r.user_id, answer.source, len(answer.item_ids))
+        self.monitor.recommend(m, answer)
         return self._reply(m, answer)
 
     @bentoml.api(input_spec=SimilarItemsRequest, route="/similar_items")
@@ -151,6 +155,7 @@ class Shoprec:
         r = EventsRequest(**req)
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
+        self.monitor.events(m, r.events)  # what shoppers do, stored or not
         events = self.intake.accept(r, m.store, key_name(ctx.request),
                                     self.privacy.pseudonym(r.user_id))
         if not isinstance(events, list):  # the refusal (serving/event_intake.py)
@@ -168,6 +173,7 @@ class Shoprec:
         if self.propensity_api.bundle is None:
             return _error(ctx, 503, self.propensity_api.missing)
         answer = self.propensity_api.propensity(PropensityRequest(**req))
+        self.monitor.propensity(self.propensity_api, answer)
         count_customers(ctx.request, sum(u.known for u in answer.users))  # for the access log (serving/auth.py)
         return answer
 

@@ -27,12 +27,13 @@ STOREFRONT, MARKETING, ADMIN = bearer(STOREFRONT_KEY), bearer(MARKETING_KEY), be
 
 
 def server_env(bentoml_home: Path, extra_env: dict | None = None) -> dict:
-    """The environment of a test server: its own BentoML store, key store, access log and sessions
-    (under ``bentoml_home``), the three test keys; ``extra_env`` wins."""
+    """The environment of a test server: its own BentoML store, key store, access log, sessions and drift
+    observation log (under ``bentoml_home``), the three test keys; ``extra_env`` wins."""
     home = Path(bentoml_home)
     return dict(os.environ, BENTOML_HOME=str(home), OPENBLAS_NUM_THREADS="1", BENTOML_DO_NOT_TRACK="true",
                 SHOPREC_KEYS_FILE=str(home / "keys" / "keys.json"), SHOPREC_ACCESS_LOG=str(home / "keys" / "access.jsonl"),
-                SHOPREC_SESSIONS_FILE=str(home / "keys" / "sessions.json"), **KEY_ENV) | (extra_env or {})
+                SHOPREC_SESSIONS_FILE=str(home / "keys" / "sessions.json"), SHOPREC_MONITOR_DIR=str(home / "monitor"),
+                **KEY_ENV) | (extra_env or {})
 
 
 def free_port() -> int:

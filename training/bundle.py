@@ -9,6 +9,7 @@
       interactions.npz   users x items rows as the model saw them (CSR): fold-in of new events
       together.npz       items x items bought-together rule confidences (CSR)
       catalog.parquet    per item row: category, price, in_stock (for filters); optional
+      reference.json     training-time distributions that live traffic is compared with (training/reference.py); optional
       model/             the recommender (model.json + arrays)
       fallback/          popularity recommender for unknown users and to fill short lists
 """
@@ -40,6 +41,7 @@ class ModelBundle:
     catalog: pd.DataFrame | None = None
     meta: dict = field(default_factory=dict)
     candidate: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)  # quantity -> Reference.to_json() (training/reference.py)
 
     def __post_init__(self):
         shape = (len(self.users), len(self.items))
@@ -64,6 +66,8 @@ class ModelBundle:
             self.catalog.to_parquet(path / "catalog.parquet", index=False)
         (path / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
         (path / "candidate.json").write_text(json.dumps(self.candidate, indent=2, sort_keys=True))
+        if self.reference:
+            (path / "reference.json").write_text(json.dumps(self.reference, indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path) -> "ModelBundle":
@@ -82,4 +86,5 @@ class ModelBundle:
             catalog=pd.read_parquet(path / "catalog.parquet") if (path / "catalog.parquet").exists() else None,
             meta=json.loads((path / "meta.json").read_text()),
             candidate=json.loads((path / "candidate.json").read_text()) if (path / "candidate.json").exists() else {},
+            reference=json.loads((path / "reference.json").read_text()) if (path / "reference.json").exists() else {},
         )

@@ -451,6 +451,10 @@ from training.cli_privacy import forget_user_command  # noqa: E402
 
 app.command("forget-user")(forget_user_command)
 
+from training.monitor import monitor_command  # noqa: E402
+
+app.command("monitor")(monitor_command)
+
 from training.cli_keys import keys_app  # noqa: E402
 
 app.add_typer(keys_app, name="keys")

@@ -24,6 +24,7 @@ from training.config import Candidate, TrainConfig
 from training.evaluate import ScoreFn, Split, _ranked, personal_frequency, score_buy_again, score_discovery, time_split
 from training.peers import is_peer, peer_candidates
 from training.recommenders import Recommender, fit_model
+from training.reference import recommender_reference
 from training.search import search
 from training.selection import choose, gate
 from training.served import served_discovery, session_discovery
@@ -133,8 +134,10 @@ def fit_bundle(
     meta = meta | {"name": candidate.name, "kind": candidate.model.kind, "fallback": config.fallback.name,
                    "data_until": str(view.now), "n_users": len(view.users), "n_items": len(view.items),
                    "row_interactions": rows.model_dump(mode="json")}
-    return ModelBundle(model, fallback_model, view.users, view.items, view.bought, view.matrix(rows), together,
-                       catalog(items, view.items), meta, candidate.model_dump(mode="json"))
+    bundle = ModelBundle(model, fallback_model, view.users, view.items, view.bought, view.matrix(rows), together,
+                         catalog(items, view.items), meta, candidate.model_dump(mode="json"))
+    bundle.reference = recommender_reference(bundle, view.events, view.orders)  # what live traffic is compared with
+    return bundle
 
 
 def _basket_lines(events: pd.DataFrame | None, orders: pd.DataFrame | None) -> pd.DataFrame:

@@ -3,6 +3,7 @@
     bundle/
       meta.json           scored_at, horizon/window days, run and data ids, test metrics, config
       scores.parquet      one row per customer (SCORE_COLUMNS), ranked by value at risk
+      reference.json      the scores' distributions that live answers are compared with (training/reference.py)
       churn/              PropensityModel (model.txt LightGBM text + model.json)
       conversion/         PropensityModel
 
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from training.propensity.model import PropensityModel
+from training.reference import propensity_reference
 
 SCORE_COLUMNS = ["user_id", "churn_probability", "conversion_probability", "expected_spend", "value_at_risk",
                  "segment", "r_score", "f_score", "m_score", "recency_days", "frequency", "monetary", "reasons"]
@@ -59,6 +61,7 @@ class PropensityBundle:
     scores: pd.DataFrame  # SCORE_COLUMNS, sorted by value_at_risk desc
     meta: dict = field(default_factory=dict)
     models: dict[str, PropensityModel] = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)  # quantity -> Reference.to_json(); made from the scores on save
 
     def __post_init__(self):
         missing = [c for c in SCORE_COLUMNS if c not in self.scores.columns]
@@ -142,6 +145,8 @@ class PropensityBundle:
         for name, model in self.models.items():
             model.save(path / name)
         self.scores.to_parquet(path / "scores.parquet", index=False)
+        self.reference = self.reference or propensity_reference(self.scores)
+        (path / "reference.json").write_text(json.dumps(self.reference, indent=2, sort_keys=True))
         (path / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
 
     @classmethod
@@ -153,7 +158,8 @@ class PropensityBundle:
         models = {t: PropensityModel.load(path / t) for t in ("churn", "conversion") if with_models}
         scores = pd.read_parquet(path / "scores.parquet")
         scores["reasons"] = scores["reasons"].map(lambda r: [str(x) for x in r])
-        return cls(scores, json.loads((path / "meta.json").read_text()), models)
+        reference = json.loads((path / "reference.json").read_text()) if (path / "reference.json").exists() else {}
+        return cls(scores, json.loads((path / "meta.json").read_text()), models, reference)
 
 
 def rank(scores: pd.DataFrame) -> pd.DataFrame:
