@@ -47,13 +47,14 @@ def is_non_product(codes: pd.Series) -> pd.Series:
     return ~codes.str.match(r"^(\d{5}|DCGS)").fillna(False).astype(bool)
 
 
-def read_online_retail(path: Path, forgotten=None) -> AdapterResult:
+def read_online_retail(path: Path, forgotten=None, engine=None) -> AdapterResult:
     """UCI Online Retail invoice lines as canonical orders plus an items table.
 
     Kept: lines with a customer id; cancellations (InvoiceNo "C...") stay as return lines
     with their negative quantity. Rejected: no customer id; sale lines with quantity <= 0 or
     price <= 0. Exact duplicate lines are kept (as the published peers did) and counted.
     Items are every stock code in the file (codes are case-sensitive, as the peers kept them).
+    ``engine`` runs the contract's row rules (see ``validate``).
     """
     path = Path(path)
     raw = read_raw(path)
@@ -82,11 +83,11 @@ def read_online_retail(path: Path, forgotten=None) -> AdapterResult:
         }
     )
     rows = np.arange(1, len(raw) + 1)
-    orders = validate(mapped[keep], ORDERS, path.name, rows=rows[keep], raw=raw[keep], forgotten=forgotten)
+    orders = validate(mapped[keep], ORDERS, path.name, rows=rows[keep], raw=raw[keep], forgotten=forgotten, engine=engine)
     rejects = pd.concat([make_rejects(path.name, rows, reasons, raw), orders.rejects], ignore_index=True)
     rejects = rejects.sort_values("row", kind="stable", ignore_index=True)
 
-    items = validate(_uci_items(raw, price), ITEMS, f"{path.name} (items)")
+    items = validate(_uci_items(raw, price), ITEMS, f"{path.name} (items)", engine=engine)
     accepted = orders.accepted
     positive = accepted[(accepted["quantity"] > 0) & (accepted["price"] > 0)]
     counts = _counts(len(raw), len(accepted), rejects, reasons.by_reason(), orders.by_reason)
@@ -131,7 +132,7 @@ def _uci_items(raw: pd.DataFrame, price: np.ndarray) -> pd.DataFrame:
     )
 
 
-def read_otto(path: Path, forgotten=None) -> AdapterResult:
+def read_otto(path: Path, forgotten=None, engine=None) -> AdapterResult:
     """OTTO sessions ({"session", "events": [{"aid", "ts", "type"}]}) as canonical events,
     plus orders from the "orders" events.
 
@@ -163,7 +164,7 @@ def read_otto(path: Path, forgotten=None) -> AdapterResult:
             "item_id": text(raw["aid"]),
         }
     )
-    result = validate(mapped, EVENTS, path.name, rows=line, raw=raw, forgotten=forgotten)
+    result = validate(mapped, EVENTS, path.name, rows=line, raw=raw, forgotten=forgotten, engine=engine)
     ev = result.accepted
     buys = ev[ev["event_type"] == "purchase"]
     orders = pd.DataFrame(
@@ -178,7 +179,7 @@ def read_otto(path: Path, forgotten=None) -> AdapterResult:
     )
     tables = {"events": ev}
     if len(orders):
-        tables["orders"] = validate(orders, ORDERS, f"{path.name} (orders)").accepted
+        tables["orders"] = validate(orders, ORDERS, f"{path.name} (orders)", engine=engine).accepted
     counts = result.counts
     counts["notes"] = {
         "sessions": int(table.num_rows),

@@ -40,14 +40,22 @@ def association_rules(basket_items: sp.csr_matrix, config: AssociationConfig) ->
     counts = np.asarray(basket_items.sum(axis=0)).ravel()
     co = (basket_items.T @ basket_items).tocoo()
     off = co.row != co.col
-    i, j, c = co.row[off], co.col[off], co.data[off]
+    return rules_from_counts(co.row[off], co.col[off], co.data[off], counts, n_baskets, config)
+
+
+def rules_from_counts(i: np.ndarray, j: np.ndarray, c: np.ndarray, counts: np.ndarray, n_baskets: int,
+                      config: AssociationConfig) -> sp.csr_matrix:
+    """The rules of ``association_rules`` from co-purchase counts: ``c[k]`` baskets hold items ``i[k]``
+    and ``j[k]`` (i != j, item rows), ``counts`` (n_items,) baskets per item, ``n_baskets`` in all.
+    Equal confidences are ordered by j, so the rules kept do not depend on the order of the pairs."""
+    i, j, c, counts = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), np.asarray(c), np.asarray(counts)
     confidence = c / counts[i]
     lift = confidence / (counts[j] / max(n_baskets, 1))
     keep = (c >= config.min_count) & (confidence >= config.min_confidence) & (lift >= config.min_lift)
     i, j, confidence = i[keep], j[keep], confidence[keep]
-    order = np.lexsort((-confidence, i))
+    order = np.lexsort((j, -confidence, i))
     i, j, confidence = i[order], j[order], confidence[order]
     rank = np.arange(len(i)) - np.searchsorted(i, i)  # position within each item's rules
     keep = rank < config.max_per_item
-    n = basket_items.shape[1]
+    n = len(counts)
     return sp.csr_matrix((confidence[keep].astype(np.float32), (i[keep], j[keep])), shape=(n, n))

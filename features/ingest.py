@@ -93,7 +93,7 @@ def detect_layout(path: Path) -> str:
 
 
 def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir: Path, layout: str = "auto",
-           forgotten=None, progress: Callable[[str], None] = lambda msg: None) -> IngestReport:
+           forgotten=None, progress: Callable[[str], None] = lambda msg: None, engine="duckdb") -> IngestReport:
     """Read, validate and write the given files; ``layout`` other than "auto" applies to all.
 
     Rows of shoppers on the forgotten list (``forgotten``, default: the project's list, see
@@ -105,7 +105,9 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
     OTTO) is used only when no file is given for it. Canonical tables not produced by this
     run are removed from ``out_dir`` so that it never mixes two runs. A catalogue that holds none
     of the items bought or viewed is refused (``IngestError``): its ids cannot be this shop's.
-    ``progress`` hears of each file as it is read and of the writing.
+    ``progress`` hears of each file as it is read and of the writing. ``engine`` runs the contract's
+    row rules: "duckdb" (the default), "spark", an ``features.relational.engine.Engine``, or "pandas"
+    (the in-process reference the engines are tested against).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -119,6 +121,7 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
             forgotten = ForgetList.open()
         except PrivacyError as e:
             raise IngestError(f"forgotten-users list: {e}") from e
+    engine = _engine(engine)
     reports, rejects, primary, side = [], [], {}, {}
     for slot, path in inputs.items():
         file_layout = detect_layout(path) if layout == "auto" else layout
@@ -126,7 +129,7 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
         progress(f"ingest: reading {path.name} ({file_layout} layout)")
         if table in primary:
             raise IngestError(f"{path}: gives the {table} table, which {primary[table][0]} already gives")
-        result = _read(path, slot, file_layout, forgotten)
+        result = _read(path, slot, file_layout, forgotten, engine)
         primary[table] = (path, result.tables[table])
         side.update({t: df for t, df in result.tables.items() if t != table})
         reports.append(FileReport(table, str(path), file_layout, **result.counts))
@@ -181,12 +184,24 @@ def _check_catalogue(tables: dict[str, pd.DataFrame], path: Path) -> None:
                       "give the catalogue of this shop, with the same item_id values as its orders and events")
 
 
-def _read(path: Path, slot: str, layout: str, forgotten) -> AdapterResult:
+def _engine(engine):
+    """The engine of the row rules: None for "pandas", else a connected ``Engine``."""
+    if engine is None or engine == "pandas":
+        return None
+    if isinstance(engine, str):
+        from features.relational.engine import connect
+
+        return connect(engine)
+    return engine
+
+
+def _read(path: Path, slot: str, layout: str, forgotten, engine=None) -> AdapterResult:
     if layout == "online-retail":
-        return read_online_retail(path, forgotten)
+        return read_online_retail(path, forgotten, engine=engine)
     if layout == "otto":
-        return read_otto(path, forgotten)
-    return AdapterResult.from_validation(slot, validate(read_salvaged(path), SPECS[slot], path.name, forgotten=forgotten))
+        return read_otto(path, forgotten, engine=engine)
+    return AdapterResult.from_validation(
+        slot, validate(read_salvaged(path), SPECS[slot], path.name, forgotten=forgotten, engine=engine))
 
 
 def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -87,6 +87,7 @@ def validate(
     rows: np.ndarray | None = None,
     raw: pd.DataFrame | None = None,
     forgotten=None,
+    engine=None,
 ) -> ValidationResult:
     """Split ``df`` into the canonical table and rejects; read == accepted + rejected.
 
@@ -96,6 +97,10 @@ def validate(
     ``features.privacy.ForgetList``) rejects the rows of shoppers who asked to be forgotten,
     before any other check, with their records redacted. Rows that a damaged file could not
     give whole (``features.salvage``) are rejected first, with the damage as the reason.
+
+    ``engine`` (a ``features.relational.engine.Engine``) runs the rules that decide each row's
+    reason as one relational expression (features/relational/validation.py); without one they
+    run here in pandas. Reading and parsing the values is the same either way.
     """
     n = len(df)
     if n == 0:
@@ -115,6 +120,10 @@ def validate(
         reasons.add(np.isin(np.arange(n), positions), reason)
     if forgotten is not None and len(forgotten) and "user_id" in df.columns:
         reasons.add(forgotten.mask(text(df["user_id"])), FORGOTTEN)
+    if engine is not None:
+        from features.relational.validation import judge
+
+        return judge(engine, df, spec, source, rows, reasons, raw, damage_notes)
     canon = {c.name: _column(df[c.name] if c.name in df.columns else None, c, spec, n, reasons, source)
              for c in spec.columns}
     canon = pd.DataFrame(canon, index=pd.RangeIndex(n))
@@ -215,6 +224,17 @@ def _column(col: pd.Series | None, column: Column, spec: TableSpec, n: int, reas
     if col is None:
         return _absent(column.kind, n)
     col = col.reset_index(drop=True)
+    values, missing, bad = parse(col, column, n, source)
+    if not column.nullable:
+        reasons.add(missing, f"missing {column.name}")
+    reasons.add(bad, f"bad {column.name}", lambda m: f"bad {column.name} " + quote(col[m]))
+    _value_rules(values, column, spec, reasons, source)
+    return values
+
+
+def parse(col: pd.Series, column: Column, n: int, source: str) -> tuple[object, np.ndarray, np.ndarray]:
+    """The canonical values of one present column (index reset), which rows are missing and which
+    hold a value that does not parse; ``IngestError`` when no value of the column is usable."""
     if column.kind in ("datetime", "float") and _typed(col):
         # already typed (Parquet, JSON): missing is NA; formatting every value as text to find
         # the empty ones was the slowest step of an ingest (3 s per million timestamps)
@@ -238,11 +258,9 @@ def _column(col: pd.Series | None, column: Column, spec: TableSpec, n: int, reas
         values = (lowered.isin(_TRUE) | lowered.isna()).to_numpy(dtype=bool)
         bad = ~missing & ~lowered.isin(_TRUE + _FALSE).to_numpy(dtype=bool)
     _whole_column(col, column, missing, bad, source)
-    if not column.nullable:
-        reasons.add(missing, f"missing {column.name}")
-    reasons.add(bad, f"bad {column.name}", lambda m: f"bad {column.name} " + quote(col[m]))
-    _value_rules(values, column, spec, reasons, source)
-    return values
+    if column.name == "event_type":
+        check_event_types(values, source)
+    return values, missing, bad
 
 
 def _typed(col: pd.Series) -> bool:
@@ -261,9 +279,6 @@ def _value_rules(values, column: Column, spec: TableSpec, reasons: Reasons, sour
         present = values.notna().to_numpy()
         unknown = present & ~values.isin(EVENT_TYPES).to_numpy(dtype=bool)
         expected = ", ".join(EVENT_TYPES)
-        if unknown.any() and not (present & ~unknown).any():
-            found = ", ".join(map(repr, pd.unique(values[unknown])[:5]))
-            raise IngestError(f"{source}: column event_type: expected one of {expected}; found {found}")
         reasons.add(unknown, "unknown event_type",
                     lambda m: "unknown event_type " + quote(values[m]) + f" (expected {expected})")
     elif column.name == "quantity" and spec.name == "orders":
@@ -311,6 +326,15 @@ def _duplicates(frame: pd.DataFrame, candidates: np.ndarray) -> tuple[np.ndarray
     first[positions] = positions[first_index[group]]
     dup[positions] = first[positions] != positions
     return dup, first
+
+
+def check_event_types(values: pd.Series, source: str) -> None:
+    """A column where no event type is known means another vocabulary, not bad rows."""
+    present = values.notna().to_numpy()
+    unknown = present & ~values.isin(EVENT_TYPES).to_numpy(dtype=bool)
+    if unknown.any() and not (present & ~unknown).any():
+        found = ", ".join(map(repr, pd.unique(values[unknown])[:5]))
+        raise IngestError(f"{source}: column event_type: expected one of {', '.join(EVENT_TYPES)}; found {found}")
 
 
 def _whole_column(col: pd.Series, column: Column, missing: np.ndarray, bad: np.ndarray, source: str) -> None:

@@ -1,0 +1,141 @@
+"""The engine that runs the relational pipeline: DuckDB (embedded, nothing to start) or Apache Spark.
+
+    engine = connect("duckdb")                     # or connect("spark", master="local[2]")
+    orders = engine.table(orders_df)               # a pandas frame, an Arrow table
+    orders = engine.read_parquet("s3://.../orders/")  # or Parquet at any path or URI the engine reads
+    frame = engine.frame(expr)                     # run an expression: pandas, canonical dtypes
+
+Both engines run in UTC (Spark's session time zone, DuckDB's TimeZone): date parts and day
+boundaries agree. Timestamps are compared and subtracted as integer microseconds since the epoch
+(``micros``), never through interval arithmetic, which Spark cannot do below a second.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ibis
+import ibis.expr.datatypes as dt
+import pandas as pd
+import pyarrow as pa
+
+ENGINES = ("duckdb", "spark")
+SPARK_MASTER_ENV = "SHOPREC_SPARK_MASTER"
+DEFAULT_SPARK_MASTER = "local[2]"
+US_PER_DAY = 86_400_000_000
+
+
+@ibis.udf.scalar.builtin
+def unix_micros(ts: dt.timestamp) -> dt.int64:
+    """Microseconds since 1970-01-01 UTC: Spark's built-in; on DuckDB a macro over ``epoch_us``."""
+
+
+def micros(ts: ibis.Value) -> ibis.Value:
+    """A timestamp column as int64 microseconds since the epoch (exact, unlike ``epoch_seconds``,
+    which rounds on DuckDB and drops the fraction on Spark)."""
+    return unix_micros(ts)
+
+
+def f64(x: float) -> ibis.Value:
+    """A float64 constant that stays float64 on Spark, which reads a plain ``1.0`` in SQL as a DECIMAL
+    (an average of DECIMAL(2,1) values keeps five decimals)."""
+    return ibis.literal(repr(float(x))).cast("float64")
+
+
+def at_micros(at) -> int:
+    """A cutoff (anything ``pd.Timestamp`` takes, naive UTC) as microseconds since the epoch."""
+    return int(pd.Timestamp(at).value) // 1000  # .value is nanoseconds whatever the unit
+
+
+def ts_literal(at) -> ibis.Value:
+    """A cutoff as a timestamp literal (microsecond precision)."""
+    return ibis.literal(pd.Timestamp(at).as_unit("us").to_pydatetime(), type="timestamp")
+
+
+@dataclass
+class Engine:
+    """An Ibis connection with the settings both engines need to agree, and the edges in and out."""
+
+    name: str
+    con: object
+    _tables: dict = field(default_factory=dict, repr=False)
+
+    def table(self, data: pd.DataFrame | pa.Table) -> ibis.Table:
+        """An in-memory table as an expression (registered once per frame object)."""
+        key = id(data)
+        if key not in self._tables:
+            self._tables[key] = (data, ibis.memtable(_arrow(data)))
+        return self._tables[key][1]
+
+    def read_parquet(self, path: str | Path) -> ibis.Table:
+        """Parquet at a local path or any URI the engine can read (s3://, hdfs://, abfss:// on Spark)."""
+        return self.con.read_parquet(str(path))
+
+    def arrow(self, expr: ibis.Expr) -> pa.Table:
+        return self.con.to_pyarrow(expr)
+
+    def frame(self, expr: ibis.Table) -> pd.DataFrame:
+        """Run ``expr``; text as pandas "string", timestamps datetime64[ns] naive, as the pandas pipeline has them."""
+        return to_canonical_frame(self.arrow(expr))
+
+    def write_parquet(self, expr: ibis.Table, path: str | Path) -> None:
+        """Write the result as Parquet (on Spark by the executors, so any URI Spark writes works)."""
+        self.con.to_parquet(expr, str(path))
+
+    def forget(self, data) -> None:
+        """Drop the registration of an in-memory table made by ``table``."""
+        self._tables.pop(id(data), None)
+
+
+def connect(name: str = "duckdb", master: str | None = None) -> Engine:
+    """``duckdb`` (in-process, in memory) or ``spark`` (``master``, else $SHOPREC_SPARK_MASTER, else local[2])."""
+    if name == "duckdb":
+        con = ibis.duckdb.connect()
+        con.raw_sql("SET TimeZone = 'UTC'")
+        con.raw_sql("CREATE OR REPLACE MACRO unix_micros(ts) AS epoch_us(ts)")
+        return Engine("duckdb", con)
+    if name == "spark":
+        return Engine("spark", ibis.pyspark.connect(spark_session(master)))
+    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
+
+
+def spark_session(master: str | None = None):
+    """The process's SparkSession (created once): UTC, no UI, Arrow transfers to and from pandas."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as e:  # the optional extra is not installed
+        from features.errors import InputError
+
+        raise InputError("--engine spark needs PySpark and a Java runtime",
+                         "pip install '.[spark]' (and Debian's openjdk-17-jre-headless), or use --engine duckdb") from e
+    master = master or os.environ.get(SPARK_MASTER_ENV) or DEFAULT_SPARK_MASTER
+    return (SparkSession.builder.master(master).appName("shoprec")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .config("spark.sql.shuffle.partitions", "8")
+            .getOrCreate())
+
+
+def _arrow(data: pd.DataFrame | pa.Table) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    return pa.Table.from_pandas(data, preserve_index=False)
+
+
+def to_canonical_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow result as the pandas frame the pandas pipeline produces (see ``Engine.frame``)."""
+    columns = {}
+    for name, col in zip(table.column_names, table.columns):
+        kind = col.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+            columns[name] = pd.Series(col.to_pandas(), dtype="string")
+        elif pa.types.is_timestamp(kind):
+            s = col.to_pandas()
+            if getattr(s.dt, "tz", None) is not None:
+                s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+            columns[name] = s.astype("datetime64[ns]")
+        else:
+            columns[name] = col.to_pandas()
+    return pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows))

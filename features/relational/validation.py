@@ -1,0 +1,124 @@
+"""The data contract's row rules as one relational expression: each row's first reason, or none.
+
+``validate`` (features/validate.py) reads and parses the file at the edge (pandas, Arrow): each
+column's canonical values, and for the rows whose value does not parse the raw text. The staged
+table, one row per row read, then goes through ``reasons``, which gives every row the first rule
+that rejects it, in the order the pandas validation applies them:
+
+1. damage from a broken file and forgotten shoppers (decided at the edge: ``_pre``);
+2. per column, in the spec's order: missing (non-nullable), does not parse, a NUL in an id,
+   an unknown event type, an order quantity of zero, a negative price;
+3. among the rows still open, a repeat of an earlier one: every column for events, the item_id
+   for items ("duplicate of row N", N the first such row of the file).
+
+Accepted rows are those without a reason, so read = accepted + rejected by construction.
+"""
+from __future__ import annotations
+
+import ibis
+import numpy as np
+import pandas as pd
+
+from features.contract import EVENT_TYPES, TableSpec
+from features.validate import (FORGOTTEN, ValidationResult, parse, quote, records, _absent,
+                               Reasons)
+
+POS, ROW, PRE = "_pos", "_row", "_pre"
+DUPLICATE_KEYS = {"events": None, "items": ["item_id"]}  # None: every column
+
+
+def bad_column(name: str) -> str:
+    return f"_bad_{name}"
+
+
+def reasons(t: ibis.Table, spec: TableSpec) -> ibis.Table:
+    """``t`` (a staged table: the spec's columns, POS, ROW, PRE and ``_bad_<column>`` texts) with
+    ``reason`` (the text written to rejects) and ``kind`` (the rule, counted in the report); both
+    null for an accepted row."""
+    rules = [(t[PRE].notnull(), t[PRE], t[PRE])]
+    for c in spec.columns:
+        v = t[c.name]
+        bad = t[bad_column(c.name)] if bad_column(c.name) in t.columns else None
+        if not c.nullable:
+            missing = v.isnull() if bad is None else v.isnull() & bad.isnull()
+            rules.append((missing, ibis.literal(f"missing {c.name}"), ibis.literal(f"missing {c.name}")))
+        if bad is not None:
+            rules.append((bad.notnull(), f"bad {c.name} " + bad, ibis.literal(f"bad {c.name}")))
+        if c.kind == "str" and c.name.endswith("_id"):
+            # an id vocabulary (numpy unicode) cannot keep a trailing NUL
+            rules.append((v.contains("\x00").fill_null(False), ibis.literal(f"bad {c.name} (contains a NUL character)"),
+                          ibis.literal(f"bad {c.name}")))
+        if c.name == "event_type":
+            expected = ", ".join(EVENT_TYPES)
+            rules.append((v.notnull() & ~v.isin(EVENT_TYPES),
+                          "unknown event_type '" + v.substr(0, 40) + f"' (expected {expected})",
+                          ibis.literal("unknown event_type")))
+        elif c.name == "quantity" and spec.name == "orders":
+            rules.append((v == 0, ibis.literal("quantity is zero"), ibis.literal("quantity is zero")))
+        elif c.name == "price":
+            rules.append((v < 0, "negative price " + v.cast("string"), ibis.literal("negative price")))
+    reason = ibis.cases(*[(cond, text) for cond, text, _ in rules], else_=ibis.null("string"))
+    kind = ibis.cases(*[(cond, k) for cond, _, k in rules], else_=ibis.null("string"))
+    t = t.mutate(reason=reason, kind=kind)
+    if spec.name not in DUPLICATE_KEYS:
+        return t
+    keys = DUPLICATE_KEYS[spec.name] or spec.names
+    group = ibis.window(group_by=[t.reason.isnull(), *[t[k] for k in keys]], order_by=t[POS])
+    first_row = t[ROW].first().over(group)
+    first_pos = t[POS].first().over(group)
+    dup = t.reason.isnull() & (t[POS] != first_pos)
+    label = "duplicate event" if spec.name == "events" else "duplicate item_id"
+    prefix = "duplicate of row " if spec.name == "events" else "duplicate item_id of row "
+    return t.mutate(
+        reason=ibis.cases((dup, prefix + first_row.cast("string")), else_=t.reason),
+        kind=ibis.cases((dup, ibis.literal(label)), else_=t.kind),
+    )
+
+
+def stage(df: pd.DataFrame, spec: TableSpec, source: str, rows: np.ndarray, pre: Reasons) -> pd.DataFrame:
+    """The staged table of ``reasons``: parsed values, positions, file rows, edge reasons, bad texts."""
+    n = len(df)
+    staged = {POS: np.arange(n, dtype=np.int64), ROW: np.asarray(rows, dtype=np.int64)}
+    for c in spec.columns:
+        if c.name not in df.columns:
+            staged[c.name] = _absent(c.kind, n)
+            continue
+        col = df[c.name].reset_index(drop=True)
+        values, _, bad = parse(col, c, n, source)
+        staged[c.name] = values
+        if bad.any():
+            texts = pd.Series(pd.NA, index=pd.RangeIndex(n), dtype="string")
+            texts[bad] = quote(col[bad]).to_numpy()
+            staged[bad_column(c.name)] = texts
+    staged[PRE] = pd.Series(np.where(pre.open, None, pre.text), dtype="string")
+    return pd.DataFrame(staged)
+
+
+def judge(engine, df: pd.DataFrame, spec: TableSpec, source: str, rows: np.ndarray, pre: Reasons,
+          raw: pd.DataFrame | None, damage_notes: dict) -> ValidationResult:
+    """``validate`` with the row rules run by ``engine``; same result as the pandas rules."""
+    staged = stage(df, spec, source, rows, pre)
+    expr = reasons(engine.table(staged), spec).select(*spec.names, POS, "reason", "kind").order_by(POS)
+    try:
+        out = engine.frame(expr)
+    finally:
+        engine.forget(staged)
+    rejected = out["reason"].notna().to_numpy()
+    accepted = out.loc[~rejected, spec.names].reset_index(drop=True) if rejected.any() else out[spec.names]
+    for c in spec.columns:  # the dtypes the pandas rules give
+        if c.kind == "bool":
+            accepted[c.name] = accepted[c.name].astype(bool)
+    positions = out.loc[rejected, POS].to_numpy()
+    rejects = pd.DataFrame({
+        "source": pd.Series([source] * len(positions), dtype="string"),
+        "row": np.asarray(rows)[positions].astype(np.int64),
+        "reason": out.loc[rejected, "reason"].reset_index(drop=True).astype("string"),
+        "record": pd.Series(records(df if raw is None else raw, positions), dtype="string"),
+    })
+    rejects.loc[rejects["reason"] == FORGOTTEN, "record"] = "{}"
+    counts = out.loc[rejected, "kind"].value_counts()
+    by_reason = {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+    return ValidationResult(
+        accepted=accepted, rejects=rejects, read=len(df), by_reason=by_reason,
+        notes={"ignored_columns": [c for c in df.columns if c not in spec.names]} | damage_notes,
+    )
