@@ -39,6 +39,7 @@ from starlette.routing import Route
 from features.key_store import Principal, digest
 from serving import marketing_views as views
 from serving.auth import AccessControl, given_key
+from serving.experiments_page import experiments_page, reports, service_experiment_log
 from serving.marketing_dashboard import DashboardRequest, dashboard_page, visible_scores
 from serving.marketing_sessions import SESSION_SECONDS
 from serving.propensity import AtRiskCustomer, ChurnRiskAnswer, ChurnRiskRequest, PropensityApi
@@ -144,14 +145,14 @@ def segment_sizes(api: PropensityApi, min_probability: float = 0.0, min_value: f
     return rows["segment"].value_counts().to_dict()
 
 
-def create_app(backend: Callable[[], Backend] = service_backend) -> Starlette:
-    """The page as a Starlette app; ``backend`` is called per request (tests pass their own)."""
+def create_app(backend: Callable[[], Backend] = service_backend, experiment_log: Callable = service_experiment_log) -> Starlette:
+    """The page as a Starlette app; ``backend`` (and ``experiment_log``) are called per request (tests pass their own)."""
 
     def sign_in_page(request: Request, status: int, message: str = "", headers: dict | None = None) -> Response:
         token = _csrf_token(request)
         return _with_csrf(request, _html(views.login_page(_base(request), token, message), status, headers), token)
 
-    def admit(request: Request) -> tuple[Backend, Principal | None, Response | None]:
+    def admit(request: Request, scores: bool = True) -> tuple[Backend, Principal | None, Response | None]:
         """(backend, who, None) for a marketing key or session with scores to show; else the refusal."""
         b = backend()
         principal, status = caller(request, b.access)
@@ -162,7 +163,7 @@ def create_app(backend: Callable[[], Backend] = service_backend) -> Starlette:
             return b, None, RedirectResponse(f"{_base(request)}/login", status_code=303, headers=HEADERS)
         if principal is None:  # a script with a bad key
             return b, None, _html(views.message_page("not signed in", "Missing or invalid API key."), 401)
-        if b.api.bundle is None:
+        if scores and b.api.bundle is None:
             return b, None, _html(views.message_page("no propensity scores", b.api.missing), 503)
         return b, principal, None
 
@@ -214,6 +215,18 @@ def create_app(backend: Callable[[], Backend] = service_backend) -> Starlette:
                               b.api.version, token)
         return _with_csrf(request, _html(html), token)
 
+    async def experiments(request: Request) -> Response:
+        """A/B tests: SRM check, variants, lifts, decision (serving/experiments_page.py); aggregates only."""
+        b, principal, refusal = admit(request, scores=False)
+        if refusal is not None:
+            return refusal
+        import anyio
+
+        reps = await anyio.to_thread.run_sync(lambda: reports(experiment_log()))
+        b.access.log.record(principal.name, SCOPE, request.url.path, 200, 0)  # no customer is shown, only groups
+        token = _csrf_token(request)
+        return _with_csrf(request, _html(experiments_page(_base(request), reps, token)), token)
+
     async def login_form(request: Request) -> Response:
         return sign_in_page(request, 200)
 
@@ -258,6 +271,7 @@ def create_app(backend: Callable[[], Backend] = service_backend) -> Starlette:
         Route("/", guarded(page), methods=["GET"]),
         Route("/churn_risk.csv", guarded(download), methods=["GET"]),
         Route("/dashboard", dashboard, methods=["GET"]),
+        Route("/experiments", experiments, methods=["GET"]),
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

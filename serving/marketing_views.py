@@ -145,6 +145,7 @@ def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: 
         f"<h1>Customers at risk</h1><p class='meta'>Ranked by value at risk = churn probability ({h} days) × expected "
         f"spend ({h} days). Model version {escape(answer.model_version)}, scored at {escape(answer.scored_at)}. "
         f"<a href='{escape(base)}/dashboard' id='to-dashboard'>Dashboard: value and lifecycle</a> "
+        f"<a href='{escape(base)}/experiments' id='to-experiments'>Experiments</a> "
         f'<form method="post" action="{escape(base)}/logout" style="display:inline">{_csrf(csrf)}'
         '<button type="submit">Sign out</button></form></p>'
         f"<div class='top'><div>{_filters(base, req, list(stages))}"

@@ -1,0 +1,77 @@
+"""The experiments panel of the marketers' page (``/marketing/experiments``): per experiment the
+sample-ratio check first, then per variant units, exposures, CTR, conversion and revenue per user with
+intervals, the lifts (CUPED, always-valid) and the decision. Aggregates only: no shopper is shown.
+Same report as ``shoprec experiment report`` (training/experiments/report.py), without the MLflow run."""
+from __future__ import annotations
+
+from html import escape
+
+from serving.marketing_views import _csrf, _page
+
+
+def service_experiment_log():
+    """The running service's experiment log (serving/experiments.py)."""
+    import bentoml
+
+    return bentoml.get_current_service().experiments.log
+
+
+def reports(log_store) -> list[dict]:
+    """Reports of every experiment, running ones first, then the most recently created."""
+    from training.experiments.report import build_report
+
+    exps = sorted(log_store.experiments(), key=lambda e: e.created_at, reverse=True)
+    exps = sorted(exps, key=lambda e: not e.running)
+    return [build_report(e, log_store).to_dict() | {"endpoint": e.endpoint} for e in exps]
+
+
+def _num(x, fmt="{:.4f}") -> str:
+    return "n/a" if x is None else escape(fmt.format(x))
+
+
+def _ci(ci, pct=False) -> str:
+    if ci is None or any(v != v for v in ci):
+        return ""
+    return escape(f" [{ci[0]:+.1%}, {ci[1]:+.1%}]" if pct else f" [{ci[0]:.4g}, {ci[1]:.4g}]")
+
+
+def _experiment(rep: dict) -> str:
+    srm = rep["srm"]
+    srm_line = (f"<p class='{'error' if srm['flagged'] else 'meta'}' id='srm-{escape(rep['experiment'])}'>"
+                f"Sample ratio check: units {escape(str(srm['observed']))}, expected {escape(str(srm['expected']))}, "
+                f"chi-square p = {srm['pvalue']:.3g}"
+                + (" — <strong>mismatch: the split is broken, do not read the results</strong>" if srm["flagged"] else " (ok)")
+                + "</p>")
+    rows = "".join(
+        f"<tr><td>{escape(v['variant'])}</td><td>{escape(v['arm'])}</td><td class='num'>{v['share']:.0%}</td>"
+        f"<td class='num'>{v['units']:,}</td><td class='num'>{v['exposures']:,}</td><td class='num'>{_num(v['ctr'], '{:.3f}')}</td>"
+        f"<td class='num'>{_num(v['conversion'])}{_ci(v['conversion_ci'])}</td>"
+        f"<td class='num'>{_num(v['revenue_per_user'], '{:.2f}')}{_ci(v['revenue_per_user_ci'])}</td></tr>"
+        for v in rep["variants"])
+    variants = ("<table class='variants'><thead><tr><th>variant</th><th>arm</th><th>share</th><th>units</th><th>exposures</th>"
+                "<th>CTR</th><th>conversion [95%]</th><th>revenue per user [95%]</th></tr></thead><tbody>" + rows + "</tbody></table>")
+    comps = "".join(
+        f"<tr><td>{escape(c['treatment'])}</td><td>{escape(c['metric'])}{' (primary)' if c['metric'] == rep['primary'] else ''}</td>"
+        f"<td class='num'>{c['lift']:+.2%}</td><td class='num'>{_ci(c['lift_ci'], True)}</td>"
+        f"<td class='num'>{_ci(c['sequential_lift_ci'], True)}</td>"
+        f"<td class='num'>{_num(c['cuped_width_ratio'], 'x{:.2f}') if c['cuped_width_ratio'] is not None else ''}</td>"
+        f"<td>{'yes' if c['significant'] else 'no'}</td></tr>" for c in rep["comparisons"])
+    lifts = ("<table class='lifts'><thead><tr><th>variant</th><th>metric</th><th>lift</th><th>95% interval</th>"
+             "<th>always-valid interval</th><th>CUPED width</th><th>significant</th></tr></thead><tbody>" + comps
+             + "</tbody></table>") if comps else "<p class='meta'>No comparison yet.</p>"
+    notes = "".join(f"<p class='meta'>{escape(n)}</p>" for n in rep["notes"])
+    return (f"<section class='chart experiment' id='experiment-{escape(rep['experiment'])}'>"
+            f"<h2>{escape(rep['experiment'])} <span class='meta'>({escape(rep['status'])}, /{escape(rep['endpoint'])}, "
+            f"primary {escape(rep['primary'])}, guardrails {escape(', '.join(rep['guardrails']) or 'none')})</span></h2>"
+            f"{srm_line}{variants}{lifts}{notes}"
+            f"<p class='decision'><strong>Decision: {escape(rep['decision'])}</strong> — {escape(rep['reason'])}</p></section>")
+
+
+def experiments_page(base: str, reps: list[dict], csrf: str) -> str:
+    body = (f"<h1>Experiments</h1><p class='meta'>A/B tests of recommendation policies. Significance is read from the "
+            f"always-valid interval, so looking every day is safe. <a href='{escape(base)}/' id='to-list'>Customers at "
+            f"risk</a> <form method='post' action='{escape(base)}/logout' style='display:inline'>{_csrf(csrf)}"
+            "<button type='submit'>Sign out</button></form></p>"
+            + ("".join(_experiment(r) for r in reps) or "<p id='no-experiments'>No experiments yet "
+               "(<code>shoprec experiment create</code>, admin key).</p>"))
+    return _page("shoprec: experiments", body)
