@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from training.ann import FactorIndex
@@ -42,6 +43,7 @@ class Filters:
 # Beyond this many excluded items (bought, excluded, filtered out) exact search answers: the
 # approximate one would have to fetch that many extra candidates.
 ANN_MAX_EXCLUDED = 200
+FILTER_CACHE = 1024  # filter combinations whose left-out items are kept (category pages repeat)
 
 
 class Storefront:
@@ -64,6 +66,12 @@ class Storefront:
             self._has_similarity = True
         except NotImplementedError:  # e.g. a popularity model
             self._has_similarity = False
+        self._filter_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        if bundle.catalog is not None:  # the filters' columns as arrays, once: a request compares numbers
+            codes, names = pd.factorize(bundle.catalog["category"])
+            self._category_codes, self._category_code = codes, {str(c): i for i, c in enumerate(names)}
+            self._in_stock = bundle.catalog["in_stock"].to_numpy(bool)
+            self._price = bundle.catalog["price"].to_numpy(np.float64)
         self._user_index = self._item_index = None
         if approximate and (index := FactorIndex.for_model(bundle.model)) is not None:
             self._user_index = index  # inner product of the factors = the model's score
@@ -93,23 +101,44 @@ class Storefront:
         b = self.bundle.bought
         return b.indices[b.indptr[user_row] : b.indptr[user_row + 1]] if user_row >= 0 else np.empty(0, np.int64)
 
-    def _filtered_out(self, filters: Filters | None) -> np.ndarray:
-        if filters is None or not filters.active():
-            return np.empty(0, np.int64)
-        cat = self.bundle.catalog
-        if cat is None:
-            return np.empty(0, np.int64)  # no catalog: filters cannot apply (documented)
-        keep = np.ones(self.n_items, dtype=bool)
-        if filters.category is not None:
-            keep &= (cat["category"] == filters.category).fillna(False).to_numpy(bool)
-        if filters.in_stock is not None:
-            keep &= cat["in_stock"].to_numpy(bool) == filters.in_stock
-        price = cat["price"].to_numpy(np.float64)
-        if filters.min_price is not None:
-            keep &= price >= filters.min_price
-        if filters.max_price is not None:
-            keep &= price <= filters.max_price
-        return np.flatnonzero(~keep)
+    def _filter_out(self, filters: Filters | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The items the filters leave out, as a read-only mask over the catalogue and as sorted rows; None when
+        they leave nothing out (no filter, or no catalog: filters cannot apply, documented). Cached per filter."""
+        if filters is None or not filters.active() or self.bundle.catalog is None:
+            return None
+        key = (filters.category, filters.in_stock, filters.min_price, filters.max_price)
+        found = self._filter_cache.get(key)
+        if found is None:
+            keep = np.ones(self.n_items, dtype=bool)
+            if filters.category is not None:
+                keep &= self._category_codes == self._category_code.get(filters.category, -2)  # -1 is "no category"
+            if filters.in_stock is not None:
+                keep &= self._in_stock == filters.in_stock
+            if filters.min_price is not None:
+                keep &= self._price >= filters.min_price
+            if filters.max_price is not None:
+                keep &= self._price <= filters.max_price
+            mask = ~keep
+            mask.setflags(write=False)
+            found = (mask, np.flatnonzero(mask))
+            if len(self._filter_cache) >= FILTER_CACHE:
+                self._filter_cache.clear()
+            self._filter_cache[key] = found
+        return found
+
+    def _exclusions(self, filters: Filters | None, *parts: np.ndarray) -> np.ndarray:
+        """Sorted unique item rows to leave out: what the filters leave out plus ``parts``. A filter can leave
+        out most of the catalogue (a category page): a mask then, not a sort of that many rows per request."""
+        parts = [p for p in parts if len(p)]
+        out = self._filter_out(filters)
+        if out is None:
+            return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+        if not parts:
+            return out[1]
+        mask = out[0].copy()
+        for p in parts:
+            mask[p] = True
+        return np.flatnonzero(mask)
 
     def _event_row(self, user_row: int, events: list[tuple[str, str]]) -> sp.csr_matrix:
         """The shopper's row as the model saw it, plus new (item_id, event_type) events."""
@@ -143,8 +172,13 @@ class Storefront:
 
     def _popular_rows(self, k: int, excluded: np.ndarray) -> np.ndarray:
         rows = self._fallback_rows
-        if len(excluded):
-            rows = rows[~np.isin(rows, excluded)]
+        if len(excluded) > ANN_MAX_EXCLUDED:  # many: one pass over a mask
+            out = np.zeros(self.n_items, dtype=bool)
+            out[excluded] = True
+            rows = rows[~out[rows]]
+        elif len(excluded):  # few: at most len(excluded) of the first k + len(excluded) are left out
+            head = rows[: k + len(excluded)]
+            rows = head[~np.isin(head, excluded)]
         return rows[:k]
 
     def _answer(self, rows, scores, source, reasons=None) -> Answer:
@@ -185,7 +219,7 @@ class Storefront:
     def popular(self, k: int = 10, exclude_ids=(), filters: Filters | None = None, rows_given: bool = False) -> Answer:
         """The fallback list; ``exclude_ids`` are external ids, or item rows with ``rows_given``."""
         given = np.asarray(exclude_ids, dtype=np.int64) if rows_given else self._rows_of(exclude_ids)
-        excluded = np.concatenate([given, self._filtered_out(filters)])
+        excluded = self._exclusions(filters, given)
         rows = self._popular_rows(k, excluded)
         return self._answer(rows, np.zeros(len(rows)), f"fallback:{self.fallback_name}")
 
@@ -197,8 +231,8 @@ class Storefront:
         events = list(events)
         bought_now = self._rows_of([item for item, kind in events if kind == "purchase"])
         history = np.concatenate([self._bought(row), bought_now])
-        excluded = np.unique(np.concatenate([self._rows_of(exclude_ids), self._filtered_out(filters),
-                                             history if exclude_bought else np.empty(0, np.int64)]))
+        excluded = self._exclusions(filters, self._rows_of(exclude_ids),
+                                    history if exclude_bought else np.empty(0, np.int64))
         if events and len(self._rows_of([item for item, _ in events])):
             scores = self.bundle.model.score_rows(self._event_row(row, events), self._exclusion_row(excluded))[0]
             source = f"model:{self.name}+events"
@@ -226,8 +260,9 @@ class Storefront:
             rows, scores = self.bundle.model.similar_items(np.array([row]), min(self.n_items, k + 200))
         except NotImplementedError:
             return self.popular(k, [item_id], filters)
-        out = self._filtered_out(filters)
-        keep = (rows[0] >= 0) & ~np.isin(rows[0], out)
+        keep = rows[0] >= 0
+        if (out := self._filter_out(filters)) is not None:
+            keep &= ~out[0][np.maximum(rows[0], 0)]
         return self._answer(rows[0][keep][:k], scores[0][keep][:k], f"model:{self.name}")
 
     def session(self, viewed_ids, k: int = 10, filters: Filters | None = None) -> Answer:
@@ -235,7 +270,7 @@ class Storefront:
         viewed = self._rows_of(viewed_ids)
         if len(viewed) == 0:
             return self.popular(k, viewed_ids, filters)
-        excluded = np.unique(np.concatenate([viewed, self._filtered_out(filters)]))
+        excluded = self._exclusions(filters, viewed)
         row = self._event_row(-1, [(i, "view") for i in self.items.ids[viewed]])
         scores = self.bundle.model.score_rows(row, self._exclusion_row(excluded))[0]
         rows, best = self._pick(scores, k, excluded)
@@ -254,7 +289,7 @@ class Storefront:
         if self._has_similarity and similarity_weight > 0:
             scores = scores + similarity_weight * self._similarity(basket).mean(axis=0)
             source = "rules+similarity"
-        excluded = np.unique(np.concatenate([basket, self._filtered_out(filters)]))
+        excluded = self._exclusions(filters, basket)
         scores[scores <= 0] = -np.inf
         rows, best = self._pick(scores, k, excluded)
         rows, best = self._fill(rows, best, k, excluded)
