@@ -51,6 +51,8 @@ class RankerSearch(RankerSettings):
     """The second stage's settings; its retrievers are the best recipes the search found."""
 
     enabled: bool = Field(True, description="try the LightGBM ranker over the best retrievers")
+    item_time: list[bool] = Field(
+        [True, False], min_length=1, description="rankers tried: with the items' features in time, without them, or both")
 
 
 class SearchSpace(BaseModel):

@@ -146,11 +146,13 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
         retrievers = [t for t in (personal["als"], personal["ease"], trend, s.result.best("itemknn-"),
                                   s.result.trials.get("popular")) if t is not None]
         if len(retrievers) >= 2:
-            settings = space.ranker.model_dump(exclude={"enabled"})
-            ranker = RankerConfig(retrievers=[BlendPart(interactions=t.candidate.interactions, model=t.candidate.model)
-                                              for t in retrievers], **settings)
+            settings = space.ranker.model_dump(exclude={"enabled", "item_time"})
+            parts = [BlendPart(interactions=t.candidate.interactions, model=t.candidate.model) for t in retrievers]
             estimate = 2 * sum(t.metrics["seconds"] for t in retrievers) + 10.0
-            s.run(Candidate(name="ranker", interactions=WEIGHTED, model=ranker), "ranker", estimate=estimate)
+            for item_time in space.ranker.item_time:
+                ranker = RankerConfig(retrievers=parts, item_time=item_time, **settings)
+                s.run(Candidate(name="ranker" if item_time else "ranker-scores-only", interactions=WEIGHTED, model=ranker),
+                      "ranker", estimate=estimate)
     s.result.seconds = s.elapsed()
     return s.result
 

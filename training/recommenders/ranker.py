@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
-from features.interactions import TrainingView
+from features.interactions import TrainingView, purchases
 from training.recommenders.base import Recommender, as_trained, csr_arrays, csr_from, first_similarity, topk
 from training.recommenders.blend import BlendPart
 from training.recommenders.fitting import BASE_MODELS, fit_base
@@ -32,15 +32,17 @@ class RankerSettings(BaseModel):
     candidates: int = Field(50, ge=5, le=1000, description="candidates taken from each retriever per user")
     label_days: float = Field(30, gt=0, description="the period before 'now' whose purchases label the training rows")
     max_train_users: int = Field(20_000, ge=10, description="users sampled to train the ranker")
-    n_estimators: int = Field(300, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
-    num_leaves: int = Field(31, ge=2)
-    min_data_in_leaf: int = Field(50, ge=1)
+    n_estimators: int = Field(150, ge=1, description="boosting rounds (few, small trees: a shop's label period is small)")
+    learning_rate: float = Field(0.03, gt=0)
+    num_leaves: int = Field(15, ge=2)
+    min_data_in_leaf: int = Field(100, ge=1)
     seed: int = Field(42)
 
 
 class RankerConfig(RankerSettings):
     kind: Literal["ranker"] = "ranker"
+    item_time: bool = Field(
+        True, description="item features in time: distinct buyers in the last 7 and 30 days, days since first and last sale")
     retrievers: list[BlendPart] = Field(min_length=1, description="candidate generators (their weights are unused)")
 
 
@@ -53,8 +55,6 @@ class RankerRecommender(Recommender):
         raise TypeError("the ranker needs timestamps to make labels: fit it with fit_view(TrainingView)")
 
     def fit_view(self, view: TrainingView) -> Self:
-        import lightgbm as lgb
-
         c = self.config
         past = view.until(view.now - pd.Timedelta(days=c.label_days))
         self._fit_retrievers(past)
@@ -78,14 +78,20 @@ class RankerRecommender(Recommender):
                     x.append(feats[r][valid]); y.append(hit[r][valid].astype(int)); groups.append(int(valid.sum()))
         if not groups:
             raise ValueError("ranker: no user has a newly bought item among the candidates in the label period")
-        self.booster_ = lgb.LGBMRanker(
+        self.booster_ = self._boost(x, y, groups)
+        self._fit_retrievers(view)
+        self._stats(view)
+        return self
+
+    def _boost(self, x: list[np.ndarray], y: list[np.ndarray], groups: list[int]):
+        import lightgbm as lgb
+
+        c = self.config
+        return lgb.LGBMRanker(
             objective="lambdarank", n_estimators=c.n_estimators, learning_rate=c.learning_rate, num_leaves=c.num_leaves,
             min_child_samples=c.min_data_in_leaf, random_state=c.seed, deterministic=True, force_row_wise=True,
             n_jobs=2, verbose=-1,
         ).fit(np.vstack(x), np.concatenate(y), group=groups).booster_
-        self._fit_retrievers(view)
-        self._stats(view)
-        return self
 
     @property
     def row_config(self):
@@ -100,6 +106,7 @@ class RankerRecommender(Recommender):
     def _stats(self, view: TrainingView) -> None:
         m = view.matrix(self.config.retrievers[0].interactions)
         self.item_popularity_ = np.log1p(np.diff(m.tocsc().indptr)).astype(np.float32)
+        self.item_time_ = item_time_features(view)
         self.n_items_ = m.shape[1]
         self.bought_ = view.bought
         self.history_ = view.matrix(self.row_config)
@@ -123,6 +130,8 @@ class RankerRecommender(Recommender):
             cols += [val, rank.astype(np.float32)]
         activity = np.log1p(np.diff(sp.csr_matrix(history).indptr)).astype(np.float32)
         cols += [self.item_popularity_[safe], np.repeat(activity[:, None], cand.shape[1], axis=1)]
+        if self.config.item_time:
+            cols += list(np.moveaxis(self.item_time_[safe], 2, 0))
         return cand, np.stack(cols, axis=2).astype(np.float32)
 
     def _rank(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix) -> np.ndarray:
@@ -157,11 +166,14 @@ class RankerRecommender(Recommender):
         return first_similarity(self.retrievers_, item_rows, among)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return ({"item_popularity": self.item_popularity_, "n_items": np.array(self.n_items_)}
+        return ({"item_popularity": self.item_popularity_, "item_time": self.item_time_, "n_items": np.array(self.n_items_)}
                 | csr_arrays("bought", self.bought_) | csr_arrays("history", self.history_))
 
     def _set_arrays(self, a: dict[str, np.ndarray]) -> None:
         self.item_popularity_, self.n_items_ = a["item_popularity"], int(a["n_items"])
+        self.item_time_ = a.get("item_time")
+        if self.item_time_ is None:  # bundles saved before the items' time features were trained without them
+            self.config = self.config.model_copy(update={"item_time": False})
         self.bought_ = csr_from(a, "bought")
         self.history_ = csr_from(a, "history") if "history_data" in a else self.bought_  # bundles saved before rows
 
@@ -180,6 +192,28 @@ class RankerRecommender(Recommender):
                              for i, p in enumerate(model.config.retrievers)]
         model.booster_ = lgb.Booster(model_file=str(Path(path) / "ranker.txt"))
         return model
+
+
+TIME_WINDOWS_DAYS = (7.0, 30.0)
+
+
+def item_time_features(view: TrainingView) -> np.ndarray:
+    """(n_items, 2 + len(TIME_WINDOWS_DAYS)) float32, as of ``view.now``: log1p distinct buyers in each
+    recent window, days since the item's first and last sale (NaN when never sold: missing to LightGBM)."""
+    log = purchases(view.events, view.orders)
+    rows = view.items.rows(log["item_id"])
+    age = ((view.now - log["ts"]).dt.total_seconds() / 86400.0).to_numpy()
+    users = view.users.rows(log["user_id"])
+    out = np.full((len(view.items), len(TIME_WINDOWS_DAYS) + 2), np.nan, dtype=np.float32)
+    for j, days in enumerate(TIME_WINDOWS_DAYS):
+        recent = age <= days
+        pairs = np.unique(np.stack([rows[recent], users[recent]]), axis=1)
+        out[:, j] = np.log1p(np.bincount(pairs[0], minlength=len(view.items)))
+    first = pd.Series(age).groupby(rows).max()
+    last = pd.Series(age).groupby(rows).min()
+    out[first.index.to_numpy(), -2] = first.to_numpy()
+    out[last.index.to_numpy(), -1] = last.to_numpy()
+    return out
 
 
 def _unique_keep_order(rows: np.ndarray) -> np.ndarray:
