@@ -195,7 +195,14 @@ class TrainingView:
         return cache[key]
 
     def until(self, now: pd.Timestamp) -> "TrainingView":
-        """The same users and items, with only the data up to an earlier ``now`` (for stacked models)."""
+        """The same users and items, with only the data up to an earlier ``now`` (for stacked models).
+        Built once per ``now``: rankers tried side by side share it and its fitted retrievers."""
+        cache = self.__dict__.setdefault("_earlier_views", {})
+        if now not in cache:
+            cache[now] = self._until(now)
+        return cache[now]
+
+    def _until(self, now: pd.Timestamp) -> "TrainingView":
         events = None if self.events is None else self.events[self.events["ts"] <= now]
         orders = None if self.orders is None else self.orders[self.orders["ts"] <= now]
         bought_log = purchases(events, orders)

@@ -42,7 +42,7 @@ def test_online_retail_end_to_end_and_lineages(tmp_path):
     assert peers["peer.trending-7d"] == pytest.approx(0.098, abs=0.004)
     assert peers["peer.als-defaults"] == pytest.approx(0.095, abs=0.004)
     assert peers["peer.itemknn-bm25-k100"] == pytest.approx(0.083, abs=0.004)
-    assert rec["ndcg@10"] >= 0.12  # README: champion test NDCG@10, nothing chosen on test
+    assert rec["ndcg@10"] >= 0.13  # README (issue 10's goal): champion test NDCG@10, nothing chosen on test
     assert rec["ndcg@10"] >= max(peers.values())
     assert rec["served_ndcg@10"] == pytest.approx(rec["ndcg@10"], rel=0.02)  # what is served is what is measured
     assert rec["served"]["fold_in_overlap@10"] >= 0.9
