@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLUSTER_STAMP := $(VENV)/.cluster-installed
+SPARK_STAMP := $(VENV)/.spark-installed
 export OPENBLAS_NUM_THREADS ?= 1
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export BENTOML_DO_NOT_TRACK ?= true
@@ -34,7 +35,8 @@ run: train
 	$(VENV)/bin/shoprec serve --host 127.0.0.1 --port $(PORT)
 
 # What the tests start for real (Debian packages): redis-server, chromium for the marketers' page
-# (driven by Playwright; never `playwright install`), postgresql and nginx for the cluster (make cluster).
+# (driven by Playwright; never `playwright install`), postgresql and nginx for the cluster (make cluster),
+# Java 17 for the Spark engine (features/relational/engine.py).
 # Installed when we are root, with one apt-get update.
 system-deps:
 	@missing=""; \
@@ -42,12 +44,13 @@ system-deps:
 	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	  ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	  test -x /usr/sbin/nginx || missing="$$missing nginx"; \
+	  command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing system packages:$$missing: sudo apt-get install -y$$missing" >&2; exit 1; fi; \
 	  fi
 
-test: $(STAMP) $(CLUSTER_STAMP) system-deps
+test: $(STAMP) $(CLUSTER_STAMP) $(SPARK_STAMP) system-deps
 	$(PY) -m pytest -q
 
 # The production topology on this machine (README "A cluster on one machine"): PostgreSQL, the MLflow server on
@@ -60,6 +63,11 @@ CLUSTER_BUDGET ?= 2
 $(CLUSTER_STAMP): deploy/requirements.txt | $(STAMP)
 	$(PY) -m pip install -q -r deploy/requirements.txt
 	touch $(CLUSTER_STAMP)
+
+# the optional extra `spark` (PySpark; Java from system-deps): the Spark engine's tests run in make test
+$(SPARK_STAMP): requirements-spark.lock | $(STAMP)
+	$(PY) -m pip install -q -r requirements-spark.lock
+	touch $(SPARK_STAMP)
 
 cluster: $(CLUSTER_STAMP) system-deps
 	$(PY) -m deploy.cluster start --preset $(PRESET) --budget-minutes $(CLUSTER_BUDGET)

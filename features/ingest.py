@@ -79,6 +79,7 @@ class Canonical:
     events: pd.DataFrame | None = None
     orders: pd.DataFrame | None = None
     items: pd.DataFrame | None = None
+    engine: object = None  # features.relational.engine.Engine that computes features from them; None: pandas
 
 
 def detect_layout(path: Path) -> str:

@@ -100,6 +100,9 @@ def ingest(
     events: Optional[Path] = typer.Option(None, help="clickstream events file, or OTTO JSON Lines"),
     items: Optional[Path] = typer.Option(None, help="item catalog file"),
     out: Path = typer.Option(Path("data/canonical"), help="folder for the canonical Parquet tables and rejects.csv"),
+    engine: str = typer.Option("duckdb", help="engine of the feature pipeline: duckdb (embedded) or spark"),
+    spark_master: Optional[str] = typer.Option(None, envvar="SHOPREC_SPARK_MASTER",
+                                               help="Spark master with --engine spark (default local[2])"),
 ) -> None:
     """Validate raw files into canonical tables; every rejected row goes to rejects.csv with its reason.
 
@@ -107,16 +110,26 @@ def ingest(
     """
     if not any((orders, events)):
         _fail("give --orders and/or --events")
+    conn = _engine(engine, spark_master)
     with _progress_bar(total=_ingest_steps(orders, events, items)) as step:
-        report = _ingest(orders, events, items, out, step)
+        report = _ingest(orders, events, items, out, step, conn)
     typer.echo(report.summary())
     _refuse_all_rejected(report)
 
 
-def _ingest(orders, events, items, out, progress=lambda msg: None):
+def _ingest(orders, events, items, out, progress=lambda msg: None, engine="duckdb"):
     from features.ingest import ingest as run_ingest
 
-    return run_ingest(orders=orders, events=events, items=items, out_dir=out, progress=progress)
+    return run_ingest(orders=orders, events=events, items=items, out_dir=out, progress=progress, engine=engine)
+
+
+def _engine(name: str, master: str | None):
+    """The feature pipeline's engine (features/relational/engine.py), connected once here."""
+    from features.relational.engine import ENGINES, connect
+
+    if name not in ENGINES:
+        _fail(f"--engine {name}: choose one of {', '.join(ENGINES)}")
+    return connect(name, master)
 
 
 def _ingest_steps(*paths) -> int:
@@ -149,6 +162,10 @@ def train(
                                        "compared and replaced (default: the input file's folder name)"),
     budget_minutes: Optional[float] = typer.Option(None, help="time for the recipe search on validation "
                                                    "(default from the config: 10)"),
+    engine: str = typer.Option("duckdb", help="engine of the feature pipeline (validation, user features and "
+                               "labels): duckdb (embedded) or spark"),
+    spark_master: Optional[str] = typer.Option(None, envvar="SHOPREC_SPARK_MASTER",
+                                               help="Spark master with --engine spark (default local[2])"),
 ) -> None:
     """Ingest, search recipes on the shop's validation period (peers included), report on test, fit,
     log to MLflow, register in the shop's lineage and move its champion on validation evidence.
@@ -174,11 +191,13 @@ def train(
         _fail(str(e))
     if truth is None and orders is not None and (Path(orders).parent / "truth").is_dir():
         truth = Path(orders).parent / "truth"
+    conn = _engine(engine, spark_master)
     with _progress_bar(total=_train_steps(cfg, orders, events, items, truth)) as step:
-        report = _ingest(orders, events, items, work, step)
+        report = _ingest(orders, events, items, work, step, conn)
         _say(report.summary())
         _refuse_all_rejected(report)
         canonical = load_canonical(work)
+        canonical.engine = conn
         require_trainable(purchases(canonical.events, canonical.orders), canonical.events, canonical.orders)
         outcome = run_train(canonical, cfg, PROJECT, shop, truth_dir=truth, metrics_out=metrics_out,
                             ingest_report=json.loads((work / "ingest_report.json").read_text()), progress=step)

@@ -11,6 +11,7 @@ boundaries agree. Timestamps are compared and subtracted as integer microseconds
 """
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,9 @@ import pyarrow as pa
 ENGINES = ("duckdb", "spark")
 SPARK_MASTER_ENV = "SHOPREC_SPARK_MASTER"
 DEFAULT_SPARK_MASTER = "local[2]"
+_names = itertools.count()
 US_PER_DAY = 86_400_000_000
+MICRO_UNITS = 1_000_000.0  # exact_sum's resolution: a millionth
 
 
 @ibis.udf.scalar.builtin
@@ -41,6 +44,15 @@ def f64(x: float) -> ibis.Value:
     """A float64 constant that stays float64 on Spark, which reads a plain ``1.0`` in SQL as a DECIMAL
     (an average of DECIMAL(2,1) values keeps five decimals)."""
     return ibis.literal(repr(float(x))).cast("float64")
+
+
+def exact_sum(x: ibis.Value) -> ibis.Value:
+    """The sum of a float64 column (money, quantities), the same on every engine whatever the order of the
+    rows: each value rounded to a millionth, summed as exact integers (DECIMAL(38, 0)), divided back. A
+    plain SUM of doubles depends on the order in which partitions meet, so its last bits differ between
+    engines and between runs on Spark; money and quantities have far fewer than six decimals."""
+    units = (x * f64(MICRO_UNITS)).round().cast("int64").cast("decimal(38, 0)")
+    return units.sum().cast("float64") / f64(MICRO_UNITS)
 
 
 def at_micros(at) -> int:
@@ -65,8 +77,17 @@ class Engine:
         """An in-memory table as an expression (registered once per frame object)."""
         key = id(data)
         if key not in self._tables:
-            self._tables[key] = (data, ibis.memtable(_arrow(data)))
+            self._tables[key] = (data, self._register(_arrow(data)))
         return self._tables[key][1]
+
+    def _register(self, table: pa.Table) -> ibis.Table:
+        if self.name != "spark":
+            return ibis.memtable(table)
+        # Spark: straight from Arrow (Ibis's memtable goes through pandas, and Spark's Arrow path fails on
+        # chunked text columns, falling back to a row-by-row copy)
+        name = f"shoprec_{next(_names)}"
+        self.con._session.createDataFrame(table).createOrReplaceTempView(name)
+        return self.con.table(name)
 
     def read_parquet(self, path: str | Path) -> ibis.Table:
         """Parquet at a local path or any URI the engine can read (s3://, hdfs://, abfss:// on Spark)."""
@@ -85,7 +106,9 @@ class Engine:
 
     def forget(self, data) -> None:
         """Drop the registration of an in-memory table made by ``table``."""
-        self._tables.pop(id(data), None)
+        entry = self._tables.pop(id(data), None)
+        if entry is not None and self.name == "spark":
+            self.con._session.catalog.dropTempView(entry[1].get_name())
 
 
 def connect(name: str = "duckdb", master: str | None = None) -> Engine:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ibis
 
-from features.relational.engine import f64, ts_literal
+from features.relational.engine import exact_sum, f64, ts_literal
 from features.labels import DAY
 
 import pandas as pd
@@ -33,7 +33,7 @@ def outcomes(orders: ibis.Table, users: ibis.Table, at, days: float) -> ibis.Tab
     horizon), conversion (bought over the window) and customer-value (spend) labels."""
     window = _after(orders, at, days)
     window = window.mutate(value=window.quantity * window.price)
-    per_user = window.group_by("user_id").aggregate(spend=window.value.sum(), n=window.count())
+    per_user = window.group_by("user_id").aggregate(spend=exact_sum(window.value), n=window.count())
     t = users.select("user_id").left_join(per_user, "user_id").drop("user_id_right")
     return t.select("user_id", bought=ibis.cases((t.n > 0, 1), else_=0).cast("int64"),
                     spend=t.spend.fill_null(f64(0.0)))

@@ -3,13 +3,14 @@
 rows with ``ts <= at``.
 
 Times are compared as integer microseconds before ``at`` (``age_us``), so a window bound is exact
-and no engine does interval arithmetic; days are ``age_us / 86,400,000,000``.
+and no engine does interval arithmetic; days are ``age_us / 86,400,000,000``. Money and quantities
+are summed with ``exact_sum``, so both engines give the same bits.
 """
 from __future__ import annotations
 
 import ibis
 
-from features.relational.engine import US_PER_DAY, at_micros, f64, micros, ts_literal
+from features.relational.engine import US_PER_DAY, at_micros, exact_sum, f64, micros, ts_literal
 from features.user_features import CATEGORY_FEATURES, EVENT_FEATURES, ORDER_FEATURES
 
 F64 = "float64"
@@ -34,7 +35,7 @@ def count_if(cond: ibis.Value) -> ibis.Value:
 
 
 def sum_if(cond: ibis.Value, value: ibis.Value) -> ibis.Value:
-    return ibis.cases((cond, value), else_=f64(0.0)).sum()
+    return exact_sum(ibis.cases((cond, value), else_=f64(0.0)))
 
 
 def within(age_us: ibis.Value, lo_days: float, hi_days: float) -> ibis.Value:
@@ -51,18 +52,18 @@ def order_features(orders: ibis.Table, at, items: ibis.Table | None = None) -> i
     returns = past.filter(past.quantity < 0)
     returns = returns.mutate(value=-returns.quantity * returns.price)
     per_order = buys.group_by(["user_id", "order_id"]).aggregate(
-        ts=buys.ts.min(), lines=buys.count().cast(F64), units=buys.quantity.sum(), value=buys.value.sum())
+        ts=buys.ts.min(), lines=buys.count().cast(F64), units=exact_sum(buys.quantity), value=exact_sum(buys.value))
     po = per_order.mutate(age_us=now - micros(per_order.ts), day=per_order.ts.truncate("D"))
     day = f64(US_PER_DAY)
     f = po.group_by("user_id").aggregate(
         recency_days=po.age_us.min() / day,
         frequency=po.count().cast(F64),
-        monetary=po.value.sum(),
+        monetary=exact_sum(po.value),
         tenure_days=po.age_us.max() / day,
         purchase_days=po.day.nunique().cast(F64),
         basket_lines=po.lines.mean(),
-        basket_units=po.units.mean(),
-        basket_value=po.value.mean(),
+        basket_units=exact_sum(po.units) / po.count(),
+        basket_value=exact_sum(po.value) / po.count(),
         orders_30d=count_if(within(po.age_us, 0, 30)),
         orders_prev_30d=count_if(within(po.age_us, 30, 60)),
         orders_90d=count_if(within(po.age_us, 0, 90)),
@@ -86,7 +87,7 @@ def order_features(orders: ibis.Table, at, items: ibis.Table | None = None) -> i
         repeat_item_share=ibis.cases((item_orders.n_orders > 1, f64(1.0)), else_=f64(0.0)).mean())
     back = returns.group_by("user_id").aggregate(
         return_lines=returns.count().cast(F64), return_orders=returns.order_id.nunique().cast(F64),
-        return_value=returns.value.sum())
+        return_value=exact_sum(returns.value))
     f = f.left_join(breadth, "user_id").drop("user_id_right")
     f = f.left_join(back, "user_id").drop("user_id_right")
     f = f.mutate(return_lines=f.return_lines.fill_null(f64(0.0)), return_orders=f.return_orders.fill_null(f64(0.0)),

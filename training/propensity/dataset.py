@@ -36,6 +36,7 @@ class Snapshots:
 
     def __init__(self, canonical, end=None):
         self.orders, self.events, self.items = canonical.orders, canonical.events, canonical.items
+        self.engine = getattr(canonical, "engine", None)  # None: the pandas pipeline
         if self.orders is None or self.orders.empty:
             raise ValueError("propensity models need orders: the canonical orders table is missing or empty")
         self.end = pd.Timestamp(end) if end is not None else self.orders["ts"].max()
@@ -44,7 +45,12 @@ class Snapshots:
     def features(self, at) -> pd.DataFrame:
         at = pd.Timestamp(at)
         if at not in self._cache:
-            self._cache[at] = user_features(self.orders, at, self.events, self.items)
+            if self.engine is not None:
+                from features.relational.frames import user_features as on_engine
+
+                self._cache[at] = on_engine(self.engine, self.orders, at, self.events, self.items)
+            else:
+                self._cache[at] = user_features(self.orders, at, self.events, self.items)
         return self._cache[at]
 
     def rows(self, at, target: str | None = None, days: int | None = None) -> Rows:
@@ -53,7 +59,12 @@ class Snapshots:
         X = self.features(at)
         if X.empty:
             raise ValueError(f"no customer has a purchase up to {at}: the data starts {self.orders['ts'].min()}")
-        y = LABELS[target](self.orders, X.index, at, days, self.end) if target else None
+        if target and self.engine is not None:
+            from features.relational import frames
+
+            y = getattr(frames, f"{target}_labels")(self.engine, self.orders, X.index, at, days, self.end)
+        else:
+            y = LABELS[target](self.orders, X.index, at, days, self.end) if target else None
         return Rows(X, y, [at])
 
     def stacked(self, dates: list[pd.Timestamp], target: str, days: int) -> list[Rows]:
