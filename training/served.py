@@ -86,7 +86,7 @@ def session_discovery(bundle: ModelBundle, events: pd.DataFrame | None, cutoff: 
     ``{"skipped": reason}`` when the shop has no clickstream sessions with purchases."""
     if events is None or not len(events):
         return {"skipped": "no clickstream: sessions need view and purchase events"}
-    store = Storefront(bundle)
+    store = Storefront(bundle, approximate=True)  # as the service answers /session (the index, where it builds one)
     ev = events[(events["ts"] > cutoff) & events["session_id"].notna()]
     ev = ev[ev["session_id"].isin(ev.loc[ev["event_type"] == "purchase", "session_id"].unique())]
     ev = ev.sort_values(["session_id", "ts"], kind="stable")

@@ -44,6 +44,7 @@ class Filters:
 # approximate one would have to fetch that many extra candidates.
 ANN_MAX_EXCLUDED = 200
 FILTER_CACHE = 1024  # filter combinations whose left-out items are kept (category pages repeat)
+FEW_LEFT = 0.75  # a filter leaving out more than this share of the catalogue: only the rest is scored
 
 
 class Storefront:
@@ -141,16 +142,19 @@ class Storefront:
         return np.flatnonzero(mask)
 
     def _event_row(self, user_row: int, events: list[tuple[str, str]]) -> sp.csr_matrix:
-        """The shopper's row as the model saw it, plus new (item_id, event_type) events."""
-        base = self.bundle.interactions[user_row] if user_row >= 0 else sp.csr_matrix((1, self.n_items), dtype=np.float32)
+        """The shopper's row as the model saw it, plus new (item_id, event_type) events (summed per item)."""
         cols = self.items.rows([item for item, _ in events]) if events else np.empty(0, np.int64)
-        w = np.array([1.0 if self._binary else self._event_weight.get(kind, 1.0) for _, kind in events])
+        w = np.array([1.0 if self._binary else self._event_weight.get(kind, 1.0) for _, kind in events], dtype=np.float64)
         keep = cols >= 0
-        extra = sp.csr_matrix((w[keep], (np.zeros(keep.sum(), int), cols[keep])), shape=(1, self.n_items))
-        row = (base + extra).tocsr()
-        if self._binary:
-            row.data[:] = 1.0
-        return row.astype(np.float32)
+        cols, w = cols[keep], w[keep]
+        if user_row >= 0:
+            m = self.bundle.interactions
+            start, end = m.indptr[user_row], m.indptr[user_row + 1]
+            cols = np.concatenate([m.indices[start:end].astype(np.int64), cols])
+            w = np.concatenate([m.data[start:end].astype(np.float64), w])
+        items, where = np.unique(cols, return_inverse=True)
+        data = np.ones(len(items)) if self._binary else np.bincount(where, weights=w, minlength=len(items))
+        return sp.csr_matrix((data.astype(np.float32), items, np.array([0, len(items)])), shape=(1, self.n_items))
 
     def _exclusion_row(self, excluded: np.ndarray) -> sp.csr_matrix:
         """The items to leave out as a (1, n_items) CSR row: models that pick candidates skip them."""
@@ -215,6 +219,16 @@ class Storefront:
             return None
         return rows[keep][:k], scores[keep][:k]
 
+    def _top_of_row(self, row: sp.csr_matrix, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for an interaction row the model has not seen (fold-in, a session): from the factor index
+        where the model folds a row into a user vector (ALS; the exact least-squares step), which spares
+        scoring the whole catalogue per request; else, or where the index cannot answer, the exact scores."""
+        if self._user_index is not None and (fold_in := getattr(self.bundle.model, "fold_in", None)) is not None:
+            found = self._approximate(self._user_index, fold_in(row)[0], k, excluded)
+            if found is not None:
+                return found
+        return self._pick(self.bundle.model.score_rows(row, self._exclusion_row(excluded))[0], k, excluded)
+
     # -- endpoints -------------------------------------------------------------------------
     def popular(self, k: int = 10, exclude_ids=(), filters: Filters | None = None, rows_given: bool = False) -> Answer:
         """The fallback list; ``exclude_ids`` are external ids, or item rows with ``rows_given``."""
@@ -234,12 +248,14 @@ class Storefront:
         excluded = self._exclusions(filters, self._rows_of(exclude_ids),
                                     history if exclude_bought else np.empty(0, np.int64))
         if events and len(self._rows_of([item for item, _ in events])):
-            scores = self.bundle.model.score_rows(self._event_row(row, events), self._exclusion_row(excluded))[0]
             source = f"model:{self.name}+events"
-            rows, best = self._pick(scores, k, excluded)
+            rows, best = self._top_of_row(self._event_row(row, events), k, excluded)
         elif self._knows(row):
             source = f"model:{self.name}"
             found = self._user_index and self._approximate(self._user_index, self._user_vectors[row], k, excluded)
+            if not found and (out := self._filter_out(filters)) is not None and len(out[1]) > FEW_LEFT * self.n_items:
+                # a narrow filter (a category page): score only the items it lets through
+                found = self._pick(self._known_user_scores(row, np.flatnonzero(~out[0])), k, excluded)
             rows, best = found or self._pick(self.bundle.model.scores(np.array([row]))[0], k, excluded)
         else:
             return self.popular(k, excluded, rows_given=True)  # excluded holds the filters' rows already
@@ -271,9 +287,7 @@ class Storefront:
         if len(viewed) == 0:
             return self.popular(k, viewed_ids, filters)
         excluded = self._exclusions(filters, viewed)
-        row = self._event_row(-1, [(i, "view") for i in self.items.ids[viewed]])
-        scores = self.bundle.model.score_rows(row, self._exclusion_row(excluded))[0]
-        rows, best = self._pick(scores, k, excluded)
+        rows, best = self._top_of_row(self._event_row(-1, [(i, "view") for i in self.items.ids[viewed]]), k, excluded)
         rows, best = self._fill(rows, best, k, excluded)
         return self._answer(rows, best, f"session:{self.name}")
 
