@@ -234,6 +234,29 @@ def open_experiment_log(url: str):
     raise ValueError(f"event store URL {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB")
 
 
+def forget_in_experiments(event_store, user_id: str) -> int:
+    """Delete a forgotten shopper's exposures and outcomes from the experiment log beside ``event_store``
+    (features/event_store.py; called by features/privacy.py ``forget_user``); returns the rows removed."""
+    from features.event_store import RedisEventStore, SQLiteEventStore
+
+    if isinstance(event_store, SQLiteEventStore):
+        log_store = SQLiteExperimentLog(event_store.path)
+    elif isinstance(event_store, RedisEventStore):
+        log_store = RedisExperimentLog.__new__(RedisExperimentLog)
+        log_store.prefix = "shoprec:exp"
+        import redis
+
+        kwargs = dict(event_store._redis.connection_pool.connection_kwargs, decode_responses=True)
+        log_store._redis = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=event_store._redis.connection_pool.connection_class, **kwargs))
+    else:
+        return 0
+    try:
+        return log_store.forget(user_id)
+    finally:
+        log_store.close()
+
+
 class ExposureWriter:
     """Exposures queued by requests, committed in batches by one thread (at most ``every_s`` after the
     answer; an exposure is lost only if the process dies within that time). ``flush`` waits until

@@ -283,7 +283,10 @@ def forget_user(user_id: str, forgotten: ForgetList, canonical_dir: Path | None 
         if canonical_dir is not None and Path(canonical_dir).is_dir():
             report.canonical_rows = remove_from_canonical(Path(canonical_dir), user_id, forgotten)
     if event_store is not None:
+        from features.exposures import forget_in_experiments
+
         report.events = int(event_store.forget(user_id))
+        forget_in_experiments(event_store, user_id)  # and the A/B tests' exposures and outcomes of them
     return report
 
 

@@ -166,3 +166,23 @@ def test_cuped_narrows_the_interval_and_a_clear_win_ships():
     conv = next(c for c in report.comparisons if c["metric"] == "conversion")
     assert conv["significant"] and report.decision == "ship"
     assert [v["units"] for v in report.variants] == [int((~treat).sum()), int(treat.sum())]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_forgetting_a_shopper_removes_their_exposures_and_outcomes(tmp_path, backend):
+    import contextlib
+
+    from features.event_store import Event, open_event_store
+    from features.privacy import ForgetList, forget_user
+    from tests.redis_server import redis_server
+
+    with (redis_server(tmp_path) if backend == "redis" else contextlib.nullcontext(f"sqlite:///{tmp_path}/events.db")) as url:
+        events, log_store = open_event_store(url), open_experiment_log(url)
+        events.append("u1", [Event("i1", "purchase", "2026-01-01T00:00:00")])
+        log_store.add_exposures([Exposure(f"r{u}", "ab", "control", u, u, "recommend", ("i1",), 1.0) for u in ("u1", "u2")])
+        log_store.add_outcomes([Outcome(f"r{u}", u, "purchase", "i1", 5.0, 2.0) for u in ("u1", "u2")])
+        report = forget_user("u1", ForgetList.open(tmp_path / "privacy", environ={}, create_key=True), None, events)
+        assert report.events == 1  # the real-time event; its exposure and outcome went too:
+        assert log_store.exposures("ab")["user_id"].tolist() == ["u2"] and log_store.outcomes()["user_id"].tolist() == ["u2"]
+        events.close()
+        log_store.close()

@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
-MIN_PLOTS = {"01_explore_shop": 4, "02_compare_recommenders": 2, "03_churn_analysis": 5}
+MIN_PLOTS = {"01_explore_shop": 4, "02_compare_recommenders": 2, "03_churn_analysis": 5, "04_experiments": 3}
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,9 @@ from scipy.optimize import brentq
 
 from features.experiments import Experiment, assign
 from features.exposures import Exposure, Outcome
-from training.experiments.analysis import ALPHA, TUNING_N, aggregates, compare, srm_check
+from tea_tasting.aggr import Aggregates
+
+from training.experiments.analysis import ALPHA, TUNING_N, compare, srm_check
 
 
 class ShopperModel(BaseModel):
@@ -58,12 +60,46 @@ def draw_population(model: ShopperModel, shape, rng: np.random.Generator) -> Pop
     return Population(visit, buy, mu)
 
 
-def multiplier_for_lift(model: ShopperModel, lift: float, days: int, n: int = 1_000_000, seed: int = 0) -> float:
+@dataclass
+class ShopShoppers:
+    """A synthetic (or any contract) shop's shoppers as the simulator sees them: ids, daily visit and
+    per-visit buying probabilities, basket values from their history, and their purchases in the
+    ``pre_days`` before the end (the pre-period: (user_id, item_id, value, seconds before the end))."""
+
+    ids: list[str]
+    population: Population
+    pre_purchases: pd.DataFrame
+
+
+def shoppers_from_shop(events: pd.DataFrame, orders: pd.DataFrame, days: int = 60, pre_days: int = 30) -> ShopShoppers:
+    """Shoppers with a user id seen in the last ``days`` of the shop: visit = days with a session / ``days``,
+    buy = days with a purchase / days with a session, basket value = their mean order value."""
+    end = max(pd.Timestamp(events["ts"].max()), pd.Timestamp(orders["ts"].max()))
+    ev = events[events["user_id"].notna() & (events["ts"] > end - pd.Timedelta(days=days))]
+    visit_days = ev.assign(day=ev["ts"].dt.floor("D")).groupby("user_id")["day"].nunique()
+    od = orders[(orders["quantity"] > 0) & orders["user_id"].notna()].assign(value=lambda d: d["quantity"] * d["price"])
+    recent = od[od["ts"] > end - pd.Timedelta(days=days)]
+    buy_days = recent.assign(day=recent["ts"].dt.floor("D")).groupby("user_id")["day"].nunique()
+    basket = od.groupby(["user_id", "order_id"])["value"].sum().groupby("user_id").mean()
+    ids = sorted(visit_days.index)
+    visit = np.clip(visit_days.reindex(ids).to_numpy(float) / days, 1e-3, 0.95)
+    buy = np.clip(buy_days.reindex(ids).fillna(0).to_numpy(float) / visit_days.reindex(ids).to_numpy(float), 0.0, 0.95)
+    typical = float(basket.median()) if len(basket) else 30.0
+    mu = np.log(basket.reindex(ids).fillna(typical).clip(lower=0.01).to_numpy(float))
+    pre = od[od["ts"] > end - pd.Timedelta(days=pre_days)]
+    pre = pre.groupby(["user_id", "order_id"], as_index=False).agg(value=("value", "sum"), ts=("ts", "max"))
+    pre = pre.assign(before_s=(end - pre["ts"]).dt.total_seconds() + 1.0)[["user_id", "value", "before_s"]]
+    return ShopShoppers([str(i) for i in ids], Population(visit, buy, mu), pre[pre["user_id"].isin(set(ids))])
+
+
+def multiplier_for_lift(model: ShopperModel, lift: float, days: int, n: int = 1_000_000, seed: int = 0,
+                        population: Population | None = None) -> float:
     """``m`` such that conversion of exposed shoppers by ``days`` is (1 + lift) times the control's:
-    E[1 - (1 - v b m)^days] / E[1 - (1 - v b)^days] = 1 + lift over a large population (exact given it)."""
+    E[1 - (1 - v b m)^days] / E[1 - (1 - v b)^days] = 1 + lift over a large population (exact given it;
+    with ``population``, over exactly those shoppers)."""
     if lift == 0:
         return 1.0
-    pop = draw_population(model, n, np.random.default_rng(seed))
+    pop = population or draw_population(model, n, np.random.default_rng(seed))
     base = np.mean(1 - (1 - pop.visit * pop.buy) ** days)
 
     def gap(m: float) -> float:
@@ -78,6 +114,25 @@ def _values(rng, mu: np.ndarray, count: np.ndarray, sd: float) -> np.ndarray:
     has = count > 0
     out[has] = count[has] * np.exp(mu[has] + sd * rng.standard_normal(int(has.sum())))
     return out
+
+
+NEEDED = {"conversion": ("converted", "pre_spend"), "revenue_per_user": ("revenue", "pre_spend"),
+          "ctr": ("clicks", "exposures")}
+
+
+def batch_aggregates(cols: dict[str, np.ndarray], mask: np.ndarray) -> list[Aggregates]:
+    """tea-tasting aggregates of each run (row) over the units in ``mask``: (runs, units) arrays in, one
+    ``Aggregates`` per run out (count, means, sample variances and covariances), without a loop over units."""
+    n = mask.sum(axis=1)
+    dof = np.maximum(n - 1, 1)
+    names = sorted(cols)
+    means = {c: np.where(mask, cols[c], 0.0).sum(axis=1) / np.maximum(n, 1) for c in names}
+    centred = {c: np.where(mask, cols[c] - means[c][:, None], 0.0) for c in names}
+    var = {c: (centred[c] ** 2).sum(axis=1) / dof for c in names}
+    cov = {(a, b): (centred[a] * centred[b]).sum(axis=1) / dof for i, a in enumerate(names) for b in names[i + 1:]}
+    return [Aggregates(count_=int(n[r]), mean_={c: float(means[c][r]) for c in names},
+                       var_={c: float(var[c][r]) for c in names}, cov_={k: float(v[r]) for k, v in cov.items()})
+            for r in range(len(n))]
 
 
 @dataclass
@@ -139,17 +194,16 @@ def study(runs: int = 200, users: int = 40_000, days: int = 14, lift: float = 0.
         purchases += bought
         revenue += _values(rng, pop.value_mu, bought.astype(int), model.value_log_sd)
         exposed = exposures > 0
-        for r in range(runs):
-            cols = {"exposures": exposures[r], "clicks": clicks[r], "converted": (purchases[r] > 0).astype(float),
-                    "revenue": revenue[r], "pre_spend": pre_spend[r]}
-            sel_c, sel_t = exposed[r] & ~treated[r], exposed[r] & treated[r]
-            ac = aggregates({k: v[sel_c] for k, v in cols.items()})
-            at = aggregates({k: v[sel_t] for k, v in cols.items()})
+        cols = {"exposures": exposures, "clicks": clicks, "converted": (purchases > 0).astype(float),
+                "revenue": revenue, "pre_spend": pre_spend}
+        cols = {k: cols[k] for k in NEEDED[metric]}
+        sel_c, sel_t = exposed & ~treated, exposed & treated
+        for r, (ac, at) in enumerate(zip(batch_aggregates(cols, sel_c), batch_aggregates(cols, sel_t))):
             c = compare(metric, ac, at, "treatment", alpha=alpha, tuning_n=tuning_n)
             seq_hit[r] |= c.significant
             naive_hit[r] |= c.pvalue < alpha
             if day == days - 1:
-                srm = srm_check({"control": int(sel_c.sum()), "treatment": int(sel_t.sum())}, shares)
+                srm = srm_check({"control": ac.count(), "treatment": at.count()}, shares)
                 final.append((c, srm))
     true = lift
     covered = [c.lift_ci[0] <= true <= c.lift_ci[1] for c, _ in final]
@@ -165,24 +219,31 @@ def study(runs: int = 200, users: int = 40_000, days: int = 14, lift: float = 0.
 
 
 def traffic(exp: Experiment, users: int = 20_000, days: int = 14, lift: float = 0.05, seed: int = 0,
-            start: float | None = None, model: ShopperModel | None = None,
-            treatment: str | None = None) -> tuple[list[Exposure], list[Outcome]]:
+            start: float | None = None, model: ShopperModel | None = None, treatment: str | None = None,
+            shop: ShopShoppers | None = None) -> tuple[list[Exposure], list[Outcome]]:
     """One run of live traffic for ``exp`` as exposures and outcomes (the real hash assignment, request
     ids, clicks and purchases carrying them, pre-period purchases before ``start``, epoch seconds).
-    ``treatment``: the variant that gets the lift (default: the second); the others behave as the control."""
+    ``treatment``: the variant that gets the lift (default: the second); the others behave as the control.
+    ``shop``: the shoppers of a shop (``shoppers_from_shop``) instead of ``users`` drawn from ``model``."""
     model = model or ShopperModel()
     rng = np.random.default_rng(seed)
     start = float(start if start is not None else pd.Timestamp.now(tz="UTC").floor("D").timestamp() - days * 86_400)
     treatment = treatment or exp.variants[1].name
-    m = multiplier_for_lift(model, lift, days, seed=seed + 1)
-    pop = draw_population(model, users, rng)
-    ids = [f"sim-{seed}-{i:06d}" for i in range(users)]
+    if shop is not None:
+        pop, ids, users = shop.population, shop.ids, len(shop.ids)
+    else:
+        pop = draw_population(model, users, rng)
+        ids = [f"sim-{seed}-{i:06d}" for i in range(users)]
+    m = multiplier_for_lift(model, lift, days, seed=seed + 1, population=pop if shop is not None else None)
     variant = [assign(exp, u) for u in ids]
     in_exp = np.array([v is not None for v in variant])
     is_t = np.array([v is not None and v.name == treatment for v in variant])
     buy = np.where(is_t, np.minimum(pop.buy * m, 1.0), pop.buy)
     exposures, outcomes = [], []
-    pre_count = rng.binomial(model.pre_days, pop.visit * pop.buy)
+    pre_count = rng.binomial(model.pre_days, pop.visit * pop.buy) if shop is None else np.zeros(users, int)
+    if shop is not None:  # the shop's own purchases before the start
+        outcomes += [Outcome(None, u, "purchase", "i-pre", float(v), start - b)
+                     for u, v, b in shop.pre_purchases.itertuples(index=False)]
     for i in np.flatnonzero(pre_count):
         for _ in range(pre_count[i]):
             ts = start - rng.uniform(1, model.pre_days * 86_400)

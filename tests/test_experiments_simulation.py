@@ -1,0 +1,34 @@
+"""The statistics on simulated traffic with a known truth: a smaller version of benchmarks/experiments.py
+(100 runs of 5,000 shoppers over 7 days instead of 200 x 20,000 x 14), seeded."""
+import numpy as np
+import pytest
+
+from training.experiments.simulate import ShopperModel, draw_population, multiplier_for_lift, study
+
+
+def test_the_solved_multiplier_gives_the_true_lift_on_a_fresh_population():
+    model = ShopperModel()
+    m = multiplier_for_lift(model, 0.05, days=14, seed=1)
+    pop = draw_population(model, 2_000_000, np.random.default_rng(99))
+    conv = lambda mult: np.mean(1 - (1 - pop.visit * np.minimum(pop.buy * mult, 1)) ** 14)  # noqa: E731
+    assert conv(m) / conv(1.0) - 1 == pytest.approx(0.05, abs=0.002)
+
+
+def test_aa_daily_peeking_inflates_a_fixed_test_but_not_the_always_valid_one():
+    aa = study(runs=100, users=5_000, days=7, lift=0.0, seed=5)
+    assert aa.false_or_true_positive_sequential <= 0.05
+    assert aa.positive_naive_peeking >= 0.10 and aa.positive_naive_peeking > 3 * max(aa.false_or_true_positive_sequential, 0.01)
+    assert aa.srm_flagged <= 0.02 and 0.88 <= aa.coverage_final
+
+
+def test_ab_a_true_lift_is_found_and_covered():
+    ab = study(runs=100, users=5_000, days=7, lift=0.2, seed=6)
+    assert ab.false_or_true_positive_sequential >= 0.8
+    assert 0.88 <= ab.coverage_final <= 1.0 and ab.coverage_final_sequential >= ab.coverage_final
+    assert ab.mean_lift_estimate == pytest.approx(0.2, abs=0.02)
+    assert ab.cuped_width_ratio < 1.0  # the pre-period spend narrows the interval
+
+
+def test_a_broken_45_55_split_is_flagged():
+    broken = study(runs=100, users=5_000, days=7, lift=0.0, seed=7, split=(0.45, 0.55), expected_split=(0.5, 0.5))
+    assert broken.srm_flagged >= 0.95
