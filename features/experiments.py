@@ -1,8 +1,9 @@
 """Experiments as data, and who sees which variant.
 
 An experiment splits the traffic of one endpoint between variants: ``champion`` (the served model),
-a model (a BentoML tag of a published recommender, loaded beside the champion: ``shoprec-recommender:v3``
-or a registry version ``v3``) or a policy (``popular``, ``trending``). Assignment is a pure function
+a model (a registry version ``v3``, or an alias ``@challenger`` that
+``shoprec experiment create`` turns into the version it points at, published beside the champion as a
+``shoprec-variant``; or a BentoML tag ``NAME:VERSION``) or a policy (``popular``, ``trending``). Assignment is a pure function
 of (salt, unit id), as in GrowthBook's SDKs, so every replica and every restart agrees without
 talking; the unit is the user id, or the session id for an anonymous shopper.
 
@@ -47,18 +48,16 @@ class Variant(BaseModel):
     @field_validator("arm")
     @classmethod
     def _arm(cls, v: str) -> str:
-        if v in (CHAMPION, *POLICIES) or re.match(r"^v\d+$", v) or re.match(TAG_PATTERN, v):
+        if v in (CHAMPION, *POLICIES) or re.match(r"^v\d+$", v) or re.match(r"^@[A-Za-z0-9_-]{1,64}$", v) \
+                or (":" in v and re.match(TAG_PATTERN, v)):
             return v
-        raise ValueError(f"variant arm {v!r}: expected champion, popular, trending, a model tag or a registry version vN")
+        raise ValueError(f"variant arm {v!r}: expected champion, popular, trending, a registry version vN, a registry "
+                         "alias @NAME or a BentoML tag NAME:VERSION")
 
     @property
     def kind(self) -> Literal["champion", "policy", "model"]:
         return "champion" if self.arm == CHAMPION else "policy" if self.arm in POLICIES else "model"
 
-    @property
-    def model_tag(self) -> str:
-        """The BentoML tag of a model arm (``v3`` -> ``shoprec-recommender:v3``)."""
-        return f"shoprec-recommender:{self.arm}" if re.match(r"^v\d+$", self.arm) else self.arm
 
 
 class Experiment(BaseModel):

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,6 +30,7 @@ from features.experiments import Experiment, Variant, assign
 from features.exposures import Exposure, ExposureWriter, Outcome, open_experiment_log
 from serving.reload import Refused, Served, from_bentoml_store, smoke_test
 from training.bundle import ModelBundle
+from training.experiments.publish import VARIANT_MODEL, stored_variants
 from training.recommenders.popular import PopularRecommender
 from training.storefront import Storefront
 
@@ -83,9 +86,21 @@ def trending_scores(bundle: ModelBundle, counts: dict[str, int]) -> np.ndarray:
     return np.log1p(recent) + 0.5 * np.log1p(1) * (base - base.min()) / span
 
 
+def resolve_arm(arm: str, shop: str = "") -> tuple[Path, str, str]:
+    """(folder, tag, registry version) of a model arm: ``vN`` is the ``shoprec-variant`` of that registry
+    version (and shop) that ``shoprec experiment create`` published; anything else a BentoML tag."""
+    if m := re.match(r"^v(\d+)$", arm):
+        found = stored_variants(m.group(1), shop)
+        if not found:
+            raise Refused(f"no {VARIANT_MODEL} model of registry version {m.group(1)}{f' (shop {shop})' if shop else ''} "
+                          "in the BentoML store: `shoprec experiment create` publishes it")
+        return Path(found[0].path), str(found[0].tag), m.group(1)
+    return from_bentoml_store(arm)
+
+
 class ServiceExperiments:
     def __init__(self, events_url: str, models, settings: ExperimentSettings | None = None,
-                 resolve: Callable = from_bentoml_store):
+                 resolve: Callable = resolve_arm):
         self.settings = settings or ExperimentSettings()
         self.log = open_experiment_log(events_url)
         self.writer = ExposureWriter(self.log)
@@ -197,9 +212,9 @@ class ServiceExperiments:
                 store = policy_store(champion.store.bundle, "trending", trending_scores(champion.store.bundle, counts))
                 self._trending = (time.monotonic(), champion.tag, store)
             return Arm(exp, v, store, f"{champion.version}+policy:trending")
-        tag = v.model_tag
+        tag = v.arm
         if tag not in self._loaded:
-            path, full_tag, version = self._resolve(tag)
+            path, full_tag, version = self._resolve(tag, champion.shop)
             try:
                 store = Storefront(ModelBundle.load(path), approximate=True)
             except Exception as e:

@@ -54,7 +54,10 @@ def test_bad_definitions_name_the_field(specs, split, message):
 
 
 def test_variant_arms():
-    assert Variant(name="t", arm="v3", weight=1).model_tag == "shoprec-recommender:v3"
+    assert Variant(name="t", arm="v3", weight=1).kind == "model"
+    assert Variant(name="t", arm="@challenger", weight=1).kind == "model"
+    with pytest.raises(ValueError, match="variant arm"):
+        Variant(name="t", arm="shoprec-recommender", weight=1)  # neither a policy, a version nor NAME:VERSION
     assert Variant(name="t", arm="trending", weight=1).kind == "policy"
     assert Variant(name="t", arm="champion", weight=1).kind == "champion"
 

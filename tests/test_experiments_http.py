@@ -54,8 +54,13 @@ def wait_for(predicate, timeout=15.0):
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
+    """The champion (registry version 7) and a challenger (version 8) published as an experiment arm."""
     home = tmp_path_factory.mktemp("bentoml_home")
-    publish_test_bundle(home, tmp_path_factory.mktemp("bundle"))
+    src = tmp_path_factory.mktemp("bundle")
+    publish_test_bundle(home, src)
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from training.experiments.publish import "
+                    "store_variant; store_variant(Path(sys.argv[1]), {'registry_version': '8'})",
+                    str(src)], cwd=REPO, env=server_env(home), check=True)
     return home
 
 
@@ -74,6 +79,8 @@ def test_ab_test_end_to_end_over_http(home, tmp_path):
             assert all(r["experiment"] is None and r["request_id"] is None for r in before.values())
             shoprec(home, env, "experiment", "create", "home", "--variant", "control=champion",
                     "--variant", "treatment=popular", "--split", "50/50", "--key", ADMIN_KEY)
+            shoprec(home, env, "experiment", "create", "rerank-model", "--endpoint", "rerank", "--variant",
+                    "control=champion", "--variant", "challenger=v8", "--key", ADMIN_KEY)  # a model arm
             probe = Probe()
             wait_for(lambda: probe.sees(a, "home") and probe.sees(b, "home"))
             from_a, from_b = answers(a, USERS), answers(b, USERS)
@@ -84,6 +91,13 @@ def test_ab_test_end_to_end_over_http(home, tmp_path):
                 assert r["experiment"] == "home" and len(r["request_id"]) == 32
                 if r["variant"] == "treatment":
                     assert r["source"] in ("model:popular", "fallback:popular") and r["model_version"].endswith("+policy:popular")
+            # the model arm on /rerank: version 8 loaded beside the champion (version 7), the same split on a and b
+            wait_for(lambda: post(a, "/rerank", {"user_id": "u1", "items": ["i1", "i2"]}).json()["experiment"] == "rerank-model"
+                     and post(b, "/rerank", {"user_id": "u1", "items": ["i1", "i2"]}).json()["experiment"] == "rerank-model")
+            reranked = {u: (post(a, "/rerank", {"user_id": u, "items": ["i1", "i2", "i3"]}).json(),
+                            post(b, "/rerank", {"user_id": u, "items": ["i1", "i2", "i3"]}).json()) for u in USERS[:30]}
+            assert all(x["variant"] == y["variant"] for x, y in reranked.values())
+            assert {x["variant"]: x["model_version"] for x, _ in reranked.values()} == {"control": "7", "challenger": "8"}
             # known traffic: every user 2 answers (a and b); clicks, purchases with and without request id
             clicked = USERS[0:40:2]
             for u in clicked:

@@ -71,11 +71,27 @@ def _find(store, name: str):
     return found[name]
 
 
+def _published(v):
+    """A model arm given as a registry version or alias, as ``vN`` with that version in the BentoML store
+    as a ``shoprec-variant`` (training/experiments/publish.py); other arms unchanged."""
+    from training.experiments.publish import publish_version, resolve_version
+
+    if v.kind != "model" or ":" in v.arm:
+        return v
+    try:
+        version = resolve_version(Path.cwd(), v.arm)
+        tag = publish_version(Path.cwd(), version)
+    except ValueError as e:
+        _fail(f"--variant {v.name}={v.arm}: {e}")
+    typer.echo(f"variant {v.name}: registry version {version} is in the BentoML store as {tag}")
+    return v.model_copy(update={"arm": f"v{version}"})
+
+
 @experiment_app.command("create")
 def create(
     name: str = typer.Argument(..., help="the experiment's name (never reused)"),
     variant: list[str] = typer.Option(..., "--variant", help="NAME=ARM, the first is the control; ARM: champion, "
-                                      "popular, trending, a model tag (shoprec-recommender:v3) or registry version v3"),
+                                      "popular, trending, a registry version v3, a registry alias @NAME, or a BentoML tag NAME:VERSION"),
     split: Optional[str] = typer.Option(None, "--split", help="traffic shares, e.g. 50/50 [default: equal]"),
     salt: Optional[str] = typer.Option(None, "--salt", help="assignment salt [default: the name]"),
     endpoint: str = typer.Option("recommend", "--endpoint", help="recommend | rerank | session"),
@@ -94,7 +110,8 @@ def create(
     settings = _settings()
     who = _authorize(settings, key, "admin")
     try:
-        exp = Experiment(name=name, variants=parse_variants(variant, split), salt=salt or name, endpoint=endpoint,
+        variants = tuple(_published(v) for v in parse_variants(variant, split))
+        exp = Experiment(name=name, variants=variants, salt=salt or name, endpoint=endpoint,
                          metric=metric, guardrails=tuple(g for g in guardrail if g != metric), coverage=coverage,
                          attribution_days=attribution_days, created_at=now_iso())
         store = _log(settings)
