@@ -60,6 +60,32 @@ def top_table(bundle: ModelBundle, item_ids: pa.Array, rows: np.ndarray, items: 
     }, schema=SCHEMA)
 
 
+class BlockScorer:
+    """Top-k of one block of user rows as ``SCHEMA`` rows: the work of ``score_all`` for each block, also what
+    each Spark task runs (training/batch_spark.py), so both write the same rows."""
+
+    def __init__(self, bundle: ModelBundle, k: int, exclude_bought: bool = True):
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.bundle, self.k, self.exclude_bought = bundle, k, exclude_bought
+        self.exclusions = bundle.bought.tocsr() if exclude_bought else None
+        self.active = np.diff(bundle.interactions.indptr) > 0
+        self.popular = bundle.fallback.recommend(np.array([0]), k)  # the same for every cold user
+        self.item_ids = pa.array(bundle.items.ids)
+
+    def __call__(self, rows: np.ndarray) -> pa.Table:
+        k, exclusions = self.k, self.exclusions
+        warm = self.active[rows]
+        items = np.empty((len(rows), k), np.int64)
+        scores = np.empty((len(rows), k), np.float32)
+        with threadpool_limits(1, "blas"):
+            if warm.any():
+                items[warm], scores[warm] = self.bundle.model.recommend(
+                    rows[warm], k, exclusions[rows[warm]] if self.exclude_bought else None)
+            items[~warm], scores[~warm] = fallback_top(self.bundle, rows[~warm], k, exclusions, self.popular)
+        return top_table(self.bundle, self.item_ids, rows, items, scores, warm)
+
+
 @dataclass
 class BatchReport:
     path: Path
@@ -78,23 +104,10 @@ def score_all(bundle: ModelBundle, k: int = 10, out_path: str | Path = "recommen
     start = time.perf_counter()
     rows_all = np.arange(len(bundle.users), dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
     threads = threads or os.cpu_count() or 1
-    model, bought = bundle.model, bundle.bought.tocsr()
-
-    active = np.diff(bundle.interactions.indptr) > 0
-    popular = bundle.fallback.recommend(np.array([0]), k)  # the same for every cold user
-    exclusions = bought if exclude_bought else None
-    item_ids = pa.array(bundle.items.ids)
+    scorer = BlockScorer(bundle, k, exclude_bought)
 
     def one(lo: int):
-        rows = rows_all[lo : lo + block]
-        warm = active[rows]
-        items = np.empty((len(rows), k), np.int64)
-        scores = np.empty((len(rows), k), np.float32)
-        with threadpool_limits(1, "blas"):
-            if warm.any():
-                items[warm], scores[warm] = model.recommend(rows[warm], k, exclusions[rows[warm]] if exclude_bought else None)
-            items[~warm], scores[~warm] = fallback_top(bundle, rows[~warm], k, exclusions, popular)
-        return top_table(bundle, item_ids, rows, items, scores, warm)
+        return scorer(rows_all[lo : lo + block])
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

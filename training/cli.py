@@ -458,6 +458,10 @@ from training.cli_propensity import churn_list  # noqa: E402
 
 app.command("churn-list")(churn_list)
 
+from training.cli_batch import score_all_command  # noqa: E402
+
+app.command("score-all")(score_all_command)
+
 from training.cli_value import segments  # noqa: E402
 
 app.command("segments")(segments)

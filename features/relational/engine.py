@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,8 @@ def spark_session(master: str | None = None):
         raise InputError("--engine spark needs PySpark and a Java runtime",
                          "pip install '.[spark]' (and Debian's openjdk-17-jre-headless), or use --engine duckdb") from e
     master = master or os.environ.get(SPARK_MASTER_ENV) or DEFAULT_SPARK_MASTER
+    if master.startswith("local"):  # Python workers on this machine: this interpreter (its packages), not `python3`
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return (SparkSession.builder.master(master).appName("shoprec")
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.ui.enabled", "false")
