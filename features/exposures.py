@@ -208,9 +208,17 @@ class RedisExperimentLog:
         return df[(df["ts"] >= since) & (df["ts"] <= until)].reset_index(drop=True)
 
     def purchase_counts(self, since: float) -> dict[str, int]:
-        df = self.outcomes(since=since)
-        df = df[(df["event_type"] == "purchase") & (df["ts"] > since)]
-        return df.groupby("item_id")["user_id"].nunique().to_dict()
+        """Read from the stream's entries added since ``since`` (stream ids are insertion times), not the whole log."""
+        buyers: dict[str, set] = {}
+        start = f"{max(int(since * 1000), 0)}-0"
+        while True:
+            batch = self._redis.xrange(f"{self.prefix}:outcomes", min=start, count=10_000)
+            for _, f in batch:
+                if f["event_type"] == "purchase" and float(f["ts"]) > since:
+                    buyers.setdefault(f["item_id"], set()).add(f["user_id"])
+            if len(batch) < 10_000:
+                return {item: len(users) for item, users in buyers.items()}
+            start = "(" + batch[-1][0]
 
     def forget(self, user_id: str) -> int:
         n = 0

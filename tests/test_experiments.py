@@ -189,3 +189,71 @@ def test_forgetting_a_shopper_removes_their_exposures_and_outcomes(tmp_path, bac
         assert log_store.exposures("ab")["user_id"].tolist() == ["u2"] and log_store.outcomes()["user_id"].tolist() == ["u2"]
         events.close()
         log_store.close()
+
+
+def _champion():
+    import time
+
+    from serving.reload import Served
+    from tests.test_storefront import make_bundle
+    from training.storefront import Storefront
+
+    return Served(Storefront(make_bundle()), "7", "shoprec-recommender:test", time.time())
+
+
+class _Slot:
+    def __init__(self, served):
+        self.current = served
+
+
+def test_the_trending_arm_ranks_recent_buyers_first_and_a_missing_model_arm_leaves_the_experiment_out(tmp_path):
+    from serving.experiments import ExperimentSettings, ServiceExperiments
+    from serving.reload import Refused
+
+    def resolve(arm, shop):
+        raise Refused(f"no model {arm}")
+
+    url = f"sqlite:///{tmp_path}/events.db"
+    log_store = open_experiment_log(url)
+    now = __import__("time").time()
+    log_store.add_outcomes([Outcome(None, f"b{i}", "purchase", "i11", 1.0, now - 3600) for i in range(3)]
+                           + [Outcome(None, "b9", "purchase", "i10", 1.0, now - 30 * DAY)])  # too old to trend
+    log_store.put_experiment(Experiment(name="trend", variants=parse_variants(["control=champion", "t=trending"], "1/99"),
+                                        salt="s"), new=True)
+    log_store.put_experiment(Experiment(name="broken-arm", endpoint="rerank", salt="s",
+                                        variants=parse_variants(["control=champion", "t=v99"])), new=True)
+    champion = _champion()
+    svc = ServiceExperiments(url, _Slot(champion), ExperimentSettings(experiments_refresh_s=10), resolve=resolve)
+    try:
+        assert list(svc.snapshot.by_endpoint) == ["recommend"]  # the experiment whose arm cannot load is left out
+        arm = svc.arm("recommend", "stranger-1")
+        assert arm.variant.name == "t"
+        answer = svc.run("recommend", "stranger-1", "stranger-1", champion, lambda s: s.recommend("stranger-1", k=3))
+        assert answer.item_ids[0] == "i11" and answer.source == "fallback:trending"
+        assert svc.arm("rerank", "stranger-1") is None
+    finally:
+        svc.close()
+        log_store.close()
+
+
+def test_cli_create_simulate_report(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.server import REPO
+
+    env = dict(os.environ, SHOPREC_EVENTS_URL=f"sqlite:///{tmp_path}/events.db", SHOPREC_KEYS_FILE=str(tmp_path / "keys.json"),
+               SHOPREC_ADMIN_KEY="admin-key-cli-0123456789", SHOPREC_API_KEY="marketing-key-cli-0123456789")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "training.cli", "experiment", *a], cwd=REPO, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    bad = run("create", "x", "--variant", "control=champion", "--key", "admin-key-cli-0123456789")
+    assert bad.returncode == 2 and "at least two --variant" in bad.stderr
+    assert run("create", "cli", "--variant", "control=champion", "--variant", "treatment=popular",
+               "--key", "admin-key-cli-0123456789").returncode == 0
+    assert run("simulate", "cli", "--users", "4000", "--days", "7", "--lift", "0.3", "--key", "admin-key-cli-0123456789").returncode == 0
+    out = run("report", "cli", "--json", "--no-mlflow", "--key", "marketing-key-cli-0123456789")
+    report = json.loads(out.stdout)
+    assert report["decision"] == "ship" and not report["srm"]["flagged"]
+    assert sum(v["units"] for v in report["variants"]) > 1000
