@@ -257,3 +257,32 @@ def test_cli_create_simulate_report(tmp_path):
     report = json.loads(out.stdout)
     assert report["decision"] == "ship" and not report["srm"]["flagged"]
     assert sum(v["units"] for v in report["variants"]) > 1000
+
+
+def test_anonymous_shoppers_are_assigned_by_session_and_their_exposure_is_logged(tmp_path):
+    from serving.experiments import ServiceExperiments
+    from serving.schemas import Recommendations, ScoredItem
+
+    url = f"sqlite:///{tmp_path}/events.db"
+    log_store = open_experiment_log(url)
+    exp = Experiment(name="sess", endpoint="session", salt="s", variants=parse_variants(["control=champion", "t=popular"]))
+    log_store.put_experiment(exp, new=True)
+    champion = _champion()
+    svc = ServiceExperiments(url, _Slot(champion))
+    try:
+        replies = {}
+        for sid in ("s1", "s2", "s3", "s4"):
+            answer = svc.run("session", sid, "", champion, lambda s: s.session(["i1"], k=3))
+            reply = Recommendations(items=[ScoredItem(item_id=i, score=x) for i, x in zip(answer.item_ids, answer.scores)],
+                                    source=answer.source, model_version=champion.version)
+            replies[sid] = svc.label(reply, answer)
+            assert replies[sid].variant == assign(exp, sid).name and replies[sid].experiment == "sess"
+        no_session = svc.run("session", "", "", champion, lambda s: s.session(["i1"], k=3))
+        assert getattr(no_session, "exposure", None) is None  # no session id: the champion, no experiment
+        svc.writer.flush()
+        logged = log_store.exposures("sess")
+        assert logged["unit_id"].tolist() == ["s1", "s2", "s3", "s4"] and set(logged["user_id"]) == {""}
+        assert logged["request_id"].tolist() == [replies[s].request_id for s in ("s1", "s2", "s3", "s4")]
+    finally:
+        svc.close()
+        log_store.close()
