@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 # Ids are taken exactly as sent: no control characters (they are compared as numpy unicode, which
 # drops a trailing NUL) and no surrounding whitespace (refused, not stripped, so that the documented
@@ -66,9 +66,16 @@ class EventOutcome(_Strict):
     request_id: Annotated[str, StringConstraints(max_length=64)] | None = Field(
         None, description="the request_id of the answer this event follows (a click on, cart add or purchase of a "
                           "shown item): the outcome is attributed to that exposure")
-    quantity: float | None = Field(None, gt=0, allow_inf_nan=False, description="purchase quantity (default 1); "
-                                   "a purchase's value is price x quantity")
+    quantity: float | None = Field(None, ge=0, allow_inf_nan=False, description="purchase quantity, above 0 "
+                                   "(default 1); a purchase's value is price x quantity")
     price: float | None = Field(None, ge=0, allow_inf_nan=False, description="the item's price (optional)")
+
+    @field_validator("quantity")
+    @classmethod
+    def _positive(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:  # (ge=0 above: OpenAPI 3.0 has no numeric exclusiveMinimum)
+            raise ValueError("quantity must be above 0")
+        return v
 
 
 class EventIn(EventOutcome):
