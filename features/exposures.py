@@ -281,11 +281,16 @@ class ExposureWriter:
         self._queue.put(exposure)
 
     def flush(self, timeout: float = 10.0) -> None:
+        if not self._thread.is_alive():
+            return
         done = threading.Event()
         self._queue.put(done)
         done.wait(timeout)
 
     def close(self) -> None:
+        """Commit what is queued and stop the thread; safe to call twice (the service also calls it at exit)."""
+        if not self._thread.is_alive():
+            return
         self.flush()
         self._queue.put(None)
         self._thread.join(timeout=5)

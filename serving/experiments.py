@@ -11,6 +11,7 @@ whose arm cannot load is left out (champion for all, no exposures) and the log s
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import re
@@ -104,6 +105,7 @@ class ServiceExperiments:
         self.settings = settings or ExperimentSettings()
         self.log = open_experiment_log(events_url)
         self.writer = ExposureWriter(self.log)
+        atexit.register(self.writer.close)  # a worker that exits commits the exposures still queued
         self.models = models  # serving/reload.py ModelSlot: the champion now serving
         self._resolve = resolve
         self._loaded: dict[str, tuple[Storefront, str]] = {}  # model tag -> (store, version)
