@@ -35,10 +35,14 @@ def _ci(ci, pct=False) -> str:
     return escape(f" [{ci[0]:+.1%}, {ci[1]:+.1%}]" if pct else f" [{ci[0]:.4g}, {ci[1]:.4g}]")
 
 
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{name} {n:,.0f}" for name, n in counts.items())
+
+
 def _experiment(rep: dict) -> str:
     srm = rep["srm"]
     srm_line = (f"<p class='{'error' if srm['flagged'] else 'meta'}' id='srm-{escape(rep['experiment'])}'>"
-                f"Sample ratio check: units {escape(str(srm['observed']))}, expected {escape(str(srm['expected']))}, "
+                f"Sample ratio check: units {escape(_counts(srm['observed']))}, expected {escape(_counts(srm['expected']))}, "
                 f"chi-square p = {srm['pvalue']:.3g}"
                 + (" — <strong>mismatch: the split is broken, do not read the results</strong>" if srm["flagged"] else " (ok)")
                 + "</p>")
