@@ -19,6 +19,7 @@ from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateL
 from features.settings import Settings
 
 log = logging.getLogger("shoprec.limits")
+KEY_BATCH = 20  # at most this many of a key's requests are counted at once (see key_request)
 
 
 class RateLimits:
@@ -33,6 +34,7 @@ class RateLimits:
         self.events_per_shopper = parse(settings.rate_events_per_shopper)
         self.login_failures = parse(settings.login_failures)
         self._last_error = 0.0
+        self._key_batches: dict[str, tuple[int, float]] = {}  # key -> (requests not yet counted, refused until)
 
     def hit(self, item: RateLimitItem, *ids: str, cost: int = 1) -> int | None:
         """Take ``cost`` from the limit: None when allowed, else the seconds to wait (at least 1)."""
@@ -46,7 +48,21 @@ class RateLimits:
         return max(1, math.ceil(reset - time.time()))
 
     def key_request(self, key_name: str) -> int | None:
-        return self.hit(self.per_key, "key", key_name)
+        """Requests per key, counted in batches of up to 1% of the limit (at most ``KEY_BATCH``) per worker: the
+        counter store is asked once per batch, not per request (``limits``' memory store starts a timer thread
+        when one is not running, Redis costs a round trip; py-spy put it at ~6% of a busy worker). A key over its
+        limit is refused from the batch that crosses it until the window lets it in again."""
+        now = time.monotonic()
+        pending, refused_until = self._key_batches.get(key_name, (0, 0.0))
+        if refused_until > now:
+            return max(1, math.ceil(refused_until - now))
+        pending += 1
+        if pending < max(1, min(KEY_BATCH, self.per_key.amount // 100)):
+            self._key_batches[key_name] = (pending, 0.0)
+            return None
+        wait = self.hit(self.per_key, "key", key_name, cost=pending)
+        self._key_batches[key_name] = (0, 0.0 if wait is None else now + wait)
+        return wait
 
     def events(self, key_name: str, shopper: str, n: int) -> tuple[str, int] | None:
         """(which limit, seconds to wait) when ``n`` more events from this key for this shopper are too many."""

@@ -302,3 +302,17 @@ def test_access_log_lines_are_json_with_no_key(tmp_path):
     log = AccessLog(tmp_path / "access.jsonl")
     log.record("crm", "marketing", "/churn_risk", 200, 3)
     assert json.loads(log.path.read_text()) .keys() == {"at", "key", "scope", "endpoint", "status", "customers"}
+
+
+def test_requests_per_key_are_counted_in_batches_and_refused_past_the_limit():
+    """The counter store is asked once per batch (1% of the limit): 200 a minute -> batches of 2; at most one
+    request past the limit gets through, then the key waits for the window."""
+    limits = RateLimits(Settings(rate_per_key="200/minute"))
+    asked = []
+    real_hit = limits.hit
+    limits.hit = lambda *a, **kw: asked.append(kw.get("cost")) or real_hit(*a, **kw)
+    answers = [limits.key_request("web") for _ in range(300)]
+    allowed = sum(a is None for a in answers)
+    assert 200 <= allowed <= 201 and all(a is not None and 1 <= a <= 60 for a in answers[allowed:])
+    assert set(asked) == {2} and len(asked) == 101  # 100 batches allowed, the 101st refused; then no more asking
+    assert limits.key_request("other") is None  # another key has its own count
