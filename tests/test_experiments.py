@@ -286,3 +286,36 @@ def test_anonymous_shoppers_are_assigned_by_session_and_their_exposure_is_logged
     finally:
         svc.close()
         log_store.close()
+
+
+def test_create_publishes_a_registry_version_or_alias_beside_the_champion(tmp_path):
+    """`--variant t=@challenger` resolves the alias in MLflow and copies that version into the BentoML store
+    as a shoprec-variant (never as shoprec-recommender, whose latest is the champion)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.server import REPO
+    from tests.test_storefront import make_bundle
+
+    make_bundle({"trained_at": "2024-01-01T00:00:00Z", "shop": "demo"}).save(tmp_path / "bundle")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db", BENTOML_HOME=str(tmp_path / "bentoml"),
+               SHOPREC_EVENTS_URL=f"sqlite:///{tmp_path}/events.db", SHOPREC_KEYS_FILE=str(tmp_path / "keys.json"),
+               SHOPREC_ADMIN_KEY="admin-key-cli-0123456789")
+    register = ("import sys, mlflow; from pathlib import Path; from training import tracking; tracking.setup(Path(sys.argv[2]))\n"
+                "with mlflow.start_run() as run: mlflow.log_artifacts(sys.argv[1], 'bundle')\n"
+                "v = tracking.register(run.info.run_id, 'bundle', {'shop': 'demo'})\n"
+                "mlflow.MlflowClient().set_registered_model_alias(tracking.MODEL_NAME, 'challenger', v); print(v)")
+    version = subprocess.run([sys.executable, "-c", register, str(tmp_path / "bundle"), str(tmp_path)], cwd=REPO, env=env,
+                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    done = subprocess.run([sys.executable, "-m", "training.cli", "experiment", "create", "model-ab", "--variant",
+                           "control=champion", "--variant", "t=@challenger", "--key", "admin-key-cli-0123456789"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run([sys.executable, "-c", "import bentoml, json; print(json.dumps([[str(m.tag), m.info.labels] "
+                             "for m in bentoml.models.list()]))"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    models = __import__("json").loads(listed.stdout)
+    assert [(tag.split(":")[0], labels["registry_version"], labels["shop"]) for tag, labels in models] == [
+        ("shoprec-variant", version, "demo")]
+    exp = open_experiment_log(env["SHOPREC_EVENTS_URL"]).experiments()[0]
+    assert [v.arm for v in exp.variants] == ["champion", f"v{version}"]
