@@ -184,14 +184,21 @@ class TrainingView:
     users: IdVocab  # every user with an interaction up to ``now``
     items: IdVocab
     bought: sp.csr_matrix  # (n_users, n_items) float32 purchase counts up to ``now``
+    engine: object = None  # features.relational.engine.Engine that builds the matrices' triplets; None: pandas
 
     def matrix(self, config: InteractionConfig) -> sp.csr_matrix:
         """The interaction matrix of this view, built as ``config`` says (built once per config)."""
         cache = self.__dict__.setdefault("_matrices", {})
         key = config.model_dump_json()
         if key not in cache:
-            log = interaction_log(self.events, self.orders, config)
-            cache[key] = build_matrix(log, config, self.users, self.items, now=self.now).matrix
+            if self.engine is not None:
+                from features.relational.frames import interaction_matrix
+
+                cache[key] = interaction_matrix(self.engine, self.events, self.orders, config, self.users, self.items,
+                                                now=self.now).matrix
+            else:
+                log = interaction_log(self.events, self.orders, config)
+                cache[key] = build_matrix(log, config, self.users, self.items, now=self.now).matrix
         return cache[key]
 
     def until(self, now: pd.Timestamp) -> "TrainingView":
@@ -211,11 +218,13 @@ class TrainingView:
             shape=(len(self.users), len(self.items)),
         )
         bought.sum_duplicates()
-        return TrainingView(now, events, orders, self.users, self.items, bought.astype(np.float32).tocsr())
+        return TrainingView(now, events, orders, self.users, self.items, bought.astype(np.float32).tocsr(), self.engine)
 
 
-def training_view(events: pd.DataFrame | None, orders: pd.DataFrame | None, now: pd.Timestamp | None = None) -> TrainingView:
-    """Restrict events and orders to ``ts <= now`` (default: everything) and index them."""
+def training_view(events: pd.DataFrame | None, orders: pd.DataFrame | None, now: pd.Timestamp | None = None,
+                  engine=None) -> TrainingView:
+    """Restrict events and orders to ``ts <= now`` (default: everything) and index them; ``engine`` builds
+    the view's interaction matrices (features/relational/), pandas when None."""
     if now is not None:
         events = None if events is None else events[events["ts"] <= now]
         orders = None if orders is None else orders[orders["ts"] <= now]
@@ -230,4 +239,4 @@ def training_view(events: pd.DataFrame | None, orders: pd.DataFrame | None, now:
         shape=(len(users), len(items)),
     )
     bought.sum_duplicates()
-    return TrainingView(now, events, orders, users, items, bought.astype(np.float32).tocsr())
+    return TrainingView(now, events, orders, users, items, bought.astype(np.float32).tocsr(), engine)

@@ -53,7 +53,7 @@ class Split:
         }
 
 
-def time_split(events: pd.DataFrame | None, orders: pd.DataFrame | None, test_days: float) -> Split:
+def time_split(events: pd.DataFrame | None, orders: pd.DataFrame | None, test_days: float, engine=None) -> Split:
     """Split at (last purchase - test_days); see the module docstring for the protocol.
 
     Raises ``ShortHistory`` (with the numbers and a --test-days that works) when no purchase
@@ -64,7 +64,7 @@ def time_split(events: pd.DataFrame | None, orders: pd.DataFrame | None, test_da
     cutoff = bought_all["ts"].max() - pd.Timedelta(days=test_days)
     if not (bought_all["ts"] <= cutoff).any():
         raise short_history(bought_all, test_days)
-    view = training_view(events, orders, cutoff)
+    view = training_view(events, orders, cutoff, engine=engine)
     users, items, bought = view.users, view.items, view.bought
     future = bought_all[bought_all["ts"] > cutoff]
     known_users = np.flatnonzero(np.diff(bought.indptr) > 0)

@@ -71,11 +71,13 @@ def evaluate(
     incumbent: Candidate | None = None,
     oracle: OracleFactory | None = None,
     progress: Callable[[str], None] = lambda msg: None,
+    engine=None,
 ) -> Evaluation:
-    """Search and choose on validation; gate against the shop's champion recipe; report on test."""
+    """Search and choose on validation; gate against the shop's champion recipe; report on test.
+    ``engine`` (features/relational/) builds the interaction matrices; pandas when None."""
     k = config.k
-    test_split = time_split(events, orders, config.test_days)
-    val_split = time_split(test_split.view.events, test_split.view.orders, config.test_days)
+    test_split = time_split(events, orders, config.test_days, engine=engine)
+    val_split = time_split(test_split.view.events, test_split.view.orders, config.test_days, engine=engine)
     result = Evaluation(splits={"validation": val_split.summary(), "test": test_split.summary()}, test_split=test_split)
     fixed = (peer_candidates() if config.peers else []) + list(config.candidates)
     if incumbent is not None:
@@ -123,14 +125,22 @@ def fit_bundle(
     items: pd.DataFrame | None = None,
     view: TrainingView | None = None,
     model: Recommender | None = None,
+    engine=None,
 ) -> ModelBundle:
     """Fit the chosen recipe, the fallback and the bought-together rules on all data, as served
-    (or on ``view``, e.g. a split's data up to its cutoff, reusing a ``model`` fitted on it)."""
-    view = view if view is not None else training_view(events, orders)
+    (or on ``view``, e.g. a split's data up to its cutoff, reusing a ``model`` fitted on it); ``engine``
+    counts the matrices and co-purchases (features/relational/), pandas when None."""
+    view = view if view is not None else training_view(events, orders, engine=engine)
     model = model if model is not None else fit_candidate(candidate, view)
     fallback_model = fit_candidate(config.fallback, view)
     rows = candidate.row_interactions()
-    together = association_rules(baskets(_basket_lines(view.events, view.orders), view.items), config.together)
+    lines = _basket_lines(view.events, view.orders)
+    if view.engine is not None:
+        from features.relational.frames import association_rules as rules_on_engine
+
+        together = rules_on_engine(view.engine, lines, view.items, config.together)
+    else:
+        together = association_rules(baskets(lines, view.items), config.together)
     meta = meta | {"name": candidate.name, "kind": candidate.model.kind, "fallback": config.fallback.name,
                    "data_until": str(view.now), "n_users": len(view.users), "n_items": len(view.items),
                    "row_interactions": rows.model_dump(mode="json")}

@@ -96,7 +96,8 @@ def train(
     started = time.perf_counter()
     oracle = synthetic_oracle(truth_dir, config.test_days) if truth_dir else None
     try:
-        evaluation = evaluate(config, events, orders, incumbent=incumbent, oracle=oracle, progress=progress)
+        evaluation = evaluate(config, events, orders, incumbent=incumbent, oracle=oracle, progress=progress,
+                              engine=getattr(canonical, "engine", None))
     except ShortHistory:  # below the protocol's minimum: the fallback recipe on all data, no test figure
         from training.small_shop import train_small_shop
 
@@ -142,7 +143,7 @@ def train(
                             {"run_id": run.info.run_id, "data_digest": digest, "eval_key": eval_key, "shop": shop,
                              "test_ndcg@10": score, "validation_ndcg@10": val_score,
                              "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                            items=canonical.items)
+                            items=canonical.items, engine=getattr(canonical, "engine", None))
         with tempfile.TemporaryDirectory() as tmp:
             bundle.save(Path(tmp) / "bundle")
             mlflow.log_artifacts(str(Path(tmp) / "bundle"), artifact_path="bundle")
