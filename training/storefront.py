@@ -45,6 +45,8 @@ class Filters:
 ANN_MAX_EXCLUDED = 200
 FILTER_CACHE = 1024  # filter combinations whose left-out items are kept (category pages repeat)
 FEW_LEFT = 0.75  # a filter leaving out more than this share of the catalogue: only the rest is scored
+ANN_MAX_LEFT_OUT = 0.5  # approximate search while at most this share of the catalogue is left out
+ANN_MAX_CANDIDATES = 1000
 
 
 class Storefront:
@@ -209,12 +211,21 @@ class Storefront:
         return scores
 
     def _approximate(self, index: FactorIndex, vector, k: int, excluded: np.ndarray):
-        """Top-k from the index, or None where exact search must answer (too many exclusions,
-        or fewer than k allowed items among the candidates)."""
-        if len(excluded) > ANN_MAX_EXCLUDED:
-            return None
-        rows, scores = index.search(vector, k + len(excluded))
-        keep = ~np.isin(rows, excluded)
+        """Top-k from the index, or None where exact search must answer (more than ``ANN_MAX_LEFT_OUT`` of the
+        catalogue left out, or fewer than k allowed items among the candidates). Up to ``ANN_MAX_EXCLUDED`` left
+        out: k + that many candidates; more (a broad filter, a long purchase history): enough candidates for k
+        allowed ones at that share, four times over, at most ``ANN_MAX_CANDIDATES``."""
+        if len(excluded) <= ANN_MAX_EXCLUDED:
+            rows, scores = index.search(vector, k + len(excluded))
+            keep = ~np.isin(rows, excluded)
+        else:
+            share = len(excluded) / self.n_items
+            if share > ANN_MAX_LEFT_OUT:
+                return None
+            rows, scores = index.search(vector, min(ANN_MAX_CANDIDATES, int(np.ceil(4 * k / (1 - share)))))
+            out = np.zeros(self.n_items, dtype=bool)
+            out[excluded] = True
+            keep = ~out[rows]
         if keep.sum() < k:
             return None
         return rows[keep][:k], scores[keep][:k]
