@@ -146,7 +146,7 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     for table, name in TABLE_FILES.items():
         if table in tables:
-            _write_atomic(out_dir / name, lambda p, df=tables[table]: df.to_parquet(p, index=False, engine="pyarrow"))
+            _write_atomic(out_dir / name, lambda p, df=tables[table]: write_canonical(df, p))
         elif (out_dir / name).exists():
             (out_dir / name).unlink()
     rejects = pd.concat(rejects, ignore_index=True)
@@ -164,10 +164,25 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
 def load_canonical(out_dir: Path) -> Canonical:
     """The tables written by ``ingest`` (dtypes as validate produces them)."""
     out_dir = Path(out_dir)
-    found = {t: pd.read_parquet(out_dir / name) for t, name in TABLE_FILES.items() if (out_dir / name).exists()}
+    found = {t: _ns(pd.read_parquet(out_dir / name)) for t, name in TABLE_FILES.items() if (out_dir / name).exists()}
     if not found:
         raise IngestError(f"{out_dir}: no canonical tables ({', '.join(TABLE_FILES.values())}); run ingest first")
     return Canonical(**found)
+
+
+def write_canonical(df: pd.DataFrame, path: Path) -> None:
+    """A canonical table as Parquet that Spark reads too: timestamps in microseconds (Spark refuses
+    Parquet's nanosecond timestamps; nothing in the data contract is finer than a microsecond)."""
+    df = _ns(df.copy(deep=False))  # the same file whichever unit the frame holds (a rewrite reads microseconds)
+    df.to_parquet(path, index=False, engine="pyarrow", coerce_timestamps="us", allow_truncated_timestamps=True)
+
+
+def _ns(df: pd.DataFrame) -> pd.DataFrame:
+    """Timestamps back to datetime64[ns], the dtype validate gives."""
+    for name in df.columns:
+        if pd.api.types.is_datetime64_any_dtype(df[name]) and df[name].dtype != "datetime64[ns]":
+            df[name] = df[name].astype("datetime64[ns]")
+    return df
 
 
 def _check_catalogue(tables: dict[str, pd.DataFrame], path: Path) -> None:

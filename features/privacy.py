@@ -294,7 +294,7 @@ def remove_from_canonical(out_dir: Path, user_id: str, forgotten: ForgetList) ->
     """Rewrite (atomically, file by file) the canonical tables of an ingest output folder
     without the shopper's rows; their reject records are redacted and the report's counts
     moved from accepted to rejected ("forgotten user"), so read = accepted + rejected holds."""
-    from features.ingest import REJECTS_FILE, REPORT_FILE, TABLE_FILES
+    from features.ingest import REJECTS_FILE, REPORT_FILE, TABLE_FILES, write_canonical
 
     removed: dict[str, int] = {}
     for table in USER_TABLES:
@@ -305,7 +305,7 @@ def remove_from_canonical(out_dir: Path, user_id: str, forgotten: ForgetList) ->
         mine = (df["user_id"] == user_id).fillna(False).to_numpy(dtype=bool)
         if mine.any():
             kept = df[~mine].reset_index(drop=True)
-            _write_atomic(path, lambda p, kept=kept: kept.to_parquet(p, index=False, engine="pyarrow"))
+            _write_atomic(path, lambda p, kept=kept: write_canonical(kept, p))
             removed[TABLE_FILES[table]] = int(mine.sum())
     rejects_path = out_dir / REJECTS_FILE
     if rejects_path.exists():

@@ -125,7 +125,8 @@ def connect(name: str = "duckdb", master: str | None = None) -> Engine:
 
 
 def spark_session(master: str | None = None):
-    """The process's SparkSession (created once): UTC, no UI, Arrow transfers to and from pandas."""
+    """The process's SparkSession (created once): UTC, no UI, Arrow transfers to and from pandas. The master:
+    ``master``, else $SHOPREC_SPARK_MASTER, else the one spark-submit was given, else local[2]."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as e:  # the optional extra is not installed
@@ -133,10 +134,15 @@ def spark_session(master: str | None = None):
 
         raise InputError("--engine spark needs PySpark and a Java runtime",
                          "pip install '.[spark]' (and Debian's openjdk-17-jre-headless), or use --engine duckdb") from e
-    master = master or os.environ.get(SPARK_MASTER_ENV) or DEFAULT_SPARK_MASTER
-    if master.startswith("local"):  # Python workers on this machine: this interpreter (its packages), not `python3`
+    master = master or os.environ.get(SPARK_MASTER_ENV)
+    if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit either
+        master = DEFAULT_SPARK_MASTER
+    builder = SparkSession.builder.appName("shoprec")
+    if master is not None:  # else spark-submit's --master holds
+        builder = builder.master(master)
+    if (master or "").startswith("local"):  # Python workers on this machine: this interpreter (its packages)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return (SparkSession.builder.master(master).appName("shoprec")
+    return (builder
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.ui.enabled", "false")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")

@@ -98,25 +98,31 @@ def judge(engine, df: pd.DataFrame, spec: TableSpec, source: str, rows: np.ndarr
           raw: pd.DataFrame | None, damage_notes: dict) -> ValidationResult:
     """``validate`` with the row rules run by ``engine``; same result as the pandas rules."""
     staged = stage(df, spec, source, rows, pre)
-    expr = reasons(engine.table(staged), spec).select(*spec.names, POS, "reason", "kind").order_by(POS)
+    # only the rejected rows come back (position, reason, rule): the accepted ones are the staged values left
+    expr = reasons(engine.table(staged), spec)
+    expr = expr.filter(expr.reason.notnull()).select(POS, "reason", "kind").order_by(POS)
     try:
         out = engine.frame(expr)
     finally:
         engine.forget(staged)
-    rejected = out["reason"].notna().to_numpy()
-    accepted = out.loc[~rejected, spec.names].reset_index(drop=True) if rejected.any() else out[spec.names]
+    canon = staged[spec.names]
+    if len(out):
+        keep = np.ones(len(staged), dtype=bool)
+        keep[out[POS].to_numpy()] = False
+        canon = canon[keep]
+    accepted = canon.reset_index(drop=True)
     for c in spec.columns:  # the dtypes the pandas rules give
         if c.kind == "bool":
             accepted[c.name] = accepted[c.name].astype(bool)
-    positions = out.loc[rejected, POS].to_numpy()
+    positions = out[POS].to_numpy()
     rejects = pd.DataFrame({
         "source": pd.Series([source] * len(positions), dtype="string"),
         "row": np.asarray(rows)[positions].astype(np.int64),
-        "reason": out.loc[rejected, "reason"].reset_index(drop=True).astype("string"),
+        "reason": out["reason"].astype("string"),
         "record": pd.Series(records(df if raw is None else raw, positions), dtype="string"),
     })
     rejects.loc[rejects["reason"] == FORGOTTEN, "record"] = "{}"
-    counts = out.loc[rejected, "kind"].value_counts()
+    counts = out["kind"].value_counts()
     by_reason = {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
     return ValidationResult(
         accepted=accepted, rejects=rejects, read=len(df), by_reason=by_reason,

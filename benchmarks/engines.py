@@ -1,0 +1,330 @@
+"""One feature pipeline, two engines (issue 12): the product's relational pipeline (features/relational/)
+on DuckDB and on Spark local[2], next to the pandas pipeline it replaced and to hand-written DuckDB SQL
+doing the same work, on the same files.
+
+Stages, each timed in its own child process (peak RSS of that process from the kernel; Spark's JVM is
+a child of it and is not counted, so Spark rows say "JVM not counted"):
+
+  canonical  raw events/orders/items Parquet -> canonical Parquet + rejects + report
+             product: features.ingest.ingest(engine=...) (pandas reads and parses, the engine runs the rules)
+             floor:   benchmarks.pipeline.duck_canonical (one DuckDB SQL script, same rules and sort keys)
+  matrix     canonical Parquet -> users x items CSR (view 1, cart 3, purchase 10)
+             product: features.relational.frames.interaction_matrix on tables the engine reads from Parquet
+             floor:   benchmarks.pipeline.duck_matrix (GROUP BY + dense ranks, scipy CSR)
+  features   canonical Parquet -> every user feature at (last order - 90 days) and the churn label
+             product: features.relational.frames.user_features + outcomes on Parquet-backed tables
+             floor:   FEATURES_SQL below, the same definitions written by hand (plain SUM/AVG)
+             pandas:  features.user_features.user_features + features.labels.churn_labels
+
+    python -m benchmarks.engines run [--shops 1m,large] [--spark-shops 1m] [--repeats 1]
+    python -m benchmarks.engines task <task> <shop_dir> <work_dir>     (one child)
+
+Results: benchmarks/results/engines.{json,md} with the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import emit
+
+DAY_US = 86_400_000_000
+
+
+def _at(canon: Path):
+    import duckdb
+    import pandas as pd
+
+    last = duckdb.connect().execute(f"SELECT max(ts) FROM read_parquet('{canon / 'orders.parquet'}')").fetchone()[0]
+    return pd.Timestamp(last) - pd.Timedelta(days=90)
+
+
+def _checksum(frame) -> dict:
+    """Rows and the sum of each column: what the sides are compared on."""
+    import numpy as np
+
+    return {"rows": len(frame), "sums": {c: float(np.nansum(frame[c].to_numpy(dtype="float64"))) for c in frame.columns}}
+
+
+# ----------------------------------------------------------------------------------- product
+def _engine(name: str):
+    from features.relational.engine import connect
+
+    return connect(name)
+
+
+def canonical_product(shop: Path, work: Path, engine: str = "duckdb") -> None:
+    from features.ingest import ingest
+
+    out = work / f"canonical_{engine}"
+    eng = engine if engine == "pandas" else _engine(engine)
+    start = time.perf_counter()
+    report = ingest(shop / "orders.parquet", shop / "events.parquet", shop / "items.parquet", out, engine=eng)
+    emit(time.perf_counter() - start, tables=report.tables, rejected={f.table: f.rejected for f in report.files})
+
+
+def matrix_product(shop: Path, work: Path, engine: str = "duckdb") -> None:
+    from features.interactions import InteractionConfig
+    from features.relational.frames import interaction_matrix
+
+    canon = work / "canonical"
+    eng = _engine(engine)
+    start = time.perf_counter()
+    events, orders = eng.read_parquet(canon / "events.parquet"), eng.read_parquet(canon / "orders.parquet")
+    m = interaction_matrix(eng, events, orders, InteractionConfig()).matrix
+    emit(time.perf_counter() - start, shape=list(m.shape), nnz=int(m.nnz), sum=float(m.sum(dtype="float64")))
+
+
+def matrix_pandas(shop: Path, work: Path) -> None:
+    from benchmarks.pipeline import ours_matrix
+
+    ours_matrix(shop, work)
+
+
+def features_product(shop: Path, work: Path, engine: str = "duckdb") -> None:
+    from features.relational.frames import outcomes, user_features
+
+    canon = work / "canonical"
+    at = _at(canon)
+    eng = _engine(engine)
+    start = time.perf_counter()
+    orders, events, items = (eng.read_parquet(canon / f"{t}.parquet") for t in ("orders", "events", "items"))
+    f = user_features(eng, orders, at, events, items)
+    churn = 1 - outcomes(eng, orders, f.index, at, 90)["bought"]
+    seconds = time.perf_counter() - start
+    emit(seconds, **_checksum(f.assign(churn=churn)))
+
+
+def features_pandas(shop: Path, work: Path) -> None:
+    from features.ingest import load_canonical
+    from features.labels import churn_labels
+    from features.user_features import user_features
+
+    canon = work / "canonical"
+    at = _at(canon)
+    start = time.perf_counter()
+    c = load_canonical(canon)
+    f = user_features(c.orders, at, c.events, c.items)
+    churn = churn_labels(c.orders, f.index, at, 90)
+    emit(time.perf_counter() - start, **_checksum(f.assign(churn=churn)))
+
+
+# ----------------------------------------------------------------------------------- floor
+FEATURES_SQL = """
+WITH past AS (SELECT * FROM read_parquet({orders}) WHERE ts <= {at}),
+buys AS (SELECT user_id, order_id, item_id, ts, quantity, quantity * price AS value FROM past WHERE quantity > 0),
+po AS (SELECT user_id, order_id, {at_us} - epoch_us(min(ts)) AS age, date_trunc('day', min(ts)) AS day,
+              count(*)::DOUBLE AS lines, sum(quantity) AS units, sum(value) AS value FROM buys GROUP BY ALL),
+f AS (SELECT user_id, min(age) / {day} AS recency_days, count(*)::DOUBLE AS frequency, sum(value) AS monetary,
+             max(age) / {day} AS tenure_days, count(DISTINCT day)::DOUBLE AS purchase_days,
+             avg(lines) AS basket_lines, avg(units) AS basket_units, avg(value) AS basket_value,
+             count(*) FILTER (age < 30 * {day})::DOUBLE AS orders_30d,
+             count(*) FILTER (age >= 30 * {day} AND age < 60 * {day})::DOUBLE AS orders_prev_30d,
+             count(*) FILTER (age < 90 * {day})::DOUBLE AS orders_90d,
+             count(*) FILTER (age >= 90 * {day} AND age < 180 * {day})::DOUBLE AS orders_prev_90d,
+             coalesce(sum(value) FILTER (age < 30 * {day}), 0) AS spend_30d,
+             coalesce(sum(value) FILTER (age < 90 * {day}), 0) AS spend_90d,
+             coalesce(sum(value) FILTER (age >= 90 * {day} AND age < 180 * {day}), 0) AS spend_prev_90d
+      FROM po GROUP BY user_id),
+per_item AS (SELECT user_id, item_id, count(DISTINCT order_id) AS n FROM buys GROUP BY ALL),
+breadth AS (SELECT user_id, count(*)::DOUBLE AS distinct_items, avg(CASE WHEN n > 1 THEN 1.0 ELSE 0.0 END) AS repeat_item_share
+            FROM per_item GROUP BY user_id),
+ret AS (SELECT user_id, count(*)::DOUBLE AS return_lines, count(DISTINCT order_id)::DOUBLE AS return_orders,
+               sum(-quantity * price) AS return_value FROM past WHERE quantity < 0 GROUP BY user_id),
+cats AS (SELECT b.user_id, count(DISTINCT i.category)::DOUBLE AS distinct_categories
+         FROM buys b LEFT JOIN read_parquet({items}) i USING (item_id) GROUP BY b.user_id),
+ev AS (SELECT e.user_id, e.session_id, e.event_type, {at_us} - epoch_us(e.ts) AS age FROM read_parquet({events}) e
+       WHERE e.ts <= {at} AND e.user_id IS NOT NULL AND e.user_id IN (SELECT user_id FROM f)),
+eu AS (SELECT user_id, count(*) FILTER (event_type = 'view')::DOUBLE AS views,
+              count(*) FILTER (event_type = 'view' AND age < 30 * {day})::DOUBLE AS views_30d,
+              count(*) FILTER (event_type = 'cart')::DOUBLE AS carts,
+              count(*) FILTER (event_type = 'cart' AND age < 30 * {day})::DOUBLE AS carts_30d,
+              count(*) FILTER (event_type = 'purchase')::DOUBLE AS bought_events,
+              min(age) / {day} AS days_since_visit, max(age) / {day} AS active_days FROM ev GROUP BY user_id),
+sess AS (SELECT user_id, session_id, max(age) AS age, bool_or(event_type = 'cart') AS cart,
+                bool_or(event_type = 'purchase') AS bought FROM ev GROUP BY ALL),
+su AS (SELECT user_id, count(*)::DOUBLE AS sessions, count(*) FILTER (age < 30 * {day})::DOUBLE AS sessions_30d,
+              count(*) FILTER (age >= 30 * {day} AND age < 60 * {day})::DOUBLE AS sessions_prev_30d,
+              (max(age) - min(age)) / {day} AS span_days, count(*) FILTER (cart) AS carted,
+              count(*) FILTER (cart AND bought) AS carted_bought FROM sess GROUP BY user_id),
+later AS (SELECT DISTINCT user_id FROM read_parquet({orders}) WHERE quantity > 0 AND ts > {at} AND ts <= {stop}),
+g AS (SELECT f.*, CASE WHEN purchase_days > 1 THEN (tenure_days - recency_days) / (purchase_days - 1) END AS mean_gap_days,
+             b.distinct_items, b.repeat_item_share, coalesce(r.return_lines, 0) AS return_lines,
+             coalesce(r.return_orders, 0) AS return_orders, coalesce(r.return_value, 0) AS return_value,
+             c.distinct_categories, coalesce(su.sessions, 0) AS sessions, coalesce(su.sessions_30d, 0) AS sessions_30d,
+             coalesce(su.sessions_prev_30d, 0) AS sessions_prev_30d, coalesce(eu.views, 0) AS views,
+             coalesce(eu.views_30d, 0) AS views_30d, coalesce(eu.carts, 0) AS carts, coalesce(eu.carts_30d, 0) AS carts_30d,
+             coalesce(eu.bought_events, 0) AS bought_events, eu.days_since_visit, eu.active_days, su.span_days,
+             su.carted, su.carted_bought, CASE WHEN l.user_id IS NULL THEN 1 ELSE 0 END AS churn
+      FROM f LEFT JOIN breadth b USING (user_id) LEFT JOIN ret r USING (user_id) LEFT JOIN cats c USING (user_id)
+             LEFT JOIN eu USING (user_id) LEFT JOIN su USING (user_id) LEFT JOIN later l USING (user_id))
+SELECT user_id, recency_days, frequency, monetary, tenure_days, purchase_days, mean_gap_days,
+       recency_days / CASE WHEN mean_gap_days IS NOT NULL THEN greatest(mean_gap_days, 1.0) END AS gap_ratio,
+       orders_30d, orders_prev_30d, orders_90d, orders_prev_90d, spend_30d, spend_90d, spend_prev_90d,
+       CASE WHEN orders_prev_30d > 0 THEN (orders_30d - orders_prev_30d) / orders_prev_30d END AS orders_trend_30d,
+       CASE WHEN spend_prev_90d > 0 THEN (spend_90d - spend_prev_90d) / spend_prev_90d END AS spend_trend_90d,
+       frequency / greatest(tenure_days, 30.0) * 30.0 AS order_rate_30d, basket_lines, basket_units, basket_value,
+       distinct_items, repeat_item_share, return_lines, return_orders,
+       CASE WHEN monetary > 0 THEN return_value / monetary END AS return_share, distinct_categories,
+       sessions, sessions_30d, sessions_prev_30d, views, views_30d, carts, carts_30d, days_since_visit,
+       CASE WHEN sessions > 1 THEN span_days / (sessions - 1) END AS mean_visit_gap_days,
+       days_since_visit / CASE WHEN sessions > 1 THEN greatest(span_days / (sessions - 1), 1.0) END AS visit_gap_ratio,
+       CASE WHEN carted > 0 THEN 1.0 - carted_bought / carted END AS cart_abandonment,
+       CASE WHEN views > 0 THEN carts / views END AS view_to_cart,
+       CASE WHEN carts > 0 THEN bought_events / carts END AS cart_to_purchase,
+       CASE WHEN sessions > 0 THEN sessions_30d / (sessions / greatest(active_days, 30.0) * 30.0) END AS intensity_30d,
+       churn
+FROM g ORDER BY user_id
+"""
+
+
+def features_floor(shop: Path, work: Path) -> None:
+    import duckdb
+    import pandas as pd
+
+    from benchmarks.pipeline import _q
+
+    canon = work / "canonical"
+    at = _at(canon)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    start = time.perf_counter()
+    sql = FEATURES_SQL.format(orders=_q(canon / "orders.parquet"), events=_q(canon / "events.parquet"),
+                              items=_q(canon / "items.parquet"), at=f"TIMESTAMP '{at}'", day=f"{DAY_US}.0",
+                              at_us=int(at.value // 1000), stop=f"TIMESTAMP '{at + pd.Timedelta(days=90)}'")
+    f = con.execute(sql).to_arrow_table().to_pandas().set_index("user_id")
+    emit(time.perf_counter() - start, **_checksum(f))
+
+
+def canonical_floor(shop: Path, work: Path) -> None:
+    from benchmarks.pipeline import duck_canonical
+
+    duck_canonical(shop, work)
+
+
+def matrix_floor(shop: Path, work: Path) -> None:
+    from benchmarks.pipeline import duck_matrix
+
+    duck_matrix(shop, work)
+
+
+TASKS = {f.__name__: f for f in (canonical_product, canonical_floor, matrix_product, matrix_pandas, matrix_floor,
+                                 features_product, features_pandas, features_floor)}
+
+
+# ----------------------------------------------------------------------------------- run
+SIDES = {  # stage -> [(label, task, engine argument or None)]
+    "canonical": [("duckdb", "canonical_product", "duckdb"), ("pandas", "canonical_product", "pandas"),
+                  ("hand SQL", "canonical_floor", None), ("spark", "canonical_product", "spark")],
+    "matrix": [("duckdb", "matrix_product", "duckdb"), ("pandas", "matrix_pandas", None),
+               ("hand SQL", "matrix_floor", None), ("spark", "matrix_product", "spark")],
+    "features": [("duckdb", "features_product", "duckdb"), ("pandas", "features_pandas", None),
+                 ("hand SQL", "features_floor", None), ("spark", "features_product", "spark")],
+}
+
+
+def run(shops: list[str], spark_shops: list[str], repeats: int, timeout: float) -> None:
+    import shutil
+
+    from benchmarks import shops as shop_data
+    from benchmarks.common import DATA, machine, run_child, write_results
+
+    results = {"machine": machine(), "shops": {}, "command": " ".join(sys.argv)}
+    for shop in shops:
+        path = shop_data.ensure(shop)
+        work = DATA / "work" / f"engines-{shop}"
+        work.mkdir(parents=True, exist_ok=True)
+        res = results["shops"][shop] = {"shop": shop_data.info(shop), "stages": {}}
+        for stage, sides in SIDES.items():
+            row = res["stages"][stage] = {}
+            for label, task, arg in sides:
+                if label == "spark" and shop not in spark_shops:
+                    continue
+                runs = []
+                for _ in range(repeats):
+                    args = ["benchmarks.engines", "task", task, str(path), str(work)] + ([arg] if arg else [])
+                    r = run_child(args, timeout=timeout, max_rss_gb=20)
+                    print(f"[{time.strftime('%H:%M:%S')}] {shop} {stage} {label}: "
+                          + (f"{r.seconds:.1f} s, {r.peak_rss_gb:.2f} GB" if r.ok else f"FAILED {r.error}"), flush=True)
+                    runs.append(r)
+                ok = [r for r in runs if r.ok]
+                row[label] = {"seconds": min((r.seconds for r in ok), default=None),
+                              "peak_rss_gb": round(max((r.peak_rss_gb for r in runs), default=0), 3),
+                              "failures": [r.error for r in runs if not r.ok],
+                              "payload": ok[0].payload if ok else {}}
+            if stage == "canonical":  # the later stages read the DuckDB engine's canonical tables
+                canon = work / "canonical"
+                shutil.rmtree(canon, ignore_errors=True)
+                shutil.copytree(work / "canonical_duckdb", canon)
+        res["checks"] = _checks(res["stages"])
+    write_results("engines", results, markdown(results))
+
+
+def _checks(stages: dict) -> dict:
+    """The sides did the same work: canonical row counts, matrix shape/nnz/sum, feature sums (1e-6)."""
+    out = {}
+    c = {k: v["payload"].get("tables") for k, v in stages["canonical"].items() if v["payload"]}
+    out["canonical_rows_equal"] = len({str(sorted(t.items())) for t in c.values() if t}) == 1
+    m = stages["matrix"]
+    out["matrix_equal"] = len({(tuple(v["payload"]["shape"]), v["payload"]["nnz"], round(v["payload"]["sum"], 3))
+                               for v in m.values() if v["payload"]}) == 1
+    f = {k: v["payload"] for k, v in stages["features"].items() if v["payload"]}
+    ref = f.get("pandas")
+    out["features_equal"] = bool(ref) and all(
+        p["rows"] == ref["rows"] and all(abs(p["sums"][c] - s) <= 1e-6 * max(1.0, abs(s)) for c, s in ref["sums"].items())
+        for p in f.values())
+    return out
+
+
+def markdown(results: dict) -> str:
+    from benchmarks.common import machine_markdown
+
+    lines = ["# One feature pipeline, two engines (issue 12)", "",
+             f"`{results['command']}`", "", machine_markdown(results["machine"]), "",
+             "Seconds of work (best of the repeats) and the child's peak RSS; ratio = DuckDB engine / hand-written "
+             "DuckDB SQL. Spark's JVM memory is not in its RSS.", ""]
+    for shop, res in results["shops"].items():
+        info = res["shop"]
+        lines += [f"## {shop}: {info.get('events', 0):,} events, {info.get('orders', 0):,} order lines", "",
+                  "| stage | DuckDB engine | pandas | hand-written DuckDB SQL | Spark local[2] | DuckDB / SQL |",
+                  "|---|---|---|---|---|---|"]
+        totals = {}
+        for stage, row in res["stages"].items():
+            cells = []
+            for label in ("duckdb", "pandas", "hand SQL", "spark"):
+                v = row.get(label)
+                if v is None:
+                    cells.append("not run")
+                elif v["seconds"] is None:
+                    cells.append("failed: " + (v["failures"][0][:80] if v["failures"] else "?"))
+                else:
+                    totals.setdefault(label, 0.0)
+                    totals[label] += v["seconds"]
+                    cells.append(f"{v['seconds']:.1f} s, {v['peak_rss_gb']:.2f} GB")
+            d, s = row.get("duckdb", {}).get("seconds"), row.get("hand SQL", {}).get("seconds")
+            lines.append(f"| {stage} | " + " | ".join(cells) + f" | {d / s:.2f} |" if d and s else
+                         f"| {stage} | " + " | ".join(cells) + " | |")
+        if totals.get("duckdb") and totals.get("hand SQL"):
+            lines.append(f"| **total** | **{totals['duckdb']:.1f} s** | {totals.get('pandas', 0):.1f} s | "
+                         f"{totals['hand SQL']:.1f} s | {totals.get('spark', 0):.1f} s | "
+                         f"**{totals['duckdb'] / totals['hand SQL']:.2f}** |")
+        lines += ["", f"checks: {res['checks']}", ""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 5 and sys.argv[1] == "task" and sys.argv[2] in TASKS:
+        work = Path(sys.argv[4])
+        work.mkdir(parents=True, exist_ok=True)
+        TASKS[sys.argv[2]](Path(sys.argv[3]), work, *sys.argv[5:])
+        sys.exit(0)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cmd", choices=["run"])
+    p.add_argument("--shops", default="1m")
+    p.add_argument("--spark-shops", default="1m")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=1800)
+    a = p.parse_args()
+    run(a.shops.split(","), [s for s in a.spark_shops.split(",") if s], a.repeats, a.timeout)
