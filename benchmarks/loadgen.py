@@ -14,7 +14,11 @@ open loop   requests are sent at fixed times (rate r for d seconds: exactly r*d 
 closed loop ``concurrency`` workers send back to back for d seconds: the saturation throughput.
 
     python -m benchmarks.loadgen --url http://127.0.0.1:N --path /recommend --bodies FILE.json \\
-        (--rate R | --concurrency C) --duration D [--timeout T] [--warmup N] [--client aiohttp|httpx]
+        (--rate R | --concurrency C) --duration D [--max-requests N] [--timeout T] [--warmup N] [--client aiohttp|httpx]
+
+A bodies file is a JSON list of request bodies for ``--path``, or of ``{"path": ..., "body": ...}`` objects (a mix
+of endpoints, e.g. /recommend and /session; ``--path`` is then only a label). A run ends after ``--duration``
+seconds or ``--max-requests`` requests, whichever comes first.
 
 Prints one JSON object. Only loopback URLs are accepted.
 """
@@ -105,9 +109,9 @@ async def _send(client: Client, path: str, body: bytes, rec: Recorder, planned: 
         rec.error(f"{type(e).__name__}: {e}")
 
 
-async def open_loop(client, path, bodies, rate, duration, max_in_flight) -> tuple[Recorder, float]:
+async def open_loop(client, bodies, rate, duration, max_in_flight, max_requests=MAX_REQUESTS) -> tuple[Recorder, float]:
     rec = Recorder()
-    n = min(int(rate * duration), MAX_REQUESTS)
+    n = min(int(rate * duration), max_requests, MAX_REQUESTS)
     in_flight: set[asyncio.Task] = set()
     start = time.perf_counter() + 0.05
     for i in range(n):
@@ -119,7 +123,7 @@ async def open_loop(client, path, bodies, rate, duration, max_in_flight) -> tupl
             rec.dropped += 1
             rec.error("dropped: too many requests in flight")
             continue
-        task = asyncio.create_task(_send(client, path, bodies[i % len(bodies)], rec, planned))
+        task = asyncio.create_task(_send(client, *bodies[i % len(bodies)], rec, planned))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     if in_flight:
@@ -127,7 +131,7 @@ async def open_loop(client, path, bodies, rate, duration, max_in_flight) -> tupl
     return rec, time.perf_counter() - start
 
 
-async def closed_loop(client, path, bodies, concurrency, duration) -> tuple[Recorder, float]:
+async def closed_loop(client, bodies, concurrency, duration, max_requests=MAX_REQUESTS) -> tuple[Recorder, float]:
     rec = Recorder()
     start = time.perf_counter()
     stop = start + duration
@@ -135,9 +139,9 @@ async def closed_loop(client, path, bodies, concurrency, duration) -> tuple[Reco
 
     async def worker(w: int):
         i = w
-        while time.perf_counter() < stop and sent[0] < MAX_REQUESTS:
+        while time.perf_counter() < stop and sent[0] < min(max_requests, MAX_REQUESTS):
             sent[0] += 1
-            await _send(client, path, bodies[i % len(bodies)], rec, None)
+            await _send(client, *bodies[i % len(bodies)], rec, None)
             i += concurrency
 
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
@@ -148,17 +152,19 @@ async def main(args) -> dict:
     host = urlparse(args.url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit(f"refusing to load {args.url}: loopback only")
-    bodies = [json.dumps(b).encode() for b in json.load(open(args.bodies))]
+    raw = json.load(open(args.bodies))
+    mixed = bool(raw) and isinstance(raw[0], dict) and set(raw[0]) == {"path", "body"}
+    bodies = [(b["path"], json.dumps(b["body"]).encode()) if mixed else (args.path, json.dumps(b).encode()) for b in raw]
     random.Random(0).shuffle(bodies)
     conns = max(args.concurrency or 0, args.max_in_flight)
     keys = {scope: key for scope, key in (("storefront", args.key), ("marketing", args.marketing_key)) if key}
     async with Client(args.client, args.url, conns, args.timeout, keys) as client:
         for i in range(args.warmup):  # connections, caches, lazy imports
-            await _send(client, args.path, bodies[-1 - i % len(bodies)], Recorder(), None)
+            await _send(client, *bodies[-1 - i % len(bodies)], Recorder(), None)
         if args.rate:
-            rec, elapsed = await open_loop(client, args.path, bodies, args.rate, args.duration, args.max_in_flight)
+            rec, elapsed = await open_loop(client, bodies, args.rate, args.duration, args.max_in_flight, args.max_requests)
         else:
-            rec, elapsed = await closed_loop(client, args.path, bodies, args.concurrency, args.duration)
+            rec, elapsed = await closed_loop(client, bodies, args.concurrency, args.duration, args.max_requests)
     return {
         "path": args.path, "client": args.client, "mode": "open" if args.rate else "closed", "rate": args.rate,
         "concurrency": args.concurrency, "duration_s": round(elapsed, 3), "requests": rec.ok + rec.errors,
@@ -176,6 +182,7 @@ if __name__ == "__main__":
     p.add_argument("--rate", type=float, default=None, help="open loop: requests per second")
     p.add_argument("--concurrency", type=int, default=None, help="closed loop: workers")
     p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--max-requests", type=int, default=MAX_REQUESTS, help="end the run after this many requests")
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--max-in-flight", type=int, default=256)

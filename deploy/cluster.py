@@ -93,6 +93,7 @@ class Cluster:
                     SHOPREC_KEYS_FILE=str(s / "keys" / "keys.json"), SHOPREC_ACCESS_LOG=str(s / "keys" / "access.jsonl"),
                     SHOPREC_SESSIONS_FILE=str(s / "keys" / "sessions.json"),
                     SHOPREC_PRIVACY_DIR=str(s / "privacy"), SHOPREC_CANONICAL_DIR=str(s / "canonical"),
+                    SHOPREC_MONITOR_DIR=str(s / "monitor"),  # drift observation log: `shoprec monitor --dir` reads it
                     SHOPREC_SHOP=self.shop, SHOPREC_RELOAD_POLL_S=str(RELOAD_POLL_S))
 
     def services(self) -> list[str]:

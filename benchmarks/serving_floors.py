@@ -1,0 +1,420 @@
+"""The service next to its two floors, side by side in one run, same workers, same client, same load mix.
+
+    python -m benchmarks.serving_floors [--bundle DIR] [--workers 2] [--repeats 3] [--profile-seconds 20]
+
+Targets, all started before the first measurement and measured in rotating order each round:
+  service    ``bentoml serve serving.service:Shoprec``: shoprec as deployed
+  trivial    ``bentoml serve benchmarks.trivial_bento:Trivial``: BentoML validating the same request schemas and
+             returning a constant answer (floor 1: the framework's own cost)
+  starlette  ``benchmarks.starlette_floor`` under uvicorn: the service's own construction and endpoint methods
+             behind the same middlewares, without BentoML's HTTP layer (floor 2: everything but the framework)
+
+Load (``benchmarks.loadgen``, aiohttp): a realistic storefront mix, not only the fastest path: known shoppers,
+shoppers with real-time events in the event store (fold-in), shoppers asking with filters (category, price,
+stock), shoppers the model has never seen, and anonymous sessions (/session). Per round and target: a closed
+loop of ``--concurrency`` clients (saturation) and an open loop at ``--rate`` req/s (latency from the planned
+send time). Every run is bounded in time and in requests. ``--profile-seconds``: py-spy samples one service
+worker during an extra saturation run; the report lists where the time goes.
+
+Writes benchmarks/results/serving-floors.{json,md}. The bundle is the serving benchmark's (benchmarks/run.py
+``ensure_bundle``: full mode, 1M shoppers x 100k items, ALS 100 factors).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from benchmarks.common import DATA, REPO, RESULTS, child_env, emit, fmt, fmt_spread, machine, machine_markdown, ratio, \
+    run_child, summary
+
+TARGETS = ("service", "trivial", "starlette")
+MIX = {"known": 0.40, "fold_in": 0.15, "filters": 0.15, "unknown": 0.15, "session": 0.15}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------ child tasks
+def task_reference(bundle_dir: str, canonical: str) -> None:
+    """Record the training references (training/reference.py) into a benchmark bundle made before them,
+    so that the service does its monitoring work as a trained bundle makes it do."""
+    from features.ingest import load_canonical
+    from training.bundle import ModelBundle
+    from training.propensity.bundle import PropensityBundle
+    from training.reference import recommender_reference
+
+    start = time.perf_counter()
+    path = Path(bundle_dir)
+    bundle = ModelBundle.load(path)
+    canon = load_canonical(Path(canonical))
+    reference = recommender_reference(bundle, canon.events, canon.orders)
+    (path / "reference.json").write_text(json.dumps(reference, indent=2, sort_keys=True))
+    if (path / "propensity").exists() and not (path / "propensity" / "reference.json").exists():
+        PropensityBundle.load(path / "propensity").save(path / "propensity")  # save records its reference
+    emit(time.perf_counter() - start, quantities=sorted(reference))
+
+
+def task_mix(bundle_dir: str, events_db: str, out: str, n: int = 4000, seed: int = 0) -> None:
+    """The load mix's bodies, and the real-time events of its fold-in shoppers written to the event store."""
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from features.event_store import Event, SQLiteEventStore
+    from features.vocab import IdVocab
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    b = Path(bundle_dir)
+    users, items = IdVocab.load(b / "users.npz"), IdVocab.load(b / "items.npz")
+    inter = sp.load_npz(b / "interactions.npz").tocsr()
+    active = np.flatnonzero(np.diff(inter.indptr) > 0)
+    popular = np.argsort(-np.diff(inter.tocsc().indptr))[: max(1000, len(items) // 10)]
+    catalog = pd.read_parquet(b / "catalog.parquet") if (b / "catalog.parquet").exists() else None
+    kinds = rng.choice(list(MIX), size=n, p=list(MIX.values()))
+    shoppers = users.ids[rng.choice(active, size=n, replace=len(active) < n)]
+    fold_in = sorted({str(u) for u, k in zip(shoppers, kinds) if k == "fold_in"})
+    store = SQLiteEventStore(Path(events_db))
+    now = pd.Timestamp.now(tz="UTC").isoformat()
+    for u in fold_in:
+        picked = items.ids[rng.choice(popular, size=int(rng.integers(1, 6)))]
+        store.append(u, [Event(str(i), str(rng.choice(["view", "view", "cart", "purchase"])), now)
+                         for i in picked])
+    median_price = float(np.nanmedian(catalog["price"])) if catalog is not None else None
+    bodies = []
+    for i, (kind, shopper) in enumerate(zip(kinds, shoppers)):
+        body = {"user_id": str(shopper), "k": 10}
+        if kind == "unknown":
+            body["user_id"] = f"new-shopper-{i}"
+        elif kind == "filters" and catalog is not None:
+            which = i % 3
+            if which == 0:
+                body["category"] = str(catalog["category"].iloc[int(rng.choice(popular))])
+            elif which == 1:
+                body["max_price"] = median_price
+            else:
+                body["in_stock"] = True
+        if kind == "session":
+            viewed = items.ids[rng.choice(popular, size=int(rng.integers(1, 6)))]
+            bodies.append({"path": "/session", "body": {"items": [str(x) for x in viewed], "k": 10}})
+        else:
+            bodies.append({"path": "/recommend", "body": body})
+    Path(out).write_text(json.dumps(bodies))
+    emit(time.perf_counter() - start, bodies=len(bodies), mix=dict(Counter(kinds.tolist())), fold_in_shoppers=len(fold_in))
+
+
+def task_recall(bundle_dir: str, events_db: str, bodies_file: str, n: int = 300) -> None:
+    """The approximate paths against exact search, per kind of request in the mix: recall@10 of the service's
+    storefront (approximate=True) against the exact one, and the time of each in this process."""
+    import numpy as np
+
+    from features.event_store import SQLiteEventStore
+    from training.bundle import ModelBundle
+    from training.storefront import Filters, Storefront
+
+    start = time.perf_counter()
+    bundle = ModelBundle.load(Path(bundle_dir))
+    fast, exact = Storefront(bundle, approximate=True), Storefront(bundle)
+    store = SQLiteEventStore(Path(events_db))
+    by_kind: dict[str, list] = {}
+    for e in json.loads(Path(bodies_file).read_text()):
+        body = e["body"]
+        f = Filters(body.get("category"), body.get("in_stock"), body.get("min_price"), body.get("max_price"))
+        events = store.recent(body["user_id"]) if "user_id" in body else []
+        kind = ("session" if e["path"] == "/session" else "fold_in" if events else "filters" if f.active()
+                else "unknown" if body["user_id"].startswith("new-") else "known")
+        if len(by_kind.setdefault(kind, [])) < n:
+            by_kind[kind].append((body, f, events))
+    out = {}
+    for kind, items in by_kind.items():
+        hits, ms = [], {"exact": 0.0, "approximate": 0.0}
+        for body, f, events in items:
+            found = {}
+            for label, sf in (("exact", exact), ("approximate", fast)):
+                t = time.perf_counter()
+                found[label] = (sf.session(body["items"], 10, f) if kind == "session"
+                                else sf.recommend(body["user_id"], 10, True, [], f, events=events)).item_ids
+                ms[label] += time.perf_counter() - t
+            hits.append(len(set(found["exact"]) & set(found["approximate"])) / max(1, len(found["exact"])))
+        out[kind] = {"requests": len(items), "recall_at_10": round(float(np.mean(hits)), 4),
+                     "exact_ms": round(ms["exact"] / len(items) * 1000, 3),
+                     "approximate_ms": round(ms["approximate"] / len(items) * 1000, 3)}
+    emit(time.perf_counter() - start, kinds=out)
+
+
+# ------------------------------------------------------------------------------------------ servers
+@contextlib.contextmanager
+def starlette_server(home: Path, workers: int, env: dict, timeout: float):
+    import httpx
+
+    from tests.server import free_port, server_env
+
+    port = free_port()
+    logf = open(home / f"starlette-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.starlette_floor", "--port", str(port), "--workers",
+                             str(workers)], cwd=REPO, env=server_env(home, env), stdout=logf, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"starlette floor did not start: {Path(logf.name).read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        logf.close()
+
+
+def load(url: str, bodies: Path, rate: float | None, concurrency: int | None, seconds: float, max_requests: int) -> dict:
+    from tests.server import STOREFRONT_KEY
+
+    args = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--path", "mix", "--bodies", str(bodies),
+            "--duration", str(seconds), "--max-requests", str(max_requests), "--key", STOREFRONT_KEY]
+    args += ["--rate", str(rate)] if rate else ["--concurrency", str(concurrency)]
+    r = subprocess.run(args, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=seconds + 120)
+    if r.returncode != 0:
+        return {"failed": r.stderr[-1500:]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def brief(res: dict) -> str:
+    if "failed" in res:
+        return f"FAILED {res['failed'][-300:]}"
+    lat = res["latency_ms"]
+    return (f"{res['throughput_rps']} req/s, p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} ms, "
+            f"{res['requests']} requests, errors {res['errors']}")
+
+
+def worker_pids(home: Path) -> list[int]:
+    """The service's worker processes (children of the `bentoml serve serving.service:Shoprec` we started)."""
+    import psutil
+
+    from benchmarks.run import _server_pid
+
+    root = psutil.Process(_server_pid(home))
+    return [p.pid for p in root.children(recursive=True)
+            if "serving.service" in " ".join(p.cmdline()) or "_bentoml_impl" in " ".join(p.cmdline())]
+
+
+# ------------------------------------------------------------------------------------------ profile
+OURS = ("(serving/", "(training/", "(features/")  # py-spy names frames 'function (path/relative/to/sys.path:line)'
+
+
+def summarise_profile(raw: Path, top: int = 25) -> dict:
+    """Inclusive and own (self) share of samples per function, line numbers dropped (py-spy raw format:
+    'frame;frame;... count'); ``top_ours`` only our code's functions."""
+    import re
+
+    inclusive, own_code, self_time, total = Counter(), Counter(), Counter(), 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        self_time[frames[-1]] += n
+        for f in dict.fromkeys(frames):  # once per stack
+            inclusive[f] += n
+        for f in dict.fromkeys(fr for fr in frames if any(o in fr for o in OURS)):
+            own_code[f] += n
+
+    def rows(counter):
+        return [{"frame": f, "share": round(c / total, 4)} for f, c in counter.most_common(top)]
+
+    return {"samples": total, "top_inclusive": rows(inclusive), "top_ours": rows(own_code), "top_self": rows(self_time)}
+
+
+def profile(home: Path, url: str, bodies: Path, seconds: float, concurrency: int, out_dir: Path) -> dict:
+    pids = worker_pids(home)
+    if not pids:
+        return {"error": "no service worker found"}
+    pid = pids[-1]
+    raw = out_dir / "profile-service.txt"
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--duration",
+                            str(int(seconds)), "--rate", "200", "--format", "raw", "--output", str(raw), "--nonblocking"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)
+    res = load(url, bodies, None, concurrency, seconds, 10**6)
+    out, _ = spy.communicate(timeout=seconds + 60)
+    if spy.returncode != 0 or not raw.exists():
+        return {"error": f"py-spy failed: {out[-800:]}"}
+    return {"worker_pid": pid, "run": res, **summarise_profile(raw)}
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", type=Path, default=DATA / "work" / "bundle-large")
+    p.add_argument("--canonical", type=Path, default=DATA / "work" / "large" / "canonical")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", "2")))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--saturation-seconds", type=float, default=10.0)
+    p.add_argument("--rate", type=float, default=100.0)
+    p.add_argument("--rate-seconds", type=float, default=15.0)
+    p.add_argument("--max-requests", type=int, default=30_000, help="bound of every run, besides its duration")
+    p.add_argument("--profile-seconds", type=float, default=0.0)
+    p.add_argument("--out", default="serving-floors")
+    args = p.parse_args(argv)
+    from tests.server import bentoml_server
+
+    work = DATA / "work"
+    home = work / "bentoml_home-floors"
+    if home.exists():
+        import shutil
+
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    out = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "load": [], "runs": [],
+           "mix": MIX}
+    if not (args.bundle / "reference.json").exists():
+        r = run_child(["benchmarks.serving_floors", "task", "reference", str(args.bundle), str(args.canonical)], timeout=1800)
+        log(f"reference: {r.payload if r.ok else r.error}")
+    r = run_child(["benchmarks.model", "publish", str(args.bundle), str(home)], timeout=900)
+    if not r.ok:
+        raise SystemExit(f"publish failed: {r.error}")
+    bodies = work / "floors-mix.json"
+    r = run_child(["benchmarks.serving_floors", "task", "mix", str(args.bundle), str(home / "events.db"), str(bodies)],
+                  timeout=900)
+    if not r.ok:
+        raise SystemExit(f"mix failed: {r.error}")
+    out["mix_made"] = r.payload
+    r = run_child(["benchmarks.serving_floors", "task", "recall", str(args.bundle), str(home / "events.db"), str(bodies)],
+                  timeout=1800)
+    out["recall"] = r.payload.get("kinds") if r.ok else {"error": r.error}
+    log(f"approximate vs exact: {out['recall']}")
+    env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", "OPENBLAS_NUM_THREADS": "1",
+           "SHOPREC_WORKERS": str(args.workers), "SHOPREC_RATE_PER_KEY": "1000000/second"}
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        urls = {"service": stack.enter_context(bentoml_server(home, timeout=900, extra_env=env)),
+                "trivial": stack.enter_context(bentoml_server(home, timeout=300, extra_env=env,
+                                                              target="benchmarks.trivial_bento:Trivial")),
+                "starlette": stack.enter_context(starlette_server(home, args.workers, env, timeout=900))}
+        out["start_seconds"] = round(time.perf_counter() - started, 1)
+        log(f"servers up in {out['start_seconds']} s: {urls}")
+        for target, url in urls.items():  # page in the memory-mapped model, lazy imports, connections
+            log(f"warm-up {target}: " + brief(load(url, bodies, None, args.concurrency, 5, 3000)))
+        for rep in range(args.repeats):
+            order = TARGETS[rep % 3:] + TARGETS[:rep % 3]
+            out["load"].append({"round": rep + 1, "loadavg": [round(x, 2) for x in os.getloadavg()],
+                                "at": time.strftime("%H:%M:%S")})
+            for target in order:
+                res = load(urls[target], bodies, None, args.concurrency, args.saturation_seconds, args.max_requests)
+                out["runs"].append(res | {"target": target, "round": rep + 1, "kind": "saturation"})
+                log(f"#{rep + 1} {target} saturation: {brief(res)}")
+                res = load(urls[target], bodies, args.rate, None, args.rate_seconds, args.max_requests)
+                out["runs"].append(res | {"target": target, "round": rep + 1, "kind": "rate"})
+                log(f"#{rep + 1} {target} @{args.rate:g}/s: {brief(res)}")
+        if args.profile_seconds > 0:
+            out["profile"] = profile(home, urls["service"], bodies, args.profile_seconds, args.concurrency, work)
+            log("profile: " + json.dumps(out["profile"].get("top_ours", out["profile"])[:12], indent=1))
+    out["load"].append({"round": "end", "loadavg": [round(x, 2) for x in os.getloadavg()], "at": time.strftime("%H:%M:%S")})
+    out["summary"] = summarise(out)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    (RESULTS / f"{args.out}.md").write_text(markdown(out))
+    log(f"wrote benchmarks/results/{args.out}.json and .md")
+    return 0
+
+
+def summarise(out: dict) -> dict:
+    s = {}
+    for target in TARGETS:
+        sat = [r for r in out["runs"] if r["target"] == target and r["kind"] == "saturation" and "failed" not in r]
+        rate = [r for r in out["runs"] if r["target"] == target and r["kind"] == "rate" and "failed" not in r]
+        s[target] = {"saturation_rps": summary([r["throughput_rps"] for r in sat]),
+                     "p50_ms": summary([r["latency_ms"]["p50"] for r in rate]),
+                     "p99_ms": summary([r["latency_ms"]["p99"] for r in rate]),
+                     "errors": sum(r["errors"] for r in sat + rate),
+                     "requests": sum(r["requests"] for r in sat + rate),
+                     "failed_runs": sum("failed" in r for r in out["runs"] if r["target"] == target)}
+    med = {t: s[t]["saturation_rps"]["median"] for t in TARGETS}
+    s["ratios"] = {"service_over_trivial": ratio(med["service"], med["trivial"]),
+                   "service_over_starlette": ratio(med["service"], med["starlette"]),
+                   "starlette_over_trivial": ratio(med["starlette"], med["trivial"])}
+    s["goals"] = {"saturation_ratio_ok": None if s["ratios"]["service_over_trivial"] is None
+                  else s["ratios"]["service_over_trivial"] >= 0.7,
+                  "p99_at_rate_ok": None if s["service"]["p99_ms"]["median"] is None
+                  else s["service"]["p99_ms"]["max"] <= 15}
+    return s
+
+
+def markdown(out: dict) -> str:
+    s, a = out["summary"], out["args"]
+    lines = [f"# Serving: shoprec next to its two floors (`python -m benchmarks.serving_floors`)", "",
+             machine_markdown(out["machine"]), "",
+             f"All three servers run at once with {a['workers']} worker(s) each; measured one at a time in rotating order, "
+             f"{a['repeats']} rounds; saturation = closed loop of {a['concurrency']} aiohttp clients for "
+             f"{a['saturation_seconds']} s (at most {int(a['max_requests']):,} requests), latency = open loop at "
+             f"{a['rate']} req/s for {a['rate_seconds']} s from the planned send time. Median (min–max, n) over rounds. "
+             "The machine is shared with other sessions' jobs: absolute figures move between runs, ratios less; "
+             "load averages per round are below.", "",
+             f"Load mix ({out['mix_made'].get('bodies')} bodies, shuffled): " + ", ".join(
+                 f"{k} {v:.0%}" for k, v in out["mix"].items()) + f" ({out['mix_made'].get('fold_in_shoppers')} fold-in "
+             "shoppers with 1–5 events each in the event store; filters: category, max price or in stock; session = "
+             "/session with 1–5 viewed items; the rest /recommend).", "",
+             "| target | what it does | saturation req/s | p50 ms @rate | p99 ms @rate | errors / requests |",
+             "|---|---|---|---|---|---|"]
+    what = {"service": "shoprec (`serving.service:Shoprec`)",
+            "trivial": "BentoML, same schemas, constant answer (floor 1)",
+            "starlette": "same work, same code and model store, no BentoML (floor 2)"}
+    for t in TARGETS:
+        r = s[t]
+        lines.append(f"| {t} | {what[t]} | {fmt_spread(r['saturation_rps'], 0)} | {fmt_spread(r['p50_ms'], 2)} | "
+                     f"{fmt_spread(r['p99_ms'], 2)} | {r['errors']:,} / {r['requests']:,} |")
+    rt = s["ratios"]
+    lines += ["", f"Ratios of median saturation: service / trivial BentoML **{fmt(rt['service_over_trivial'])}** (goal ≥ 0.70: "
+              f"{'met' if s['goals']['saturation_ratio_ok'] else 'missed'}); service / Starlette same work "
+              f"{fmt(rt['service_over_starlette'])} (what BentoML's HTTP layer costs on top of our work); Starlette "
+              f"same work / trivial BentoML {fmt(rt['starlette_over_trivial'])}. p99 at {a['rate']} req/s ≤ 15 ms in "
+              f"every round: {'met' if s['goals']['p99_at_rate_ok'] else 'missed'}.", "",
+              "Approximate search (faiss IVF, as the service answers) against exact search, per kind of request "
+              "of the mix, in one process: " + ("; ".join(
+                  f"{k} recall@10 {v['recall_at_10']:.3f} ({v['approximate_ms']:.2f} vs {v['exact_ms']:.2f} ms, "
+                  f"n={v['requests']})" for k, v in out["recall"].items()) if "error" not in out.get("recall", {"error": 1})
+                  else "not measured") + ".", "",
+              "Load average (1, 5, 15 min) per round: " + "; ".join(
+                  f"{x['round']}: {x['loadavg']} at {x['at']}" for x in out["load"]), ""]
+    if prof := out.get("profile"):
+        if "error" in prof:
+            lines += [f"Profile: {prof['error']}", ""]
+        else:
+            lines += [f"## Where a service worker's time goes (py-spy, {prof['samples']:,} samples at 200 Hz, one worker, "
+                      f"closed loop: {brief(prof['run'])})", "",
+                      "Inclusive share of the worker's samples (idle included), our code:", "",
+                      "| share | frame |", "|---|---|"]
+            lines += [f"| {r['share']:.1%} | `{r['frame'][:140]}` |" for r in prof["top_ours"][:20]]
+            lines += ["", "Own time (the function itself, not what it calls), all code:", "", "| share | frame |", "|---|---|"]
+            lines += [f"| {r['share']:.1%} | `{r['frame'][:140]}` |" for r in prof["top_self"][:20]]
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "task":
+        {"reference": task_reference, "mix": task_mix, "recall": task_recall}[sys.argv[2]](*sys.argv[3:])
+    else:
+        sys.exit(main())
