@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -59,30 +58,16 @@ def tiny_bundle(home: Path, work: Path) -> list[str]:
 @contextlib.contextmanager
 def nginx(state: Path, replicas: list[int], port: int):
     from deploy.cluster import nginx_conf
+    from tests.server import local_server
 
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
         raise SystemExit("nginx not found: `make system-deps` installs Debian's nginx")
     conf = nginx_conf(SimpleNamespace(state=state, ports=SimpleNamespace(replicas=replicas, nginx=port)))
     subprocess.run([binary, "-t", "-q", "-c", str(conf), "-p", str(conf.parent)], check=True)
-    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(conf.parent)], start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("nginx did not come up in front of the replicas")
-            time.sleep(0.3)
+    with local_server([binary, "-c", str(conf), "-p", str(conf.parent)], port, timeout=30, env=None,
+                      what="nginx in front of the replicas") as (url, _):
         yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
 
 
 async def _pairs(direct: str, balanced: str, bodies: list[bytes], n: int) -> dict:

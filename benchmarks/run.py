@@ -13,8 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -265,12 +263,6 @@ def _pair(runs: dict, a: str, b: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------- serving
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class TreeRSS:
     """Polls the memory of a process and its descendants: peak of the RSS sum, of the largest RSS,
     and of the PSS sum (proportional set size: a page shared by the workers, such as the
@@ -328,32 +320,12 @@ class TreeRSS:
 
 @contextlib.contextmanager
 def floor_server():
-    port = _free_port()
-    logf = open(DATA / "work" / f"floor-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.floor_app", "--port", str(port)], cwd=REPO,
-                            env=child_env(), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
+    from tests.server import free_port, local_server
 
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"floor app did not start: {Path(logf.name).read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield url, proc.pid
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        logf.close()
+    port = free_port()
+    with local_server([sys.executable, "-m", "benchmarks.floor_app", "--port", str(port)], port,
+                      DATA / "work" / f"floor-{port}.log", timeout=30, env=child_env(), what="floor app") as (url, _):
+        yield url
 
 
 def _load(url: str, path: str, bodies: Path, rate: float | None, concurrency: int | None, seconds: float) -> dict:
@@ -400,7 +372,7 @@ def section_serving(mode: Mode) -> dict:
     env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", "OPENBLAS_NUM_THREADS": "1", "SHOPREC_WORKERS": workers,
            "SHOPREC_RATE_PER_KEY": "1000000/second"}  # saturation runs measure the server, not the per-key limit
     started = time.perf_counter()
-    with bentoml_server(home, timeout=300, extra_env=env) as url, floor_server() as (floor_url, _):
+    with bentoml_server(home, timeout=300, extra_env=env) as url, floor_server() as floor_url:
         out["server_start_seconds"] = round(time.perf_counter() - started, 1)
         server_pid = _server_pid(home)
         paths = httpx.get(f"{url}/docs.json", timeout=10).json()["paths"]

@@ -153,37 +153,13 @@ def task_recall(bundle_dir: str, events_db: str, bodies_file: str, n: int = 300)
 # ------------------------------------------------------------------------------------------ servers
 @contextlib.contextmanager
 def starlette_server(home: Path, workers: int, env: dict, timeout: float):
-    import httpx
-
-    from tests.server import free_port, server_env
+    from tests.server import free_port, local_server, server_env
 
     port = free_port()
-    logf = open(home / f"starlette-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.starlette_floor", "--port", str(port), "--workers",
-                             str(workers)], cwd=REPO, env=server_env(home, env), stdout=logf, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"starlette floor did not start: {Path(logf.name).read_text()[-3000:]}")
-            time.sleep(0.5)
+    args = [sys.executable, "-m", "benchmarks.starlette_floor", "--port", str(port), "--workers", str(workers)]
+    with local_server(args, port, home / f"starlette-{port}.log", timeout=timeout, env=server_env(home, env),
+                      what="starlette floor") as (url, _):
         yield url
-    finally:
-        import signal
-
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        logf.close()
 
 
 def load(url: str, bodies: Path, rate: float | None, concurrency: int | None, seconds: float, max_requests: int) -> dict:

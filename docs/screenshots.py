@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,29 +24,13 @@ KEY = "screenshot-key"
 @contextlib.contextmanager
 def mlflow_ui(store: Path, port: int):
     """``mlflow ui`` on 127.0.0.1 against the SQLite store of ``store``; stopped by its process group."""
-    import httpx
+    from tests.server import local_server
 
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store / 'mlruns' / 'mlflow.db'}",
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    log = open(store / "mlflow-ui.log", "w")
-    proc = subprocess.Popen(cmd, cwd=store, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        for _ in range(120):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None:
-                raise RuntimeError((store / "mlflow-ui.log").read_text()[-2000:])
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with local_server(cmd, port, store / "mlflow-ui.log", ready="/health", timeout=90, cwd=store, env=None,
+                      what="mlflow ui") as (url, _):
+        yield url
 
 
 def train_and_publish(work: Path, preset: str) -> str:

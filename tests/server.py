@@ -1,4 +1,5 @@
-"""Start the real BentoML server on 127.0.0.1 for tests, and stop it by its PID."""
+"""Start the real BentoML server (or any other local server: benchmarks' floors, nginx, ``mlflow ui``) on
+127.0.0.1 for tests, benchmarks and screenshots, and stop it by its process group."""
 from __future__ import annotations
 
 import contextlib
@@ -43,32 +44,32 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def bentoml_server(bentoml_home: Path, timeout: float = 60.0, extra_env: dict | None = None,
-                   target: str = "serving.service:Shoprec", cwd: Path = REPO):
-    """Yield the base URL of a running ``bentoml serve serving.service:Shoprec`` (or of ``target``,
-    e.g. a bento tag from the store, started in ``cwd``)."""
-    port = free_port()
-    env = server_env(bentoml_home, extra_env)
-    log = open(Path(bentoml_home) / f"serve-{port}.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+def local_server(args: list[str], port: int, log_path: Path | None = None, *, ready: str = "/readyz",
+                 timeout: float = 60.0, cwd: Path = REPO, env: dict | None = None, what: str = "server"):
+    """Run ``args``, a server listening on 127.0.0.1:``port``, in a process group of its own (output to
+    ``log_path``; None: this process's); yield ``(base URL, process)`` once GET ``ready`` answers 200.
+    Raises with the log's tail if it exits or is not ready within ``timeout`` s. Stopped by its group
+    (the server and its workers): SIGTERM, SIGKILL after 15 s."""
+    log = open(log_path, "w") if log_path is not None else None
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT if log is not None else None,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+
+    def tail() -> str:
+        return Path(log_path).read_text()[-3000:] if log_path is not None else ""
+
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {Path(log.name).read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                raise RuntimeError(f"{what} exited with {proc.returncode}: {tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}{ready}", timeout=2).status_code == 200:
                     break
-            except httpx.HTTPError:
-                pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after {timeout}s: {Path(log.name).read_text()[-3000:]}")
+                raise RuntimeError(f"{what} not ready after {timeout}s: {tail()}")
             time.sleep(0.3)
-        yield url
+        yield url, proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)  # the group we started: the server and its workers
@@ -77,4 +78,18 @@ def bentoml_server(bentoml_home: Path, timeout: float = 60.0, extra_env: dict | 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        log.close()
+        if log is not None:
+            log.close()
+
+
+@contextlib.contextmanager
+def bentoml_server(bentoml_home: Path, timeout: float = 60.0, extra_env: dict | None = None,
+                   target: str = "serving.service:Shoprec", cwd: Path = REPO, ready: str = "/readyz"):
+    """Yield the base URL of a running ``bentoml serve serving.service:Shoprec`` (or of ``target``,
+    e.g. a bento tag from the store, started in ``cwd``) once ``ready`` answers 200 (``/livez``: up,
+    maybe without a model)."""
+    port = free_port()
+    args = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    with local_server(args, port, Path(bentoml_home) / f"serve-{port}.log", ready=ready, timeout=timeout, cwd=cwd,
+                      env=server_env(bentoml_home, extra_env)) as (url, _):
+        yield url

@@ -3,10 +3,8 @@ swaps without dropping a request; missing, corrupt, pickled or failing models ar
 while the old one keeps serving; rollback is moving the registry alias back and publishing."""
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -19,43 +17,9 @@ import pytest
 
 from serving.admin import redact
 from serving.reload import ModelSlot, Refused
-from tests.server import ADMIN, ADMIN_KEY, MARKETING_KEY, REPO, STOREFRONT, STOREFRONT_KEY, free_port, server_env
+from tests.server import ADMIN, ADMIN_KEY, MARKETING_KEY, REPO, STOREFRONT, STOREFRONT_KEY, bentoml_server
 
 H = ADMIN
-
-
-@contextlib.contextmanager
-def live_server(home: Path, extra_env: dict | None = None, wait_for: str = "/livez", timeout: float = 90):
-    """``bentoml serve`` on 127.0.0.1 once ``wait_for`` answers 200 (``/livez``: up, maybe without a
-    model); stopped by its process group, which we started."""
-    port = free_port()
-    env = server_env(home, extra_env)
-    log = open(Path(home) / f"serve-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:Shoprec", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {Path(log.name).read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}{wait_for}", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not up after {timeout}s: {Path(log.name).read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def store(home: Path, *bundles: tuple[Path, str]) -> list[str]:
@@ -107,7 +71,7 @@ def bundles(tmp_path_factory):
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("admin_home")
     env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", "SHOPREC_CANONICAL_DIR": str(home / "canonical")}
-    with live_server(home, env) as url:
+    with bentoml_server(home, timeout=90, extra_env=env, ready="/livez") as url:  # up, maybe without a model
         yield url, home
     logs = "".join(p.read_text() for p in home.glob("serve-*.log"))
     assert ADMIN_KEY not in logs, "the admin key must never be logged"
