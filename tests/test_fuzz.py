@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from serving.auth import ROUTE_SCOPES
-from tests.server import ADMIN_KEY, MARKETING_KEY, REPO, STOREFRONT_KEY
-from tests.test_admin import live_server, store
+from tests.server import ADMIN_KEY, MARKETING_KEY, REPO, STOREFRONT_KEY, bentoml_server
+from tests.test_admin import store
 
 REQUESTS = int(os.environ.get("SHOPREC_FUZZ_REQUESTS", "1000"))
 EXAMPLES = max(10, REQUESTS // 20)  # per operation and phase; 50 gave ~1,250 requests over the 14 operations
@@ -61,7 +61,7 @@ def server(tmp_path_factory):
                    env=dict(os.environ, BENTOML_HOME=str(home)))
     env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", "SHOPREC_CANONICAL_DIR": str(home / "canonical"),
            "SHOPREC_PRIVACY_DIR": str(home / "privacy"), "SHOPREC_RATE_EVENTS_PER_SHOPPER": "100000/minute"}
-    with live_server(home, env, wait_for="/readyz") as url:
+    with bentoml_server(home, timeout=90, extra_env=env) as url:
         yield url, home
     logs = "".join(p.read_text() for p in Path(home).glob("serve-*.log"))
     assert not [key for key in KEYS.values() if key in logs], "a key was logged"

@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from tests.server import STOREFRONT, STOREFRONT_KEY
-from tests.test_admin import live_server, store
+from tests.server import STOREFRONT, STOREFRONT_KEY, bentoml_server
+from tests.test_admin import store
 
 BURST = 80  # requests sent at the same instant
 LIMIT = 2  # max_concurrency of the test server (production: serving/service.py)
@@ -25,7 +25,7 @@ def server(tmp_path_factory):
     store(home, (home / "bundle", "1"))
     env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db",
            "BENTOML_CONFIG_OPTIONS": f"services.shoprec.traffic.max_concurrency={LIMIT} services.shoprec.traffic.timeout=5"}
-    with live_server(home, env, wait_for="/readyz") as url:
+    with bentoml_server(home, timeout=90, extra_env=env) as url:
         yield url
 
 

@@ -23,8 +23,8 @@ from features.ingest import ingest, load_canonical
 from features.privacy import KEY_FILE, LIST_FILE, ForgetList, PrivacyError, Pseudonymizer, forget_user
 from serving.auth import ROUTE_SCOPES
 from tests.conftest import REPO
-from tests.server import STOREFRONT
-from tests.test_admin import live_server, store
+from tests.server import STOREFRONT, bentoml_server
+from tests.test_admin import store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ADMIN_KEY, API_KEY = "admin-key-for-privacy-tests", "marketer-key-for-privacy-tests"
@@ -214,7 +214,7 @@ def service(tmp_path_factory):
            forgotten=ForgetList.open(home / "none", environ={}))
     env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", "SHOPREC_ADMIN_KEY": ADMIN_KEY, "SHOPREC_API_KEY": API_KEY,
            "SHOPREC_CANONICAL_DIR": str(home / "canonical"), "SHOPREC_PRIVACY_DIR": str(home / "privacy")}
-    with live_server(home, env, wait_for="/readyz") as url:
+    with bentoml_server(home, timeout=90, extra_env=env) as url:
         yield url, home
     logs = "".join(p.read_text() for p in home.glob("serve-*.log"))
     for secret in ("alice@example.com", ADMIN_KEY, API_KEY):
