@@ -11,12 +11,9 @@ from typing import Optional
 
 import typer
 
+from training.cli_errors import fail
+
 PROPENSITY_COLUMNS = ["user_id", "churn_probability", "conversion_probability", "expected_spend", "value_at_risk", "segment"]
-
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg="red", err=True)
-    raise typer.Exit(2)
 
 
 def score_all_command(
@@ -40,10 +37,10 @@ def score_all_command(
     from features.relational.engine import ENGINES
 
     if engine not in ENGINES:
-        _fail(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
+        fail(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
     bundle = bundle or _published("shoprec-recommender")
     if bundle is None:
-        _fail("no recommender bundle: run `shoprec train` and `shoprec publish`, or pass --bundle DIR")
+        fail("no recommender bundle: run `shoprec train` and `shoprec publish`, or pass --bundle DIR")
     propensity = propensity or _published("shoprec-propensity")
     top_path, prop_path = f"{out.rstrip('/')}/topk.parquet", f"{out.rstrip('/')}/propensity.parquet"
     if engine == "spark":

@@ -11,24 +11,10 @@ from typing import Optional
 
 import typer
 
+from training.cli_errors import fail, load_settings
+
 keys_app = typer.Typer(help="API keys (scopes: storefront, marketing, admin) and the access log of customer data.",
                        no_args_is_help=True)
-
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg="red", err=True)
-    raise typer.Exit(2)
-
-
-def _settings():
-    from pydantic import ValidationError
-
-    from features.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as e:
-        _fail(f"bad SHOPREC_* setting: {e}")
 
 
 @keys_app.command("create")
@@ -43,11 +29,11 @@ def create(
     """
     from features.key_store import KeyStore, KeyStoreError
 
-    settings = _settings()
+    settings = load_settings()
     try:
         record, key = KeyStore(settings.keys_file).create(scope, name)
     except KeyStoreError as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(f"created {record.scope} key {record.name!r} in {settings.keys_file} "
                "(a running server accepts it within seconds); it is not shown again:")
     typer.echo(key)
@@ -59,11 +45,11 @@ def list_keys(revoked: bool = typer.Option(False, "--revoked", help="also show r
     from features.key_store import KeyStore, KeyStoreError
     from features.settings import ENV_KEY_SCOPES
 
-    settings = _settings()
+    settings = load_settings()
     try:
         keys = KeyStore(settings.keys_file).read()
     except KeyStoreError as e:
-        _fail(str(e))
+        fail(str(e))
     rows = [(k.name, k.scope, k.created_at, k.revoked_at or "") for k in keys if revoked or k.active]
     rows += [(f"SHOPREC_{field.upper()}", scope, "(environment)", "") for field, scope in ENV_KEY_SCOPES.items()
              if settings.env_key(field)]
@@ -81,11 +67,11 @@ def revoke(name: str = typer.Argument(..., help="the key's name (see `shoprec ke
     """Revoke a key: a running server refuses it (401) within seconds; its page sessions end too."""
     from features.key_store import KeyStore, KeyStoreError
 
-    settings = _settings()
+    settings = load_settings()
     try:
         record = KeyStore(settings.keys_file).revoke(name)
     except KeyStoreError as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(f"revoked {record.scope} key {record.name!r} at {record.revoked_at}")
 
 
@@ -109,7 +95,7 @@ def audit(
     """
     from features.access_log import AccessLog
 
-    settings = _settings()
+    settings = load_settings()
     entries = [e for e in AccessLog(settings.access_log).read(_since(since)) if key is None or e.key == key]
     if not entries:
         typer.echo(f"no recorded calls since {since} in {settings.access_log}")
@@ -130,7 +116,7 @@ def example_calls(host: str, port: int) -> str:
     store), create one of each and show them in the example calls; later runs show where to put yours."""
     from features.key_store import KeyStore
 
-    settings = _settings()
+    settings = load_settings()
     store = KeyStore(settings.keys_file)
     active = {k.scope for k in store.read() if k.active}
     made = {scope: store.create(scope, f"make-run-{scope}")[1] for scope in ("storefront", "marketing") if scope not in active}

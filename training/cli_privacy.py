@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from training.cli_errors import fail
+
 
 def forget_user_command(
     user_id: str = typer.Argument(..., help="the shopper's id as the shop knows it"),
@@ -30,8 +32,7 @@ def forget_user_command(
 
     user_id = user_id.strip()
     if not user_id:
-        typer.secho("error: give a non-empty user id", fg="red", err=True)
-        raise typer.Exit(2)
+        fail("give a non-empty user id")
     try:
         forgotten = ForgetList.open(privacy_dir, create_key=True)
         store = open_event_store(events_url)
@@ -40,7 +41,6 @@ def forget_user_command(
         finally:
             store.close()
     except Exception as e:  # PrivacyError, an unreachable event store, a read-only folder: say it, exit 2
-        typer.secho(f"error: {e} (rerun when fixed: forgetting is idempotent)", fg="red", err=True)
-        raise typer.Exit(2)
+        fail(f"{e} (rerun when fixed: forgetting is idempotent)")
     typer.echo(report.summary())
     typer.echo("their rows in raw files are rejected as 'forgotten user' by every later ingest")

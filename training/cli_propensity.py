@@ -11,10 +11,7 @@ from typing import Optional
 
 import typer
 
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg="red", err=True)
-    raise typer.Exit(2)
+from training.cli_errors import fail
 
 
 def churn_list(
@@ -38,15 +35,15 @@ def churn_list(
 
     fmt, _ = check_table_path(out)  # a name it cannot honour is refused before any work
     if segment is not None and segment not in SEGMENT_NAMES:
-        _fail(f"--segment: unknown segment {segment!r}; choose one of {', '.join(SEGMENT_NAMES)}")
+        fail(f"--segment: unknown segment {segment!r}; choose one of {', '.join(SEGMENT_NAMES)}")
     try:
         loaded = PropensityBundle.load(bundle) if bundle else _published()
     except FileNotFoundError as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         rows = loaded.at_risk(min_prob, min_value, segment, top, stage)
     except ValueError as e:  # a stage the bundle does not have
-        _fail(f"--stage: {e}")
+        fail(f"--stage: {e}")
     write_table(loaded.table(rows, spreadsheet=fmt == "csv"), out)
     typer.echo(f"wrote {len(rows):,} customers to {out} (model version {loaded.version}, scored at "
                f"{loaded.meta.get('scored_at', '?')})")
@@ -63,7 +60,7 @@ def _published():
     try:
         ref = bentoml.models.get(f"{BENTO_MODEL}:latest")
     except bentoml.exceptions.NotFound:
-        _fail(f"no propensity bundle in the BentoML store ({os.environ['BENTOML_HOME']}): run `shoprec train` with "
+        fail(f"no propensity bundle in the BentoML store ({os.environ['BENTOML_HOME']}): run `shoprec train` with "
               "orders and `shoprec publish`, or pass --bundle DIR")
     loaded = PropensityBundle.load(ref.path)
     loaded.meta["model_version"] = ref.info.labels.get("registry_version", loaded.meta.get("model_version", str(ref.tag.version)))

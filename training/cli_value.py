@@ -10,12 +10,8 @@ from typing import Optional
 
 import typer
 
+from training.cli_errors import fail
 from training.propensity.bundle import _inert
-
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg="red", err=True)
-    raise typer.Exit(2)
 
 
 def segments(
@@ -36,14 +32,14 @@ def segments(
     try:
         loaded = PropensityBundle.load(bundle) if bundle else _published()
     except FileNotFoundError as e:
-        _fail(str(e))
+        fail(str(e))
     value = loaded.meta.get("value")
     if value is None:
-        _fail("this propensity bundle has no customer value: train again (`shoprec train` with orders) and publish")
+        fail("this propensity bundle has no customer value: train again (`shoprec train` with orders) and publish")
     h = int(value["horizon_days"])
     names = [s["name"] for s in value["stages"]]
     if stage is not None and stage not in names:
-        _fail(f"--stage: unknown stage {stage!r}; choose one of {', '.join(names)}")
+        fail(f"--stage: unknown stage {stage!r}; choose one of {', '.join(names)}")
     s = loaded.scores
     if stage is not None:
         s = s[s["stage"] == stage]

@@ -14,25 +14,11 @@ from typing import Optional
 
 import typer
 
+from training.cli_errors import fail, load_settings
+
 experiment_app = typer.Typer(help="A/B tests of recommendation policies: create, list, stop, report, simulate.",
                              no_args_is_help=True)
 KEY_HELP = "an API key of the needed scope (default: $SHOPREC_KEY)"
-
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg="red", err=True)
-    raise typer.Exit(2)
-
-
-def _settings():
-    from pydantic import ValidationError
-
-    from features.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as e:
-        _fail(f"bad SHOPREC_* setting: {e}")
 
 
 def _authorize(settings, key: str | None, scope: str) -> str:
@@ -42,16 +28,16 @@ def _authorize(settings, key: str | None, scope: str) -> str:
 
     key = (key or os.environ.get("SHOPREC_KEY") or "").strip()
     if not key:
-        _fail(f"this command needs a {scope} key: --key KEY or SHOPREC_KEY (create one: shoprec keys create --scope {scope})")
+        fail(f"this command needs a {scope} key: --key KEY or SHOPREC_KEY (create one: shoprec keys create --scope {scope})")
     env_keys = {f"SHOPREC_{f.upper()}": (s, k) for f, s in ENV_KEY_SCOPES.items() if (k := settings.env_key(f))}
     try:
         principal = KeyRing(KeyStore(settings.keys_file), env_keys).lookup(key)
     except KeyStoreError as e:
-        _fail(str(e))
+        fail(str(e))
     if principal is None:
-        _fail("unknown or revoked key")
+        fail("unknown or revoked key")
     if principal.scope != scope:
-        _fail(f"key {principal.name!r} has scope {principal.scope}; this command needs a {scope} key")
+        fail(f"key {principal.name!r} has scope {principal.scope}; this command needs a {scope} key")
     return principal.name
 
 
@@ -61,13 +47,13 @@ def _log(settings):
     try:
         return open_experiment_log(settings.events_url)
     except Exception as e:
-        _fail(f"cannot open the event store {settings.events_url}: {type(e).__name__}: {e}")
+        fail(f"cannot open the event store {settings.events_url}: {type(e).__name__}: {e}")
 
 
 def _find(store, name: str):
     found = {e.name: e for e in store.experiments()}
     if name not in found:
-        _fail(f"no experiment named {name!r} (see `shoprec experiment list`)")
+        fail(f"no experiment named {name!r} (see `shoprec experiment list`)")
     return found[name]
 
 
@@ -82,7 +68,7 @@ def _published(v):
         version = resolve_version(Path.cwd(), v.arm)
         tag = publish_version(Path.cwd(), version)
     except ValueError as e:
-        _fail(f"--variant {v.name}={v.arm}: {e}")
+        fail(f"--variant {v.name}={v.arm}: {e}")
     typer.echo(f"variant {v.name}: registry version {version} is in the BentoML store as {tag}")
     return v.model_copy(update={"arm": f"v{version}"})
 
@@ -107,7 +93,7 @@ def create(
 
     from features.experiments import Experiment, ExperimentError, now_iso, parse_variants
 
-    settings = _settings()
+    settings = load_settings()
     who = _authorize(settings, key, "admin")
     try:
         variants = tuple(_published(v) for v in parse_variants(variant, split))
@@ -118,9 +104,9 @@ def create(
         running = [e for e in store.experiments() if e.running and e.endpoint == exp.endpoint]
         store.put_experiment(exp, new=True)
     except ExperimentError as e:
-        _fail(str(e))
+        fail(str(e))
     except ValidationError as e:
-        _fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'experiment'}: {err['msg']}" for err in e.errors()))
+        fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'experiment'}: {err['msg']}" for err in e.errors()))
     typer.echo(f"created experiment {exp.name} on /{exp.endpoint} by {who}: "
                + ", ".join(f"{v.name}={v.arm} ({s:.0%})" for v, s in zip(exp.variants, exp.shares().values()))
                + "; running servers pick it up within a few seconds (SHOPREC_EXPERIMENTS_REFRESH_S, default 2)")
@@ -132,7 +118,7 @@ def create(
 @experiment_app.command("list")
 def list_experiments(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """The experiments: status, endpoint, variants and split."""
-    settings = _settings()
+    settings = load_settings()
     exps = _log(settings).experiments()
     if as_json:
         typer.echo(json.dumps([e.model_dump() for e in exps], indent=1))
@@ -150,7 +136,7 @@ def stop(name: str = typer.Argument(...), key: Optional[str] = typer.Option(None
     """Stop an experiment (admin key): its shoppers go back to the champion; reports keep reading it."""
     from features.experiments import now_iso
 
-    settings = _settings()
+    settings = load_settings()
     who = _authorize(settings, key, "admin")
     store = _log(settings)
     exp = _find(store, name)
@@ -173,7 +159,7 @@ def report(
     check first; lifts with CUPED; the always-valid (sequential) test; guardrails; a decision (marketing key)."""
     from training.experiments.report import build_report, log_to_mlflow, render_text
 
-    settings = _settings()
+    settings = load_settings()
     _authorize(settings, key, "marketing")
     store = _log(settings)
     exp = _find(store, name)
@@ -217,8 +203,8 @@ def simulate(
         typer.echo(text)
         return
     if name is None:
-        _fail("give an experiment NAME to simulate traffic for, or --runs N for the study")
-    settings = _settings()
+        fail("give an experiment NAME to simulate traffic for, or --runs N for the study")
+    settings = load_settings()
     _authorize(settings, key, "admin")
     store = _log(settings)
     exp = _find(store, name)
