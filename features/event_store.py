@@ -142,10 +142,18 @@ class RedisEventStore:
         self._redis.close()
 
 
+def store_location(url: str) -> tuple[str, Path | str]:
+    """Where the event store URL points (the events and the experiment log beside them read it alike):
+    ``("sqlite", database file)`` for ``sqlite:///PATH``, ``("redis", url)`` for ``redis://``, ``rediss://``
+    or ``unix://``; anything else is a ValueError naming the URL."""
+    if url.startswith("sqlite:///"):
+        return "sqlite", Path(url[len("sqlite:///"):])
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return "redis", url
+    raise ValueError(f"event store URL {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB")
+
+
 def open_event_store(url: str):
     """``sqlite:///path/to/events.db`` (the embedded default) or ``redis://host:port/db``."""
-    if url.startswith("sqlite:///"):
-        return SQLiteEventStore(Path(url[len("sqlite:///"):]))
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisEventStore(url)
-    raise ValueError(f"event store URL {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB")
+    kind, where = store_location(url)
+    return SQLiteEventStore(where) if kind == "sqlite" else RedisEventStore(where)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.event_store import store_location
 from features.experiments import Experiment, ExperimentError
 
 log = logging.getLogger("shoprec.experiments")
@@ -235,11 +236,8 @@ class RedisExperimentLog:
 
 def open_experiment_log(url: str):
     """The experiment log of the event store at ``url`` (``sqlite:///PATH`` or ``redis://...``)."""
-    if url.startswith("sqlite:///"):
-        return SQLiteExperimentLog(Path(url[len("sqlite:///"):]))
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisExperimentLog(url)
-    raise ValueError(f"event store URL {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB")
+    kind, where = store_location(url)
+    return SQLiteExperimentLog(where) if kind == "sqlite" else RedisExperimentLog(where)
 
 
 def forget_in_experiments(event_store, user_id: str) -> int:
