@@ -156,6 +156,32 @@ def emit(seconds: float, **extra) -> None:
     print(json.dumps({"seconds": seconds, **extra}, default=str), flush=True)
 
 
+def run_loadgen(url: str, path: str, bodies: Path, seconds: float, rate: float | None = None,
+                concurrency: int | None = None, extra: tuple[str, ...] = ()) -> dict:
+    """``python -m benchmarks.loadgen`` against ``url`` for ``seconds``: an open loop at ``rate`` req/s, else a
+    closed loop of ``concurrency`` clients, on ``path`` (``mix``: the paths the bodies name), with the test
+    servers' storefront and marketing keys (tests/server.py) and ``extra`` arguments. Its result, or
+    ``{"path": path, "failed": the end of its stderr}``."""
+    from tests.server import MARKETING_KEY, STOREFRONT_KEY
+
+    args = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--path", path, "--bodies", str(bodies),
+            "--duration", str(seconds), "--key", STOREFRONT_KEY, "--marketing-key", MARKETING_KEY, *extra]
+    args += ["--rate", str(rate)] if rate else ["--concurrency", str(concurrency)]
+    r = subprocess.run(args, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=seconds + 120)
+    if r.returncode != 0:
+        return {"path": path, "failed": r.stderr[-1500:]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def load_brief(res: dict) -> str:
+    """A ``run_loadgen`` result in one line for the log."""
+    if "failed" in res:
+        return f"FAILED {res['failed'][-300:]}"
+    lat = res["latency_ms"]
+    return (f"{res['throughput_rps']} req/s, p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} ms, "
+            f"{res['requests']} requests, errors {res['errors']}")
+
+
 def summary(values: list[float]) -> dict:
     """Median and spread (min, max, relative half-range) of repeated measurements."""
     values = [v for v in values if v is not None]

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, RESULTS, machine, machine_markdown, write_results
+from benchmarks.common import RESULTS, machine, machine_markdown, run_loadgen, write_results
 
 
 def section_study(runs: int, users: int, days: int) -> dict:
@@ -45,14 +43,10 @@ def _bodies(path: Path, n: int = 200) -> Path:
 
 
 def _load(url: str, bodies: Path, rate: float, seconds: float) -> dict:
-    from tests.server import STOREFRONT_KEY
-
-    res = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--path", "/recommend", "--bodies",
-                          str(bodies), "--rate", str(rate), "--duration", str(seconds), "--key", STOREFRONT_KEY,
-                          "--warmup", "50"], cwd=REPO, capture_output=True, text=True, timeout=seconds + 120)
-    if res.returncode != 0:
-        raise RuntimeError(res.stderr[-2000:])
-    return json.loads(res.stdout)
+    res = run_loadgen(url, "/recommend", bodies, seconds, rate, extra=("--warmup", "50"))
+    if "failed" in res:
+        raise RuntimeError(res["failed"])
+    return res
 
 
 def writer_cost(n: int = 20_000) -> dict:

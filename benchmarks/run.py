@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -21,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import shops
-from benchmarks.common import (DATA, GB, REPO, RESULTS, child_env, machine, ratio, run_child, summary,
-                               write_results)
+from benchmarks.common import (DATA, GB, REPO, RESULTS, child_env, load_brief, machine, ratio, run_child,
+                               run_loadgen, summary, write_results)
 from benchmarks.report import markdown
 
 SECTIONS = ("pipeline", "training", "serving", "batch", "ease")  # EASE last: at its cap it is the longest
@@ -329,17 +328,8 @@ def floor_server():
 
 
 def _load(url: str, path: str, bodies: Path, rate: float | None, concurrency: int | None, seconds: float) -> dict:
-    args = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--path", path, "--bodies", str(bodies),
-            "--duration", str(seconds)]
-    args += ["--rate", str(rate)] if rate else ["--concurrency", str(concurrency)]
-    args += ["--client", os.environ.get("BENCH_CLIENT", "aiohttp")]
-    from tests.server import MARKETING_KEY, STOREFRONT_KEY  # the keys bentoml_server gives the service
-
-    args += ["--key", STOREFRONT_KEY, "--marketing-key", MARKETING_KEY]
-    r = subprocess.run(args, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=seconds + 120)
-    if r.returncode != 0:
-        return {"path": path, "failed": r.stderr[-1500:]}
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return run_loadgen(url, path, bodies, seconds, rate, concurrency,
+                       extra=("--client", os.environ.get("BENCH_CLIENT", "aiohttp")))
 
 
 def section_serving(mode: Mode) -> dict:
@@ -391,12 +381,12 @@ def section_serving(mode: Mode) -> dict:
                         res = _load(base, ep, body, rate, None, mode.rate_seconds)
                         res["target"] = target
                         out["runs"].append(res)
-                        log(f"serving {target} {ep} @{rate:g}/s: " + _brief(res))
+                        log(f"serving {target} {ep} @{rate:g}/s: " + load_brief(res))
                 for target, base in (("service", url), ("floor", floor_url)):
                     res = _load(base, ep, body, None, mode.saturation_concurrency, mode.saturation_seconds)
                     res["target"] = target
                     out["saturation"].append(res)
-                    log(f"serving {target} {ep} saturation: " + _brief(res))
+                    log(f"serving {target} {ep} saturation: " + load_brief(res))
             out["rss_peak_total_gb"] = round(rss.peak_total / GB, 3)
             out["rss_peak_largest_gb"] = round(rss.peak_largest / GB, 3)
             out["pss_peak_total_gb"] = round(rss.peak_pss_total / GB, 3)
@@ -420,14 +410,6 @@ def _server_pid(home: Path) -> int:
     if best is None:
         raise RuntimeError("cannot find the bentoml server process")
     return best.pid
-
-
-def _brief(res: dict) -> str:
-    if "failed" in res:
-        return f"FAILED {res['failed'][-300:]}"
-    lat = res["latency_ms"]
-    return (f"{res['throughput_rps']} req/s, p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} ms, "
-            f"errors {res['errors']}")
 
 
 def _serving_goals(out: dict, mode: Mode) -> dict:

@@ -31,8 +31,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import DATA, REPO, RESULTS, child_env, emit, fmt, fmt_spread, machine, machine_markdown, ratio, \
-    run_child, summary
+from benchmarks.common import DATA, RESULTS, emit, fmt, fmt_spread, load_brief, machine, machine_markdown, ratio, \
+    run_child, run_loadgen, summary
 
 TARGETS = ("service", "trivial", "starlette")
 MIX = {"known": 0.40, "fold_in": 0.15, "filters": 0.15, "unknown": 0.15, "session": 0.15}
@@ -163,23 +163,7 @@ def starlette_server(home: Path, workers: int, env: dict, timeout: float):
 
 
 def load(url: str, bodies: Path, rate: float | None, concurrency: int | None, seconds: float, max_requests: int) -> dict:
-    from tests.server import STOREFRONT_KEY
-
-    args = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--path", "mix", "--bodies", str(bodies),
-            "--duration", str(seconds), "--max-requests", str(max_requests), "--key", STOREFRONT_KEY]
-    args += ["--rate", str(rate)] if rate else ["--concurrency", str(concurrency)]
-    r = subprocess.run(args, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=seconds + 120)
-    if r.returncode != 0:
-        return {"failed": r.stderr[-1500:]}
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def brief(res: dict) -> str:
-    if "failed" in res:
-        return f"FAILED {res['failed'][-300:]}"
-    lat = res["latency_ms"]
-    return (f"{res['throughput_rps']} req/s, p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} ms, "
-            f"{res['requests']} requests, errors {res['errors']}")
+    return run_loadgen(url, "mix", bodies, seconds, rate, concurrency, extra=("--max-requests", str(max_requests)))
 
 
 def worker_pids(home: Path) -> list[int]:
@@ -292,7 +276,7 @@ def main(argv=None) -> int:
         out["start_seconds"] = round(time.perf_counter() - started, 1)
         log(f"servers up in {out['start_seconds']} s: {urls}")
         for target, url in urls.items():  # page in the memory-mapped model, lazy imports, connections
-            log(f"warm-up {target}: " + brief(load(url, bodies, None, args.concurrency, 5, 3000)))
+            log(f"warm-up {target}: " + load_brief(load(url, bodies, None, args.concurrency, 5, 3000)))
         for rep in range(args.repeats):
             order = TARGETS[rep % 3:] + TARGETS[:rep % 3]
             out["load"].append({"round": rep + 1, "loadavg": [round(x, 2) for x in os.getloadavg()],
@@ -300,10 +284,10 @@ def main(argv=None) -> int:
             for target in order:
                 res = load(urls[target], bodies, None, args.concurrency, args.saturation_seconds, args.max_requests)
                 out["runs"].append(res | {"target": target, "round": rep + 1, "kind": "saturation"})
-                log(f"#{rep + 1} {target} saturation: {brief(res)}")
+                log(f"#{rep + 1} {target} saturation: {load_brief(res)}")
                 res = load(urls[target], bodies, args.rate, None, args.rate_seconds, args.max_requests)
                 out["runs"].append(res | {"target": target, "round": rep + 1, "kind": "rate"})
-                log(f"#{rep + 1} {target} @{args.rate:g}/s: {brief(res)}")
+                log(f"#{rep + 1} {target} @{args.rate:g}/s: {load_brief(res)}")
         if args.profile_seconds > 0:
             out["profile"] = profile(home, urls["service"], bodies, args.profile_seconds, args.concurrency, work)
             log("profile: " + json.dumps(out["profile"].get("top_ours", out["profile"])[:12], indent=1))
@@ -379,7 +363,7 @@ def markdown(out: dict) -> str:
             lines += [f"Profile: {prof['error']}", ""]
         else:
             lines += [f"## Where a service worker's time goes (py-spy, {prof['samples']:,} samples at 200 Hz, one worker, "
-                      f"closed loop: {brief(prof['run'])})", "",
+                      f"closed loop: {load_brief(prof['run'])})", "",
                       "Inclusive share of the worker's samples (idle included), our code:", "",
                       "| share | frame |", "|---|---|"]
             lines += [f"| {r['share']:.1%} | `{r['frame'][:140]}` |" for r in prof["top_ours"][:20]]
