@@ -90,6 +90,11 @@ def test_tiny_shop_features_labels_matrices_and_rules(spark, duckdb, tiny):
     canonical = load_canonical(tiny[1] / "pandas")
     at = canonical.orders["ts"].max() - pd.Timedelta(days=90)
     assert len(_features_and_labels(spark, duckdb, canonical, at)) > 50
+    # the lakehouse path: Spark reads the canonical Parquet itself (naive timestamps come in as TIMESTAMP_NTZ)
+    orders, events, items = (spark.read_parquet(tiny[1] / "pandas" / f"{t}.parquet") for t in ("orders", "events", "items"))
+    from_files = R.user_features(spark, orders, at, events, items)
+    pd.testing.assert_frame_equal(from_files, R.user_features(duckdb, canonical.orders, at, canonical.events, canonical.items),
+                                  check_exact=True)
     for config in (InteractionConfig(), InteractionConfig(window_days=30, half_life_days=3)):
         ref = build_matrix(interaction_log(canonical.events, canonical.orders, config), config)
         out = R.interaction_matrix(spark, canonical.events, canonical.orders, config)

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 ENGINES = ("duckdb", "spark")
 SPARK_MASTER_ENV = "SHOPREC_SPARK_MASTER"
+DRIVER_MEMORY_ENV = "SHOPREC_SPARK_DRIVER_MEMORY"  # e.g. 8g; Spark's default is 1g
 DEFAULT_SPARK_MASTER = "local[2]"
 _names = itertools.count()
 US_PER_DAY = 86_400_000_000
@@ -92,7 +93,19 @@ class Engine:
 
     def read_parquet(self, path: str | Path) -> ibis.Table:
         """Parquet at a local path or any URI the engine can read (s3://, hdfs://, abfss:// on Spark)."""
-        return self.con.read_parquet(str(path))
+        if self.name != "spark":
+            return self.con.read_parquet(str(path))
+        # Spark reads Parquet's naive timestamps as TIMESTAMP_NTZ, which its time functions refuse: as TIMESTAMP
+        # (the session is in UTC, so the values stay), as tables registered from memory have them
+        from pyspark.sql.types import TimestampNTZType
+
+        frame = self.con._session.read.parquet(str(path))
+        for f in frame.schema.fields:
+            if isinstance(f.dataType, TimestampNTZType):
+                frame = frame.withColumn(f.name, frame[f.name].cast("timestamp"))
+        name = f"shoprec_{next(_names)}"
+        frame.createOrReplaceTempView(name)
+        return self.con.table(name)
 
     def arrow(self, expr: ibis.Expr) -> pa.Table:
         return self.con.to_pyarrow(expr)
@@ -142,6 +155,8 @@ def spark_session(master: str | None = None):
         builder = builder.master(master)
     if (master or "").startswith("local"):  # Python workers on this machine: this interpreter (its packages)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if os.environ.get(DRIVER_MEMORY_ENV):  # the JVM this process starts (local mode: the whole of Spark)
+        builder = builder.config("spark.driver.memory", os.environ[DRIVER_MEMORY_ENV])
     return (builder
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.ui.enabled", "false")

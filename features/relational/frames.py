@@ -6,13 +6,15 @@ Spark from a lakehouse, say).
 """
 from __future__ import annotations
 
+import contextlib
+
 import ibis
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from features.cooccurrence import AssociationConfig, rules_from_counts
-from features.interactions import InteractionConfig, Interactions
+from features.interactions import InteractionConfig, Interactions, check_shape
 from features.relational import copurchase, interactions, labels, user_features as uf
 from features.vocab import IdVocab
 
@@ -81,12 +83,37 @@ def interaction_pairs(engine, events, orders, config: InteractionConfig, now=Non
 def interaction_matrix(engine, events, orders, config: InteractionConfig, users: IdVocab | None = None,
                        items: IdVocab | None = None, now=None) -> Interactions:
     """``build_matrix(interaction_log(events, orders, config), config, users, items, now)`` on ``engine``:
-    vocabularies not given are every id of the log (before any window), as there."""
-    if users is None or items is None:
-        log = interactions.interaction_log(table(engine, events), table(engine, orders), config)
-        users = users or IdVocab(np.sort(engine.frame(log.select("user_id").distinct())["user_id"].astype(str).to_numpy()))
-        items = items or IdVocab(np.sort(engine.frame(log.select("item_id").distinct())["item_id"].astype(str).to_numpy()))
-    return interactions.matrix(interaction_pairs(engine, events, orders, config, now), users, items)
+    vocabularies not given are every id of the log (before any window), as there. The engine turns ids
+    into rows (a join with each vocabulary), so only integers and weights come back."""
+    log = interactions.interaction_log(table(engine, events), table(engine, orders), config)
+    if users is None:
+        users = IdVocab(np.sort(engine.frame(log.select("user_id").distinct())["user_id"].astype(str).to_numpy()))
+    if items is None:
+        items = IdVocab(np.sort(engine.frame(log.select("item_id").distinct())["item_id"].astype(str).to_numpy()))
+    if now is None and (config.window_days is not None or config.half_life_days is not None):
+        now = scalar(engine, log.ts.max())
+    pairs = interactions.triplets(log, config, now)
+    with _vocab_tables(engine, user_id=users, item_id=items) as (u, i):
+        cells = pairs.join(u, "user_id").join(i, "item_id").select("user_id_row", "item_id_row", "weight")
+        cells = engine.arrow(cells)
+    m = sp.csr_matrix((cells["weight"].to_numpy(), (cells["user_id_row"].to_numpy(), cells["item_id_row"].to_numpy())),
+                      shape=(len(users), len(items)), dtype=np.float64)
+    m.sum_duplicates()
+    m = m.astype(np.float32)
+    check_shape(m, len(users), len(items))
+    return Interactions(m, users, items)
+
+
+@contextlib.contextmanager
+def _vocab_tables(engine, **vocabs: IdVocab):
+    """Each vocabulary as a table (<column>, <column>_row) on the engine, for as long as the block runs."""
+    frames = [pd.DataFrame({column: pd.Series(v.ids.astype(str), dtype="string"),
+                            f"{column}_row": np.arange(len(v), dtype=np.int64)}) for column, v in vocabs.items()]
+    try:
+        yield [engine.table(f) for f in frames]
+    finally:
+        for f in frames:
+            engine.forget(f)
 
 
 def copurchase_counts(engine, orders) -> tuple[pd.DataFrame, pd.DataFrame, int]:
@@ -98,11 +125,17 @@ def copurchase_counts(engine, orders) -> tuple[pd.DataFrame, pd.DataFrame, int]:
 
 
 def association_rules(engine, orders, items: IdVocab, config: AssociationConfig) -> sp.csr_matrix:
-    """``association_rules(baskets(orders, items), config)`` with the counting done on ``engine``."""
-    pairs, counts, n = copurchase_counts(engine, orders)
-    per_item = np.zeros(len(items), dtype=np.float32)
-    rows = items.rows(counts["item_id"].astype(str).to_numpy())
-    per_item[rows[rows >= 0]] = counts["baskets"].to_numpy()[rows >= 0]
-    i, j = items.rows(pairs["item_i"].astype(str).to_numpy()), items.rows(pairs["item_j"].astype(str).to_numpy())
-    keep = (i >= 0) & (j >= 0)
-    return rules_from_counts(i[keep], j[keep], pairs["co"].to_numpy(dtype=np.float32)[keep], per_item, n, config)
+    """``association_rules(baskets(orders, items), config)`` with the counting done on ``engine`` (items
+    outside the vocabulary left out; their baskets still count in the number of baskets)."""
+    baskets = copurchase.basket_items(table(engine, orders))
+    n = int(scalar(engine, copurchase.n_baskets(baskets)))
+    with _vocab_tables(engine, item_id=items) as (v,):
+        per_item = engine.arrow(copurchase.item_counts(baskets).join(v, "item_id").select("item_id_row", "baskets"))
+        left = v.rename(item_i="item_id", row_i="item_id_row")
+        right = v.rename(item_j="item_id", row_j="item_id_row")
+        pairs = engine.arrow(copurchase.pair_counts(baskets).join(left, "item_i").join(right, "item_j")
+                             .select("row_i", "row_j", "co"))
+    counts = np.zeros(len(items), dtype=np.float32)
+    counts[per_item["item_id_row"].to_numpy()] = per_item["baskets"].to_numpy()
+    return rules_from_counts(pairs["row_i"].to_numpy(), pairs["row_j"].to_numpy(),
+                             pairs["co"].to_numpy().astype(np.float32), counts, n, config)

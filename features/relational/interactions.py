@@ -1,19 +1,15 @@
 """Interaction triplets (user_id, item_id, weight) as relational expressions.
 
 The engine does the heavy part (filter, weight, decay, window, sum per pair); the CSR matrix and
-its id vocabularies are then built from the triplets in Python (``matrix``), as
-``features.interactions.build_matrix`` builds them from the long log.
+its id vocabularies are then built from the triplets in Python (``features.relational.frames.
+interaction_matrix``), as ``features.interactions.build_matrix`` builds them from the long log.
 """
 from __future__ import annotations
 
 import ibis
-import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
-from features.interactions import InteractionConfig, Interactions, check_shape
+from features.interactions import InteractionConfig
 from features.relational.engine import US_PER_DAY, at_micros, f64, micros
-from features.vocab import IdVocab
 
 
 def interaction_log(events: ibis.Table | None, orders: ibis.Table | None, config: InteractionConfig) -> ibis.Table:
@@ -35,10 +31,6 @@ def interaction_log(events: ibis.Table | None, orders: ibis.Table | None, config
     if not parts:
         raise ValueError("give events or orders")
     return parts[0] if len(parts) == 1 else parts[0].union(parts[1], distinct=False)
-
-
-def last_ts(log: ibis.Table) -> ibis.Scalar:
-    return log.ts.max()
 
 
 def triplets(log: ibis.Table, config: InteractionConfig, now=None) -> ibis.Table:
@@ -63,18 +55,3 @@ def triplets(log: ibis.Table, config: InteractionConfig, now=None) -> ibis.Table
     if config.binary:
         return log.group_by(["user_id", "item_id"]).aggregate(weight=log.decay.max())
     return log.group_by(["user_id", "item_id"]).aggregate(weight=log.weight.sum())
-
-
-def matrix(pairs: pd.DataFrame, users: IdVocab | None = None, items: IdVocab | None = None) -> Interactions:
-    """The CSR (n_users, n_items) float32 of ``pairs`` (user_id, item_id, weight); vocabularies from the
-    pairs (sorted ids) when not given, pairs outside given ones left out."""
-    users = users or IdVocab(np.sort(pairs["user_id"].astype(str).unique()))
-    items = items or IdVocab(np.sort(pairs["item_id"].astype(str).unique()))
-    rows, cols = users.rows(pairs["user_id"].astype(str).to_numpy()), items.rows(pairs["item_id"].astype(str).to_numpy())
-    keep = (rows >= 0) & (cols >= 0)
-    m = sp.csr_matrix((pairs["weight"].to_numpy(dtype=np.float64)[keep], (rows[keep], cols[keep])),
-                      shape=(len(users), len(items)), dtype=np.float64)
-    m.sum_duplicates()
-    m = m.astype(np.float32)
-    check_shape(m, len(users), len(items))
-    return Interactions(m, users, items)

@@ -9,7 +9,8 @@ that rejects it, in the order the pandas validation applies them:
 2. per column, in the spec's order: missing (non-nullable), does not parse, a NUL in an id,
    an unknown event type, an order quantity of zero, a negative price;
 3. among the rows still open, a repeat of an earlier one: every column for events, the item_id
-   for items ("duplicate of row N", N the first such row of the file).
+   for items ("duplicate of row N", N the first such row of the file), found by grouping the open
+   rows and joining the repeated groups back (no window over the whole table).
 
 Accepted rows are those without a reason, so read = accepted + rejected by construction.
 """
@@ -63,15 +64,23 @@ def reasons(t: ibis.Table, spec: TableSpec) -> ibis.Table:
     if spec.name not in DUPLICATE_KEYS:
         return t
     keys = DUPLICATE_KEYS[spec.name] or spec.names
-    group = ibis.window(group_by=[t.reason.isnull(), *[t[k] for k in keys]], order_by=t[POS])
-    first_row = t[ROW].first().over(group)
-    first_pos = t[POS].first().over(group)
-    dup = t.reason.isnull() & (t[POS] != first_pos)
+    # the groups of open rows seen more than once (a hash aggregate, not a sort of the whole table), joined
+    # back on null-safe equality: a missing value repeats a missing value, as in pandas' duplicated()
+    open_rows = t.filter(t.reason.isnull())
+    if len(keys) > 1:  # events: only rows whose time repeats can repeat (few), so group those alone
+        times = open_rows.group_by("ts").aggregate(_c=open_rows.count())
+        open_rows = open_rows.semi_join(times.filter(times._c > 1).select("ts"), "ts")
+    groups = open_rows.group_by(keys).aggregate(
+        _n=open_rows.count(), _first_pos=open_rows[POS].min(), _first_row=open_rows[ROW].argmin(open_rows[POS]))
+    groups = groups.filter(groups._n > 1).rename(**{f"_key_{k}": k for k in keys})
+    joined = t.left_join(groups, [t[k].identical_to(groups[f"_key_{k}"]) for k in keys])
+    dup = joined.reason.isnull() & joined._first_pos.notnull() & (joined[POS] != joined._first_pos)
     label = "duplicate event" if spec.name == "events" else "duplicate item_id"
     prefix = "duplicate of row " if spec.name == "events" else "duplicate item_id of row "
-    return t.mutate(
-        reason=ibis.cases((dup, prefix + first_row.cast("string")), else_=t.reason),
-        kind=ibis.cases((dup, ibis.literal(label)), else_=t.kind),
+    return joined.select(
+        *[joined[c] for c in t.columns if c not in ("reason", "kind")],
+        reason=ibis.cases((dup, prefix + joined._first_row.cast("string")), else_=joined.reason),
+        kind=ibis.cases((dup, ibis.literal(label)), else_=joined.kind),
     )
 
 
