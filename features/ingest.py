@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -138,6 +139,7 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
     tables = side | {t: df for t, (_, df) in primary.items()}
     del primary, side, result  # sort one table at a time, dropping each unsorted copy (peak memory)
     tables = {t: _sorted(tables.pop(t), SORT_KEYS[t]) for t in TABLE_FILES if t in tables}
+    engine_tables = {t: df for t, df in tables.items() if not isinstance(df, pd.DataFrame)}  # sorted, in the engine
     if "items" in inputs:
         _check_catalogue(tables, inputs["items"])
     progress("ingest: writing the canonical tables")
@@ -146,7 +148,8 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     for table, name in TABLE_FILES.items():
         if table in tables:
-            _write_atomic(out_dir / name, lambda p, df=tables[table]: write_canonical(df, p))
+            write = tables[table].write if table in engine_tables else partial(write_canonical, tables[table])
+            _write_atomic(out_dir / name, write)
         elif (out_dir / name).exists():
             (out_dir / name).unlink()
     rejects = pd.concat(rejects, ignore_index=True)
@@ -188,16 +191,43 @@ def _ns(df: pd.DataFrame) -> pd.DataFrame:
 def _check_catalogue(tables: dict[str, pd.DataFrame], path: Path) -> None:
     """``IngestError`` when the catalogue shares no item id with the orders and events (both non-empty)."""
     catalogue = tables.get("items")
-    used = [tables[t]["item_id"] for t in ("orders", "events") if t in tables and len(tables[t])]
+    used = [tables[t] for t in ("orders", "events") if t in tables and len(tables[t])]
     if catalogue is None or not len(catalogue) or not used:
         return
-    listed = pd.Index(catalogue["item_id"].astype(str).unique())
-    bought = pd.Index(pd.concat(used, ignore_index=True).astype(str).unique())
+    if any(not isinstance(df, pd.DataFrame) for df in [catalogue, *used]) and _shares_items(catalogue, used):
+        return  # tables still in the engine: the ids are compared there; the ids themselves only for the error
+    listed = pd.Index(_item_ids(catalogue).astype(str).unique())
+    bought = pd.Index(pd.concat([_item_ids(df) for df in used], ignore_index=True).astype(str).unique())
     if listed.isin(bought).any():
         return
     raise IngestError(f"{path}: none of the {len(bought):,} items in the orders/events (e.g. {', '.join(bought[:3])}) "
                       f"is among the catalogue's {len(listed):,} items (e.g. {', '.join(listed[:3])})",
                       "give the catalogue of this shop, with the same item_id values as its orders and events")
+
+
+def _item_ids(table) -> pd.Series:
+    """The item_id column of a canonical table (pandas, or still in the engine: in its sorted order)."""
+    if isinstance(table, pd.DataFrame):
+        return table["item_id"]
+    return table.engine.frame(table.expr.select("item_id"))["item_id"]
+
+
+def _shares_items(catalogue, used: list) -> bool:
+    """Whether the catalogue lists any item of the orders/events, asked of the engine of the tables there."""
+    engine = next(df.engine for df in [catalogue, *used] if not isinstance(df, pd.DataFrame))
+    frames = [df for df in [catalogue, *used] if isinstance(df, pd.DataFrame)]
+
+    def ids(df):
+        t = engine.table(df).select("item_id") if isinstance(df, pd.DataFrame) else df.item_ids()
+        return t.select(item_id=t.item_id.cast("string"))
+
+    listed = ids(catalogue).distinct()
+    bought = ids(used[0]) if len(used) == 1 else ids(used[0]).union(ids(used[1]), distinct=False)
+    try:
+        return len(engine.frame(listed.semi_join(bought, "item_id").limit(1))) > 0
+    finally:
+        for df in frames:
+            engine.forget(df)
 
 
 def _engine(engine):
@@ -216,12 +246,20 @@ def _read(path: Path, slot: str, layout: str, forgotten, engine=None) -> Adapter
         return read_online_retail(path, forgotten, engine=engine)
     if layout == "otto":
         return read_otto(path, forgotten, engine=engine)
+    if engine is not None:  # typed Parquet: read and validated in the engine, never in pandas
+        from features.relational.parquet import read_contract_parquet
+
+        done = read_contract_parquet(engine, path, SPECS[slot], path.name, forgotten)
+        if done is not None:
+            return AdapterResult({slot: done[0]}, done[1], done[2])
     return AdapterResult.from_validation(
         slot, validate(read_salvaged(path), SPECS[slot], path.name, forgotten=forgotten, engine=engine))
 
 
 def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Rows by ``keys`` (missing values last), ties in input order."""
+    """Rows by ``keys`` (missing values last), ties in input order (a table still in the engine is sorted there)."""
+    if not isinstance(df, pd.DataFrame):
+        return df
     try:
         # Arrow's sort is stable and puts nulls last, like the pandas sort below, and is much
         # faster on text keys (no categorical of every session id first)

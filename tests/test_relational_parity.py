@@ -137,3 +137,51 @@ def test_a_rule_is_reported_once_per_row_and_counts_reconcile(duckdb):
     assert out.rejects["row"].tolist() == [2, 3, 4, 5]
     assert out.read == len(out.accepted) + len(out.rejects) == 5
     assert np.array_equal(out.accepted["order_id"].to_numpy(dtype=object), np.array(["o1"], dtype=object))
+
+
+def test_typed_parquet_is_validated_in_the_engine_with_the_same_files(tmp_path):
+    """Typed Parquet inputs never enter pandas on DuckDB (features/relational/parquet.py): bad rows of every
+    kind give the files the pandas rules give, byte for byte; a file the engine path does not cover (text
+    timestamps) still goes through pandas."""
+    from features.relational import parquet as P
+
+    ts = pd.to_datetime(["2024-01-01 10:00", "2024-01-01 10:00", "2024-01-02", "2024-01-03", "2024-01-04",
+                         "2024-01-05", "2024-01-06", "2024-01-07", "2024-01-01 10:00", "2024-01-08"], format="ISO8601").as_unit("us")
+    events = pd.DataFrame({
+        "TS": ts, "user_id": ["u1", "u1", " u2\u3000", "", None, "u3", "u4", "\tu5\u3000", "u1", ""],
+        "session_id": ["s1", "s1", "s2", "s3", "s4", " ", "s\x00", "s7", "s1", "s8"],
+        "event_type": ["view", "view", "CART", "purchase", "teleport", "view", "view", "view", "view", "view"],
+        "item_id": ["i1", "i1", "i2", "i3", "i4", "i5", "i6", "i7", "i1", "i1"],
+        "price": [1.5, 1.5, float("inf"), -2.0, np.nan, 1.0, 1.0, 1.0, 1.5, 2.0], "extra": range(10)})
+    orders = pd.DataFrame({"order_id": ["o1", "o2", "o3", "o4"], "user_id": ["u1", "u2", "u3", "u4"],
+                           "item_id": ["i1", "i2", "i9", "i3"], "ts": ts[:4], "quantity": [1, 0, 2, -1],
+                           "price": [1.0, 2.0, -float("inf"), 3.0]})
+    items = pd.DataFrame({"item_id": ["i1", "i2", "i1", "i3"], "price": [1.0, np.nan, 2.0, 3.0],
+                          "in_stock": [True, None, False, True]})
+    for name, df in (("events", events), ("orders", orders), ("items", items)):
+        df.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    duck = connect("duckdb")
+    assert P.read_contract_parquet(duck, tmp_path / "events.parquet", SPECS["events"], "events.parquet") is not None
+    events.assign(TS=events["TS"].astype(str)).to_parquet(tmp_path / "text_ts.parquet", index=False)
+    assert P.read_contract_parquet(duck, tmp_path / "text_ts.parquet", SPECS["events"], "x") is None
+    for events_file in ("events.parquet", "text_ts.parquet"):
+        files = {t: tmp_path / f"{t}.parquet" for t in ("orders", "items")} | {"events": tmp_path / events_file}
+        out = {engine: tmp_path / f"{events_file}-{engine}" for engine in ("pandas", "duckdb")}
+        for engine, path in out.items():
+            ingest(**files, out_dir=path, engine=engine if engine == "pandas" else duck, forgotten=[])
+        rejects = pd.read_csv(out["pandas"] / "rejects.csv")
+        assert len(rejects) >= 10 and rejects["reason"].str.contains("bad price 'inf'").any()
+        for name in sorted(p.name for p in out["pandas"].iterdir()):
+            assert (out["pandas"] / name).read_bytes() == (out["duckdb"] / name).read_bytes(), (events_file, name)
+    # files the pandas rules refuse are refused alike: no usable price (nullable, but only infinities), no known type
+    from features.errors import IngestError
+
+    for bad in (events.assign(price=float("inf")), events.assign(event_type="teleport")):
+        bad.to_parquet(tmp_path / "refused.parquet", index=False)
+        errors = []
+        for engine in ("pandas", duck):
+            with pytest.raises(IngestError) as e:
+                ingest(events=tmp_path / "refused.parquet", orders=None, items=None, out_dir=tmp_path / "refused",
+                       engine=engine, forgotten=[])
+            errors.append(str(e.value))
+        assert errors[0] == errors[1]
