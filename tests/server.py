@@ -88,8 +88,23 @@ def bentoml_server(bentoml_home: Path, timeout: float = 60.0, extra_env: dict | 
     """Yield the base URL of a running ``bentoml serve serving.service:Shoprec`` (or of ``target``,
     e.g. a bento tag from the store, started in ``cwd``) once ``ready`` answers 200 (``/livez``: up,
     maybe without a model)."""
-    port = free_port()
-    args = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    with local_server(args, port, Path(bentoml_home) / f"serve-{port}.log", ready=ready, timeout=timeout, cwd=cwd,
-                      env=server_env(bentoml_home, extra_env)) as (url, _):
-        yield url
+    for attempt in range(START_ATTEMPTS):
+        port = free_port()
+        args = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+        stack = contextlib.ExitStack()
+        try:
+            url, _ = stack.enter_context(local_server(
+                args, port, Path(bentoml_home) / f"serve-{port}.log", ready=ready, timeout=timeout, cwd=cwd,
+                env=server_env(bentoml_home, extra_env)))
+        except RuntimeError as e:
+            # our port and BentoML's own (circus' ZMQ endpoints) are found free, released, then bound: another
+            # process can take one in between (an outgoing connection's ephemeral port). Start again on new ports.
+            if "Address already in use" in str(e) and attempt + 1 < START_ATTEMPTS:
+                continue
+            raise
+        with stack:
+            yield url
+        return
+
+
+START_ATTEMPTS = 3  # bentoml_server: starts that lost a port race before giving up
