@@ -82,6 +82,9 @@ def local_server(args: list[str], port: int, log_path: Path | None = None, *, re
             log.close()
 
 
+START_ATTEMPTS = 3  # bentoml_server: starts that lost a port race before giving up
+
+
 @contextlib.contextmanager
 def bentoml_server(bentoml_home: Path, timeout: float = 60.0, extra_env: dict | None = None,
                    target: str = "serving.service:Shoprec", cwd: Path = REPO, ready: str = "/readyz"):
@@ -106,5 +109,3 @@ def bentoml_server(bentoml_home: Path, timeout: float = 60.0, extra_env: dict | 
             yield url
         return
 
-
-START_ATTEMPTS = 3  # bentoml_server: starts that lost a port race before giving up

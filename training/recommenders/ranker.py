@@ -79,8 +79,7 @@ class RankerRecommender(Recommender):
         if not groups:
             raise ValueError("ranker: no user has a newly bought item among the candidates in the label period")
         self.booster_ = self._boost(x, y, groups)
-        self._fit_retrievers(view)
-        self._stats(view)
+        self._fit_retrievers(view)  # and the item statistics as of now
         return self
 
     def _boost(self, x: list[np.ndarray], y: list[np.ndarray], groups: list[int]):
@@ -106,7 +105,7 @@ class RankerRecommender(Recommender):
     def _stats(self, view: TrainingView) -> None:
         m = view.matrix(self.config.retrievers[0].interactions)
         self.item_popularity_ = np.log1p(np.diff(m.tocsc().indptr)).astype(np.float32)
-        self.item_time_ = item_time_features(view)
+        self.item_time_ = item_time_features(view) if self.config.item_time else None
         self.n_items_ = m.shape[1]
         self.bought_ = view.bought
         self.history_ = view.matrix(self.row_config)
@@ -166,13 +165,14 @@ class RankerRecommender(Recommender):
         return first_similarity(self.retrievers_, item_rows, among)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return ({"item_popularity": self.item_popularity_, "item_time": self.item_time_, "n_items": np.array(self.n_items_)}
+        timed = {} if self.item_time_ is None else {"item_time": self.item_time_}
+        return ({"item_popularity": self.item_popularity_, "n_items": np.array(self.n_items_)} | timed
                 | csr_arrays("bought", self.bought_) | csr_arrays("history", self.history_))
 
     def _set_arrays(self, a: dict[str, np.ndarray]) -> None:
         self.item_popularity_, self.n_items_ = a["item_popularity"], int(a["n_items"])
         self.item_time_ = a.get("item_time")
-        if self.item_time_ is None:  # bundles saved before the items' time features were trained without them
+        if self.item_time_ is None:  # trained without the items' time features (or saved before they existed)
             self.config = self.config.model_copy(update={"item_time": False})
         self.bought_ = csr_from(a, "bought")
         self.history_ = csr_from(a, "history") if "history_data" in a else self.bought_  # bundles saved before rows
