@@ -117,3 +117,32 @@ def test_the_test_period_chooses_nothing(shop):
     assert strip(second.validation) == strip(first.validation)
     assert second.chosen == first.chosen and second.selection == first.selection
     assert second.test != first.test  # the scramble did reach the test period
+
+
+def test_the_finalists_are_chosen_on_validation_and_the_period_before_it(shop):
+    """The best few recipes, the best peer and the shop's champion recipe are scored again on the
+    period before validation; the choice and the gate compare them on both periods' users."""
+    orders, events = shop
+    space = SearchSpace(trending_half_life_days=[3.0, 14.0], trending_window_days=[30.0], als=[ALSConfig(factors=8, iterations=5)],
+                        ease_l2=[50.0], ease_max_items=CAP, itemknn_neighbours=[20], blend_weights=[1.0, 4.0],
+                        weighted_rows=False, ranker={"enabled": False}, finalists=2)
+    incumbent = Candidate(name="trending-14d", interactions=_trending(14), model=PopularConfig(count="weight"))
+    result = evaluate(TrainConfig(search=space), events, orders, incumbent=incumbent)
+    back = result.backtest
+    finalists = back["finalists"]
+    contenders = {n: m["ndcg@10"] for n, m in result.validation.items() if not n.startswith("champion.")}
+    top_two = sorted(contenders, key=lambda n: (-contenders[n], n))[:2]
+    best_peer = max((n for n in contenders if n.startswith("peer.")), key=lambda n: (contenders[n], n))
+    assert set(finalists) == {*top_two, best_peer, "champion.trending-14d"}
+    users = result.splits["validation"]["test_users"] + back["split"]["test_users"]
+    assert back["split"]["cutoff"] < result.splits["validation"]["cutoff"]
+    for name, f in finalists.items():
+        assert f["users"] == users
+        assert f["validation"] == pytest.approx(result.validation[name]["ndcg@10"], abs=1e-6)
+        share = result.splits["validation"]["test_users"] / users  # both periods' users together
+        assert f["both"] == pytest.approx(share * f["validation"] + (1 - share) * f["earlier"], abs=1e-5)
+    assert result.chosen in finalists or result.chosen == "trending-14d"
+    assert result.selection["basis"] == "validation and the period before it"
+    assert result.selection["best"] == max((n for n in finalists if not n.startswith("champion.")),
+                                           key=lambda n: finalists[n]["both"])
+    assert "validation and the period before it" in result.gate["reason"]

@@ -63,6 +63,9 @@ class SearchSpace(BaseModel):
 
     budget_minutes: float = Field(10.0, gt=0, description="wall-clock budget of the search on the validation split")
     trending_half_life_days: list[float] = Field([3.0, 7.0, 14.0, 30.0], description="trending recipes tried")
+    trending_window_days: list[float] = Field(
+        [7.0, 30.0], description="trending as distinct buyers in the last days (no decay) also tried: on shops whose "
+        "items come and go, what sells now beats a decayed history")
     als: list[ALSConfig] = Field(
         default_factory=lambda: [ALSConfig(factors=64, regularization=0.05, alpha=1.0),
                                  ALSConfig(factors=128, regularization=0.5, alpha=0.5),
@@ -76,6 +79,9 @@ class SearchSpace(BaseModel):
     purchase_rows: bool = Field(True, description="with a clickstream, also try popularity, trending and the best "
                                 "personal models on purchases alone (views and carts left out)")
     ranker: RankerSearch = Field(default_factory=RankerSearch)
+    finalists: int = Field(4, ge=0, description="best recipes on validation (besides the best peer and the shop's "
+                           "champion recipe) scored again on the period before it; the choice is made on both periods' "
+                           "users together, so one period's luck does not decide (0: validation alone)")
 
 
 class TrainConfig(BaseModel):

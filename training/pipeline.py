@@ -2,7 +2,8 @@
 
     data ──► validation split (cutoff = test cutoff - test_days)
          │     └─► peers, the shop's champion recipe, the search (training/search.py), each scored per user
-         │           └─► choice: best, or the simplest within the noise (training/selection.py)
+         ├─► earlier split (the period before validation): the finalists scored again
+         │           └─► choice on both periods: best, or the simplest within the noise (training/selection.py)
          │                 └─► gate: the champion's recipe stays unless beaten beyond noise
          └─► test split (cutoff = last purchase - test_days): the chosen recipe, the peers, the
                runners-up and the baseline reported; the chosen one also through the served paths
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.cooccurrence import association_rules, baskets
+from features.errors import ShortHistory
 from features.interactions import TrainingView, training_view
 from training.bundle import ModelBundle
 from training.config import Candidate, TrainConfig
@@ -25,8 +27,8 @@ from training.evaluate import ScoreFn, Split, _ranked, personal_frequency, score
 from training.peers import is_peer, peer_candidates
 from training.recommenders import Recommender, fit_model
 from training.reference import recommender_reference
-from training.search import search
-from training.selection import choose, gate
+from training.search import backtest, search
+from training.selection import Trial, choose, gate
 from training.served import served_discovery, session_discovery
 
 OracleFactory = Callable[[Split], ScoreFn]  # builds an oracle scorer for a split's users and items
@@ -50,6 +52,7 @@ class Evaluation:
     selection: dict = field(default_factory=dict)
     gate: dict = field(default_factory=dict)
     search: dict = field(default_factory=dict)
+    backtest: dict = field(default_factory=dict)
     served: dict = field(default_factory=dict)
     session: dict = field(default_factory=dict)
     oracle: dict | None = None
@@ -89,9 +92,24 @@ def evaluate(
     result.validation = {name: t.metrics for name, t in trials.items()}
     result.recipes = {name: t.candidate for name, t in trials.items()}
     contenders = {n: t for n, t in trials.items() if not n.startswith(f"{INCUMBENT}.")}
-    result.chosen, result.selection = choose(contenders)
-    champion_trial = trials.get(f"{INCUMBENT}.{incumbent.name}") if incumbent is not None else None
-    result.gate = gate(trials[result.chosen], champion_trial)
+    incumbent_name = f"{INCUMBENT}.{incumbent.name}" if incumbent is not None else None
+    finalists = _finalists(contenders, incumbent_name if incumbent_name in trials else None,
+                           config.search.finalists if config.search is not None else 0)
+    judged, basis = trials, "validation"  # what choice and gate compare: validation alone, or with the period before it
+    if finalists:
+        try:
+            earlier = time_split(val_split.view.events, val_split.view.orders, config.test_days, engine=engine)
+        except ShortHistory as e:  # too little history before validation for another period
+            result.backtest = {"skipped": str(e)}
+        else:
+            budget = max(found.budget_seconds - found.seconds, 0.0)
+            back = backtest(trials, finalists, earlier, k, budget, always=(incumbent_name,), progress=progress)
+            result.backtest = back.summary(trials, k)
+            judged, basis = back.trials, "validation and the period before it"
+            del earlier
+    result.chosen, result.selection = choose({n: t for n, t in judged.items() if n != incumbent_name}, basis)
+    champion_trial = judged.get(incumbent_name) if incumbent_name is not None else None
+    result.gate = gate(judged[result.chosen], champion_trial, basis=basis)
     if result.gate["keep_incumbent"]:
         result.chosen = champion_trial.candidate.name
     ranked = sorted(contenders, key=lambda n: -trials[n].mean)
@@ -114,6 +132,15 @@ def evaluate(
         sampled = test_split.sample(ORACLE_USERS)
         result.oracle = score_discovery(oracle(sampled), sampled, k)
     return result
+
+
+def _finalists(contenders: dict[str, Trial], incumbent: str | None, n: int) -> list[str]:
+    """Backtested recipes, best on validation first: the ``n`` best, the best peer, the shop's champion recipe."""
+    if n <= 0:
+        return []
+    ranked = sorted(contenders, key=lambda name: (-contenders[name].mean, name))
+    peers = [name for name in ranked if is_peer(name)]
+    return list(dict.fromkeys(ranked[:n] + peers[:1] + ([incumbent] if incumbent else [])))
 
 
 def fit_bundle(
@@ -193,6 +220,7 @@ def metrics_report(evaluation: Evaluation, config: TrainConfig) -> dict:
         "selection": evaluation.selection,
         "gate": evaluation.gate,
         "search": evaluation.search,
+        "backtest": evaluation.backtest,
         "test_users": chosen["users"],
         "baseline_popularity": {f"ndcg@{k}": base[f"ndcg@{k}"], f"recall@{k}": base[f"recall@{k}"]},
         "peers": peers,

@@ -3,9 +3,12 @@
 Stages (``SearchSpace`` in training/config.py holds the values):
 
     popularity ─► popular, trending at each half-life                 (always; + on purchases alone with a clickstream)
+                  distinct buyers in each window
     personal   ─► ALS starting points, EASE penalties, BM25 item-kNN   (+ purchases alone, + weighted rows with a clickstream)
     blends     ─► best ALS / best EASE + best trending, each weight; best ALS + best EASE + trending
     ranker     ─► LightGBM over the best ALS, EASE, item-kNN, trending and popular
+    backtest   ─► the finalists (best few, best peer, the shop's champion recipe) on the period
+                  before validation too: ``backtest`` (called by training/pipeline.py)
 
 Fixed recipes (the PRODUCT.md peers, the shop's champion recipe, the config's own candidates)
 are always scored. Before each trial its cost is estimated from what its family took so far;
@@ -17,6 +20,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+import numpy as np
 
 from features.interactions import InteractionConfig
 from training.config import Candidate, SearchSpace, _trending
@@ -32,6 +37,10 @@ from training.selection import Trial
 BINARY = InteractionConfig(binary=True)
 WEIGHTED = InteractionConfig()
 BOUGHT = InteractionConfig(view_weight=0.0, cart_weight=0.0, binary=True)  # purchases alone
+
+
+def _bought_within(days: float) -> InteractionConfig:
+    return BOUGHT.model_copy(update={"window_days": days})
 
 
 @dataclass
@@ -51,8 +60,8 @@ class SearchResult:
 
 
 class _Searcher:
-    def __init__(self, split: Split, k: int, budget_s: float, progress: Callable[[str], None]):
-        self.split, self.k, self.budget_s, self.progress = split, k, budget_s, progress
+    def __init__(self, split: Split, k: int, budget_s: float, progress: Callable[[str], None], forget: bool = True):
+        self.split, self.k, self.budget_s, self.progress, self.forget = split, k, budget_s, progress, forget
         self.started = time.perf_counter()
         self.result = SearchResult(budget_seconds=budget_s)
         self.cost: dict[str, float] = {}  # stage -> seconds of its slowest trial so far
@@ -77,7 +86,8 @@ class _Searcher:
         self.cost[stage] = max(self.cost.get(stage, 0.0), seconds)
         trial = Trial(candidate, metrics | {"seconds": round(seconds, 3)}, per_user, stage)
         self.result.trials[candidate.name] = trial
-        self._keep_only_the_best()
+        if self.forget:
+            self._keep_only_the_best()
         return trial
 
     def _keep_only_the_best(self) -> None:
@@ -107,6 +117,9 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
             bought = _trending(days).model_copy(update={"view_weight": 0.0, "cart_weight": 0.0})
             s.run(Candidate(name=f"trending-bought-{days:g}d", interactions=bought, model=PopularConfig(count="weight")),
                   "popularity")
+    for days in space.trending_window_days:  # distinct buyers in the window, as PRODUCT.md's trending peers count
+        s.run(Candidate(name=f"trending-buyers-{days:g}d", interactions=_bought_within(days), model=PopularConfig(count="users")),
+              "popularity")
     for als in space.als:
         s.run(Candidate(name=f"als-f{als.factors}-r{als.regularization:g}-a{als.alpha:g}", interactions=BINARY,
                         model=als), "als")
@@ -160,3 +173,41 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
 def _blend(name: str, parts: list[tuple[float, Trial]]) -> Candidate:
     return Candidate(name=name, model=BlendConfig(parts=[
         BlendPart(weight=w, interactions=t.candidate.interactions, model=t.candidate.model) for w, t in parts]))
+
+
+@dataclass
+class Backtest:
+    trials: dict[str, Trial] = field(default_factory=dict)  # finalists, per_user = validation's users then the earlier period's
+    earlier: dict[str, dict] = field(default_factory=dict)  # finalist -> metrics on the earlier period alone
+    skipped: list[dict] = field(default_factory=list)
+    split: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self, validation: dict[str, Trial], k: int) -> dict:
+        return {"split": self.split, "seconds": round(self.seconds, 1), "skipped": self.skipped,
+                "finalists": {n: {"validation": round(validation[n].mean, 6), "earlier": round(self.earlier[n][f"ndcg@{k}"], 6),
+                                  "both": round(t.mean, 6), "users": int(len(t.per_user))}
+                              for n, t in self.trials.items()}}
+
+
+def backtest(trials: dict[str, Trial], finalists: list[str], earlier: Split, k: int, budget_s: float,
+             required: int = 2, always: tuple[str, ...] = (),
+             progress: Callable[[str], None] = lambda msg: None) -> Backtest:
+    """Score the ``finalists`` (best first) on the ``earlier`` period as well. Each returned trial
+    holds the validation users' NDCG and then the earlier period's, so ``choose`` and ``gate``
+    compare recipes on both periods, paired user by user. The first ``required`` finalists and
+    those in ``always`` always run; the others while ``budget_s`` lasts (those left out are listed
+    and cannot be chosen)."""
+    s = _Searcher(earlier, k, budget_s, lambda msg: progress(f"{msg} (earlier period)"), forget=False)
+    out = Backtest(split=earlier.summary())
+    for i, name in enumerate(finalists):
+        estimate = trials[name].metrics["seconds"]
+        t = s.run(trials[name].candidate, f"backtest-{name}", required=i < required or name in always,
+                  estimate=estimate)
+        if t is None:
+            continue
+        out.earlier[name] = t.metrics
+        out.trials[name] = Trial(trials[name].candidate, trials[name].metrics,
+                                 np.concatenate([trials[name].per_user, t.per_user]), trials[name].stage)
+    out.skipped, out.seconds = s.result.skipped, s.elapsed()
+    return out

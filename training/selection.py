@@ -1,6 +1,8 @@
 """Choosing a recipe and gating the champion on validation evidence only.
 
-Both rules compare recipes user by user on the same validation users (paired):
+Both rules compare recipes user by user on the same validation users (paired), and for the
+finalists on the users of the period before validation too (``Trial.per_user`` then holds both,
+validation's first; ``basis`` names what was compared in the reasons):
 - **choice**: the best mean NDCG@k wins, unless a simpler, cheaper recipe is within one
   standard error of the paired difference (a tie within the noise goes to the simpler one);
 - **gate**: a challenger replaces the champion's recipe only when a paired bootstrap over
@@ -24,7 +26,7 @@ class Trial:
 
     candidate: Candidate
     metrics: dict  # ndcg@k, recall@k, users, seconds
-    per_user: np.ndarray  # NDCG@k of each validation user, in the split's user order
+    per_user: np.ndarray  # NDCG@k of each validation user, in the split's user order (then the earlier period's)
     stage: str
 
     @property
@@ -52,7 +54,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, rounds: int = BOOTSTRAP_ROUND
             "users": int(len(d))}
 
 
-def choose(trials: dict[str, Trial]) -> tuple[str, dict]:
+def choose(trials: dict[str, Trial], basis: str = "validation") -> tuple[str, dict]:
     """The recipe to serve: best on validation, or the simplest within one standard error of it."""
     best = max(trials, key=lambda n: (trials[n].mean, -complexity(trials[n].candidate), n))
     top = trials[best]
@@ -64,24 +66,24 @@ def choose(trials: dict[str, Trial]) -> tuple[str, dict]:
             tied[name] = {"ndcg": round(t.mean, 6), "gap": round(top.mean - t.mean, 6), "se": round(se, 6),
                           "complexity": complexity(t.candidate)}
     chosen = min(tied, key=lambda n: (tied[n]["complexity"], -trials[n].mean, n))
-    reason = (f"best on validation ({top.mean:.4f})" if chosen == best else
+    reason = (f"best on {basis} ({top.mean:.4f})" if chosen == best else
               f"within the noise of the best, {best} ({trials[chosen].mean:.4f} vs {top.mean:.4f}, "
               f"gap <= one standard error {tied[chosen]['se']:.4f}), and simpler")
-    return chosen, {"chosen": chosen, "best": best, "reason": reason, "ties": tied}
+    return chosen, {"chosen": chosen, "best": best, "reason": reason, "ties": tied, "basis": basis}
 
 
-def gate(challenger: Trial, incumbent: Trial | None, seed: int = 0) -> dict:
+def gate(challenger: Trial, incumbent: Trial | None, seed: int = 0, basis: str = "validation") -> dict:
     """Whether the challenger's recipe replaces the champion's (``keep_incumbent``), and why."""
     if incumbent is None:
         return {"keep_incumbent": False, "reason": "no champion for this shop yet"}
     if same_recipe(challenger.candidate, incumbent.candidate):
         return {"keep_incumbent": False, "same_recipe": True,
-                "reason": "the champion's recipe is still the choice on validation"}
+                "reason": f"the champion's recipe is still the choice on {basis}"}
     evidence = paired_bootstrap(challenger.per_user, incumbent.per_user, seed=seed)
     if evidence["low"] > 0:
         return {"keep_incumbent": False, "evidence": evidence,
-                "reason": (f"beats the champion's recipe beyond noise on validation (+{evidence['diff']:.4f}, "
+                "reason": (f"beats the champion's recipe beyond noise on {basis} (+{evidence['diff']:.4f}, "
                            f"95% interval [{evidence['low']:.4f}, {evidence['high']:.4f}] over {evidence['users']} users)")}
     return {"keep_incumbent": True, "evidence": evidence,
-            "reason": (f"not better than the champion's recipe beyond noise on validation ({evidence['diff']:+.4f}, "
+            "reason": (f"not better than the champion's recipe beyond noise on {basis} ({evidence['diff']:+.4f}, "
                        f"95% interval [{evidence['low']:.4f}, {evidence['high']:.4f}]): the champion's recipe is kept")}
