@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from types import SimpleNamespace
 
 from starlette.applications import Starlette
@@ -32,12 +31,17 @@ async def lifespan(app):
 
 def endpoint(name: str):
     async def handle(request: Request) -> Response:
+        from pydantic import ValidationError
+
+        from serving.service import Shoprec
+
+        spec = Shoprec.apis[name].input_spec  # validated as BentoML does (the endpoint trusts its arguments)
         try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return JSONResponse({"error": "not JSON"}, status_code=400)
+            parsed = spec.model_validate_json(await request.body() or b"{}")
+        except ValidationError as e:
+            return JSONResponse({"error": "invalid request", "detail": e.errors(include_input=False)}, status_code=400)
         ctx = SimpleNamespace(request=request, response=SimpleNamespace(status_code=200, headers={}))
-        out = await getattr(_state.service, name)(ctx, **body)  # validated by the method itself, as in the service
+        out = await getattr(_state.service, name)(ctx, **{k: getattr(parsed, k) for k in type(parsed).model_fields})
         if isinstance(out, Response):
             return out
         return Response(out.model_dump_json(), status_code=ctx.response.status_code, media_type="application/json")

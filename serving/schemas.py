@@ -1,9 +1,11 @@
 """Request and response schemas of the storefront endpoints, with size limits."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic_core import to_json
 
 # Ids are taken exactly as sent: no control characters (they are compared as numpy unicode, which
 # drops a trailing NUL) and no surrounding whitespace (refused, not stripped, so that the documented
@@ -108,3 +110,22 @@ class Recommendations(BaseModel):
     request_id: str | None = Field(None, description="under an A/B test: send it back with the events that follow")
     experiment: str | None = Field(None, description="under an A/B test: its name")
     variant: str | None = Field(None, description="under an A/B test: the shopper's variant")
+
+
+@dataclass
+class ReplyLabels:
+    """The reply's fields besides the items, as an A/B test labels them (serving/experiments.py ``label``)."""
+
+    model_version: str
+    request_id: str | None = None
+    experiment: str | None = None
+    variant: str | None = None
+
+
+def recommendations_json(answer, labels: ReplyLabels) -> bytes:
+    """``Recommendations`` as JSON bytes, byte for byte what the model's ``model_dump_json`` gives, written from
+    the storefront's answer (training/storefront.py ``Answer``) without building the models per request."""
+    return to_json({"items": [{"item_id": i, "score": float(s), "reason": r}
+                              for i, s, r in zip(answer.item_ids, answer.scores, answer.reasons)],
+                    "source": answer.source, "model_version": labels.model_version, "request_id": labels.request_id,
+                    "experiment": labels.experiment, "variant": labels.variant})

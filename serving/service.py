@@ -14,6 +14,7 @@ import os
 
 import anyio
 import bentoml
+from starlette.responses import Response
 
 from features.event_store import open_event_store
 from features.settings import Settings
@@ -29,7 +30,8 @@ from serving.marketing_page import app as marketing_page
 from serving.customer_value import CustomerValueAnswer, CustomerValueRequest, customer_value, missing_value
 from serving.propensity import ChurnRiskAnswer, ChurnRiskRequest, PropensityAnswer, PropensityApi, PropensityRequest
 from serving.schemas import (BoughtTogetherRequest, EventsAck, EventsRequest, FilterFields, Recommendations,
-                             RecommendRequest, RerankRequest, ScoredItem, SessionRequest, SimilarItemsRequest)
+                             RecommendRequest, ReplyLabels, RerankRequest, SessionRequest, SimilarItemsRequest,
+                             recommendations_json)
 from serving.reload import ANONYMOUS, POLL_ENV, ModelSlot, Served
 from training.storefront import Answer, Filters
 
@@ -80,10 +82,11 @@ class Shoprec:
     def __is_ready__(self) -> bool:
         return self.models.ready
 
-    def _reply(self, m: Served, answer: Answer) -> Recommendations:
-        return self.experiments.label(Recommendations(
-            items=[ScoredItem(item_id=i, score=s, reason=r) for i, s, r in zip(answer.item_ids, answer.scores, answer.reasons)],
-            source=answer.source, model_version=m.version), answer)  # under an A/B test: request_id, experiment, variant
+    def _reply(self, m: Served, answer: Answer) -> Response:
+        """The answer as ``Recommendations`` JSON, written at once (serving/schemas.py); under an A/B test with
+        request_id, experiment and variant."""
+        return Response(recommendations_json(answer, self.experiments.label(ReplyLabels(m.version), answer)),
+                        media_type="application/json")
 
     def _recent(self, m: Served, user_id: str) -> list[tuple[str, str]]:
         trained = m.store.bundle.meta.get("trained_at")
@@ -102,7 +105,7 @@ class Shoprec:
     @bentoml.api(input_spec=RecommendRequest, route="/recommend")
     async def recommend(self, ctx: bentoml.Context, **req) -> Recommendations:
         """Top-k items for a shopper, with filters; their latest events are folded in; unknown shoppers get the fallback."""
-        r = RecommendRequest(**req)
+        r = RecommendRequest.model_construct(**req)  # validated by BentoML (input_spec): not again
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
         user_id, events = self._shopper(m, r.user_id)
@@ -115,7 +118,7 @@ class Shoprec:
     @bentoml.api(input_spec=SimilarItemsRequest, route="/similar_items")
     async def similar_items(self, ctx: bentoml.Context, **req) -> Recommendations:
         """Items like an item (product page); an unknown item gets popular items, labelled as fallback."""
-        r = SimilarItemsRequest(**req)
+        r = SimilarItemsRequest.model_construct(**req)
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
         return self._reply(m, m.store.similar_items(r.item_id, r.k, _filters(r)))
@@ -123,7 +126,7 @@ class Shoprec:
     @bentoml.api(input_spec=BoughtTogetherRequest, route="/bought_together")
     async def bought_together(self, ctx: bentoml.Context, **req) -> Recommendations:
         """Complements for a basket (cart page): co-purchase rules blended with item similarity."""
-        r = BoughtTogetherRequest(**req)
+        r = BoughtTogetherRequest.model_construct(**req)
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
         return self._reply(m, m.store.bought_together(r.items, r.k, filters=_filters(r)))
@@ -131,7 +134,7 @@ class Shoprec:
     @bentoml.api(input_spec=SessionRequest, route="/session")
     async def session(self, ctx: bentoml.Context, **req) -> Recommendations:
         """Anonymous shopper: recommendations from the items viewed in the session, no user id."""
-        r = SessionRequest(**req)
+        r = SessionRequest.model_construct(**req)
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
         return self._reply(m, self.experiments.run("session", r.session_id or "", "", m,
@@ -140,7 +143,7 @@ class Shoprec:
     @bentoml.api(input_spec=RerankRequest, route="/rerank")
     async def rerank(self, ctx: bentoml.Context, **req) -> Recommendations:
         """The caller's candidates (up to 500) in personal order; unknown ids keep their order at the end."""
-        r = RerankRequest(**req)
+        r = RerankRequest.model_construct(**req)
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
         user_id, events = self._shopper(m, r.user_id)

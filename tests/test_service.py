@@ -54,6 +54,24 @@ def test_known_user(server):
     assert not bought & {it["item_id"] for it in body["items"]}
 
 
+def test_answers_are_the_documented_recommendations_json(server):
+    """The endpoints write Recommendations JSON themselves (serving/schemas.py recommendations_json): byte for
+    byte the pydantic model's own serialisation, with an experiment's labels too; over HTTP in one body."""
+    from serving.schemas import Recommendations, ReplyLabels, ScoredItem, recommendations_json
+    from training.storefront import Answer
+
+    answer = Answer(["i1", "é✓\u2028\"x", "i2"], [0.123456, 1e-07, 0.0], "model:als", ["because you bought i9", None, None])
+    for labels in (ReplyLabels("7"), ReplyLabels("7+policy:popular", "ab12", "exp", "t")):
+        model = Recommendations(items=[ScoredItem(item_id=i, score=s, reason=r)
+                                       for i, s, r in zip(answer.item_ids, answer.scores, answer.reasons)],
+                                source=answer.source, model_version=labels.model_version, request_id=labels.request_id,
+                                experiment=labels.experiment, variant=labels.variant)
+        assert recommendations_json(answer, labels) == model.model_dump_json().encode()
+    r = post(server, "/recommend", {"user_id": "u1", "k": 3})
+    assert r.headers["content-type"] == "application/json" and int(r.headers["content-length"]) == len(r.content)
+    assert Recommendations.model_validate_json(r.content).model_dump_json().encode() == r.content
+
+
 def test_extra_exclusions(server):
     first = post(server, "/recommend", {"user_id": "u1", "k": 3}).json()["items"][0]["item_id"]
     again = post(server, "/recommend", {"user_id": "u1", "k": 3, "exclude": [first]}).json()
