@@ -71,6 +71,14 @@ class Experiment(BaseModel):
     guardrails: tuple[Literal["conversion", "revenue_per_user", "ctr"], ...] = ("revenue_per_user",)
     coverage: float = Field(1.0, gt=0, le=1, description="share of units in the experiment (ramp up: only adds units)")
     attribution_days: float = Field(7.0, gt=0, le=90, description="outcomes count this long after an exposure")
+    # the sequential test's plan (training/experiments/sequential.py): alpha is spent over this horizon
+    planned_days: float | None = Field(14.0, gt=0, le=365, description=(
+        "planned duration in days (default 14: two weekly cycles); the group-sequential test, read daily, spends "
+        "its alpha over it and the analysis stops there; None with no planned_users: open-ended (confidence sequence)"))
+    planned_users: int | None = Field(None, ge=4, description=(
+        "planned units; when set, the information fraction is units so far / planned units (instead of days)"))
+    spending: Literal["obrien_fleming", "pocock"] = Field("obrien_fleming", description=(
+        "Lan-DeMets alpha-spending function: obrien_fleming (little early, full power at the end) or pocock (evenly)"))
     status: Literal["running", "stopped"] = "running"
     created_at: str = ""
     stopped_at: str | None = None
@@ -96,6 +104,11 @@ class Experiment(BaseModel):
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def open_ended(self) -> bool:
+        """No planned horizon: the sequential test is the always-valid confidence sequence."""
+        return self.planned_days is None and self.planned_users is None
 
     def shares(self) -> dict[str, float]:
         total = sum(v.weight for v in self.variants)

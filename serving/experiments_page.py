@@ -1,6 +1,6 @@
 """The experiments panel of the marketers' page (``/marketing/experiments``): per experiment the
 sample-ratio check first, then per variant units, exposures, CTR, conversion and revenue per user with
-intervals, the lifts (CUPED, always-valid) and the decision. Aggregates only: no shopper is shown.
+intervals, the lifts (CUPED, sequential test) and the decision. Aggregates only: no shopper is shown.
 Same report as ``shoprec experiment report`` (training/experiments/report.py), without the MLflow run."""
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def _counts(counts: dict) -> str:
 
 
 def _experiment(rep: dict) -> str:
+    from training.experiments.report import sequential_label
+
     srm = rep["srm"]
     srm_line = (f"<p class='{'error' if srm['flagged'] else 'meta'}' id='srm-{escape(rep['experiment'])}'>"
                 f"Sample ratio check: units {escape(_counts(srm['observed']))}, expected {escape(_counts(srm['expected']))}, "
@@ -61,8 +63,11 @@ def _experiment(rep: dict) -> str:
         f"<td class='num'>{_num(c['cuped_width_ratio'], 'x{:.2f}') if c['cuped_width_ratio'] is not None else ''}</td>"
         f"<td>{'yes' if c['significant'] else 'no'}</td></tr>" for c in rep["comparisons"])
     lifts = ("<table class='lifts'><thead><tr><th>variant</th><th>metric</th><th>lift</th><th>95% interval</th>"
-             "<th>always-valid interval</th><th>CUPED width</th><th>significant</th></tr></thead><tbody>" + comps
+             "<th>sequential interval</th><th>CUPED width</th><th>significant</th></tr></thead><tbody>" + comps
              + "</tbody></table>") if comps else "<p class='meta'>No comparison yet.</p>"
+    primary = next((c for c in rep["comparisons"] if c["metric"] == rep["primary"]), None)
+    if primary is not None:
+        lifts += f"<p class='meta' id='sequential-{escape(rep['experiment'])}'>Sequential test: {escape(sequential_label(primary.get('sequential')))}.</p>"
     notes = "".join(f"<p class='meta'>{escape(n)}</p>" for n in rep["notes"])
     return (f"<section class='chart experiment' id='experiment-{escape(rep['experiment'])}'>"
             f"<h2>{escape(rep['experiment'])} <span class='meta'>({escape(rep['status'])}, /{escape(rep['endpoint'])}, "
@@ -73,7 +78,8 @@ def _experiment(rep: dict) -> str:
 
 def experiments_page(base: str, reps: list[dict], csrf: str) -> str:
     body = (f"<h1>Experiments</h1><p class='meta'>A/B tests of recommendation policies. Significance is read from the "
-            f"always-valid interval, so looking every day is safe. <a href='{escape(base)}/' id='to-list'>Customers at "
+            f"sequential interval (group-sequential over the planned horizon, read once a day), so looking every day "
+            f"keeps false positives at 5%. <a href='{escape(base)}/' id='to-list'>Customers at "
             f"risk</a> <form method='post' action='{escape(base)}/logout' style='display:inline'>{_csrf(csrf)}"
             "<button type='submit'>Sign out</button></form></p>"
             + ("".join(_experiment(r) for r in reps) or "<p id='no-experiments'>No experiments yet "

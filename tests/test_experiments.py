@@ -250,13 +250,23 @@ def test_cli_create_simulate_report(tmp_path):
                                     capture_output=True, text=True, timeout=120)
     bad = run("create", "x", "--variant", "control=champion", "--key", "admin-key-cli-0123456789")
     assert bad.returncode == 2 and "at least two --variant" in bad.stderr
-    assert run("create", "cli", "--variant", "control=champion", "--variant", "treatment=popular",
-               "--key", "admin-key-cli-0123456789").returncode == 0
+    assert run("create", "cli", "--variant", "control=champion", "--variant", "treatment=popular", "--planned-days", "0",
+               "--key", "admin-key-cli-0123456789").stderr.count("planned_days") == 1  # must be > 0
+    made = run("create", "cli", "--variant", "control=champion", "--variant", "treatment=popular", "--planned-days", "7",
+               "--key", "admin-key-cli-0123456789")
+    assert made.returncode == 0 and "planned 7 days" in made.stdout
     assert run("simulate", "cli", "--users", "4000", "--days", "7", "--lift", "0.3", "--key", "admin-key-cli-0123456789").returncode == 0
     out = run("report", "cli", "--json", "--no-mlflow", "--key", "marketing-key-cli-0123456789")
     report = json.loads(out.stdout)
     assert report["decision"] == "ship" and not report["srm"]["flagged"]
     assert sum(v["units"] for v in report["variants"]) > 1000
+    # 7 days of traffic, read after the 7-day horizon: the group-sequential test's 7th (final) daily look
+    seq = next(c for c in report["comparisons"] if c["metric"] == "conversion")["sequential"]
+    assert seq["method"] == "group-sequential" and seq["look"] == 7 and seq["information_fraction"] == 1.0
+    assert seq["alpha_spent"] == pytest.approx(0.05) and 1.96 < seq["bound_z"] < 2.3
+    assert any("final analysis" in n for n in report["notes"])
+    text = run("report", "cli", "--no-mlflow", "--key", "marketing-key-cli-0123456789").stdout
+    assert "group-sequential (O'Brien-Fleming spending), look 7 at 100% of the horizon" in text
 
 
 def test_anonymous_shoppers_are_assigned_by_session_and_their_exposure_is_logged(tmp_path):

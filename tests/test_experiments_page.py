@@ -1,5 +1,6 @@
 """The experiments panel of the marketers' page, in-process: marketing scope, SRM first, the decision."""
 import json
+import re
 
 import anyio
 import httpx
@@ -70,6 +71,10 @@ def test_the_panel_shows_srm_first_the_variants_and_the_decision(access, log_sto
     section = html[fair:broken]
     assert section.index("Sample ratio check") < section.index("<table class='variants'")  # SRM before any result
     assert "(ok)" in section and "trending" in section and "Decision: ship" in section  # a 30% lift in 3,000 shoppers
+    # 7 days of traffic up to today, read now, of the planned 14: the group-sequential test's 8th daily look
+    # (7 full days and today's), at 50-57% of its horizon (by the clock)
+    assert re.search(r"Sequential test: group-sequential \(O&#x27;Brien-Fleming spending\), look [78] at 5[0-7]% of the "
+                     r"horizon: \|z\| &gt;= (2\.[7-9]|3\.[01])", section)
     assert "mismatch: the split is broken" in html[broken:] and "Decision: invalid" in html[broken:]
     log = [json.loads(line) for line in (tmp_path / "access.jsonl").read_text().splitlines()]
     assert log[-1]["endpoint"] == "/marketing/experiments" and log[-1]["customers"] == 0

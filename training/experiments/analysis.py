@@ -10,10 +10,16 @@ rule. The statistics come from libraries:
   method; relative lifts with their intervals), fed per-variant aggregates (count, means, variances,
   covariances), so that the simulator can pass aggregates of many runs without building frames;
 - scipy: the sample-ratio-mismatch chi-square (``scipy.stats.chisquare``), per-variant t intervals;
-- the sequential test is the asymptotic confidence sequence of Waudby-Smith, Arbour, Sinha, Kennedy
-  and Ramdas, "Time-uniform central limit theory and asymptotic confidence sequences" (Ann. Statist.
-  2024, Theorem 2.2), as GrowthBook's gbstats computes it (``sequential_interval_halfwidth``); gbstats
-  itself pins numpy < 2 and pandas < 2, so the two lines are ported here (see ``confidence_sequence``).
+- the sequential test, when the experiment has a planned horizon (``planned_days``, default 14, or
+  ``planned_users``), is a group-sequential design with a Lan-DeMets alpha-spending function
+  (training/experiments/sequential.py, on gsdesign's integration): read once a day, it spends exactly
+  alpha over the horizon. The looks are every 24 h since the first exposure and the report's own time;
+  the information is the units exposed by each look. After the horizon the analysis stays at it (the final
+  look). An open-ended experiment (no horizon) gets the asymptotic confidence sequence of Waudby-Smith,
+  Arbour, Sinha, Kennedy and Ramdas, "Time-uniform central limit theory and asymptotic confidence
+  sequences" (Ann. Statist. 2024, Theorem 2.2), as GrowthBook's gbstats computes it
+  (``sequential_interval_halfwidth``; gbstats pins numpy < 2 and pandas < 2, so the two lines are ported:
+  ``confidence_sequence``): valid however often it is read, but conservative at daily looks.
 """
 from __future__ import annotations
 
@@ -27,10 +33,12 @@ import tea_tasting as tt
 from tea_tasting.aggr import Aggregates
 
 from features.experiments import Experiment
+from training.experiments.sequential import Look, bounds, chained_information
 
 SRM_ALPHA = 0.001
 ALPHA = 0.05
 TUNING_N = 5_000  # the confidence sequence is tightest near this many units (gbstats' default)
+DAY_S = 86_400.0
 METRIC_COLUMNS = {"conversion": "converted", "revenue_per_user": "revenue"}
 COLUMNS = ("exposures", "clicks", "converted", "revenue", "pre_spend")
 
@@ -58,7 +66,8 @@ def unit_table(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.DataFrame,
     if out_until is not None:
         out = out[out["ts"] <= out_until]
     by_request = ex[["request_id", "unit_id", "ts"]].rename(columns={"ts": "ts_exposed"})
-    has_rid = out["request_id"].notna() & out["request_id"].isin(by_request["request_id"])
+    # (object dtype: pandas' isin on Arrow strings loops in Python, 10x slower on 50k outcomes)
+    has_rid = out["request_id"].notna() & out["request_id"].astype(object).isin(by_request["request_id"].astype(object))
     # 1. by request id: the exposure it names, within the window after it
     tagged = out[has_rid].merge(by_request, on="request_id", how="inner")
     tagged = tagged[(tagged["ts"] >= tagged["ts_exposed"]) & (tagged["ts"] <= tagged["ts_exposed"] + window)]
@@ -156,15 +165,19 @@ class Comparison:
     cuped: bool = False
     effect_ci_plain: tuple[float, float] | None = None  # without CUPED (the width ratio)
     cuped_width_ratio: float | None = None
-    sequential_ci: tuple[float, float] | None = None  # always valid, absolute effect
+    sequential_ci: tuple[float, float] | None = None  # the sequential test's interval, absolute effect
     sequential_lift_ci: tuple[float, float] | None = None
     significant: bool = False  # the sequential interval excludes 0
+    sequential: dict | None = None  # the test: method, look, information fraction, bound, alpha spent
 
 
 def compare(metric: str, control: Aggregates, treatment: Aggregates, name: str, covariate: str | None = "pre_spend",
-            alpha: float = ALPHA, tuning_n: float = TUNING_N) -> Comparison:
+            alpha: float = ALPHA, tuning_n: float = TUNING_N, look: Look | None = None,
+            spending: str = "obrien_fleming", looks: int = 1) -> Comparison:
     """One metric, one treatment against the control: tea-tasting's estimate (CUPED with ``covariate``
-    when it varies), plus the always-valid interval."""
+    when it varies), plus the sequential interval: with ``look`` (the group-sequential bound at this
+    look, ``looks`` so far) the repeated confidence interval effect +/- bound x se; without, the
+    always-valid confidence sequence."""
     if metric == "ctr":
         res = tt.RatioOfMeans("clicks", "exposures").analyze_aggregates(control, treatment)
         plain = None
@@ -183,13 +196,147 @@ def compare(metric: str, control: Aggregates, treatment: Aggregates, name: str, 
         width = plain.effect_size_ci_upper - plain.effect_size_ci_lower
         c.cuped_width_ratio = float((c.effect_ci[1] - c.effect_ci[0]) / width) if width > 0 else None
     se = _se_from_ci(*c.effect_ci, n, alpha)
+    if look is not None:
+        c.sequential = {"method": "group-sequential", "spending": spending, "look": looks,
+                        "information_fraction": round(look.t, 4), "bound_z": look.bound,
+                        "nominal_alpha": look.nominal_alpha, "alpha_spent": look.spent, "alpha": alpha}
+    else:
+        c.sequential = {"method": "confidence sequence", "tuning_n": tuning_n, "alpha": alpha}
     if np.isfinite(se) and se > 0:
-        lo, hi = confidence_sequence(c.effect, se, n, alpha, tuning_n)
+        if look is None:
+            lo, hi = confidence_sequence(c.effect, se, n, alpha, tuning_n)
+        elif np.isfinite(look.bound):
+            lo, hi = c.effect - look.bound * se, c.effect + look.bound * se
+        else:  # no alpha to spend at this look: no decision
+            return c
         c.sequential_ci = (float(lo), float(hi))
-        base = c.control_value
-        c.sequential_lift_ci = (float(lo / base), float(hi / base)) if base > 0 else None
+        c.sequential_lift_ci = _widened_lift_ci(c.lift_ci, (hi - lo) / (c.effect_ci[1] - c.effect_ci[0]))
         c.significant = bool(lo > 0 or hi < 0)
     return c
+
+
+def _widened_lift_ci(lift_ci: tuple[float, float], factor: float) -> tuple[float, float] | None:
+    """The relative lift's interval widened as the absolute one was: tea-tasting's is symmetric in the log
+    of the means' ratio, so its log half-width is scaled by ``factor``."""
+    lo, hi = lift_ci
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo > -1 and factor > 0):
+        return None
+    centre, half = (math.log1p(hi) + math.log1p(lo)) / 2, (math.log1p(hi) - math.log1p(lo)) / 2
+    return (float(math.expm1(centre - factor * half)), float(math.expm1(centre + factor * half)))
+
+
+METRIC_INPUTS = {"conversion": ("converted", "pre_spend"), "revenue_per_user": ("revenue", "pre_spend"),
+                 "ctr": ("clicks", "exposures")}
+
+
+def _masked_mean(a: np.ndarray, m: np.ndarray) -> np.ndarray:
+    return np.where(m, a, 0.0).sum(axis=-1) / np.maximum(m.sum(axis=-1), 1)
+
+
+def _masked_cov(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> np.ndarray:
+    ca = a - _masked_mean(a, m)[..., None]
+    cb = b - _masked_mean(b, m)[..., None]
+    return np.where(m, ca * cb, 0.0).sum(axis=-1) / np.maximum(m.sum(axis=-1) - 1, 1)
+
+
+def influence(metric: str, y: np.ndarray, x: np.ndarray, in_control: np.ndarray, in_treatment: np.ndarray) -> np.ndarray:
+    """Per unit, the value whose difference of arm means is (to first order) the effect's estimate:
+    the outcome ``y`` less theta x the covariate ``x`` (CUPED, theta pooled over both arms; none when
+    ``x`` does not vary), or for CTR (``y`` clicks, ``x`` exposures) the ratio's linearisation
+    (clicks - ctr x exposures) / mean exposures in each arm. Arrays (units,) or (runs, units)."""
+    y, x = np.asarray(y, float), np.asarray(x, float)
+    if metric == "ctr":
+        out = np.zeros(np.broadcast_shapes(y.shape, x.shape))
+        for m in (in_control, in_treatment):
+            ex = _masked_mean(x, m)[..., None]
+            ratio = _masked_mean(y, m)[..., None] / np.where(ex > 0, ex, 1.0)
+            out = np.where(m, (y - ratio * x) / np.where(ex > 0, ex, 1.0), out)
+        return out
+    both = in_control | in_treatment
+    var_x = _masked_cov(x, x, both)
+    theta = np.where(var_x > 0, _masked_cov(y, x, both) / np.where(var_x > 0, var_x, 1.0), 0.0)
+    return y - theta[..., None] * x
+
+
+def look_correlation(prev: np.ndarray, cur: np.ndarray, prev_arms: tuple, cur_arms: tuple) -> np.ndarray:
+    """corr(the effect's estimate at the previous look, at this one) from the units' ``influence`` values
+    at both looks (aligned by unit; a unit's arm masks at each look, control then treatment): the
+    covariance of the two estimates is, per arm, the units' covariance over those present at the
+    previous look / the units now."""
+    var_prev = sum(_masked_cov(prev, prev, m) / np.maximum(m.sum(axis=-1), 1) for m in prev_arms)
+    var_cur = sum(_masked_cov(cur, cur, m) / np.maximum(m.sum(axis=-1), 1) for m in cur_arms)
+    cov = sum(_masked_cov(prev, cur, mp) / np.maximum(mc.sum(axis=-1), 1) for mp, mc in zip(prev_arms, cur_arms))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = cov / np.sqrt(var_prev * var_cur)
+    return np.where(np.isfinite(rho), rho, 1.0)
+
+
+def sequential_horizon(exp: Experiment, first_ts) -> float | None:
+    """When the experiment reaches its planned horizon (epoch seconds): ``planned_users`` units after the
+    first exposure's, or ``planned_days`` after the first exposure; None when open-ended, or when the
+    planned units have not come yet. ``first_ts``: each unit's first exposure."""
+    first = np.sort(np.asarray(first_ts, dtype=float))
+    if not len(first) or exp.open_ended:
+        return None
+    if exp.planned_users is not None:
+        return float(first[exp.planned_users - 1]) if len(first) >= exp.planned_users else None
+    return float(first[0] + exp.planned_days * DAY_S)
+
+
+def daily_looks(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.DataFrame, at: float,
+                until: float | None = None, pre_days: float = 30.0) -> list[tuple[float, pd.DataFrame]]:
+    """The looks the group-sequential test counts, as (time, unit table as of then), oldest first: one every
+    24 h since the first exposure before ``at``, then the report's own (``unit_table`` with ``until``)."""
+    ex = exposures[exposures["experiment"] == exp.name]
+    looks = []
+    if len(ex):
+        start = float(ex["ts"].min())
+        ends = start + DAY_S * np.arange(1, max(int(np.ceil((at - start) / DAY_S)), 1))
+        for end in ends[ends < at]:
+            looks.append((float(end), unit_table(exp, ex[ex["ts"] <= end], outcomes[outcomes["ts"] <= end], until=end,
+                                                 pre_days=pre_days)))
+    looks.append((float(at), unit_table(exp, ex, outcomes, until=until, pre_days=pre_days)))
+    return looks
+
+
+def sequential_looks(exp: Experiment, metric: str, looks: list[tuple[float, pd.DataFrame]], control: str,
+                     treatment: str, alpha: float = ALPHA) -> list[Look] | None:
+    """The group-sequential test of one metric and treatment over ``looks`` ((time, unit table), oldest
+    first, the last the current one; see ``daily_looks``). Spending time: days since the first exposure
+    / planned days, or units / planned units, at most 1. Information: the units at the first look, then
+    chained through the correlation of consecutive looks' estimates (``look_correlation``,
+    ``sequential.chained_information``). A look with fewer than 2 units in an arm is left out (its alpha
+    rolls over). None for an open-ended experiment; [] when no look has enough units."""
+    if exp.open_ended:
+        return None
+    current = looks[-1][1]
+    pair = current[current["variant"].isin([control, treatment])]
+    if not len(pair):
+        return []
+    ids = pair["unit_id"].to_numpy()
+    start = float(pair["first_ts"].min()) if "first_ts" in pair else None
+    y_col, x_col = METRIC_INPUTS[metric]
+    kept = []  # (spending time, units, influence values, arm masks)
+    for at, table in looks:
+        sub = table.set_index("unit_id").reindex(ids)
+        variant = sub["variant"].to_numpy(object)
+        arms = (variant == control, variant == treatment)
+        if min(int(a.sum()) for a in arms) < 2:
+            continue
+        n = int(arms[0].sum() + arms[1].sum())
+        if exp.planned_users is not None:
+            t = n / exp.planned_users
+        elif start is None:  # a table without times: the final look
+            t = 1.0
+        else:
+            t = (at - start) / (exp.planned_days * DAY_S)
+        values = influence(metric, sub[y_col].fillna(0.0).to_numpy(float), sub[x_col].fillna(0.0).to_numpy(float), *arms)
+        kept.append((min(t, 1.0), n, values, arms))
+    if not kept:
+        return []
+    rhos = [look_correlation(a[2], b[2], a[3], b[3]) for a, b in zip(kept, kept[1:])]
+    infos = chained_information(kept[0][1], rhos)
+    return bounds([k[0] for k in kept], infos, alpha, exp.spending)
 
 
 @dataclass
@@ -209,8 +356,12 @@ class Report:
         return asdict(self)
 
 
-def analyse(exp: Experiment, table: pd.DataFrame, alpha: float = ALPHA, tuning_n: float = TUNING_N) -> Report:
-    """The report of an experiment from its unit table (``unit_table``)."""
+def analyse(exp: Experiment, table: pd.DataFrame, alpha: float = ALPHA, tuning_n: float = TUNING_N,
+            now: float | None = None, history: list[tuple[float, pd.DataFrame]] | None = None) -> Report:
+    """The report of an experiment from its unit table (``unit_table``) read at ``now`` (epoch seconds;
+    default: the last unit's first exposure), after the earlier looks ``history`` ((time, unit table), as
+    ``daily_looks`` makes them; none: this is the first look). A table without ``first_ts`` is read as the
+    final look."""
     shares = exp.shares()
     counts = table.groupby("variant").size().to_dict() if len(table) else {}
     srm = srm_check(counts, shares)
@@ -235,8 +386,13 @@ def analyse(exp: Experiment, table: pd.DataFrame, alpha: float = ALPHA, tuning_n
         if control.count() < 2 or aggr[v.name].count() < 2:
             notes.append(f"{v.name}: fewer than 2 units in it or in the control, no comparison yet")
             continue
+        if now is None:
+            now = float(table["first_ts"].max()) if "first_ts" in table and len(table) else 0.0
         for metric in metrics:
-            comparisons.append(compare(metric, control, aggr[v.name], v.name, alpha=alpha, tuning_n=tuning_n))
+            looks = sequential_looks(exp, metric, [*(history or []), (now, table)], exp.control.name, v.name, alpha)
+            comparisons.append(compare(metric, control, aggr[v.name], v.name, alpha=alpha, tuning_n=tuning_n,
+                                       look=looks[-1] if looks else None, spending=exp.spending,
+                                       looks=len(looks or ())))
     decision, reason = decide(exp, srm, comparisons)
     return Report(exp.name, exp.status, exp.metric, list(exp.guardrails), variants, srm,
                   [asdict(c) for c in comparisons], decision, reason, notes)
@@ -244,7 +400,9 @@ def analyse(exp: Experiment, table: pd.DataFrame, alpha: float = ALPHA, tuning_n
 
 def decide(exp: Experiment, srm: dict, comparisons: list[Comparison]) -> tuple[str, str]:
     """invalid (SRM) > stop (a guardrail or the primary metric significantly worse) > ship (primary
-    significantly better, no guardrail harmed) > keep running. Significance: the always-valid interval."""
+    significantly better, no guardrail harmed) > stop (the planned horizon reached without a difference)
+    > keep running. Significance: the sequential interval
+    (group-sequential at a planned horizon, else the confidence sequence)."""
     if srm["flagged"]:
         return "invalid", (f"sample ratio mismatch (chi-square p = {srm['pvalue']:.2g} < {SRM_ALPHA}): units per "
                            f"variant {srm['observed']} against expected {srm['expected']}; fix the assignment, "
@@ -255,16 +413,20 @@ def decide(exp: Experiment, srm: dict, comparisons: list[Comparison]) -> tuple[s
     harmed = [c for c in comparisons if c.metric != exp.metric and c.sequential_ci and c.sequential_ci[1] < 0]
     if harmed:
         c = harmed[0]
-        return "stop", f"guardrail {c.metric} is worse under {c.treatment} (always-valid interval {_fmt(c.sequential_ci)})"
+        return "stop", f"guardrail {c.metric} is worse under {c.treatment} (sequential interval {_fmt(c.sequential_ci)})"
     worse = [c for c in primary if c.significant and c.effect < 0]
     if worse:
-        return "stop", f"{worse[0].treatment} lowers {exp.metric} (always-valid interval {_fmt(worse[0].sequential_ci)})"
+        return "stop", f"{worse[0].treatment} lowers {exp.metric} (sequential interval {_fmt(worse[0].sequential_ci)})"
     better = [c for c in primary if c.significant and c.effect > 0]
     if better:
         best = max(better, key=lambda c: c.lift)
-        return "ship", (f"{best.treatment} raises {exp.metric} by {best.lift:+.1%} (always-valid lift interval "
+        return "ship", (f"{best.treatment} raises {exp.metric} by {best.lift:+.1%} (sequential lift interval "
                         f"{_fmt(best.sequential_lift_ci, pct=True)}), no guardrail harmed")
-    return "keep running", f"no significant difference in {exp.metric} yet (always-valid interval contains 0)"
+    if primary and all(c.sequential and c.sequential["method"] == "group-sequential"
+                       and c.sequential["information_fraction"] >= 1 for c in primary):
+        return "stop", (f"the planned horizon is reached with no significant difference in {exp.metric} (final look, "
+                        "the sequential interval contains 0): keep the control")
+    return "keep running", f"no significant difference in {exp.metric} yet (the sequential interval contains 0)"
 
 
 def _fmt(ci, pct: bool = False) -> str:

@@ -85,6 +85,14 @@ def create(
     guardrail: list[str] = typer.Option(["revenue_per_user"], "--guardrail", help="guardrail metric (repeatable)"),
     coverage: float = typer.Option(1.0, "--coverage", help="share of shoppers in the experiment (0-1]"),
     attribution_days: float = typer.Option(7.0, "--attribution-days", help="outcomes count this long after an exposure"),
+    planned_days: float = typer.Option(14.0, "--planned-days", help="the planned duration: the sequential test, read "
+                                       "daily, spends its 5% over it, and the analysis stops there"),
+    planned_users: Optional[int] = typer.Option(None, "--planned-users", help="plan in shoppers instead: the "
+                                                "information fraction is shoppers so far / planned shoppers"),
+    spending: str = typer.Option("obrien_fleming", "--spending", help="alpha spending: obrien_fleming (little early, "
+                                 "full power at the end) | pocock (evenly)"),
+    open_ended: bool = typer.Option(False, "--open-ended", help="no planned horizon: the always-valid confidence "
+                                    "sequence (valid however long it runs; fewer detections at daily looks)"),
     key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP),
 ) -> None:
     """Create and start an experiment (admin key). Example:
@@ -99,7 +107,8 @@ def create(
         variants = tuple(_published(v) for v in parse_variants(variant, split))
         exp = Experiment(name=name, variants=variants, salt=salt or name, endpoint=endpoint,
                          metric=metric, guardrails=tuple(g for g in guardrail if g != metric), coverage=coverage,
-                         attribution_days=attribution_days, created_at=now_iso())
+                         attribution_days=attribution_days, planned_days=None if open_ended else planned_days,
+                         planned_users=None if open_ended else planned_users, spending=spending, created_at=now_iso())
         store = _log(settings)
         running = [e for e in store.experiments() if e.running and e.endpoint == exp.endpoint]
         store.put_experiment(exp, new=True)
@@ -107,8 +116,11 @@ def create(
         fail(str(e))
     except ValidationError as e:
         fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'experiment'}: {err['msg']}" for err in e.errors()))
+    plan = ("open-ended (confidence sequence)" if exp.open_ended else
+            f"planned {exp.planned_users:,} shoppers" if exp.planned_users is not None else f"planned {exp.planned_days:g} days")
     typer.echo(f"created experiment {exp.name} on /{exp.endpoint} by {who}: "
                + ", ".join(f"{v.name}={v.arm} ({s:.0%})" for v, s in zip(exp.variants, exp.shares().values()))
+               + f"; {plan}"
                + "; running servers pick it up within a few seconds (SHOPREC_EXPERIMENTS_REFRESH_S, default 2)")
     if running:
         typer.echo(f"note: /{exp.endpoint} already runs {', '.join(e.name for e in running)}: a shopper is in the first "
@@ -156,7 +168,8 @@ def report(
     key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP),
 ) -> None:
     """Per variant units, exposures, CTR, conversion, revenue per user with intervals; the sample-ratio
-    check first; lifts with CUPED; the always-valid (sequential) test; guardrails; a decision (marketing key)."""
+    check first; lifts with CUPED; the sequential test (group-sequential over the planned horizon, read
+    daily; the confidence sequence when open-ended); guardrails; a decision (marketing key)."""
     from training.experiments.report import build_report, log_to_mlflow, render_text
 
     settings = load_settings()

@@ -2,23 +2,53 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from features.experiments import Experiment
-from training.experiments.analysis import Report, analyse, unit_table
+from training.experiments.analysis import Report, analyse, daily_looks, unit_table
 
 
 def build_report(exp: Experiment, log_store, until: float | None = None, pre_days: float = 30.0,
-                 tuning_n: float | None = None) -> Report:
-    """Read the exposures and outcomes of ``exp`` from the event store and analyse them."""
-    from training.experiments.analysis import TUNING_N
+                 tuning_n: float | None = None, as_of: float | None = None) -> Report:
+    """Read the exposures and outcomes of ``exp`` from the event store and analyse them: up to ``until``
+    (default: the stop, else now), or as the report read at ``as_of`` (epoch seconds; only what had
+    happened by then). Once the planned horizon has passed, the report reads the traffic up to it: the
+    sequential test's final look."""
+    from training.experiments.analysis import TUNING_N, sequential_horizon
 
     exposures = log_store.exposures(exp.name)
     start = float(exposures["ts"].min()) if len(exposures) else time.time()
     outcomes = log_store.outcomes(since=start - pre_days * 86_400.0)
-    table = unit_table(exp, exposures, outcomes, until=until, pre_days=pre_days)
-    return analyse(exp, table, tuning_n=tuning_n or TUNING_N)
+    if until is None and exp.stopped_at is not None:
+        until = pd.Timestamp(exp.stopped_at).timestamp()
+    if as_of is not None:
+        exposures, outcomes = exposures[exposures["ts"] <= as_of], outcomes[outcomes["ts"] <= as_of]
+        until = as_of if until is None else min(until, as_of)
+    at = until if until is not None else time.time()
+    horizon = sequential_horizon(exp, exposures.groupby("unit_id")["ts"].min()) if len(exposures) else None
+    final = horizon is not None and at >= horizon
+    if final:
+        until = at = horizon
+    if exp.open_ended:
+        looks = [(at, unit_table(exp, exposures, outcomes, until=until, pre_days=pre_days))]
+    else:
+        looks = daily_looks(exp, exposures, outcomes, at, until=until, pre_days=pre_days)
+    rep = analyse(exp, looks[-1][1], tuning_n=tuning_n or TUNING_N, now=at, history=looks[:-1])
+    if final:
+        reached = pd.Timestamp(horizon, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+        rep.notes.append(f"the planned horizon ({_horizon(exp)}) was reached on {reached}: this is the final "
+                         "analysis, of the traffic up to then; stop the experiment")
+    return rep
+
+
+def _horizon(exp: Experiment) -> str:
+    if exp.open_ended:
+        return "open-ended"
+    return f"{exp.planned_users:,} units" if exp.planned_users is not None else f"{exp.planned_days:g} days"
 
 
 def _pct(x) -> str:
@@ -29,6 +59,20 @@ def _ci(ci, pct=False) -> str:
     if ci is None:
         return "n/a"
     return f"[{ci[0]:+.2%}, {ci[1]:+.2%}]" if pct else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def sequential_label(seq: dict | None) -> str:
+    """How the sequential test read this look, e.g. "group-sequential (O'Brien-Fleming spending), look 9 at
+    64% of the horizon: |z| >= 2.61 (p < 0.0091)"."""
+    if not seq:
+        return "sequential"
+    if seq["method"] != "group-sequential":
+        return "always-valid (confidence sequence, open-ended)"
+    name = {"obrien_fleming": "O'Brien-Fleming", "pocock": "Pocock"}.get(seq["spending"], seq["spending"])
+    bound = "no alpha left" if seq["bound_z"] == float("inf") else \
+        f"|z| >= {seq['bound_z']:.2f} (p < {seq['nominal_alpha']:.2g})"
+    return (f"group-sequential ({name} spending), look {seq['look']} at {seq['information_fraction']:.0%} of the "
+            f"horizon: {bound}")
 
 
 def render_text(report: dict) -> str:
@@ -47,8 +91,8 @@ def render_text(report: dict) -> str:
     for c in report["comparisons"]:
         cuped = f", CUPED (interval width x{c['cuped_width_ratio']:.3f})" if c["cuped"] and c["cuped_width_ratio"] else ""
         lines.append(f"{c['treatment']} vs control, {c['metric']}: lift {_pct(c['lift'])} 95% {_ci(c['lift_ci'], True)}, "
-                     f"p = {c['pvalue']:.3g}{cuped}; always-valid {_ci(c['sequential_lift_ci'], True)}"
-                     + (" significant" if c["significant"] else ""))
+                     f"p = {c['pvalue']:.3g}{cuped}; {sequential_label(c.get('sequential'))} "
+                     f"{_ci(c['sequential_lift_ci'], True)}" + (" significant" if c["significant"] else ""))
     for note in report["notes"]:
         lines.append(f"note: {note}")
     lines += ["", f"decision: {report['decision']} - {report['reason']}"]
@@ -83,6 +127,12 @@ def log_to_mlflow(report: dict, project_dir: Path) -> str:
             metrics[f"{prefix}.pvalue"] = c["pvalue"]
             if c["cuped_width_ratio"] is not None:
                 metrics[f"{prefix}.cuped_width_ratio"] = c["cuped_width_ratio"]
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
+            seq = c.get("sequential") or {}
+            if seq.get("method") == "group-sequential":
+                metrics[f"{prefix}.information_fraction"] = seq["information_fraction"]
+                metrics[f"{prefix}.sequential_bound_z"] = seq["bound_z"]
+            if c["sequential_lift_ci"] is not None:
+                metrics[f"{prefix}.sequential_lift_lower"], metrics[f"{prefix}.sequential_lift_upper"] = c["sequential_lift_ci"]
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))})
         mlflow.log_text(json.dumps(report, indent=1, default=str), "experiment_report.json")
         return run.info.run_id

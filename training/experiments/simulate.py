@@ -29,7 +29,9 @@ from features.experiments import Experiment, assign
 from features.exposures import Exposure, Outcome
 from tea_tasting.aggr import Aggregates
 
-from training.experiments.analysis import ALPHA, TUNING_N, compare, srm_check
+from training.experiments.analysis import (ALPHA, METRIC_INPUTS, TUNING_N, compare, influence, look_correlation,
+                                           srm_check)
+from training.experiments.sequential import GroupSequential, chained_information
 
 
 class ShopperModel(BaseModel):
@@ -116,8 +118,6 @@ def _values(rng, mu: np.ndarray, count: np.ndarray, sd: float) -> np.ndarray:
     return out
 
 
-NEEDED = {"conversion": ("converted", "pre_spend"), "revenue_per_user": ("revenue", "pre_spend"),
-          "ctr": ("clicks", "exposures")}
 
 
 def batch_aggregates(cols: dict[str, np.ndarray], mask: np.ndarray) -> list[Aggregates]:
@@ -144,15 +144,20 @@ class StudyResult:
     multiplier: float
     split: tuple[float, ...]
     expected_split: tuple[float, ...]
-    false_or_true_positive_sequential: float  # share of runs significant on any day (sequential test)
+    false_or_true_positive_sequential: float  # share of runs significant on any day (group-sequential test)
     positive_naive_peeking: float  # share of runs with p < alpha on any day (fixed-horizon test, peeked daily)
     positive_final_fixed: float  # share of runs with p < alpha on the last day only
     coverage_final: float  # share of runs whose last-day lift interval (CUPED) covers the true lift
-    coverage_final_sequential: float
+    coverage_final_sequential: float  # the group-sequential test's (repeated) interval on the last day
     mean_lift_estimate: float
     cuped_width_ratio: float  # mean over runs: CUPED interval width / plain
     srm_flagged: float  # share of runs flagged by the SRM check on the last day
     mean_conversion_control: float
+    positive_confidence_sequence: float = 0.0  # share of runs significant on any day (confidence sequence)
+    coverage_final_confidence_sequence: float = 0.0
+    planned_days: int = 0  # the group-sequential horizon (alpha fully spent on that day)
+    spending: str = "obrien_fleming"
+    positive_sequential_by_day: tuple[float, ...] = ()  # share of runs significant by each day (group-sequential)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -162,9 +167,12 @@ class StudyResult:
 def study(runs: int = 200, users: int = 40_000, days: int = 14, lift: float = 0.0, seed: int = 0,
           split: tuple[float, float] = (0.5, 0.5), expected_split: tuple[float, float] | None = None,
           metric: str = "conversion", model: ShopperModel | None = None, alpha: float = ALPHA,
-          tuning_n: float = TUNING_N) -> StudyResult:
-    """``runs`` experiments of ``users`` shoppers over ``days``, analysed after each day. ``split``: the
-    real share of each variant; ``expected_split``: the configured one (a broken split when they differ)."""
+          tuning_n: float = TUNING_N, planned_days: int | None = None, spending: str = "obrien_fleming") -> StudyResult:
+    """``runs`` experiments of ``users`` shoppers over ``days``, analysed after each day (the report's daily
+    looks). ``split``: the real share of each variant; ``expected_split``: the configured one (a broken
+    split when they differ). The sequential decisions: the group-sequential test over ``planned_days``
+    (default ``days``) with ``spending``, as ``shoprec experiment report`` reads it, and the open-ended
+    confidence sequence."""
     import time
 
     t0 = time.perf_counter()
@@ -182,7 +190,12 @@ def study(runs: int = 200, users: int = 40_000, days: int = 14, lift: float = 0.
     clicks = np.zeros(shape)
     purchases = np.zeros(shape)
     revenue = np.zeros(shape)
+    planned_days = planned_days or days
+    tests = [GroupSequential(alpha, spending) for _ in range(runs)]
+    previous = None  # the last look's influence values and arms
     seq_hit = np.zeros(runs, bool)
+    seq_by_day = []
+    cs_hit = np.zeros(runs, bool)
     naive_hit = np.zeros(runs, bool)
     final: list = []
     shares = {"control": expected_split[0], "treatment": expected_split[1]}
@@ -196,26 +209,45 @@ def study(runs: int = 200, users: int = 40_000, days: int = 14, lift: float = 0.
         exposed = exposures > 0
         cols = {"exposures": exposures, "clicks": clicks, "converted": (purchases > 0).astype(float),
                 "revenue": revenue, "pre_spend": pre_spend}
-        cols = {k: cols[k] for k in NEEDED[metric]}
+        cols = {k: cols[k] for k in METRIC_INPUTS[metric]}
         sel_c, sel_t = exposed & ~treated, exposed & treated
+        t = min((day + 1) / planned_days, 1.0)
+        # the group-sequential test's information, as the report computes it (analysis.sequential_looks)
+        values = influence(metric, *(cols[k] for k in METRIC_INPUTS[metric]), sel_c, sel_t)
+        rho = None if previous is None else look_correlation(previous[0], values, previous[1], (sel_c, sel_t))
+        previous = (values, (sel_c, sel_t))
         for r, (ac, at) in enumerate(zip(batch_aggregates(cols, sel_c), batch_aggregates(cols, sel_t))):
-            c = compare(metric, ac, at, "treatment", alpha=alpha, tuning_n=tuning_n)
+            gs = tests[r]
+            if gs.looks:
+                gs.look(t, float(chained_information(gs.looks[-1].info, [rho[r]])[-1]))
+            else:
+                gs.look(t, float(ac.count() + at.count()))
+            look = gs.looks[-1]
+            c = compare(metric, ac, at, "treatment", alpha=alpha, tuning_n=tuning_n, look=look, spending=spending,
+                        looks=len(gs.looks))
+            cs = compare(metric, ac, at, "treatment", alpha=alpha, tuning_n=tuning_n)
             seq_hit[r] |= c.significant
+            cs_hit[r] |= cs.significant
             naive_hit[r] |= c.pvalue < alpha
             if day == days - 1:
                 srm = srm_check({"control": ac.count(), "treatment": at.count()}, shares)
-                final.append((c, srm))
+                final.append((c, srm, cs))
+        seq_by_day.append(float(seq_hit.mean()))
     true = lift
-    covered = [c.lift_ci[0] <= true <= c.lift_ci[1] for c, _ in final]
-    covered_seq = [c.sequential_lift_ci is not None and c.sequential_lift_ci[0] <= true <= c.sequential_lift_ci[1]
-                   for c, _ in final]
-    ratios = [c.cuped_width_ratio for c, _ in final if c.cuped_width_ratio is not None]
+    def covers(ci) -> bool:
+        return ci is not None and ci[0] <= true <= ci[1]
+
+    covered = [covers(c.lift_ci) for c, _, _ in final]
+    covered_seq = [covers(c.sequential_lift_ci) for c, _, _ in final]
+    covered_cs = [covers(cs.sequential_lift_ci) for _, _, cs in final]
+    ratios = [c.cuped_width_ratio for c, _, _ in final if c.cuped_width_ratio is not None]
     return StudyResult(
         runs, users, days, lift, m, tuple(split), tuple(expected_split),
-        float(seq_hit.mean()), float(naive_hit.mean()), float(np.mean([c.pvalue < alpha for c, _ in final])),
-        float(np.mean(covered)), float(np.mean(covered_seq)), float(np.mean([c.lift for c, _ in final])),
-        float(np.mean(ratios)) if ratios else float("nan"), float(np.mean([s["flagged"] for _, s in final])),
-        float(np.mean([c.control_value for c, _ in final])), time.perf_counter() - t0)
+        float(seq_hit.mean()), float(naive_hit.mean()), float(np.mean([c.pvalue < alpha for c, _, _ in final])),
+        float(np.mean(covered)), float(np.mean(covered_seq)), float(np.mean([c.lift for c, _, _ in final])),
+        float(np.mean(ratios)) if ratios else float("nan"), float(np.mean([s["flagged"] for _, s, _ in final])),
+        float(np.mean([c.control_value for c, _, _ in final])), float(cs_hit.mean()), float(np.mean(covered_cs)),
+        planned_days, spending, tuple(seq_by_day), time.perf_counter() - t0)
 
 
 def traffic(exp: Experiment, users: int = 20_000, days: int = 14, lift: float = 0.05, seed: int = 0,
