@@ -178,6 +178,7 @@ def ensure_bundle(mode: Mode, force_fit: bool = False) -> dict:
         if not r.ok:
             raise RuntimeError(f"ALS fit failed: {r.error}")
         info["als_fit_seconds"] = round(r.seconds, 1)
+        shutil.rmtree(b / "top_lists", ignore_errors=True)  # the previous model's (benchmarks/serving_floors.py remakes them)
     return info
 
 

@@ -62,6 +62,21 @@ def task_reference(bundle_dir: str, canonical: str) -> None:
     emit(time.perf_counter() - start, quantities=sorted(reference))
 
 
+def task_top_lists(bundle_dir: str) -> None:
+    """Compute the known shoppers' top lists (training/top_lists.py) into a benchmark bundle made before them,
+    as ``fit_bundle`` does for a trained one (the benchmark fits its ALS model into the bundle by hand)."""
+    from training.bundle import ModelBundle
+    from training.top_lists import TopLists
+
+    start = time.perf_counter()
+    path = Path(bundle_dir)
+    bundle = ModelBundle.load(path)
+    lists = TopLists.build(bundle)
+    lists.save(path / "top_lists")
+    emit(time.perf_counter() - start, users=len(lists.user_rows), length=lists.length,
+         megabytes=round(sum(getattr(lists, n).nbytes for n in ("user_rows", "items", "scores", "reasons")) / 2**20, 1))
+
+
 def task_mix(bundle_dir: str, events_db: str, out: str, n: int = 4000, seed: int = 0) -> None:
     """The load mix's bodies, and the real-time events of its fold-in shoppers written to the event store."""
     import numpy as np
@@ -113,7 +128,11 @@ def task_mix(bundle_dir: str, events_db: str, out: str, n: int = 4000, seed: int
 
 def task_recall(bundle_dir: str, events_db: str, bodies_file: str, n: int = 300) -> None:
     """The approximate paths against exact search, per kind of request in the mix: recall@10 of the service's
-    storefront (approximate=True) against the exact one, and the time of each in this process."""
+    storefront (approximate=True, top lists where the bundle has them) against exact search computed per request,
+    and the time of each in this process. With top lists: that the answers read from them are the computed ones
+    (2,000 random known shoppers and the mix's known and filtered requests)."""
+    import dataclasses
+
     import numpy as np
 
     from features.event_store import SQLiteEventStore
@@ -122,7 +141,7 @@ def task_recall(bundle_dir: str, events_db: str, bodies_file: str, n: int = 300)
 
     start = time.perf_counter()
     bundle = ModelBundle.load(Path(bundle_dir))
-    fast, exact = Storefront(bundle, approximate=True), Storefront(bundle)
+    fast, exact = Storefront(bundle, approximate=True), Storefront(dataclasses.replace(bundle, top_lists=None))
     store = SQLiteEventStore(Path(events_db))
     by_kind: dict[str, list] = {}
     for e in json.loads(Path(bodies_file).read_text()):
@@ -147,7 +166,21 @@ def task_recall(bundle_dir: str, events_db: str, bodies_file: str, n: int = 300)
         out[kind] = {"requests": len(items), "recall_at_10": round(float(np.mean(hits)), 4),
                      "exact_ms": round(ms["exact"] / len(items) * 1000, 3),
                      "approximate_ms": round(ms["approximate"] / len(items) * 1000, 3)}
-    emit(time.perf_counter() - start, kinds=out)
+    lists = None
+    if bundle.top_lists is not None:
+        read = Storefront(bundle)  # exact search, top lists (a service with SHOPREC_ANN=off)
+        rng = np.random.default_rng(1)
+        users = bundle.users.ids[rng.choice(bundle.top_lists.user_rows, min(2000, len(bundle.top_lists.user_rows)), replace=False)]
+        cases = [(str(u), Filters()) for u in users] + [(b["user_id"], f) for b, f, _ in by_kind.get("known", []) + by_kind.get("filters", [])]
+        lists = {"checked": len(cases), "answered_from_lists": 0, "identical": 0, "max_score_difference": 0.0}
+        for user, f in cases:
+            if read._listed(bundle.users.row(user), 10, (), f) is None:
+                continue
+            got, want = read.recommend(user, 10, True, [], f), exact.recommend(user, 10, True, [], f)
+            lists["answered_from_lists"] += 1
+            lists["identical"] += (got.item_ids, got.reasons, got.source) == (want.item_ids, want.reasons, want.source)
+            lists["max_score_difference"] = max(lists["max_score_difference"], *(abs(a - b) for a, b in zip(got.scores, want.scores)))
+    emit(time.perf_counter() - start, kinds=out, lists=lists)
 
 
 # ------------------------------------------------------------------------------------------ servers
@@ -252,6 +285,14 @@ def main(argv=None) -> int:
     if not (args.bundle / "reference.json").exists():
         r = run_child(["benchmarks.serving_floors", "task", "reference", str(args.bundle), str(args.canonical)], timeout=1800)
         log(f"reference: {r.payload if r.ok else r.error}")
+    if not (args.bundle / "top_lists" / "meta.json").exists():
+        r = run_child(["benchmarks.serving_floors", "task", "top_lists", str(args.bundle)], timeout=7200)
+        if not r.ok:
+            raise SystemExit(f"top lists failed: {r.error}")
+        (args.bundle / "top_lists" / "bench_build.json").write_text(json.dumps({**r.payload, "peak_rss_gb": round(r.peak_rss_gb, 2)}))
+        log(f"top lists: {r.payload}")
+    if (args.bundle / "top_lists" / "bench_build.json").exists():
+        out["top_lists"] = json.loads((args.bundle / "top_lists" / "bench_build.json").read_text())
     r = run_child(["benchmarks.model", "publish", str(args.bundle), str(home)], timeout=900)
     if not r.ok:
         raise SystemExit(f"publish failed: {r.error}")
@@ -264,7 +305,8 @@ def main(argv=None) -> int:
     r = run_child(["benchmarks.serving_floors", "task", "recall", str(args.bundle), str(home / "events.db"), str(bodies)],
                   timeout=1800)
     out["recall"] = r.payload.get("kinds") if r.ok else {"error": r.error}
-    log(f"approximate vs exact: {out['recall']}")
+    out["lists_check"] = r.payload.get("lists") if r.ok else None
+    log(f"approximate vs exact: {out['recall']}; top lists vs computed: {out['lists_check']}")
     env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", "OPENBLAS_NUM_THREADS": "1",
            "SHOPREC_WORKERS": str(args.workers), "SHOPREC_RATE_PER_KEY": "1000000/second"}
     started = time.perf_counter()
@@ -375,6 +417,7 @@ def markdown(out: dict) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "task":
-        {"reference": task_reference, "mix": task_mix, "recall": task_recall}[sys.argv[2]](*sys.argv[3:])
+        {"reference": task_reference, "top_lists": task_top_lists, "mix": task_mix,
+         "recall": task_recall}[sys.argv[2]](*sys.argv[3:])
     else:
         sys.exit(main())

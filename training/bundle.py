@@ -10,12 +10,14 @@
       together.npz       items x items bought-together rule confidences (CSR)
       catalog.parquet    per item row: category, price, in_stock (for filters); optional
       reference.json     training-time distributions that live traffic is compared with (training/reference.py); optional
+      top_lists/         each known shopper's best items, computed once (training/top_lists.py); optional
       model/             the recommender (model.json + arrays)
       fallback/          popularity recommender for unknown users and to fill short lists
 """
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import scipy.sparse as sp
 
 from features.vocab import IdVocab
 from training.recommenders import Recommender, load_model
+from training.top_lists import TopLists
 
 REQUIRED = ("meta.json", "users.npz", "items.npz", "bought.npz", "interactions.npz", "together.npz", "model", "fallback")
 
@@ -42,6 +45,7 @@ class ModelBundle:
     meta: dict = field(default_factory=dict)
     candidate: dict = field(default_factory=dict)
     reference: dict = field(default_factory=dict)  # quantity -> Reference.to_json() (training/reference.py)
+    top_lists: TopLists | None = None  # known shoppers' answers, precomputed (training/top_lists.py)
 
     def __post_init__(self):
         shape = (len(self.users), len(self.items))
@@ -68,6 +72,10 @@ class ModelBundle:
         (path / "candidate.json").write_text(json.dumps(self.candidate, indent=2, sort_keys=True))
         if self.reference:
             (path / "reference.json").write_text(json.dumps(self.reference, indent=2, sort_keys=True))
+        if self.top_lists is not None:
+            self.top_lists.save(path / "top_lists")
+        elif (path / "top_lists").exists():  # another model's lists must not stay beside this one
+            shutil.rmtree(path / "top_lists")
 
     @classmethod
     def load(cls, path: Path) -> "ModelBundle":
@@ -75,8 +83,9 @@ class ModelBundle:
         missing = [name for name in REQUIRED if not (path / name).exists()]
         if missing:
             raise FileNotFoundError(f"model bundle {path} is incomplete: {', '.join(missing)} missing")
+        model = load_model(path / "model")
         return cls(
-            model=load_model(path / "model"),
+            model=model,
             fallback=load_model(path / "fallback"),
             users=IdVocab.load(path / "users.npz"),
             items=IdVocab.load(path / "items.npz"),
@@ -87,4 +96,5 @@ class ModelBundle:
             meta=json.loads((path / "meta.json").read_text()),
             candidate=json.loads((path / "candidate.json").read_text()) if (path / "candidate.json").exists() else {},
             reference=json.loads((path / "reference.json").read_text()) if (path / "reference.json").exists() else {},
+            top_lists=TopLists.load(path / "top_lists", model) if (path / "top_lists" / "meta.json").exists() else None,
         )

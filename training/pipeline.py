@@ -27,6 +27,7 @@ from training.evaluate import ScoreFn, Split, _ranked, personal_frequency, score
 from training.peers import is_peer, peer_candidates
 from training.recommenders import Recommender, fit_model
 from training.reference import recommender_reference
+from training.top_lists import TopLists
 from training.search import backtest, search
 from training.selection import Trial, choose, gate
 from training.served import served_discovery, session_discovery
@@ -174,6 +175,7 @@ def fit_bundle(
     bundle = ModelBundle(model, fallback_model, view.users, view.items, view.bought, view.matrix(rows), together,
                          catalog(items, view.items), meta, candidate.model_dump(mode="json"))
     bundle.reference = recommender_reference(bundle, view.events, view.orders)  # what live traffic is compared with
+    bundle.top_lists = TopLists.build(bundle)  # known shoppers' answers, read by the service (wide catalogues)
     return bundle
 
 

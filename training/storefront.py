@@ -75,6 +75,8 @@ class Storefront:
             self._category_codes, self._category_code = codes, {str(c): i for i, c in enumerate(names)}
             self._in_stock = bundle.catalog["in_stock"].to_numpy(bool)
             self._price = bundle.catalog["price"].to_numpy(np.float64)
+        lists = bundle.top_lists  # only the lists of this very model (an experiment arm swaps the model)
+        self._lists = lists if lists is not None and lists.model is bundle.model else None
         self._user_index = self._item_index = None
         if approximate and (index := FactorIndex.for_model(bundle.model)) is not None:
             self._user_index = index  # inner product of the factors = the model's score
@@ -193,11 +195,34 @@ class Storefront:
 
     def _reasons(self, rows: np.ndarray, history: np.ndarray) -> list[str | None]:
         """'because you bought X': the shopper's past item most similar to each recommended item."""
+        return self._reason_text(self._reason_rows(rows, history))
+
+    def _reason_rows(self, rows: np.ndarray, history: np.ndarray) -> np.ndarray:
+        """The row of the reason's item X per recommended row; -1 where there is none."""
         if not self._has_similarity or len(history) == 0 or len(rows) == 0:
-            return [None] * len(rows)
+            return np.full(len(rows), -1, np.int64)
         sims = np.nan_to_num(self.bundle.model.similarity_between(history, rows), nan=-np.inf)  # (history, recommended)
-        best = history[np.argmax(sims, axis=0)]
-        return [f"because you bought {self.items.ids[b]}" for b in best]
+        return history[np.argmax(sims, axis=0)]
+
+    def _reason_text(self, reason_rows) -> list[str | None]:
+        return [f"because you bought {self.items.ids[b]}" if b >= 0 else None for b in reason_rows]
+
+    def _listed(self, user_row: int, k: int, exclude_ids, filters: Filters | None) -> Answer | None:
+        """A known shopper's answer from the top lists (training/top_lists.py, bought items left out): the first
+        k items of the list that the filters and ``exclude_ids`` allow, when it holds k of them; else None."""
+        lists = self._lists
+        if lists is None or k > lists.length or not self._knows(user_row) or (at := lists.of(user_row)) < 0:
+            return None
+        items = lists.items[at].astype(np.int64)
+        allowed = items >= 0
+        if (out := self._filter_out(filters)) is not None:
+            allowed &= ~out[0][items]
+        if len(exclude_ids):
+            allowed &= ~np.isin(items, self._rows_of(exclude_ids))
+        pick = np.flatnonzero(allowed)[:k]
+        if len(pick) < k:
+            return None
+        return self._answer(items[pick], lists.scores[at][pick], f"model:{self.name}", self._reason_text(lists.reasons[at][pick]))
 
     def _known_user_scores(self, user_row: int, item_rows: np.ndarray) -> np.ndarray:
         """Scores over the catalogue that are right at least at ``item_rows``: a factor model
@@ -254,6 +279,8 @@ class Storefront:
         them are excluded at once when ``exclude_bought``."""
         row = self.bundle.users.row(user_id)
         events = list(events)
+        if exclude_bought and not events and (listed := self._listed(row, k, exclude_ids, filters)) is not None:
+            return listed  # read, not computed: the same answer
         bought_now = self._rows_of([item for item, kind in events if kind == "purchase"])
         history = np.concatenate([self._bought(row), bought_now])
         excluded = self._exclusions(filters, self._rows_of(exclude_ids),

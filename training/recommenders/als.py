@@ -86,7 +86,7 @@ class ALSRecommender(Recommender):
         item factors and the service's are memory-mapped read-only."""
         y = self.item_factors_
         alpha = getattr(self.config, "alpha", 1.0)
-        base = self._gram().astype(np.float64) + getattr(self.config, "regularization", 0.01) * np.eye(y.shape[1])
+        base = self._fold_in_base()
         rows = weight(sp.csr_matrix(user_items, dtype=np.float32), self.config)
         out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float32)
         for u in range(rows.shape[0]):
@@ -104,6 +104,13 @@ class ALSRecommender(Recommender):
         factors: ~50 ms, far more than the rest of a fold-in, so not per request)."""
         return self._derived("_gram_cache", self.item_factors_,
                              lambda y: np.ascontiguousarray(np.asarray(y, np.float32).T @ np.asarray(y, np.float32)))
+
+    def _fold_in_base(self) -> np.ndarray:
+        """Y'Y + reg I in float64, the part of every fold-in's system that does not depend on the shopper
+        (once per item factor array, not per request)."""
+        reg = getattr(self.config, "regularization", 0.01)
+        return self._derived("_fold_in_base_cache", self.item_factors_,
+                             lambda y: self._gram().astype(np.float64) + reg * np.eye(y.shape[1]))
 
     def score_rows(self, user_items: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> np.ndarray:
         return self.fold_in(user_items) @ self.item_factors_.T
