@@ -7,7 +7,8 @@ a child of it and is not counted, so Spark rows say "JVM not counted"):
 
   canonical  raw events/orders/items Parquet -> canonical Parquet + rejects + report
              product: features.ingest.ingest(engine=...) (pandas reads and parses, the engine runs the rules)
-             floor:   benchmarks.pipeline.duck_canonical (one DuckDB SQL script, same rules and sort keys)
+             floor:   canonical_floor below: DuckDB SQL doing the same parsing, row rules, duplicates, rejects of
+                      every table, catalogue check and report (DuckDB's own Parquet writer)
   matrix     canonical Parquet -> users x items CSR (view 1, cart 3, purchase 10)
              product: features.relational.frames.interaction_matrix on tables the engine reads from Parquet
              floor:   benchmarks.pipeline.duck_matrix (GROUP BY + dense ranks, scipy CSR)
@@ -24,6 +25,7 @@ Results: benchmarks/results/engines.{json,md} with the machine.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from pathlib import Path
 from benchmarks.common import emit
 
 DAY_US = 86_400_000_000
+DUCKDB_MEMORY_ENV = "SHOPREC_DUCKDB_MEMORY"  # features/relational/engine.py reads it; the hand-written SQL here too
 SPARK_DRIVER_MEMORY = "8g"  # local[2]: the driver JVM is all of Spark; its 1g default cannot take 10M events
 
 
@@ -182,27 +185,136 @@ FROM g ORDER BY user_id
 
 
 def features_floor(shop: Path, work: Path) -> None:
-    import duckdb
     import pandas as pd
 
-    from benchmarks.pipeline import _q
+    from benchmarks.pipeline import _duck, _q
 
     canon = work / "canonical"
     at = _at(canon)
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = _duck()
     start = time.perf_counter()
     sql = FEATURES_SQL.format(orders=_q(canon / "orders.parquet"), events=_q(canon / "events.parquet"),
                               items=_q(canon / "items.parquet"), at=f"TIMESTAMP '{at}'", day=f"{DAY_US}.0",
                               at_us=int(at.value // 1000), stop=f"TIMESTAMP '{at + pd.Timedelta(days=90)}'")
-    f = con.execute(sql).to_arrow_table().to_pandas().set_index("user_id")
+    f = con.sql(sql).to_arrow_table().to_pandas().set_index("user_id")
     emit(time.perf_counter() - start, **_checksum(f))
 
 
-def canonical_floor(shop: Path, work: Path) -> None:
-    from benchmarks.pipeline import duck_canonical
+# The hand-written canonical stage does the work the product's ingest does on typed Parquet (features/relational/
+# parquet.py + validation.py): the contract's parsing (text stripped of Unicode whitespace, "" missing, event
+# types lower case, NaN missing, infinities bad), every row rule in the same order with its reason (missing,
+# bad, a NUL in an id, unknown event type, zero order quantity, negative price), exact duplicate events and
+# duplicate item ids reported "of row N", rejects written for all three tables (nothing dropped silently), the
+# catalogue shares items with the orders, a report of the counts; sorted by the same keys. It writes DuckDB's
+# own Parquet (the product writes the bytes pandas writes, which the floor need not).
+WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+FLOOR_TABLES = {  # table: (columns (name, kind, nullable), sort keys)
+    "events": ([("ts", "ts", False), ("user_id", "str", True), ("session_id", "str", False), ("event_type", "str", False),
+                ("item_id", "str", False), ("price", "float", True), ("quantity", "float", True)], ["ts", "session_id"]),
+    "orders": ([("order_id", "str", False), ("user_id", "str", False), ("item_id", "str", False), ("ts", "ts", False),
+                ("quantity", "float", False), ("price", "float", False)], ["ts", "order_id", "item_id"]),
+    "items": ([("item_id", "str", False), ("category", "str", True), ("price", "float", True), ("title", "str", True),
+               ("in_stock", "bool", True)], ["item_id"]),
+}
+KINDS = r"^(duplicate item_id|duplicate|missing \w+|bad \w+|unknown event_type|quantity is zero|negative price)"
 
-    duck_canonical(shop, work)
+
+def _sql_text(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _parsed(column: str, kind: str, lower: bool = False) -> str:
+    """SELECT items parsing one typed column (and its _bad text for floats)."""
+    if kind == "str":
+        ws = _sql_text(WHITESPACE)
+        t = (f"nullif(CASE WHEN contains({ws}, left({column}, 1)) OR contains({ws}, right({column}, 1)) "
+             f"THEN trim({column}, {ws}) ELSE {column} END, '')")
+        return f"{'lower(' + t + ')' if lower else t} AS {column}"
+    if kind == "ts":
+        return f"CAST({column} AS TIMESTAMP) AS {column}"
+    if kind == "bool":
+        return f"coalesce({column}, true) AS {column}"
+    x = f"CAST({column} AS DOUBLE)"
+    inf = _sql_text("'inf'")
+    minus_inf = _sql_text("'-inf'")
+    return (f"CASE WHEN isnan({x}) OR isinf({x}) THEN NULL ELSE {x} END AS {column}, "
+            f"CASE WHEN isinf({x}) THEN CASE WHEN {x} > 0 THEN {inf} ELSE {minus_inf} END END AS _bad_{column}")
+
+
+def _rules(table: str, columns: list) -> str:
+    """The CASE giving each row its first reason, in the product's order (features/relational/validation.py)."""
+    whens = []
+    for name, kind, nullable in columns:
+        has_bad = kind == "float"
+        if not nullable:
+            whens.append((f"{name} IS NULL" + (f" AND _bad_{name} IS NULL" if has_bad else ""), _sql_text(f"missing {name}")))
+        if has_bad:
+            whens.append((f"_bad_{name} IS NOT NULL", f"'bad {name} ' || _bad_{name}"))
+        if kind == "str" and name.endswith("_id"):
+            whens.append((f"contains({name}, chr(0))", _sql_text(f"bad {name} (contains a NUL character)")))
+        if name == "event_type":
+            whens.append((f"{name} IS NOT NULL AND {name} NOT IN ('view', 'cart', 'purchase')",
+                          f"'unknown event_type ''' || left({name}, 40) || ''' (expected view, cart, purchase)'"))
+        elif name == "quantity" and table == "orders":
+            whens.append((f"{name} = 0", "'quantity is zero'"))
+        elif name == "price":
+            whens.append((f"{name} < 0", f"'negative price ' || CAST({name} AS VARCHAR)"))
+    return "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, r in whens) + " END"
+
+
+def canonical_floor(shop: Path, work: Path) -> None:
+    import json
+
+    from benchmarks.pipeline import _duck, _q
+
+    out = work / "canonical_duck"
+    out.mkdir(parents=True, exist_ok=True)
+    con = _duck()
+    start = time.perf_counter()
+    counts = {}
+    for table, (columns, keys) in FLOOR_TABLES.items():
+        names = [c[0] for c in columns]
+        source = _q(shop / f"{table}.parquet")
+        staged = ("SELECT file_row_number AS _row, " + ", ".join(_parsed(n, k, n == "event_type") for n, k, _ in columns)
+                  + f" FROM read_parquet({source}, file_row_number = true)")
+        rejected = "SELECT _row, reason FROM j WHERE reason IS NOT NULL"
+        if table == "events":  # exact repeats among the open rows: only rows whose time repeats can repeat
+            same = " AND ".join(f"c.{n} IS NOT DISTINCT FROM g.{n}" for n in names)
+            rejected = f"""open AS (SELECT * FROM j WHERE reason IS NULL),
+                cand AS (SELECT * FROM open SEMI JOIN (SELECT ts FROM open GROUP BY ts HAVING count(*) > 1) USING (ts)),
+                g AS (SELECT {', '.join(names)}, min(_row) AS first FROM cand GROUP BY ALL HAVING count(*) > 1)
+                {rejected} UNION ALL
+                SELECT c._row, 'duplicate of row ' || (g.first + 1) FROM cand c JOIN g ON {same} WHERE c._row <> g.first"""
+        elif table == "items":
+            rejected = f"""open AS (SELECT * FROM j WHERE reason IS NULL),
+                g AS (SELECT item_id, min(_row) AS first FROM open GROUP BY item_id HAVING count(*) > 1)
+                {rejected} UNION ALL
+                SELECT o._row, 'duplicate item_id of row ' || (g.first + 1) FROM open o JOIN g USING (item_id)
+                WHERE o._row <> g.first"""
+        if not rejected.startswith("SELECT"):
+            rejected = ", " + rejected
+        else:
+            rejected = " " + rejected
+        con.execute(f"CREATE TEMP TABLE rejected_{table} AS WITH j AS (SELECT *, {_rules(table, columns)} AS reason "
+                    f"FROM ({staged})){rejected}")
+        con.execute(f"""COPY (SELECT {', '.join(names)} FROM ({staged}) ANTI JOIN rejected_{table} USING (_row)
+                             ORDER BY {', '.join(keys)}, _row)
+                        TO {_q(out / (table + '.parquet'))} (FORMAT parquet)""")
+        read = con.execute(f"SELECT count(*) FROM read_parquet({source})").fetchone()[0]
+        by_reason = dict(con.execute(f"SELECT regexp_extract(reason, {_sql_text(KINDS)}), count(*) FROM rejected_{table} "
+                                     "GROUP BY 1").fetchall())
+        counts[table] = {"read": read, "rejected": sum(by_reason.values()), "by_reason": by_reason}
+    if not con.execute(f"SELECT 1 FROM read_parquet({_q(out / 'orders.parquet')}) "
+                       f"SEMI JOIN read_parquet({_q(out / 'items.parquet')}) USING (item_id) LIMIT 1").fetchall():
+        raise SystemExit("the catalogue shares no item with the orders")
+    con.execute(f"""COPY (SELECT source, _row + 1 AS row, reason FROM (
+                        SELECT 'orders.parquet' AS source, * FROM rejected_orders UNION ALL
+                        SELECT 'events.parquet', * FROM rejected_events UNION ALL
+                        SELECT 'items.parquet', * FROM rejected_items) ORDER BY source, row)
+                    TO {_q(out / 'rejects.csv')} (HEADER)""")
+    (out / "ingest_report.json").write_text(json.dumps(counts, indent=2) + "\n")
+    emit(time.perf_counter() - start, tables={t: c["read"] - c["rejected"] for t, c in counts.items()},
+         rejected={t: c["rejected"] for t, c in counts.items()})
 
 
 def matrix_floor(shop: Path, work: Path) -> None:
@@ -226,28 +338,36 @@ SIDES = {  # stage -> [(label, task, engine argument or None)]
 }
 
 
-def run(shops: list[str], spark_shops: list[str], repeats: int, timeout: float) -> None:
+def run(shops: list[str], spark_shops: list[str], repeats: int, timeout: float, big_shops: list[str] = (),
+        duckdb_memory: str | None = None) -> None:
+    """Every side of every stage on ``shops`` (Spark on ``spark_shops``), best of ``repeats``; then the
+    DuckDB engine alone, once, on ``big_shops`` (the memory goal). ``duckdb_memory`` caps what DuckDB holds
+    before it spills (the product's SHOPREC_DUCKDB_MEMORY; the hand-written SQL gets the same limit)."""
     import shutil
 
     from benchmarks import shops as shop_data
     from benchmarks.common import DATA, machine, run_child, write_results
 
-    results = {"machine": machine(), "shops": {}, "command": " ".join(sys.argv)}
-    for shop in shops:
+    results = {"machine": machine(), "shops": {}, "command": " ".join(sys.argv), "duckdb_memory": duckdb_memory,
+               "load": {"before": _load()}}
+    for shop in [*shops, *big_shops]:
+        big = shop in big_shops
         path = shop_data.ensure(shop)
         work = DATA / "work" / f"engines-{shop}"
         work.mkdir(parents=True, exist_ok=True)
-        res = results["shops"][shop] = {"shop": shop_data.info(shop), "stages": {}}
+        res = results["shops"][shop] = {"shop": shop_data.info(shop), "stages": {}, "once": big}
         for stage, sides in SIDES.items():
             row = res["stages"][stage] = {}
             for label, task, arg in sides:
-                if label == "spark" and shop not in spark_shops:
+                if (label == "spark" and shop not in spark_shops) or (big and label != "duckdb"):
                     continue
                 runs = []
-                for _ in range(repeats):
+                for _ in range(1 if big else repeats):
                     args = ["benchmarks.engines", "task", task, str(path), str(work)] + ([arg] if arg else [])
-                    env = {"SHOPREC_SPARK_DRIVER_MEMORY": SPARK_DRIVER_MEMORY} if label == "spark" else None
-                    r = run_child(args, timeout=timeout, max_rss_gb=20, env=env)
+                    env = {"SHOPREC_SPARK_DRIVER_MEMORY": SPARK_DRIVER_MEMORY} if label == "spark" else {}
+                    if duckdb_memory:
+                        env[DUCKDB_MEMORY_ENV] = duckdb_memory
+                    r = run_child(args, timeout=timeout, max_rss_gb=20, env=env or None)
                     print(f"[{time.strftime('%H:%M:%S')}] {shop} {stage} {label}: "
                           + (f"{r.seconds:.1f} s, {r.peak_rss_gb:.2f} GB" if r.ok else f"FAILED {r.error}"), flush=True)
                     runs.append(r)
@@ -261,7 +381,13 @@ def run(shops: list[str], spark_shops: list[str], repeats: int, timeout: float) 
                 shutil.rmtree(canon, ignore_errors=True)
                 shutil.copytree(work / "canonical_duckdb", canon)
         res["checks"] = _checks(res["stages"])
+    results["load"]["after"] = _load()
     write_results("engines", results, markdown(results))
+
+
+def _load() -> str:
+    """The machine's load averages (1, 5, 15 min): other work on the shared cores."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _checks(stages: dict) -> dict:
@@ -274,6 +400,8 @@ def _checks(stages: dict) -> dict:
                                for v in m.values() if v["payload"]}) == 1
     f = {k: v["payload"] for k, v in stages["features"].items() if v["payload"]}
     ref = f.get("pandas")
+    if not ref:  # a shop measured on the DuckDB engine alone: nothing to compare with
+        return out | {"features_equal": None}
     out["features_equal"] = bool(ref) and all(
         p["rows"] == ref["rows"] and all(abs(p["sums"][c] - s) <= 1e-6 * max(1.0, abs(s)) for c, s in ref["sums"].items())
         for p in f.values())
@@ -286,10 +414,14 @@ def markdown(results: dict) -> str:
     lines = ["# One feature pipeline, two engines (issue 12)", "",
              f"`{results['command']}`", "", machine_markdown(results["machine"]), "",
              "Seconds of work (best of the repeats) and the child's peak RSS; ratio = DuckDB engine / hand-written "
-             f"DuckDB SQL. Spark's JVM memory is not in its RSS (driver memory {SPARK_DRIVER_MEMORY}).", ""]
+             f"DuckDB SQL. Spark's JVM memory is not in its RSS (driver memory {SPARK_DRIVER_MEMORY}). DuckDB memory "
+             f"limit (SHOPREC_DUCKDB_MEMORY, the same for the hand-written SQL): {results.get('duckdb_memory') or 'default'}."
+             f" Load averages before / after: {results.get('load', {}).get('before')} / "
+             f"{results.get('load', {}).get('after')}.", ""]
     for shop, res in results["shops"].items():
         info = res["shop"]
-        lines += [f"## {shop}: {info.get('events', 0):,} events, {info.get('orders', 0):,} order lines", "",
+        once = " (the DuckDB engine alone, once: the memory goal)" if res.get("once") else ""
+        lines += [f"## {shop}: {info.get('events', 0):,} events, {info.get('orders', 0):,} order lines{once}", "",
                   "| stage | DuckDB engine | pandas | hand-written DuckDB SQL | Spark local[2] | DuckDB / SQL |",
                   "|---|---|---|---|---|---|"]
         totals = {}
@@ -328,5 +460,8 @@ if __name__ == "__main__":
     p.add_argument("--spark-shops", default="1m")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--big-shops", default="", help="shops measured once on the DuckDB engine alone (e.g. 50m)")
+    p.add_argument("--duckdb-memory", default=None, help="DuckDB memory limit for every DuckDB child (e.g. 4GB)")
     a = p.parse_args()
-    run(a.shops.split(","), [s for s in a.spark_shops.split(",") if s], a.repeats, a.timeout)
+    run(a.shops.split(","), [s for s in a.spark_shops.split(",") if s], a.repeats, a.timeout,
+        [s for s in a.big_shops.split(",") if s], a.duckdb_memory)

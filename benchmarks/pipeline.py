@@ -104,10 +104,19 @@ def ours_aggregates(shop: Path, work: Path) -> None:
 
 # ---------------------------------------------------------------------------------- floor
 def _duck():
+    """A DuckDB connection for the hand-written SQL: order kept only where asked, the same memory limit as the
+    product's engine (SHOPREC_DUCKDB_MEMORY) and spills to the system's temporary directory."""
+    import os
+    import tempfile
+
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET temp_directory = " + _q(Path(tempfile.gettempdir()) / "shoprec-duckdb"))
+    if os.environ.get("SHOPREC_DUCKDB_MEMORY"):
+        con.execute("SET memory_limit = " + _q(os.environ["SHOPREC_DUCKDB_MEMORY"]))
     return con
 
 

@@ -221,10 +221,9 @@ def _shares_items(catalogue, used: list) -> bool:
         t = engine.table(df).select("item_id") if isinstance(df, pd.DataFrame) else df.item_ids()
         return t.select(item_id=t.item_id.cast("string"))
 
-    listed = ids(catalogue).distinct()
-    bought = ids(used[0]) if len(used) == 1 else ids(used[0]).union(ids(used[1]), distinct=False)
-    try:
-        return len(engine.frame(listed.semi_join(bought, "item_id").limit(1))) > 0
+    listed = ids(catalogue)
+    try:  # the orders first (the smaller table), each read only until a listed item turns up
+        return any(len(engine.frame(ids(df).semi_join(listed, "item_id").limit(1))) > 0 for df in used)
     finally:
         for df in frames:
             engine.forget(df)

@@ -97,6 +97,9 @@ def test_user_features_and_labels_match_pandas(shops, duckdb, shop):
 
         spend = R.outcomes(duckdb, od, users, at, 90)["spend"].rename("spend")
         pd.testing.assert_series_equal(spend, future_spend(od, users, at, 90), check_exact=False, rtol=1e-9, atol=0)
+        # any users: those who only bought later, and ids never seen, get their labels too (0 spend, churned)
+        anyone = pd.Index(sorted(set(od["user_id"].astype(str))) + ["never-seen"], dtype="string", name="user_id")
+        pd.testing.assert_series_equal(R.churn_labels(duckdb, od, anyone, at, 90), L.churn_labels(od, anyone, at, 90))
 
 
 def test_churn_metrics_are_the_same_on_duckdb(shops, duckdb):
@@ -119,6 +122,12 @@ def test_interaction_matrices_and_rules_match_pandas(shops, duckdb, shop):
         out = R.interaction_matrix(duckdb, c.events, c.orders, config)
         assert out.users == ref.users and out.items == ref.items
         assert ref.matrix.nnz > 0 and (out.matrix != ref.matrix).nnz == 0, config
+        # vocabularies given (a model's space): ids outside them left out, rows in the given order
+        users = IdVocab(np.concatenate([ref.users.ids[::2][::-1], ["never-seen"]]))
+        log = interaction_log(c.events, c.orders, config)
+        ref = build_matrix(log, config, users=users, items=ref.items, now=log["ts"].max())
+        out = R.interaction_matrix(duckdb, c.events, c.orders, config, users=users, items=ref.items)
+        assert (out.matrix != ref.matrix).nnz == 0 and out.matrix.shape == ref.matrix.shape, config
     items = IdVocab.from_values(c.orders["item_id"].astype(str))
     ref = association_rules(baskets(c.orders, items), AssociationConfig())
     out = R.association_rules(duckdb, c.orders, items, AssociationConfig())
@@ -185,3 +194,22 @@ def test_typed_parquet_is_validated_in_the_engine_with_the_same_files(tmp_path):
                        engine=engine, forgotten=[])
             errors.append(str(e.value))
         assert errors[0] == errors[1]
+
+
+def test_duckdb_memory_limit_spill_directory_and_materialized_tables(monkeypatch, tmp_path):
+    """SHOPREC_DUCKDB_MEMORY caps DuckDB (it spills beyond, to SHOPREC_DUCKDB_TEMP); a bad size is refused by
+    name; a table kept for a block is gone after it."""
+    monkeypatch.setenv("SHOPREC_DUCKDB_MEMORY", "1GB")
+    monkeypatch.setenv("SHOPREC_DUCKDB_TEMP", str(tmp_path))
+    engine = connect("duckdb")
+    settings = dict(engine.con.con.execute(
+        "SELECT name, value FROM duckdb_settings() WHERE name IN ('memory_limit', 'temp_directory')").fetchall())
+    assert settings == {"memory_limit": "953.6 MiB", "temp_directory": str(tmp_path)}
+    t = engine.table(pd.DataFrame({"x": [1, 2, 3]}))
+    with engine.materialized(t.filter(t.x > 1)) as kept:
+        assert kept.count().execute() == 2
+        name = kept.get_name().split(".")[-1]
+    assert not engine.con.con.execute(f"SELECT 1 FROM duckdb_tables() WHERE table_name = '{name}'").fetchall()
+    monkeypatch.setenv("SHOPREC_DUCKDB_MEMORY", "lots")
+    with pytest.raises(ValueError, match="SHOPREC_DUCKDB_MEMORY='lots'"):
+        connect("duckdb")

@@ -11,9 +11,12 @@ boundaries agree. Timestamps are compared and subtracted as integer microseconds
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +29,8 @@ ENGINES = ("duckdb", "spark")
 SPARK_MASTER_ENV = "SHOPREC_SPARK_MASTER"
 DRIVER_MEMORY_ENV = "SHOPREC_SPARK_DRIVER_MEMORY"  # e.g. 8g; Spark's default is 1g
 DEFAULT_SPARK_MASTER = "local[2]"
+DUCKDB_MEMORY_ENV = "SHOPREC_DUCKDB_MEMORY"  # e.g. 4GB; DuckDB's default is 80% of the machine's memory
+DUCKDB_TEMP_ENV = "SHOPREC_DUCKDB_TEMP"  # where DuckDB spills; default <system temp>/shoprec-duckdb
 _names = itertools.count()
 US_PER_DAY = 86_400_000_000
 MICRO_UNITS = 1_000_000.0  # exact_sum's resolution: a millionth
@@ -118,6 +123,24 @@ class Engine:
         """Write the result as Parquet (on Spark by the executors, so any URI Spark writes works)."""
         self.con.to_parquet(expr, str(path))
 
+    @contextlib.contextmanager
+    def materialized(self, expr: ibis.Table):
+        """``expr`` computed once and kept for the block (a temporary table on DuckDB, a cached DataFrame on
+        Spark): what several queries read is scanned and filtered once, not once per query."""
+        if self.name == "spark":
+            table = expr.cache()
+            try:
+                yield table
+            finally:
+                table.release()
+            return
+        name = f"shoprec_tmp_{next(_names)}"
+        table = self.con.create_table(name, expr, temp=True)
+        try:
+            yield table
+        finally:  # Ibis 12's DROP TABLE does not parse on DuckDB 2 (see PITFALLS): plain SQL
+            self.con.con.execute(f'DROP TABLE IF EXISTS temp.main."{name}"')
+
     def forget(self, data) -> None:
         """Drop the registration of an in-memory table made by ``table``."""
         entry = self._tables.pop(id(data), None)
@@ -130,11 +153,28 @@ def connect(name: str = "duckdb", master: str | None = None) -> Engine:
     if name == "duckdb":
         con = ibis.duckdb.connect()
         con.raw_sql("SET TimeZone = 'UTC'")
+        # every result whose order matters is ordered explicitly, so DuckDB need not keep the order rows
+        # came in (which costs memory and parallelism in scans, sorts and writes)
+        con.raw_sql("SET preserve_insertion_order = false")
+        # what does not fit spills to the system's temporary directory, not to ./.tmp where the process started
+        spill = os.environ.get(DUCKDB_TEMP_ENV) or str(Path(tempfile.gettempdir()) / "shoprec-duckdb")
+        con.raw_sql("SET temp_directory = '" + spill.replace("'", "''") + "'")
+        if os.environ.get(DUCKDB_MEMORY_ENV):
+            con.raw_sql(f"SET memory_limit = '{duckdb_memory(os.environ[DUCKDB_MEMORY_ENV])}'")
         con.raw_sql("CREATE OR REPLACE MACRO unix_micros(ts) AS epoch_us(ts)")
         return Engine("duckdb", con)
     if name == "spark":
         return Engine("spark", ibis.pyspark.connect(spark_session(master)))
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
+
+
+def duckdb_memory(value: str) -> str:
+    """A DuckDB memory limit ("4GB", "512MiB"): what DuckDB's sorts, joins and aggregates may hold before they
+    spill to its temporary directory. ValueError naming the value otherwise."""
+    text = str(value).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", text, flags=re.IGNORECASE):
+        raise ValueError(f"{DUCKDB_MEMORY_ENV}={value!r}: expected a size such as 4GB or 512MiB")
+    return text
 
 
 def spark_session(master: str | None = None):

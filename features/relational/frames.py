@@ -34,10 +34,12 @@ def user_features(engine, orders, at, events=None, items=None) -> pd.DataFrame:
     orders_t, events_t, items_t = table(engine, orders), table(engine, events), table(engine, items)
     if items_t is not None and not ("category" in items_t.columns and scalar(engine, items_t.category.nunique()) >= 2):
         items_t = None
-    if events_t is not None and not scalar(engine, events_t.user_id.notnull().any()):
-        events_t = None
-    f = engine.frame(uf.user_features(orders_t, at, events_t, items_t))
-    f = f.set_index(f["user_id"].astype("string").rename("user_id")).drop(columns="user_id").sort_index()
+    if events_t is not None and not scalar(engine, events_t.filter(events_t.user_id.notnull()).limit(1).count()):
+        events_t = None  # (the first identified event ends the scan)
+    f = engine.frame(uf.user_features(orders_t, at, events_t, items_t).order_by("user_id"))
+    f = f.set_index(f["user_id"].rename("user_id")).drop(columns="user_id")
+    if not f.index.is_monotonic_increasing:  # the engine sorted by bytes, which is Python's order of the text
+        f = f.sort_index()
     return f.astype("float64")
 
 
@@ -55,12 +57,11 @@ def outcomes(engine, orders, users: pd.Index, at, days: float, end=None) -> pd.D
     end = pd.Timestamp(end) if end is not None else pd.Timestamp(scalar(engine, orders_t.ts.max()))
     if stop > end:
         raise ValueError(f"label window ({at} + {days:g} days = {stop}) runs past the end of the data ({end})")
-    who = pd.DataFrame({"user_id": pd.Series(pd.Index(users).astype(str), dtype="string")})
-    out = engine.frame(labels.outcomes(orders_t, engine.table(who), at, days))
-    engine.forget(who)
-    out = out.set_index("user_id").reindex(pd.Index(users).astype("string"))
-    return pd.DataFrame({"bought": out["bought"].astype(int).to_numpy(), "spend": out["spend"].astype(float).to_numpy()},
-                        index=users)
+    # only the window's buyers come back (``users`` never go to the engine); everyone else bought nothing
+    buyers = engine.frame(labels.buyers_after(orders_t, at, days)).set_index("user_id")
+    out = buyers.reindex(pd.Index(users).astype("string"))
+    return pd.DataFrame({"bought": (out["n"].fillna(0).to_numpy() > 0).astype(int),
+                         "spend": out["spend"].fillna(0.0).astype(float).to_numpy()}, index=users)
 
 
 def churn_labels(engine, orders, users, at, horizon_days: float = 90, end=None) -> pd.Series:
@@ -83,32 +84,56 @@ def interaction_pairs(engine, events, orders, config: InteractionConfig, now=Non
 def interaction_matrix(engine, events, orders, config: InteractionConfig, users: IdVocab | None = None,
                        items: IdVocab | None = None, now=None) -> Interactions:
     """``build_matrix(interaction_log(events, orders, config), config, users, items, now)`` on ``engine``:
-    vocabularies not given are every id of the log (before any window), as there. The engine turns ids
-    into rows (a join with each vocabulary), so only integers and weights come back."""
+    vocabularies not given are every id of the log (before any window), sorted, as there. The log is
+    read from the inputs once and kept in the engine; the engine numbers the ids (or joins the given
+    vocabularies) and sums the weights per (row, column), so only integers and weights come back."""
     log = interactions.interaction_log(table(engine, events), table(engine, orders), config)
-    if users is None:
-        users = IdVocab(np.sort(engine.frame(log.select("user_id").distinct())["user_id"].astype(str).to_numpy()))
-    if items is None:
-        items = IdVocab(np.sort(engine.frame(log.select("item_id").distinct())["item_id"].astype(str).to_numpy()))
-    if now is None and (config.window_days is not None or config.half_life_days is not None):
-        now = scalar(engine, log.ts.max())
-    pairs = interactions.triplets(log, config, now)
-    with _vocab_tables(engine, user_id=users, item_id=items) as (u, i):
-        cells = pairs.join(u, "user_id").join(i, "item_id").select("user_id_row", "item_id_row", "weight")
-        cells = engine.arrow(cells)
-    m = sp.csr_matrix((cells["weight"].to_numpy(), (cells["user_id_row"].to_numpy(), cells["item_id_row"].to_numpy())),
-                      shape=(len(users), len(items)), dtype=np.float64)
+    if not interactions.timed(config):
+        log = log.drop("ts")
+    with engine.materialized(log) as log:
+        if now is None and interactions.timed(config):
+            now = scalar(engine, log.ts.max())
+        with _vocab_rows(engine, log, user_id=users, item_id=items) as ((users, u), (items, i)):
+            keyed = log.join(u, "user_id").join(i, "item_id")
+            pairs = interactions.triplets(keyed, config, now, keys=("user_id_row", "item_id_row"))
+            cells = engine.arrow(pairs)
+    # each (row, column) comes once, so building in float32 is the float64 sum cast, as build_matrix does
+    m = sp.csr_matrix((cells["weight"].to_numpy().astype(np.float32),
+                       (cells["user_id_row"].to_numpy(), cells["item_id_row"].to_numpy())),
+                      shape=(len(users), len(items)), dtype=np.float32)
     m.sum_duplicates()
-    m = m.astype(np.float32)
     check_shape(m, len(users), len(items))
     return Interactions(m, users, items)
+
+
+@contextlib.contextmanager
+def _vocab_rows(engine, log: ibis.Table, **vocabs: IdVocab | None):
+    """Per column of ``log``: (vocabulary, table of <column>, <column>_row) for as long as the block runs.
+    A vocabulary not given is every id of the column, sorted and numbered by the engine (byte order, which
+    is NumPy's order of the same text; checked)."""
+    with contextlib.ExitStack() as stack:
+        out = []
+        for column, vocab in vocabs.items():
+            if vocab is None:
+                ids = log.select(column).distinct()
+                ids = ids.mutate(**{f"{column}_row": ibis.row_number().over(order_by=ids[column]).cast("int32")})
+                numbered = stack.enter_context(engine.materialized(ids))
+                text = engine.arrow(numbered.order_by(f"{column}_row").select(column))[column]
+                vocab = IdVocab(np.asarray(text.to_numpy(zero_copy_only=False), dtype=str))
+                if len(vocab) < 2 or (vocab.ids[1:] > vocab.ids[:-1]).all():
+                    out.append((vocab, numbered))
+                    continue
+                vocab = IdVocab(np.sort(vocab.ids))  # an engine that collates text otherwise: NumPy's order
+            (t,) = stack.enter_context(_vocab_tables(engine, **{column: vocab}))
+            out.append((vocab, t))
+        yield out
 
 
 @contextlib.contextmanager
 def _vocab_tables(engine, **vocabs: IdVocab):
     """Each vocabulary as a table (<column>, <column>_row) on the engine, for as long as the block runs."""
     frames = [pd.DataFrame({column: pd.Series(v.ids.astype(str), dtype="string"),
-                            f"{column}_row": np.arange(len(v), dtype=np.int64)}) for column, v in vocabs.items()]
+                            f"{column}_row": np.arange(len(v), dtype=np.int32)}) for column, v in vocabs.items()]
     try:
         yield [engine.table(f) for f in frames]
     finally:

@@ -33,12 +33,18 @@ def interaction_log(events: ibis.Table | None, orders: ibis.Table | None, config
     return parts[0] if len(parts) == 1 else parts[0].union(parts[1], distinct=False)
 
 
-def triplets(log: ibis.Table, config: InteractionConfig, now=None) -> ibis.Table:
+def timed(config: InteractionConfig) -> bool:
+    """Whether the weights depend on the time of each interaction (a window or a half-life)."""
+    return config.window_days is not None or config.half_life_days is not None
+
+
+def triplets(log: ibis.Table, config: InteractionConfig, now=None, keys=("user_id", "item_id")) -> ibis.Table:
     """(user_id, item_id, weight): the summed weights per pair, decayed by age from ``now`` (a timestamp;
     required with a half-life or window), only the last ``window_days``; binary: the decay of the
-    pair's latest interaction. Pairs whose weight is not positive are left out."""
+    pair's latest interaction. Pairs whose weight is not positive are left out. ``keys`` name the pair's
+    columns (the matrix groups by row numbers, cheaper than by text ids)."""
     weight = log.weight
-    if config.window_days is not None or config.half_life_days is not None:
+    if timed(config):
         if now is None:
             raise ValueError("a half-life or window needs 'now'")
         age_days = (ibis.literal(at_micros(now)) - micros(log.ts)) / f64(US_PER_DAY)
@@ -53,5 +59,5 @@ def triplets(log: ibis.Table, config: InteractionConfig, now=None) -> ibis.Table
         log = log.mutate(decay=f64(1.0))
     log = log.filter(log.weight > 0)
     if config.binary:
-        return log.group_by(["user_id", "item_id"]).aggregate(weight=log.decay.max())
-    return log.group_by(["user_id", "item_id"]).aggregate(weight=log.weight.sum())
+        return log.group_by(list(keys)).aggregate(weight=log.decay.max())
+    return log.group_by(list(keys)).aggregate(weight=log.weight.sum())

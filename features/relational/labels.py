@@ -27,13 +27,19 @@ def _after(orders: ibis.Table, at, days: float) -> ibis.Table:
     return buys.filter((buys.ts > ts_literal(at)) & (buys.ts <= ts_literal(stop)))
 
 
+def buyers_after(orders: ibis.Table, at, days: float) -> ibis.Table:
+    """user_id, ``spend`` (quantity × price) and ``n`` (purchase lines) of every user who bought in
+    (at, at + days]: the outcomes of those users; every other user bought nothing."""
+    window = _after(orders, at, days)
+    window = window.mutate(value=window.quantity * window.price)
+    return window.group_by("user_id").aggregate(spend=exact_sum(window.value), n=window.count())
+
+
 def outcomes(orders: ibis.Table, users: ibis.Table, at, days: float) -> ibis.Table:
     """user_id, ``bought`` (1 when the user bought in (at, at + days], else 0) and ``spend`` (quantity ×
     price of those purchases, 0.0 when none) for every row of ``users``: the churn (1 - bought over the
     horizon), conversion (bought over the window) and customer-value (spend) labels."""
-    window = _after(orders, at, days)
-    window = window.mutate(value=window.quantity * window.price)
-    per_user = window.group_by("user_id").aggregate(spend=exact_sum(window.value), n=window.count())
+    per_user = buyers_after(orders, at, days)
     t = users.select("user_id").left_join(per_user, "user_id").drop("user_id_right")
     return t.select("user_id", bought=ibis.cases((t.n > 0, 1), else_=0).cast("int64"),
                     spend=t.spend.fill_null(f64(0.0)))

@@ -16,6 +16,8 @@ stored as a column, repeated or missing required columns, no rows, or a column w
 from __future__ import annotations
 
 import io
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,12 +60,14 @@ class EngineTable:
 
     def write(self, path: Path) -> None:
         """The Parquet file ``features.ingest.write_canonical`` writes for the same rows, byte for byte."""
-        # DuckDB's own streaming reader (Ibis 12's to_pyarrow_batches calls a method DuckDB 2 no longer has)
+        # DuckDB's own streaming reader (Ibis 12's to_pyarrow_batches calls a method DuckDB 2 no longer has); the
+        # in-memory tables of the expression (the rejected positions) registered first, as Ibis does before a query
+        self.engine.con._run_pre_execute_hooks(self.expr)
         reader = self.engine.con.con.sql(str(self.engine.con.compile(self.expr))).to_arrow_reader(ROW_GROUP)
         with pq.ParquetWriter(path, self.schema, compression="snappy", coerce_timestamps="us",
                               allow_truncated_timestamps=True) as writer:
             pending, held = [], 0
-            for batch in reader:
+            for batch in _prefetched(reader):  # DuckDB makes the next batch while this one is encoded
                 pending.append(batch)
                 held += batch.num_rows
                 while held >= ROW_GROUP:
@@ -75,6 +79,44 @@ class EngineTable:
             if held or self.rows == 0:
                 table = pa.Table.from_batches(pending, schema=pending[0].schema) if pending else self.schema.empty_table()
                 writer.write_table(_cast(table, self.schema), row_group_size=ROW_GROUP)
+
+
+def _prefetched(reader, depth: int = 2):
+    """The batches of ``reader``, read ahead by a thread (at most ``depth`` waiting): DuckDB and pyarrow's
+    Parquet encoder both release the GIL, so on two cores the query and the writing overlap."""
+    batches: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        """Queue ``item`` unless the consumer has stopped (then False)."""
+        while not stop.is_set():
+            try:
+                batches.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pull():
+        try:
+            for batch in reader:
+                if not put(batch):
+                    return
+            put(end)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(e)
+
+    thread = threading.Thread(target=pull, name="duckdb-batches", daemon=True)
+    thread.start()
+    try:
+        while (item := batches.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def read_contract_parquet(engine, path: Path, spec: TableSpec, source: str, forgotten=None):

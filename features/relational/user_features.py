@@ -11,6 +11,7 @@ from __future__ import annotations
 import ibis
 
 from features.relational.engine import US_PER_DAY, at_micros, exact_sum, f64, micros, ts_literal
+from features.relational.labels import customers_at
 from features.user_features import CATEGORY_FEATURES, EVENT_FEATURES, ORDER_FEATURES
 
 F64 = "float64"
@@ -30,8 +31,9 @@ def pct_change(now: ibis.Value, before: ibis.Value) -> ibis.Value:
     return ratio(now - before, before)
 
 
-def count_if(cond: ibis.Value) -> ibis.Value:
-    return ibis.cases((cond, f64(1.0)), else_=f64(0.0)).sum()
+def count_if(rows: ibis.Table, cond: ibis.Value) -> ibis.Value:
+    """The number of ``rows`` where ``cond`` holds, as float64 (COUNT(*) FILTER on DuckDB)."""
+    return rows.count(where=cond).fill_null(0).cast(F64)
 
 
 def sum_if(cond: ibis.Value, value: ibis.Value) -> ibis.Value:
@@ -64,10 +66,10 @@ def order_features(orders: ibis.Table, at, items: ibis.Table | None = None) -> i
         basket_lines=po.lines.mean(),
         basket_units=exact_sum(po.units) / po.count(),
         basket_value=exact_sum(po.value) / po.count(),
-        orders_30d=count_if(within(po.age_us, 0, 30)),
-        orders_prev_30d=count_if(within(po.age_us, 30, 60)),
-        orders_90d=count_if(within(po.age_us, 0, 90)),
-        orders_prev_90d=count_if(within(po.age_us, 90, 180)),
+        orders_30d=count_if(po, within(po.age_us, 0, 30)),
+        orders_prev_30d=count_if(po, within(po.age_us, 30, 60)),
+        orders_90d=count_if(po, within(po.age_us, 0, 90)),
+        orders_prev_90d=count_if(po, within(po.age_us, 90, 180)),
         spend_30d=sum_if(within(po.age_us, 0, 30), po.value),
         spend_90d=sum_if(within(po.age_us, 0, 90), po.value),
         spend_prev_90d=sum_if(within(po.age_us, 90, 180), po.value),
@@ -111,11 +113,11 @@ def event_features(events: ibis.Table, at, users: ibis.Table) -> ibis.Table:
     ev = ev.semi_join(users.select("user_id"), "user_id")
     ev = ev.mutate(age_us=now - micros(ev.ts))
     per_user = ev.group_by("user_id").aggregate(
-        views=count_if(ev.event_type == "view"),
-        views_30d=count_if((ev.event_type == "view") & (ev.age_us < 30 * US_PER_DAY)),
-        carts=count_if(ev.event_type == "cart"),
-        carts_30d=count_if((ev.event_type == "cart") & (ev.age_us < 30 * US_PER_DAY)),
-        purchases=count_if(ev.event_type == "purchase"),
+        views=count_if(ev, ev.event_type == "view"),
+        views_30d=count_if(ev, (ev.event_type == "view") & (ev.age_us < 30 * US_PER_DAY)),
+        carts=count_if(ev, ev.event_type == "cart"),
+        carts_30d=count_if(ev, (ev.event_type == "cart") & (ev.age_us < 30 * US_PER_DAY)),
+        purchases=count_if(ev, ev.event_type == "purchase"),
         days_since_visit=ev.age_us.min() / day,
         active_days=ev.age_us.max() / day,
     )
@@ -126,11 +128,11 @@ def event_features(events: ibis.Table, at, users: ibis.Table) -> ibis.Table:
     )
     per_session = sessions.group_by("user_id").aggregate(
         sessions=sessions.count().cast(F64),
-        sessions_30d=count_if(within(sessions.age_us, 0, 30)),
-        sessions_prev_30d=count_if(within(sessions.age_us, 30, 60)),
+        sessions_30d=count_if(sessions, within(sessions.age_us, 0, 30)),
+        sessions_prev_30d=count_if(sessions, within(sessions.age_us, 30, 60)),
         span_days=(sessions.age_us.max() - sessions.age_us.min()) / day,
-        carted=count_if(sessions.cart),
-        carted_bought=count_if(sessions.cart & sessions.bought),
+        carted=count_if(sessions, sessions.cart),
+        carted_bought=count_if(sessions, sessions.cart & sessions.bought),
     )
     f = users.select("user_id").left_join(per_user, "user_id").drop("user_id_right")
     f = f.left_join(per_session, "user_id").drop("user_id_right")
@@ -156,5 +158,7 @@ def user_features(orders: ibis.Table, at, events: ibis.Table | None = None, item
     f = order_features(orders, at, items)
     if events is None:
         return f
-    ef = event_features(events, at, f.select("user_id"))
+    # the population by its definition (a purchase up to ``at``), not by the feature table: the engine
+    # would otherwise compute the order features twice, once to filter the clickstream
+    ef = event_features(events, at, customers_at(orders, at))
     return f.left_join(ef, "user_id").drop("user_id_right")
