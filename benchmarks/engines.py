@@ -17,7 +17,8 @@ a child of it and is not counted, so Spark rows say "JVM not counted"):
              floor:   FEATURES_SQL below, the same definitions written by hand (plain SUM/AVG)
              pandas:  features.user_features.user_features + features.labels.churn_labels
 
-    python -m benchmarks.engines run [--shops 1m,large] [--spark-shops 1m] [--repeats 1]
+    python -m benchmarks.engines run [--shops 1m,large] [--spark-shops 1m] [--repeats 1] [--duckdb-memory 4GB]
+    python -m benchmarks.engines run --shops '' --big-shops 50m --duckdb-memory 4GB --merge   (add the 50M run)
     python -m benchmarks.engines task <task> <shop_dir> <work_dir>     (one child)
 
 Results: benchmarks/results/engines.{json,md} with the machine.
@@ -339,23 +340,31 @@ SIDES = {  # stage -> [(label, task, engine argument or None)]
 
 
 def run(shops: list[str], spark_shops: list[str], repeats: int, timeout: float, big_shops: list[str] = (),
-        duckdb_memory: str | None = None) -> None:
+        duckdb_memory: str | None = None, merge: bool = False) -> None:
     """Every side of every stage on ``shops`` (Spark on ``spark_shops``), best of ``repeats``; then the
     DuckDB engine alone, once, on ``big_shops`` (the memory goal). ``duckdb_memory`` caps what DuckDB holds
-    before it spills (the product's SHOPREC_DUCKDB_MEMORY; the hand-written SQL gets the same limit)."""
+    before it spills (the product's SHOPREC_DUCKDB_MEMORY; the hand-written SQL gets the same limit). ``merge``:
+    add these shops to benchmarks/results/engines.json instead of starting it anew."""
     import shutil
 
     from benchmarks import shops as shop_data
-    from benchmarks.common import DATA, machine, run_child, write_results
+    from benchmarks.common import DATA, RESULTS, machine, run_child, write_results
 
-    results = {"machine": machine(), "shops": {}, "command": " ".join(sys.argv), "duckdb_memory": duckdb_memory,
-               "load": {"before": _load()}}
+    command = " ".join(sys.argv)
+    results = {"machine": machine(), "shops": {}, "commands": [command]}
+    previous = RESULTS / "engines.json"
+    if merge and previous.exists():  # a later run adds its shops to the earlier run's (each under the bench lock)
+        import json
+
+        results = json.loads(previous.read_text())
+        results["commands"] = results.get("commands", [results.get("command")]) + [command]
     for shop in [*shops, *big_shops]:
         big = shop in big_shops
         path = shop_data.ensure(shop)
         work = DATA / "work" / f"engines-{shop}"
         work.mkdir(parents=True, exist_ok=True)
-        res = results["shops"][shop] = {"shop": shop_data.info(shop), "stages": {}, "once": big}
+        res = results["shops"][shop] = {"shop": shop_data.info(shop), "stages": {}, "once": big, "command": command,
+                                        "duckdb_memory": duckdb_memory, "load_before": _load()}
         for stage, sides in SIDES.items():
             row = res["stages"][stage] = {}
             for label, task, arg in sides:
@@ -380,8 +389,8 @@ def run(shops: list[str], spark_shops: list[str], repeats: int, timeout: float, 
                 canon = work / "canonical"
                 shutil.rmtree(canon, ignore_errors=True)
                 shutil.copytree(work / "canonical_duckdb", canon)
-        res["checks"] = _checks(res["stages"])
-    results["load"]["after"] = _load()
+        res["checks"] = _checks(res["stages"]) if not big else "one side only: nothing to compare"
+        res["load_after"] = _load()
     write_results("engines", results, markdown(results))
 
 
@@ -411,17 +420,19 @@ def _checks(stages: dict) -> dict:
 def markdown(results: dict) -> str:
     from benchmarks.common import machine_markdown
 
-    lines = ["# One feature pipeline, two engines (issue 12)", "",
-             f"`{results['command']}`", "", machine_markdown(results["machine"]), "",
+    commands = results.get("commands", [results.get("command")])
+    lines = ["# One feature pipeline, two engines (issue 12)", "", *[f"`{c}`" for c in commands], "",
+             machine_markdown(results["machine"]), "",
              "Seconds of work (best of the repeats) and the child's peak RSS; ratio = DuckDB engine / hand-written "
-             f"DuckDB SQL. Spark's JVM memory is not in its RSS (driver memory {SPARK_DRIVER_MEMORY}). DuckDB memory "
-             f"limit (SHOPREC_DUCKDB_MEMORY, the same for the hand-written SQL): {results.get('duckdb_memory') or 'default'}."
-             f" Load averages before / after: {results.get('load', {}).get('before')} / "
-             f"{results.get('load', {}).get('after')}.", ""]
+             f"DuckDB SQL. Spark's JVM memory is not in its RSS (driver memory {SPARK_DRIVER_MEMORY}). The DuckDB memory "
+             "limit (SHOPREC_DUCKDB_MEMORY) applies to the DuckDB engine and to the hand-written SQL alike; load "
+             "averages (1, 5, 15 min) of the shared 2-core machine before and after each shop.", ""]
     for shop, res in results["shops"].items():
         info = res["shop"]
         once = " (the DuckDB engine alone, once: the memory goal)" if res.get("once") else ""
         lines += [f"## {shop}: {info.get('events', 0):,} events, {info.get('orders', 0):,} order lines{once}", "",
+                  f"DuckDB memory limit: {res.get('duckdb_memory') or 'DuckDB default (80% of RAM)'}; load "
+                  f"{res.get('load_before')} before, {res.get('load_after')} after.", "",
                   "| stage | DuckDB engine | pandas | hand-written DuckDB SQL | Spark local[2] | DuckDB / SQL |",
                   "|---|---|---|---|---|---|"]
         totals = {}
@@ -440,6 +451,8 @@ def markdown(results: dict) -> str:
             d, s = row.get("duckdb", {}).get("seconds"), row.get("hand SQL", {}).get("seconds")
             lines.append(f"| {stage} | " + " | ".join(cells) + f" | {d / s:.2f} |" if d and s else
                          f"| {stage} | " + " | ".join(cells) + " | |")
+        if totals.get("duckdb") and not totals.get("hand SQL"):
+            lines.append(f"| **total** | **{totals['duckdb']:.1f} s** | | | | |")
         if totals.get("duckdb") and totals.get("hand SQL"):
             lines.append(f"| **total** | **{totals['duckdb']:.1f} s** | {totals.get('pandas', 0):.1f} s | "
                          f"{totals['hand SQL']:.1f} s | {totals.get('spark', 0):.1f} s | "
@@ -462,6 +475,7 @@ if __name__ == "__main__":
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--big-shops", default="", help="shops measured once on the DuckDB engine alone (e.g. 50m)")
     p.add_argument("--duckdb-memory", default=None, help="DuckDB memory limit for every DuckDB child (e.g. 4GB)")
+    p.add_argument("--merge", action="store_true", help="add the shops to the existing results instead of replacing them")
     a = p.parse_args()
-    run(a.shops.split(","), [s for s in a.spark_shops.split(",") if s], a.repeats, a.timeout,
-        [s for s in a.big_shops.split(",") if s], a.duckdb_memory)
+    run([s for s in a.shops.split(",") if s], [s for s in a.spark_shops.split(",") if s], a.repeats, a.timeout,
+        [s for s in a.big_shops.split(",") if s], a.duckdb_memory, a.merge)
