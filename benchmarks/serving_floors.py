@@ -393,12 +393,21 @@ def markdown(out: dict) -> str:
               f"{fmt(rt['service_over_starlette'])} (what BentoML's HTTP layer costs on top of our work); Starlette "
               f"same work / trivial BentoML {fmt(rt['starlette_over_trivial'])}. p99 at {a['rate']} req/s ≤ 15 ms in "
               f"every round: {'met' if s['goals']['p99_at_rate_ok'] else 'missed'}.", "",
-              "Approximate search (faiss IVF, as the service answers) against exact search, per kind of request "
-              "of the mix, in one process: " + ("; ".join(
+              "The service's answers (faiss IVF index; top lists for known shoppers where the bundle has them) against "
+              "exact search computed per request, per kind of request of the mix, in one process: " + ("; ".join(
                   f"{k} recall@10 {v['recall_at_10']:.3f} ({v['approximate_ms']:.2f} vs {v['exact_ms']:.2f} ms, "
                   f"n={v['requests']})" for k, v in out["recall"].items()) if "error" not in out.get("recall", {"error": 1})
-                  else "not measured") + ".", "",
-              "Load average (1, 5, 15 min) per round: " + "; ".join(
+                  else "not measured") + ".", ""]
+    if tl := out.get("top_lists"):
+        lines += [f"Top lists (training/top_lists.py) of the bundle: {tl.get('users', 0):,} known shoppers x {tl.get('length')} "
+                  f"items, {tl.get('megabytes')} MB memory-mapped, built in {tl.get('seconds', 0):.0f} s "
+                  f"(peak {tl.get('peak_rss_gb')} GB) before the run.", ""]
+    if lc := out.get("lists_check"):
+        lines += [f"Answers read from the top lists against the same answers computed by exact search: "
+                  f"{lc['identical']:,} of {lc['answered_from_lists']:,} identical (items, order, reasons, source; of "
+                  f"{lc['checked']:,} requests checked, 2,000 random known shoppers and the mix's known and filtered ones), "
+                  f"largest score difference {lc['max_score_difference']:.1e} (float32 rounding of a batch product).", ""]
+    lines += ["Load average (1, 5, 15 min) per round: " + "; ".join(
                   f"{x['round']}: {x['loadavg']} at {x['at']}" for x in out["load"]), ""]
     if prof := out.get("profile"):
         if "error" in prof:

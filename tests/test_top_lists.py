@@ -66,7 +66,7 @@ def test_lists_round_trip_memory_mapped_and_belong_to_their_model(bundle, tmp_pa
     bundle.save(tmp_path / "b")
     loaded = ModelBundle.load(tmp_path / "b")
     for name in ("user_rows", "items", "scores", "reasons"):
-        assert isinstance(getattr(loaded.top_lists, name), np.memmap)
+        assert isinstance(getattr(loaded.top_lists, name).base, np.memmap)  # read from the file as needed, not copied
         np.testing.assert_array_equal(getattr(loaded.top_lists, name), getattr(bundle.top_lists, name))
     assert loaded.top_lists.model is loaded.model and Storefront(loaded)._lists is loaded.top_lists
     other = dataclasses.replace(loaded, model=bundle.fallback)  # an experiment arm's model over the same bundle

@@ -104,5 +104,6 @@ class TopLists:
     @classmethod
     def load(cls, path: Path, model=None) -> "TopLists":
         path = Path(path)
-        arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in FILES}
+        # plain arrays over the memory maps: a request indexes them a few times, np.memmap's wrapping costs more
+        arrays = {name: np.asarray(np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)) for name in FILES}
         return cls(**arrays, model=model)
