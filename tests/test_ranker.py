@@ -66,3 +66,17 @@ def test_deterministic_and_save_load_identical(view, tmp_path):
     np.testing.assert_allclose(again.scores(np.arange(5)), a.scores(np.arange(5)), rtol=1e-6)
     rows = view.matrix(InteractionConfig(binary=True))[:3]
     assert np.isfinite(again.score_rows(rows)).any(axis=1).all()  # fold-in path works too
+
+
+def test_stacked_label_periods_learn_from_earlier_months_where_the_history_allows(view):
+    one = fit_candidate(make(), view)
+    three = make().model.model_copy(update={"label_periods": 3})
+    stacked = fit_candidate(Candidate(name="ranker-3", model=three), view)
+    assert len(one.label_groups_) == 1 and len(stacked.label_groups_) == 3
+    assert stacked.label_groups_[0] == one.label_groups_[0] and min(stacked.label_groups_) > 0
+    assert not np.array_equal(stacked.scores(np.arange(5)), one.scores(np.arange(5)))
+    again = fit_candidate(Candidate(name="ranker-3", model=three), view)
+    np.testing.assert_array_equal(again.scores(np.arange(5)), stacked.scores(np.arange(5)))
+    # 120 days of history: six 35-day periods asked, the fourth would start before the first order
+    short = fit_candidate(Candidate(name="ranker-6", model=three.model_copy(update={"label_periods": 6, "label_days": 35})), view)
+    assert len(short.label_groups_) == 3 and min(short.label_groups_) > 0

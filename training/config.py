@@ -53,6 +53,9 @@ class RankerSearch(RankerSettings):
     enabled: bool = Field(True, description="try the LightGBM ranker over the best retrievers")
     item_time: list[bool] = Field(
         [True, False], min_length=1, description="rankers tried: with the items' features in time, without them, or both")
+    stacked_label_periods: int = Field(
+        3, ge=1, le=6, description="the better of those rankers is tried again learning from this many label periods "
+        "stacked (when more than label_periods): months of labels instead of one, where the shop's history allows")
 
 
 class SearchSpace(BaseModel):

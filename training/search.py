@@ -6,7 +6,8 @@ Stages (``SearchSpace`` in training/config.py holds the values):
                   distinct buyers in each window
     personal   ─► ALS starting points, EASE penalties, BM25 item-kNN   (+ purchases alone, + weighted rows with a clickstream)
     blends     ─► best ALS / best EASE + best trending, each weight; best ALS + best EASE + trending
-    ranker     ─► LightGBM over the best ALS, EASE, item-kNN, trending and popular
+    ranker     ─► LightGBM over the best ALS, EASE, item-kNN, trending and popular; the better
+                  one again learning from several label periods stacked
     backtest   ─► the finalists (best few, best peer, the shop's champion recipe) on the period
                   before validation too: ``backtest`` (called by training/pipeline.py)
 
@@ -159,13 +160,18 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
         retrievers = [t for t in (personal["als"], personal["ease"], trend, s.result.best("itemknn-"),
                                   s.result.trials.get("popular")) if t is not None]
         if len(retrievers) >= 2:
-            settings = space.ranker.model_dump(exclude={"enabled", "item_time"})
+            settings = space.ranker.model_dump(exclude={"enabled", "item_time", "stacked_label_periods"})
             parts = [BlendPart(interactions=t.candidate.interactions, model=t.candidate.model) for t in retrievers]
             estimate = 2 * sum(t.metrics["seconds"] for t in retrievers) + 10.0
             for item_time in space.ranker.item_time:
                 ranker = RankerConfig(retrievers=parts, item_time=item_time, **settings)
                 s.run(Candidate(name="ranker" if item_time else "ranker-scores-only", interactions=WEIGHTED, model=ranker),
                       "ranker", estimate=estimate)
+            periods = space.ranker.stacked_label_periods
+            if (best := s.result.best("ranker")) is not None and periods > space.ranker.label_periods:
+                stacked = best.candidate.model.model_copy(update={"label_periods": periods})
+                s.run(Candidate(name=f"{best.candidate.name}-{periods}-periods", interactions=WEIGHTED, model=stacked),
+                      "ranker", estimate=best.metrics["seconds"] * periods / space.ranker.label_periods)
     s.result.seconds = s.elapsed()
     return s.result
 

@@ -2,8 +2,9 @@
 
 Training makes its own labels in time: the retrievers are fitted on the data up to
 ``now - label_days``; the items each user newly bought in the last ``label_days`` are the
-positives among their candidates. The retrievers are then refitted on all the data of the
-view for scoring. Features per (user, item): each retriever's score and rank, the item's
+positives among their candidates. With ``label_periods`` > 1 the periods before are stacked the
+same way (retrievers up to each period's start), so the model learns from several months rather
+than one. The retrievers are then refitted on all the data of the view for scoring. Features per (user, item): each retriever's score and rank, the item's
 popularity, and the user's activity (items in their row).
 
 Known shoppers and folded-in rows go through the same candidate generation and features:
@@ -31,6 +32,8 @@ class RankerSettings(BaseModel):
 
     candidates: int = Field(50, ge=5, le=1000, description="candidates taken from each retriever per user")
     label_days: float = Field(30, gt=0, description="the period before 'now' whose purchases label the training rows")
+    label_periods: int = Field(1, ge=1, le=6, description="label periods stacked, most recent first: each period's "
+                               "rows come from the retrievers fitted up to its start (more rows, less of one month's luck)")
     max_train_users: int = Field(20_000, ge=10, description="users sampled to train the ranker")
     n_estimators: int = Field(150, ge=1, description="boosting rounds (few, small trees: a shop's label period is small)")
     learning_rate: float = Field(0.03, gt=0)
@@ -56,17 +59,36 @@ class RankerRecommender(Recommender):
 
     def fit_view(self, view: TrainingView) -> Self:
         c = self.config
-        past = view.until(view.now - pd.Timedelta(days=c.label_days))
+        x, y, groups = [], [], []
+        self.label_groups_ = []  # users with a positive, per label period used (most recent first)
+        end = view
+        for period in range(c.label_periods):
+            past = view.until(view.now - pd.Timedelta(days=c.label_days * (period + 1)))
+            if period and past.bought.nnz == 0:  # the shop's history ends here
+                break
+            rng = np.random.default_rng(c.seed if period == 0 else [c.seed, period])  # period 0: as with one period
+            before = len(groups)
+            self._label_rows(past, end, rng, x, y, groups)
+            self.label_groups_.append(len(groups) - before)
+            end = past
+        if not groups:
+            raise ValueError("ranker: no user has a newly bought item among the candidates in the label period")
+        self.booster_ = self._boost(x, y, groups)
+        self._fit_retrievers(view)  # and the item statistics as of now
+        return self
+
+    def _label_rows(self, past: TrainingView, end: TrainingView, rng, x: list, y: list, groups: list) -> None:
+        """Training rows of one label period: candidates and features as of ``past``, labels from
+        what each user newly bought by ``end``."""
+        c = self.config
         self._fit_retrievers(past)
-        label = (view.bought - past.bought).tocsr()
+        label = (end.bought - past.bought).tocsr()
         label.data = (label.data > 0).astype(np.float32)
         label.eliminate_zeros()
         history = past.matrix(self.row_config)
         users = np.flatnonzero((np.diff(label.indptr) > 0) & (np.diff(past.bought.indptr) > 0))
-        rng = np.random.default_rng(c.seed)
         if len(users) > c.max_train_users:
             users = np.sort(rng.choice(users, c.max_train_users, replace=False))
-        x, y, groups = [], [], []
         for start in range(0, len(users), 2000):
             rows = users[start : start + 2000]
             cand, feats = self._candidates(self._retriever_scores(rows), past.bought[rows], history[rows])
@@ -76,11 +98,6 @@ class RankerRecommender(Recommender):
                 valid = cand[r] >= 0
                 if hit[r][valid].any():
                     x.append(feats[r][valid]); y.append(hit[r][valid].astype(int)); groups.append(int(valid.sum()))
-        if not groups:
-            raise ValueError("ranker: no user has a newly bought item among the candidates in the label period")
-        self.booster_ = self._boost(x, y, groups)
-        self._fit_retrievers(view)  # and the item statistics as of now
-        return self
 
     def _boost(self, x: list[np.ndarray], y: list[np.ndarray], groups: list[int]):
         import lightgbm as lgb
