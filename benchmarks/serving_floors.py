@@ -196,7 +196,45 @@ def starlette_server(home: Path, workers: int, env: dict, timeout: float):
 
 
 def load(url: str, bodies: Path, rate: float | None, concurrency: int | None, seconds: float, max_requests: int) -> dict:
-    return run_loadgen(url, "mix", bodies, seconds, rate, concurrency, extra=("--max-requests", str(max_requests)))
+    """One load run; with it, the CPU time the server's processes and the client (this process's child) used
+    per request. Unlike requests/s, CPU time per request hardly moves when other jobs share the cores."""
+    import resource
+
+    procs = server_processes(url)
+    before, client_before = _cpu(procs), resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = run_loadgen(url, "mix", bodies, seconds, rate, concurrency, extra=("--max-requests", str(max_requests)))
+    after, client_after = _cpu(procs), resource.getrusage(resource.RUSAGE_CHILDREN)
+    if "failed" not in res and res.get("requests"):
+        client = (client_after.ru_utime + client_after.ru_stime) - (client_before.ru_utime + client_before.ru_stime)
+        res["cpu_ms_per_request"] = {"server": round((after - before) / res["requests"] * 1000, 3),
+                                     "client": round(client / res["requests"] * 1000, 3)}
+    return res
+
+
+def server_processes(url: str) -> list:
+    """The processes of the server listening on ``url``'s port: the one started with ``--port N`` and its children."""
+    import psutil
+
+    port = url.rsplit(":", 1)[1]
+    roots = []
+    for p in psutil.process_iter(["cmdline"]):
+        args = p.info["cmdline"] or []
+        if any(a == "--port" and i + 1 < len(args) and args[i + 1] == port for i, a in enumerate(args)):
+            roots.append(p)
+    return roots + [c for r in roots for c in r.children(recursive=True)]
+
+
+def _cpu(procs) -> float:
+    import psutil
+
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def worker_pids(home: Path) -> list[int]:
@@ -347,14 +385,22 @@ def summarise(out: dict) -> dict:
     for target in TARGETS:
         sat = [r for r in out["runs"] if r["target"] == target and r["kind"] == "saturation" and "failed" not in r]
         rate = [r for r in out["runs"] if r["target"] == target and r["kind"] == "rate" and "failed" not in r]
+        cpu = [r["cpu_ms_per_request"] for r in sat if "cpu_ms_per_request" in r]
         s[target] = {"saturation_rps": summary([r["throughput_rps"] for r in sat]),
+                     "cpu_ms_server": summary([c["server"] for c in cpu]),
+                     "cpu_ms_client": summary([c["client"] for c in cpu]),
+                     # what saturation would be with the cores to server and client alone: cores / CPU per request
+                     "cpu_bound_rps": summary([os.cpu_count() * 1000 / (c["server"] + c["client"]) for c in cpu]),
                      "p50_ms": summary([r["latency_ms"]["p50"] for r in rate]),
                      "p99_ms": summary([r["latency_ms"]["p99"] for r in rate]),
                      "errors": sum(r["errors"] for r in sat + rate),
                      "requests": sum(r["requests"] for r in sat + rate),
                      "failed_runs": sum("failed" in r for r in out["runs"] if r["target"] == target)}
     med = {t: s[t]["saturation_rps"]["median"] for t in TARGETS}
+    cpu_med = {t: s[t]["cpu_bound_rps"]["median"] for t in TARGETS}
     s["ratios"] = {"service_over_trivial": ratio(med["service"], med["trivial"]),
+                   "cpu_bound_service_over_trivial": ratio(cpu_med["service"], cpu_med["trivial"]),
+                   "cpu_bound_service_over_starlette": ratio(cpu_med["service"], cpu_med["starlette"]),
                    "service_over_starlette": ratio(med["service"], med["starlette"]),
                    "starlette_over_trivial": ratio(med["starlette"], med["trivial"])}
     s["goals"] = {"saturation_ratio_ok": None if s["ratios"]["service_over_trivial"] is None
@@ -378,21 +424,29 @@ def markdown(out: dict) -> str:
                  f"{k} {v:.0%}" for k, v in out["mix"].items()) + f" ({out['mix_made'].get('fold_in_shoppers')} fold-in "
              "shoppers with 1–5 events each in the event store; filters: category, max price or in stock; session = "
              "/session with 1–5 viewed items; the rest /recommend).", "",
-             "| target | what it does | saturation req/s | p50 ms @rate | p99 ms @rate | errors / requests |",
-             "|---|---|---|---|---|---|"]
+             "| target | what it does | saturation req/s | p50 ms @rate | p99 ms @rate | errors / requests | CPU ms / request (server + client) | CPU-bound req/s |",
+             "|---|---|---|---|---|---|---|---|"]
     what = {"service": "shoprec (`serving.service:Shoprec`)",
             "trivial": "BentoML, same schemas, constant answer (floor 1)",
             "starlette": "same work, same code and model store, no BentoML (floor 2)"}
     for t in TARGETS:
         r = s[t]
+        cpu = (f"{fmt_spread(r['cpu_ms_server'], 2)} + {fmt(r['cpu_ms_client']['median'], 2)}"
+               if r.get("cpu_ms_server", {}).get("n") else "n/a")
         lines.append(f"| {t} | {what[t]} | {fmt_spread(r['saturation_rps'], 0)} | {fmt_spread(r['p50_ms'], 2)} | "
-                     f"{fmt_spread(r['p99_ms'], 2)} | {r['errors']:,} / {r['requests']:,} |")
+                     f"{fmt_spread(r['p99_ms'], 2)} | {r['errors']:,} / {r['requests']:,} | {cpu} | "
+                     f"{fmt_spread(r['cpu_bound_rps'], 0) if r.get('cpu_bound_rps', {}).get('n') else 'n/a'} |")
     rt = s["ratios"]
     lines += ["", f"Ratios of median saturation: service / trivial BentoML **{fmt(rt['service_over_trivial'])}** (goal ≥ 0.70: "
               f"{'met' if s['goals']['saturation_ratio_ok'] else 'missed'}); service / Starlette same work "
               f"{fmt(rt['service_over_starlette'])} (what BentoML's HTTP layer costs on top of our work); Starlette "
               f"same work / trivial BentoML {fmt(rt['starlette_over_trivial'])}. p99 at {a['rate']} req/s ≤ 15 ms in "
               f"every round: {'met' if s['goals']['p99_at_rate_ok'] else 'missed'}.", "",
+              "CPU time per request (the saturation runs; server = all the target's processes, client = the load "
+              "generator) depends much less than requests/s on what else runs on the machine. CPU-bound req/s = cores / "
+              "(server + client CPU per request): the saturation the cores would give server and client alone. Ratio of "
+              f"the medians: service / trivial BentoML {fmt(rt.get('cpu_bound_service_over_trivial'))}, service / "
+              f"Starlette same work {fmt(rt.get('cpu_bound_service_over_starlette'))}.", "",
               "The service's answers (faiss IVF index; top lists for known shoppers where the bundle has them) against "
               "exact search computed per request, per kind of request of the mix, in one process: " + ("; ".join(
                   f"{k} recall@10 {v['recall_at_10']:.3f} ({v['approximate_ms']:.2f} vs {v['exact_ms']:.2f} ms, "
