@@ -76,3 +76,25 @@ def test_the_plan_is_part_of_the_experiment_and_survives_a_round_trip():
     assert Experiment.model_validate({**exp.model_dump(), "planned_days": None}).open_ended
     with pytest.raises(ValueError, match="planned_days"):
         Experiment.model_validate({**exp.model_dump(), "planned_days": 0})
+
+
+def test_a_plan_in_shoppers_counts_every_variant_and_spends_all_alpha_at_the_horizon():
+    import pandas as pd
+
+    from training.experiments.analysis import analyse, sequential_horizon
+
+    rng = np.random.default_rng(2)
+    n = 3000
+    exp = Experiment(name="three", variants=parse_variants(["control=champion", "a=popular", "b=trending"]), salt="s",
+                     planned_users=2000)
+    first = np.sort(rng.uniform(0, 10 * 86_400.0, n))
+    table = pd.DataFrame({"unit_id": [f"u{i}" for i in range(n)], "variant": rng.choice(["control", "a", "b"], n),
+                          "first_ts": first, "exposures": 1.0, "clicks": 0.0, "converted": (rng.random(n) < 0.3) * 1.0,
+                          "revenue": rng.gamma(1.0, 20.0, n), "pre_spend": rng.gamma(1.0, 20.0, n)})
+    horizon = sequential_horizon(exp, first)
+    assert horizon == first[1999]
+    upto = table[table["first_ts"] <= horizon]
+    report = analyse(exp, upto, now=horizon)
+    seq = [c["sequential"] for c in report.comparisons if c["metric"] == "conversion"]
+    assert [s["information_fraction"] for s in seq] == [1.0, 1.0]  # 2,000 of every variant's shoppers, not one pair's
+    assert all(s["alpha_spent"] == pytest.approx(0.05) for s in seq)

@@ -324,8 +324,8 @@ def sequential_looks(exp: Experiment, metric: str, looks: list[tuple[float, pd.D
         if min(int(a.sum()) for a in arms) < 2:
             continue
         n = int(arms[0].sum() + arms[1].sum())
-        if exp.planned_users is not None:
-            t = n / exp.planned_users
+        if exp.planned_users is not None:  # the experiment's units, every variant
+            t = len(table) / exp.planned_users
         elif start is None:  # a table without times: the final look
             t = 1.0
         else:
