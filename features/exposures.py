@@ -264,14 +264,16 @@ def forget_in_experiments(event_store, user_id: str) -> int:
 
 
 class ExposureWriter:
-    """Exposures queued by requests, committed in batches by one thread (at most ``every_s`` after the
-    answer; an exposure is lost only if the process dies within that time). ``flush`` waits until
-    everything queued so far is committed."""
+    """Exposures queued by requests, committed in batches by one thread that wakes every ``every_s``
+    and drains the queue (at most ``every_s`` after the answer, plus the commit; an exposure is lost only
+    if the process dies within that time). A request only appends to the queue: nothing waits on it, so
+    no request hands the interpreter to the writer thread (waking it per exposure cost ~13% of a busy
+    worker). ``flush`` waits until everything queued so far is committed."""
 
     def __init__(self, log_store, every_s: float = 0.02, batch: int = 500):
         self.store = log_store
         self.every_s, self.batch = every_s, batch
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="shoprec-exposures", daemon=True)
         self._thread.start()
 
@@ -294,30 +296,25 @@ class ExposureWriter:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            rows, signals, stop = [], [], first is None
-            item = first
-            deadline = time.monotonic() + self.every_s
-            while True:
+        stop = False
+        while not stop:
+            time.sleep(self.every_s)
+            rows, signals = [], []
+            while not stop:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
                 if isinstance(item, Exposure):
                     rows.append(item)
                 elif isinstance(item, threading.Event):
                     signals.append(item)
                 elif item is None:
                     stop = True
-                if stop or len(rows) >= self.batch:
-                    break
+            for start in range(0, len(rows), self.batch):
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-            if rows:
-                try:
-                    self.store.add_exposures(rows)
+                    self.store.add_exposures(rows[start : start + self.batch])
                 except Exception:  # the answers went out; say how many exposures were lost
-                    log.exception("could not store %d exposures", len(rows))
+                    log.exception("could not store %d exposures", len(rows[start : start + self.batch]))
             for s in signals:
                 s.set()
-            if stop:
-                return
