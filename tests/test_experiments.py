@@ -98,6 +98,42 @@ def test_the_log_keeps_experiments_exposures_and_outcomes(log_store):
     writer.close()
 
 
+def test_flushed_exposures_survive_a_killed_process_and_outcomes_keep_full_sync(tmp_path):
+    """Exposures commit with synchronous=NORMAL under WAL (features/exposures.py): once the writer has
+    committed them they survive the process being killed (SIGKILL: no atexit, no close); experiments and
+    outcomes keep synchronous=FULL."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "events.db"
+    child = (
+        "import os, signal, sys\n"
+        "from features.exposures import Exposure, ExposureWriter, Outcome, open_experiment_log\n"
+        f"store = open_experiment_log('sqlite:///{db}')\n"
+        "writer = ExposureWriter(store)\n"
+        "for i in range(40):\n"
+        "    writer.put(Exposure(f'r{i}', 'ab', 'control', f'u{i}', f'u{i}', 'recommend', ('i1',), 1000.0 + i))\n"
+        "writer.flush()\n"
+        "store.add_outcomes([Outcome('r1', 'u1', 'purchase', 'i1', 9.5, 1100.0)])\n"
+        "sys.stdout.write(f'{store._db.execute(\"PRAGMA synchronous\").fetchone()[0]} '\n"
+        "                 f'{store._exposure_db.execute(\"PRAGMA synchronous\").fetchone()[0]}\\n')\n"
+        "sys.stdout.flush()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    res = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert res.stdout.split() == ["2", "1"]  # FULL for outcomes and experiments, NORMAL for exposures
+    store = open_experiment_log(f"sqlite:///{db}")
+    try:
+        ex = store.exposures("ab")
+        assert ex["request_id"].tolist() == [f"r{i}" for i in range(40)] and ex["ts"].tolist()[-1] == 1039.0
+        assert store.outcomes()["value"].tolist() == [9.5]
+    finally:
+        store.close()
+
+
 def _frames(exposures, outcomes):
     ex = pd.DataFrame(exposures, columns=["request_id", "experiment", "variant", "unit_id", "user_id", "endpoint", "items", "ts"])
     out = pd.DataFrame(outcomes, columns=["request_id", "user_id", "event_type", "item_id", "value", "ts"])
