@@ -146,3 +146,22 @@ def test_the_finalists_are_chosen_on_validation_and_the_period_before_it(shop):
     assert result.selection["best"] == max((n for n in finalists if not n.startswith("champion.")),
                                            key=lambda n: finalists[n]["both"])
     assert "validation and the period before it" in result.gate["reason"]
+
+
+def test_a_recipe_under_two_names_is_one_finalist():
+    """The search's trending-buyers-7d is PRODUCT.md's trending peer: it takes one finalist place,
+    under the name that ranks first, and the next distinct recipe takes the other."""
+    from training.pipeline import _finalists
+    from training.search import _bought_within
+    from training.selection import Trial
+
+    def trial(name, model, score, interactions=_bought_within(7)):
+        return Trial(Candidate(name=name, interactions=interactions, model=model), {}, np.full(4, score), "test")
+
+    buyers = PopularConfig(count="users")
+    contenders = {t.candidate.name: t for t in (
+        trial("peer.trending-7d", buyers, 0.30), trial("trending-buyers-7d", buyers, 0.30),
+        trial("trending-buyers-30d", buyers, 0.20, _bought_within(30)), trial("popular", PopularConfig(), 0.10, _trending(14)),
+        trial("peer.popular", PopularConfig(count="users"), 0.05, InteractionConfig(binary=True)))}
+    assert _finalists(contenders, None, 2) == ["peer.trending-7d", "trending-buyers-30d"]
+    assert _finalists(contenders, "champion.x", 3) == ["peer.trending-7d", "trending-buyers-30d", "popular", "champion.x"]

@@ -29,7 +29,7 @@ from training.recommenders import Recommender, fit_model
 from training.reference import recommender_reference
 from training.top_lists import TopLists
 from training.search import backtest, search
-from training.selection import Trial, choose, gate
+from training.selection import Trial, choose, gate, same_recipe
 from training.served import served_discovery, session_discovery
 
 OracleFactory = Callable[[Split], ScoreFn]  # builds an oracle scorer for a split's users and items
@@ -136,10 +136,15 @@ def evaluate(
 
 
 def _finalists(contenders: dict[str, Trial], incumbent: str | None, n: int) -> list[str]:
-    """Backtested recipes, best on validation first: the ``n`` best, the best peer, the shop's champion recipe."""
+    """Backtested recipes, best on validation first: the ``n`` best, the best peer, the shop's champion recipe.
+    A recipe found under two names (a peer the search also tries, e.g. trending over 7 days) counts once,
+    under the name that ranks first, so it neither takes two places nor is fitted twice."""
     if n <= 0:
         return []
-    ranked = sorted(contenders, key=lambda name: (-contenders[name].mean, name))
+    ranked = []
+    for name in sorted(contenders, key=lambda name: (-contenders[name].mean, name)):
+        if not any(same_recipe(contenders[name].candidate, contenders[r].candidate) for r in ranked):
+            ranked.append(name)
     peers = [name for name in ranked if is_peer(name)]
     return list(dict.fromkeys(ranked[:n] + peers[:1] + ([incumbent] if incumbent else [])))
 
