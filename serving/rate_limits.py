@@ -1,8 +1,8 @@
 """Rate limits with the ``limits`` library: requests per key, events per key and per shopper, and failed
 sign-ins per account and per client address on the marketers' page.
 
-Counters live in memory (one worker) or in Redis (``SHOPREC_LIMITS_URL``, by default the event store's
-Redis when there is one), so that replicas share them. A limit answers with the seconds to wait
+Counters live in memory (one worker: ``WorkerWindows`` below) or in Redis (``SHOPREC_LIMITS_URL``, by default the
+event store's Redis when there is one), so that replicas share them. A limit answers with the seconds to wait
 (``Retry-After``). When the counter store cannot be reached the request is served (the storefront must
 keep answering) and the error is logged, at most once a minute.
 """
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, WindowStats, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
@@ -27,7 +28,9 @@ class RateLimits:
         url = settings.rate_storage_url()
         options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5} if url.startswith(("redis", "unix")) else {}
         storage = storage_from_string(url, **options)
-        self._counter = SlidingWindowCounterRateLimiter(storage)  # two counters per key: cheap at 1000s per second
+        # two counters per key: cheap at 1000s per second; in one worker's memory without limits' memory store,
+        # whose expiry timer is a thread started again whenever the last one has ended (WorkerWindows)
+        self._counter = WorkerWindows() if url.startswith("memory:") else SlidingWindowCounterRateLimiter(storage)
         self._exact = MovingWindowRateLimiter(storage)  # sign-in failures: few, counted exactly
         self.per_key = parse(settings.rate_per_key)
         self.events_per_key = parse(settings.rate_events_per_key)
@@ -49,8 +52,7 @@ class RateLimits:
 
     def key_request(self, key_name: str) -> int | None:
         """Requests per key, counted in batches of up to 1% of the limit (at most ``KEY_BATCH``) per worker: the
-        counter store is asked once per batch, not per request (``limits``' memory store starts a timer thread
-        when one is not running, Redis costs a round trip; py-spy put it at ~6% of a busy worker). A key over its
+        counter store is asked once per batch, not per request (Redis costs a round trip). A key over its
         limit is refused from the batch that crosses it until the window lets it in again."""
         now = time.monotonic()
         pending, refused_until = self._key_batches.get(key_name, (0, 0.0))
@@ -96,3 +98,73 @@ class RateLimits:
         if now - self._last_error > 60:
             self._last_error = now
             log.error("rate-limit counters unreachable, requests are not limited: %s: %s", type(e).__name__, e)
+
+
+class WorkerWindows:
+    """Sliding window counters in one worker's memory: ``limits``' sliding window counter strategy on its memory
+    store, the same windows and the same answers (``hit``, ``get_window_stats``; tests/test_keys.py replays both
+    side by side), without the store's expiry thread. ``MemoryStorage`` starts a ``threading.Timer`` (10 ms)
+    on every count when the previous one has ended, i.e. a new thread per counted batch on a busy worker, and
+    waits for it to start. Here a key's two windows roll over when the key is next counted, and each count
+    also looks at the oldest key and drops it if both its windows have passed (else moves it to the back), so
+    keys nobody counts any more leave at the pace new ones come. A lock, not the event loop, guards the
+    counts: /events counts from the server's thread pool."""
+
+    def __init__(self, clock=time.time):
+        self._clock = clock
+        self._windows: dict[str, tuple[int, int, int, int]] = {}  # key -> (window number, previous, current, period s)
+        self._lock = threading.Lock()
+
+    def _counts(self, key: str, period: int, now: float) -> tuple[int, int, int]:
+        """(window number now, previous window's count, current window's count)."""
+        window = int(now / period)
+        at, previous, current, _ = self._windows.get(key, (window, 0, 0, period))
+        if at == window:
+            return window, previous, current
+        return window, (current if at == window - 1 else 0), 0
+
+    @staticmethod
+    def _previous_ttl(previous: int, period: int, now: float) -> float:
+        """How much of the previous window the sliding window still covers, in seconds (as limits computes it)."""
+        return (1 - (((now - period) / period) % 1)) * period if previous else 0.0
+
+    def _weighted(self, previous: int, current: int, period: int, now: float) -> float:
+        return previous * self._previous_ttl(previous, period, now) / period + current
+
+    def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        key, period, now = item.key_for(*identifiers), item.get_expiry(), self._clock()
+        if cost > item.amount:
+            return False
+        with self._lock:
+            self._expire_oldest(now)
+            window, previous, current = self._counts(key, period, now)
+            if math.floor(self._weighted(previous, current, period, now)) + cost > item.amount:
+                return False
+            self._windows[key] = (window, previous, current + cost, period)
+            return True
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        """(when the next count frees up, counts left): limits' ``get_window_stats`` of this strategy."""
+        key, period, now = item.key_for(*identifiers), item.get_expiry(), self._clock()
+        with self._lock:
+            _, previous, current = self._counts(key, period, now)
+        remaining = max(0, item.amount - math.floor(self._weighted(previous, current, period, now)))
+        if not (previous or current):
+            return WindowStats(now, remaining)
+        previous_reset = current_reset = math.inf
+        if previous:
+            previous_reset = self._previous_ttl(previous, period, now) % (period / previous)
+        if current:
+            current_reset = ((1 - ((now / period) % 1)) * period + period) % period
+        return WindowStats(now + min(previous_reset, current_reset), remaining)
+
+    def _expire_oldest(self, now: float) -> None:
+        if not self._windows:
+            return
+        key = next(iter(self._windows))
+        entry = self._windows.pop(key)
+        if int(now / entry[3]) <= entry[0] + 1:  # the current or the previous window: still counts
+            self._windows[key] = entry
+
+    def __len__(self) -> int:
+        return len(self._windows)

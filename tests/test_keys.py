@@ -5,8 +5,11 @@ import datetime as dt
 import json
 import logging
 import os
+import random
 import stat
+import threading
 import time
+from types import SimpleNamespace
 
 import anyio
 import httpx
@@ -20,7 +23,7 @@ from features.settings import Settings
 from serving.admin import OneLineClientErrors
 from serving.auth import AccessControl, ScopedKeys, given_key, media_type_problem, required_scope
 from serving.event_intake import event_problems
-from serving.rate_limits import RateLimits
+from serving.rate_limits import RateLimits, WorkerWindows
 from serving.schemas import EventsRequest
 from training.cli import app
 
@@ -316,3 +319,55 @@ def test_requests_per_key_are_counted_in_batches_and_refused_past_the_limit():
     assert 200 <= allowed <= 201 and all(a is not None and 1 <= a <= 60 for a in answers[allowed:])
     assert set(asked) == {2} and len(asked) == 101  # 100 batches allowed, the 101st refused; then no more asking
     assert limits.key_request("other") is None  # another key has its own count
+
+
+def test_worker_windows_answer_as_the_limits_memory_store(monkeypatch):
+    """The per-worker counters give the answers of limits' sliding window counter on its memory store (the
+    allowed hits and the reset time behind Retry-After), replayed side by side over random costs and clock steps
+    across window boundaries."""
+    import limits.storage.memory
+    import limits.strategies
+    from limits import parse
+    from limits.storage import MemoryStorage
+    from limits.strategies import SlidingWindowCounterRateLimiter
+
+    clock = [1_764_000_000.25]
+    fake_time = SimpleNamespace(time=lambda: clock[0])
+    monkeypatch.setattr(limits.storage.memory, "time", fake_time)
+    monkeypatch.setattr(limits.strategies, "time", fake_time)
+    reference, ours = SlidingWindowCounterRateLimiter(MemoryStorage()), WorkerWindows(clock=lambda: clock[0])
+    rng = random.Random(13)
+    items = [parse("50/10 seconds"), parse("7/minute"), parse("300/second")]
+    allowed = refused = 0
+    for _ in range(4000):
+        clock[0] += rng.choice([0.0, 0.0007, 0.05, 0.4, 3.0, 11.0, 61.0])
+        item, ids, cost = rng.choice(items), ("key", rng.choice("abc")), rng.choice([1, 1, 1, 2, 5, 40])
+        answer = ours.hit(item, *ids, cost=cost)
+        assert answer == reference.hit(item, *ids, cost=cost)
+        allowed, refused = allowed + answer, refused + (not answer)
+        if rng.random() < 0.3:
+            assert ours.get_window_stats(item, *ids) == reference.get_window_stats(item, *ids)
+    assert allowed > 1000 and refused > 200  # both sides of the limits were reached
+
+
+def test_worker_windows_forget_keys_nobody_counts():
+    clock = [1000.0]
+    windows, item = WorkerWindows(clock=lambda: clock[0]), __import__("limits").parse("5/second")
+    for i in range(100):
+        assert windows.hit(item, "shopper", str(i))
+    clock[0] += 1.0  # the previous window still counts
+    assert windows.hit(item, "shopper", "new") and len(windows) == 101
+    clock[0] += 1.5  # both windows of the first 100 have passed: each count drops one of them
+    for i in range(100):
+        windows.hit(item, "shopper", f"later-{i}")
+    assert len(windows) == 101 - 100 + 100
+
+
+def test_counting_requests_and_events_in_memory_starts_no_thread(monkeypatch):
+    limits = RateLimits(Settings(rate_per_key="100/second", rate_events_per_shopper="50/second"))
+    started = []
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self.name) or real_start(self))
+    answers = [(limits.key_request("web"), limits.events("web", f"ps_{i % 3}", 1)) for i in range(300)]
+    assert started == []
+    assert answers[0] == (None, None) and any(r is not None for _, r in answers)  # counted: the limits were reached
