@@ -70,7 +70,7 @@ def _load(url: str, bodies: Path, rate: float, seconds: float) -> dict:
 
 def writer_cost(n: int = 20_000) -> dict:
     """What one exposure costs the request (a request id, the record, a queue put) and how fast the writer
-    thread commits them to SQLite (synchronous=FULL, batches)."""
+    thread commits them to SQLite (batches; exposures commit with synchronous=NORMAL under WAL)."""
     import uuid
 
     from features.exposures import Exposure, ExposureWriter, open_experiment_log
@@ -166,6 +166,14 @@ def section_latency(rate: float = 100.0, seconds: float = 20.0, rounds: int = 3,
     return out
 
 
+def _binomial_ci(rate: float, runs: int) -> str:
+    """The exact (Clopper-Pearson) 95% interval of a rate measured on ``runs`` runs."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(round(rate * runs)), int(runs)).proportion_ci(confidence_level=0.95, method="exact")
+    return f"{ci.low:.1%}-{ci.high:.1%}"
+
+
 def markdown(data: dict) -> str:
     lines = ["# Experiments (issue 14)", "", machine_markdown(data["machine"]), ""]
     if s := data.get("study"):
@@ -178,14 +186,16 @@ def markdown(data: dict) -> str:
             "the confidence sequence is the open-ended mode (no planned horizon).", "",
             "| scenario | figure | value |", "|---|---|---|",
             f"| A/A | false positives, group-sequential test, peeking daily (goal 3-7%) | "
-            f"{aa['false_or_true_positive_sequential']:.1%} ({'met' if ok else 'NOT met'}) |",
+            f"{aa['false_or_true_positive_sequential']:.1%} ({'met' if ok else 'NOT met'}; exact 95% binomial interval "
+            f"{_binomial_ci(aa['false_or_true_positive_sequential'], aa['runs'])}) |",
             f"| A/A | false positives, confidence sequence (open-ended), peeking daily | {aa['positive_confidence_sequence']:.1%} |",
             f"| A/A | false positives, fixed-horizon test read daily | {aa['positive_naive_peeking']:.1%} |",
             f"| A/A | false positives, fixed-horizon test read once at the end | {aa['positive_final_fixed']:.1%} |",
             *([f"| A/A, {rep['runs']:,} runs ({len(rep['seeds'])} seeds x {aa['runs']}) | false positives: group-sequential / "
                f"fixed horizon read once / read daily / confidence sequence | "
                f"{np.mean(rep['group_sequential']):.1%} / {np.mean(rep['fixed_once']):.1%} / {np.mean(rep['fixed_daily']):.1%} / "
-               f"{np.mean(rep['confidence_sequence']):.1%} (group-sequential "
+               f"{np.mean(rep['confidence_sequence']):.1%} (group-sequential exact 95% binomial interval "
+               f"{_binomial_ci(np.mean(rep['group_sequential']), rep['runs'])}, "
                f"{'within' if 0.03 <= np.mean(rep['group_sequential']) <= 0.07 else 'outside'} 3-7%; per seed: "
                f"{', '.join(f'{x:.1%}' for x in rep['group_sequential'])}; fixed once: "
                f"{', '.join(f'{x:.1%}' for x in rep['fixed_once'])}) |"] if (rep := s.get("aa_replicates")) else []),
@@ -206,7 +216,9 @@ def markdown(data: dict) -> str:
             f"Control conversion {aa['mean_conversion_control']:.3f}; the treatment's per-visit purchase multiplier "
             f"solved for a true +5% is {ab['multiplier']:.4f}. Seconds per {aa['runs']}-run study: "
             f"{aa['seconds']:.1f} / {ab['seconds']:.1f} / {srm['seconds']:.1f}. With {aa['runs']} runs a rate's "
-            f"standard error is about {(0.05 * 0.95 / aa['runs']) ** 0.5:.1%} at 5%.", ""]
+            f"standard error is about {(0.05 * 0.95 / aa['runs']) ** 0.5:.1%} at 5%. Where an A/A rate above 5% comes "
+            "from (the statistic's variance and the looks' correlations against the design, over many more runs): "
+            "`python -m benchmarks.experiments_aa`, benchmarks/results/experiments_aa.md.", ""]
     if lat := data.get("latency"):
         if "rounds" in lat:
             p99 = lat["with_experiment_p99"]

@@ -37,3 +37,20 @@ def test_ab_a_true_lift_is_found_and_covered():
 def test_a_broken_45_55_split_is_flagged():
     broken = study(runs=100, users=5_000, days=7, lift=0.0, seed=7, split=(0.45, 0.55), expected_split=(0.5, 0.5))
     assert broken.srm_flagged >= 0.95
+
+
+def test_the_aa_diagnostics_replay_the_study_and_its_decisions():
+    """benchmarks/experiments_aa.py draws exactly what ``study`` draws for a seed and records the statistic the
+    test compares with its bound: the same false positives (sequential, fixed once, fixed daily), significant
+    exactly when |z| >= the look's bound, and a design whose own law spends about alpha."""
+    from benchmarks.experiments_aa import analyse, simulate
+
+    aa = study(runs=20, users=2_000, days=4, lift=0.0, seed=8)
+    d = simulate(8, runs=20, users=2_000, days=4)
+    assert d["significant"].any(axis=1).mean() == aa.false_or_true_positive_sequential
+    assert (d["pvalue"][:, -1] < 0.05).mean() == aa.positive_final_fixed
+    assert (d["pvalue"] < 0.05).any(axis=1).mean() == aa.positive_naive_peeking
+    res = analyse(d, draws=100_000)
+    assert res["significant_is_abs_z_over_bound"] and res["runs"] == 20
+    assert abs(res["type1_designed_law"] - 0.05) < 0.004  # the bounds under the correlations they assume
+    assert 0 <= res["fixed_once"]["ci95"][0] <= res["fixed_once"]["rate"] <= res["fixed_once"]["ci95"][1] <= 1
