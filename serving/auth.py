@@ -20,6 +20,7 @@ from typing import Callable
 from features.access_log import AccessLog
 from features.key_store import KeyRing, KeyStore, Principal
 from features.settings import ENV_KEY_SCOPES, Settings
+from serving.admin import request_notes
 from serving.marketing_sessions import SessionStore
 from serving.rate_limits import RateLimits
 
@@ -171,7 +172,8 @@ class ScopedKeys:
         record = CallRecord(principal)
         scope.setdefault("state", {})[STATE] = record
         if principal.scope not in RECORDED_SCOPES:
-            return await self.app(scope, receive, send)
+            with request_notes():  # the privacy note goes on the access log line (serving/admin.py)
+                return await self.app(scope, receive, send)
         status = 500
         recorded = False
 

@@ -222,6 +222,9 @@ def service(tmp_path_factory):
     for raw_id in ("u1", "u2"):  # the forgotten shoppers appear only as pseudonyms
         assert not re.search(rf"\b{raw_id}\b", logs), raw_id
     assert re.search(r"shopper=ps_[0-9a-f]{16}", logs)
+    # one line per request: the pseudonym rides on the request's access log line, never a line of its own
+    assert re.search(r"path=/recommend,.*\(status=200,.*ms recommend shopper=ps_[0-9a-f]{16} source=\S+ items=\d+", logs)
+    assert all("path=/" in line for line in logs.splitlines() if "shopper=ps_" in line)
     # the client's bad request (below) is one line naming the field, no traceback quoting the input
     assert re.search(r"client error on /recommend \[POST\]: 400 1 validation error\(s\): user_id: ", logs)
     assert "Traceback" not in logs
@@ -278,3 +281,32 @@ def test_the_cli_reaches_a_running_service_within_a_second(service):
     customers = call(url, "/churn_risk", {}, {"X-API-Key": API_KEY}).json()["customers"]
     assert [c["user_id"] for c in customers] == ["u3", "u4"]
     assert call(url, "/recommend", {"user_id": "u3", "k": 3}).json()["source"].startswith("model:")  # others unaffected
+
+
+def test_the_privacy_note_goes_on_the_access_line_else_on_a_line_of_its_own(caplog, tmp_path):
+    """Inside ``request_notes`` (the keys middleware, around each storefront request) the note waits for the
+    request's access log line; with none (access log off, no answer sent) it is logged alone at the end."""
+    import logging
+
+    from serving.admin import ACCESS_LOGGER, NotesOnAccessLine, ServicePrivacy, request_notes
+
+    privacy = ServicePrivacy(ForgetList(tmp_path, Pseudonymizer(b"k" * 32)), None)
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.addFilter(f := NotesOnAccessLine())
+    try:
+        with caplog.at_level(logging.INFO):
+            with request_notes():
+                privacy.log_request("recommend", "alice@example.com", "model:als", 10)
+                access.info("%s (%s) %.3fms", "127.0.0.1:1", "path=/recommend", 0.5)
+            with request_notes():  # no access line in this request
+                privacy.log_request("rerank", "bob", "fallback:popular", 3)
+            privacy.log_request("recommend", "carol", "model:als", 5)  # outside any request: at once
+    finally:
+        access.removeFilter(f)
+    lines = [(r.name, r.getMessage()) for r in caplog.records if "shopper=" in r.getMessage()]
+    ps = privacy.pseudonym
+    assert lines == [(ACCESS_LOGGER, f"127.0.0.1:1 (path=/recommend) 0.500ms recommend shopper={ps('alice@example.com')} "
+                                     f"source=model:als items=10"),
+                     ("shoprec.requests", f"rerank shopper={ps('bob')} source=fallback:popular items=3"),
+                     ("shoprec.requests", f"recommend shopper={ps('carol')} source=model:als items=5")]
+    assert "alice" not in caplog.text and "bob" not in caplog.text
