@@ -4,6 +4,7 @@ published, `shoprec build` runs twice in a row, and `bentoml serve shoprec:lates
 over HTTP from the bento's own code and models (the recommender and the propensity bundle)."""
 import datetime as dt
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -155,6 +156,11 @@ def test_shoprec_serve_prints_the_example_calls_last(project, tmp_path):
             time.sleep(0.3)
         text = log.read_text()
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200, text[-3000:]
+        example = next(line for line in text.splitlines() if "/recommend" in line and "someone-new" not in line)
+        body = json.loads(example.split(" -d '", 1)[1].rstrip("'"))  # the example's request, as a user pastes it
+        answer = httpx.post(f"http://127.0.0.1:{port}/recommend", json=body, timeout=10,
+                            headers={"Authorization": f"Bearer {project.storefront_key}"}).json()
+        assert answer["source"].startswith("model:"), answer  # a buyer of the served shop, not the fallback
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the group we started: shoprec serve, the server and its workers
         try:

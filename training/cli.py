@@ -328,9 +328,12 @@ def serve(
     once it answers)."""
     shop = publish(shop)
     os.environ["SHOPREC_SHOP"] = shop  # the service refuses a model of another lineage
-    from training.cli_keys import example_calls
+    from training.cli_keys import example_calls, example_ids
+    from training.publish import served_bundle_dir
 
-    calls = example_calls(host, port)  # first run: a storefront and a marketing key, valid before the server starts
+    served = served_bundle_dir()
+    ids = example_ids(served) if served is not None else ()  # a buyer and an item of the served shop
+    calls = example_calls(host, port, *ids)  # first run: a storefront and a marketing key, valid before the server starts
     env = _bentoml_home()
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:Shoprec", "--host", host, "--port", str(port)]
     server = subprocess.Popen(cmd, env=env)

@@ -7,6 +7,8 @@ a server sees a created or revoked key within ``SHOPREC_KEYS_REFRESH_S`` (2 s) w
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -111,9 +113,24 @@ def audit(
         typer.echo(f"total {name}: {calls} calls, {customers} customer records returned")
 
 
-def example_calls(host: str, port: int) -> str:
+def example_ids(bundle_dir: Path) -> tuple[str, str]:
+    """A shopper of the bundle with the most purchases and the first item they bought: example calls that
+    show the model's answer (with its reasons), not the fallback of a shopper who only browsed."""
+    import numpy as np
+
+    with np.load(bundle_dir / "bought.npz", allow_pickle=False) as bought:
+        indptr = bought["indptr"]
+        user = int(np.argmax(np.diff(indptr)))
+        item = int(bought["indices"][indptr[user]]) if indptr[user + 1] > indptr[user] else 0
+    with np.load(bundle_dir / "users.npz", allow_pickle=False) as users, \
+            np.load(bundle_dir / "items.npz", allow_pickle=False) as items:
+        return str(users["ids"][user]), str(items["ids"][item])
+
+
+def example_calls(host: str, port: int, user_id: str = "u000001", item_id: str = "i00001") -> str:
     """For ``shoprec serve`` (``make run``): on the first run (no active storefront or marketing key in the
-    store), create one of each and show them in the example calls; later runs show where to put yours."""
+    store), create one of each and show them in the example calls; later runs show where to put yours.
+    ``user_id`` and ``item_id`` fill the examples (``example_ids`` of the served bundle)."""
     from features.key_store import KeyStore
 
     settings = load_settings()
@@ -123,6 +140,7 @@ def example_calls(host: str, port: int) -> str:
     shop = made.get("storefront", "$STOREFRONT_KEY")
     market = made.get("marketing", "$MARKETING_KEY")
     base = f"http://{host}:{port}"
+    user, item = json.dumps(user_id), json.dumps(item_id)
     auth = f"-H \"Authorization: Bearer {shop}\" -H 'content-type: application/json'"
     lines = []
     if made:
@@ -133,9 +151,9 @@ def example_calls(host: str, port: int) -> str:
         lines.append("\nKeys: use yours (STOREFRONT_KEY=..., MARKETING_KEY=...); `shoprec keys create --scope S` makes one.")
     lines += [
         "\nExample calls:",
-        f"  curl -s -X POST {base}/recommend {auth} -d '{{\"user_id\": \"u000001\", \"k\": 5}}'",
+        f"  curl -s -X POST {base}/recommend {auth} -d '{{\"user_id\": {user}, \"k\": 5}}'",
         f"  curl -s -X POST {base}/recommend {auth} -d '{{\"user_id\": \"someone-new\"}}'",
-        f"  curl -s -X POST {base}/similar_items {auth} -d '{{\"item_id\": \"i00001\", \"k\": 5}}'",
+        f"  curl -s -X POST {base}/similar_items {auth} -d '{{\"item_id\": {item}, \"k\": 5}}'",
         f"  curl -s -X POST {base}/churn_risk -H \"Authorization: Bearer {market}\" -H 'content-type: application/json' "
         "-d '{\"top_n\": 5}'",
         f"  curl -s {base}/readyz ; open {base}/ for the API docs, {base}/marketing/ for the marketers' page "

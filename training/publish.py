@@ -104,6 +104,12 @@ def _stored() -> list:
         return found
 
 
+def served_bundle_dir() -> Path | None:
+    """The bundle the service loads: the store's latest recommender (None before the first publish)."""
+    latest = _latest()
+    return Path(latest.path) if latest is not None else None
+
+
 def _latest():
     import bentoml
 
