@@ -37,51 +37,21 @@ COMMITTED_SEED = 2026  # benchmarks/experiments.py's study
 
 def simulate(seed: int, runs: int = 200, users: int = 20_000, days: int = 14) -> dict[str, np.ndarray]:
     """One A/A study (``simulate.study`` with lift 0, the same random draws), recording every look."""
-    from training.experiments.analysis import _se_from_ci, compare, influence, look_correlation
-    from training.experiments.sequential import GroupSequential, chained_information
-    from training.experiments.simulate import ShopperModel, _values, batch_aggregates, draw_population
+    from training.experiments.analysis import _se_from_ci
+    from training.experiments.simulate import study
 
-    model = ShopperModel()
-    rng = np.random.default_rng(seed)
-    shape = (runs, users)
-    pop = draw_population(model, shape, rng)
-    treated = rng.random(shape) >= 0.5
-    pre_count = rng.binomial(model.pre_days, pop.visit * pop.buy)
-    pre_spend = _values(rng, pop.value_mu, pre_count, model.value_log_sd)
-    exposures, clicks, purchases, revenue = (np.zeros(shape) for _ in range(4))
-    tests = [GroupSequential(ALPHA, "obrien_fleming") for _ in range(runs)]
     out = {k: np.zeros((runs, days)) for k in ("z", "z_plain", "bound", "info", "pvalue", "units")}
     out["significant"] = np.zeros((runs, days), bool)
-    previous = None
-    for day in range(days):
-        visits = rng.random(shape) < pop.visit
-        bought = visits & (rng.random(shape) < pop.buy)
-        exposures += visits
-        clicks += visits & (rng.random(shape) < model.click)  # drawn as the study draws it (same stream)
-        purchases += bought
-        revenue += _values(rng, pop.value_mu, bought.astype(int), model.value_log_sd)
-        exposed = exposures > 0
-        cols = {"converted": (purchases > 0).astype(float), "pre_spend": pre_spend}
-        sel_c, sel_t = exposed & ~treated, exposed & treated
-        t = min((day + 1) / days, 1.0)
-        values = influence("conversion", cols["converted"], cols["pre_spend"], sel_c, sel_t)
-        rho = None if previous is None else look_correlation(previous[0], values, previous[1], (sel_c, sel_t))
-        previous = (values, (sel_c, sel_t))
-        for r, (ac, at) in enumerate(zip(batch_aggregates(cols, sel_c), batch_aggregates(cols, sel_t))):
-            gs = tests[r]
-            if gs.looks:
-                gs.look(t, float(chained_information(gs.looks[-1].info, [rho[r]])[-1]))
-            else:
-                gs.look(t, float(ac.count() + at.count()))
-            look = gs.looks[-1]
-            c = compare("conversion", ac, at, "treatment", look=look, looks=len(gs.looks))
-            n = ac.count() + at.count()
-            out["z"][r, day] = c.effect / _se_from_ci(*c.effect_ci, n)
-            if c.effect_ci_plain is not None:
-                lo, hi = c.effect_ci_plain
-                out["z_plain"][r, day] = (lo + hi) / 2 / _se_from_ci(lo, hi, n)
-            out["bound"][r, day], out["info"][r, day] = look.bound, look.info
-            out["pvalue"][r, day], out["units"][r, day], out["significant"][r, day] = c.pvalue, n, c.significant
+
+    def record(r: int, day: int, c, look, n: int) -> None:
+        out["z"][r, day] = c.effect / _se_from_ci(*c.effect_ci, n)
+        if c.effect_ci_plain is not None:
+            lo, hi = c.effect_ci_plain
+            out["z_plain"][r, day] = (lo + hi) / 2 / _se_from_ci(lo, hi, n)
+        out["bound"][r, day], out["info"][r, day] = look.bound, look.info
+        out["pvalue"][r, day], out["units"][r, day], out["significant"][r, day] = c.pvalue, n, c.significant
+
+    study(runs=runs, users=users, days=days, lift=0.0, seed=seed, alpha=ALPHA, on_look=record)
     return out
 
 

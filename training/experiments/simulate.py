@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -167,12 +168,14 @@ class StudyResult:
 def study(runs: int = 200, users: int = 40_000, days: int = 14, lift: float = 0.0, seed: int = 0,
           split: tuple[float, float] = (0.5, 0.5), expected_split: tuple[float, float] | None = None,
           metric: str = "conversion", model: ShopperModel | None = None, alpha: float = ALPHA,
-          tuning_n: float = TUNING_N, planned_days: int | None = None, spending: str = "obrien_fleming") -> StudyResult:
+          tuning_n: float = TUNING_N, planned_days: int | None = None, spending: str = "obrien_fleming",
+          on_look: Callable[[int, int, Any, Any, int], None] | None = None) -> StudyResult:
     """``runs`` experiments of ``users`` shoppers over ``days``, analysed after each day (the report's daily
     looks). ``split``: the real share of each variant; ``expected_split``: the configured one (a broken
     split when they differ). The sequential decisions: the group-sequential test over ``planned_days``
     (default ``days``) with ``spending``, as ``shoprec experiment report`` reads it, and the open-ended
-    confidence sequence."""
+    confidence sequence. ``on_look(run, day, comparison, look, units)``: called at every run's daily look with
+    the group-sequential comparison and its look (benchmarks/experiments_aa.py records the statistics)."""
     import time
 
     t0 = time.perf_counter()
@@ -225,6 +228,8 @@ def study(runs: int = 200, users: int = 40_000, days: int = 14, lift: float = 0.
             look = gs.looks[-1]
             c = compare(metric, ac, at, "treatment", alpha=alpha, tuning_n=tuning_n, look=look, spending=spending,
                         looks=len(gs.looks))
+            if on_look is not None:
+                on_look(r, day, c, look, ac.count() + at.count())
             cs = compare(metric, ac, at, "treatment", alpha=alpha, tuning_n=tuning_n)
             seq_hit[r] |= c.significant
             cs_hit[r] |= cs.significant
