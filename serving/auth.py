@@ -188,8 +188,11 @@ class ScopedKeys:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                write_record()  # before the caller has its answer: whoever reads the log next sees this call
+            elif message["type"] == "http.response.body":
+                # with the first part of the body, before the caller can have its whole answer: whoever reads the
+                # log next sees this call (a body with a Content-Length is complete on its last byte, which may
+                # come before the final empty message). The handler has counted the customers by now.
+                write_record()
             await send(message)
 
         try:
