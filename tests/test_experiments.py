@@ -98,6 +98,30 @@ def test_the_log_keeps_experiments_exposures_and_outcomes(log_store):
     writer.close()
 
 
+def test_the_writer_sleeps_only_after_an_exposure_and_commits_within_every_s(log_store, monkeypatch):
+    """Idle, the writer thread waits on the queue (no wake-up every 20 ms in a server without experiments);
+    an exposure wakes it once, and what the next ``every_s`` brings joins that commit."""
+    import time as real_time
+    from types import SimpleNamespace
+
+    import features.exposures as exposures
+
+    naps = []
+    monkeypatch.setattr(exposures, "time", SimpleNamespace(sleep=lambda s: (naps.append(s), real_time.sleep(s)),
+                                                           time=real_time.time))
+    writer = ExposureWriter(log_store, every_s=0.05)
+    real_time.sleep(0.3)
+    assert naps == []  # idle: no wake-ups
+    for i in range(3):
+        writer.put(Exposure(f"r{i}", "ab", "control", f"u{i}", f"u{i}", "recommend", ("i1",), 1000.0 + i))
+    deadline = real_time.monotonic() + 5
+    while len(log_store.exposures("ab")) < 3 and real_time.monotonic() < deadline:
+        real_time.sleep(0.01)
+    assert len(log_store.exposures("ab")) == 3 and naps == [0.05]  # one wake, one commit of all three
+    writer.close()
+    assert naps == [0.05]
+
+
 def test_flushed_exposures_survive_a_killed_process_and_outcomes_keep_full_sync(tmp_path):
     """Exposures commit with synchronous=NORMAL under WAL (features/exposures.py): once the writer has
     committed them they survive the process being killed (SIGKILL: no atexit, no close); experiments and
