@@ -279,11 +279,12 @@ def forget_in_experiments(event_store, user_id: str) -> int:
 
 class ExposureWriter:
     """Exposures queued by requests, committed in batches by one thread: the first exposure after a quiet
-    spell wakes it (idle, it costs nothing), it waits ``every_s`` and drains the queue (at most ``every_s``
-    after the answer, plus the commit; an exposure is lost only if the process dies within that time, or, on SQLite, if the machine crashes before the next checkpoint
-    fsyncs the log: synchronous=NORMAL). A request only appends to the queue: nothing waits on it, so
-    no request hands the interpreter to the writer thread (waking it per exposure cost ~13% of a busy
-    worker). ``flush`` waits until everything queued so far is committed."""
+    spell wakes it (idle, it costs nothing), it waits ``every_s`` and drains the queue. An exposure is
+    stored at most ``every_s`` after the answer, plus the commit; it is lost only if the process dies within
+    that time, or, on SQLite, if the machine crashes before the next checkpoint fsyncs the log
+    (synchronous=NORMAL). A request only appends to the queue, so no request hands the interpreter to the
+    writer thread (waking it per exposure cost ~13% of a busy worker). ``flush`` waits until everything
+    queued so far is committed."""
 
     def __init__(self, log_store, every_s: float = 0.02, batch: int = 500):
         self.store = log_store

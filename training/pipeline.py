@@ -29,7 +29,7 @@ from training.recommenders import Recommender, fit_model
 from training.reference import recommender_reference
 from training.top_lists import TopLists
 from training.search import backtest, search
-from training.selection import Trial, choose, gate, same_recipe
+from training.selection import Trial, choose, gate, recipe_key
 from training.served import served_discovery, session_discovery
 
 OracleFactory = Callable[[Split], ScoreFn]  # builds an oracle scorer for a split's users and items
@@ -141,10 +141,10 @@ def _finalists(contenders: dict[str, Trial], incumbent: str | None, n: int) -> l
     under the name that ranks first, so it neither takes two places nor is fitted twice."""
     if n <= 0:
         return []
-    ranked = []
+    first_name = {}  # recipe -> its best-ranked name
     for name in sorted(contenders, key=lambda name: (-contenders[name].mean, name)):
-        if not any(same_recipe(contenders[name].candidate, contenders[r].candidate) for r in ranked):
-            ranked.append(name)
+        first_name.setdefault(recipe_key(contenders[name].candidate), name)
+    ranked = list(first_name.values())
     peers = [name for name in ranked if is_peer(name)]
     return list(dict.fromkeys(ranked[:n] + peers[:1] + ([incumbent] if incumbent else [])))
 

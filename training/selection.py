@@ -34,9 +34,14 @@ class Trial:
         return float(self.per_user.mean()) if len(self.per_user) else 0.0
 
 
+def recipe_key(candidate: Candidate) -> str:
+    """What the recipe is, whatever its name: equal keys, equal recipes."""
+    return candidate.model_dump_json(exclude={"name"})
+
+
 def same_recipe(a: Candidate, b: Candidate) -> bool:
     """Equal recipes whatever their names."""
-    return a.model_dump(exclude={"name"}) == b.model_dump(exclude={"name"})
+    return recipe_key(a) == recipe_key(b)
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> dict:
