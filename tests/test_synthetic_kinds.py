@@ -132,3 +132,34 @@ def test_profile_of_online_retail_reproduces_the_product_peers():
     assert p["global_list_ndcg@10"]["popular"] == pytest.approx(0.034, abs=0.001)
     assert p["global_list_ndcg@10"]["trending_7d"] == pytest.approx(0.098, abs=0.001)
     assert p["median_quantity"] >= 6 and p["last_60d_lift"] > 1.5  # what the gift kind imitates
+
+
+def test_drawn_shops_mix_the_kinds_traits_at_random_and_repeat_from_their_seed():
+    """A drawn shop (quality benchmark: shops nobody tuned for) takes each kind knob between the values
+    the generic shop and the kinds give it; the same seed gives the same shop, another seed another."""
+    from features.synthetic.config import drawn
+
+    generic = ShopConfig().model_dump()
+    one, again, two = drawn(1), drawn(1), drawn(2)
+    assert one == again and one != two
+    for key in set().union(*KINDS.values()):
+        values = [generic[key], *(k[key] for k in KINDS.values() if key in k)]
+        if isinstance(generic[key], (int, float)) and not isinstance(generic[key], bool):
+            assert min(values) <= one[key] <= max(values), key
+        else:
+            assert one[key] in values, key
+    config = ShopConfig.preset("drawn-1")
+    assert config.seed == 1 and config.n_users == one["n_users"] and 1_000 <= config.n_items <= 5_000
+    assert ShopConfig.preset("drawn-1-test").n_users == max(500, one["n_users"] // 4)
+    with pytest.raises(ValueError, match="drawn-<seed>"):
+        ShopConfig.preset("drawn-one")
+
+
+def test_a_drawn_shop_generates_sales_for_the_quality_benchmark(tmp_path):
+    from benchmarks.quality import DRAWN, shop_names
+
+    assert set(DRAWN) <= set(shop_names())
+    paths = generate_shop(ShopConfig.preset("drawn-1-test"), tmp_path / "drawn")
+    orders, items = read_shop(paths.out_dir)
+    p = profile(orders, items)
+    assert p["order_lines"] > 10_000 and p["customers"] > 300

@@ -77,7 +77,8 @@ def _fail(msg: str) -> None:
 def generate(
     out: Path = typer.Option(Path("data/shop"), help="folder for events/orders/items Parquet and truth/"),
     preset: str = typer.Option("small", help="tiny | small | medium | large (generic shop), or a shop kind: grocery | "
-                               "wide | gift (full size) or grocery-test | wide-test | gift-test (test size)"),
+                               "wide | gift (full size) or grocery-test | wide-test | gift-test (test size), or "
+                               "drawn-<seed>[-test]: traits drawn at random between the kinds'"),
     seed: Optional[int] = typer.Option(None, help="override the preset's seed"),
 ) -> None:
     """Generate a synthetic shop with known truth.

@@ -2,14 +2,19 @@
 
 The defaults are the "small" shop; ``ShopConfig.preset(name)`` gives the generic sizes tiny /
 small / medium / large and the shop kinds (``KINDS``: grocery, wide, gift) at full size or, as
-"<kind>-test", at a size for tests. Knobs added for the kinds default to values that leave the
+"<kind>-test", at a size for tests, and shops nobody tuned for, "drawn-<seed>" (``drawn``: every
+knob that makes a kind drawn at random between the kinds' values). Knobs added for the kinds default to values that leave the
 generic shops' data byte for byte as they were. The same config (seed included) always
 produces byte-identical files on one platform; ``user_chunk`` is part of the config because the
 random streams are drawn per chunk of users.
 """
 from __future__ import annotations
 
+import math
+import re
 from datetime import date
+
+import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -131,9 +136,13 @@ class ShopConfig(BaseModel):
     def preset(cls, name: str, **overrides) -> "ShopConfig":
         """A named shop (``PRESETS``): a generic size (tiny for tests, small for `make run`, medium,
         large) or a kind (``KINDS``: "grocery", "wide", "gift") at its full size, or "<kind>-test"
-        at a size for tests; ``overrides`` win."""
+        at a size for tests, or "drawn-<seed>" (``drawn``; "drawn-<seed>-test" at a quarter of its
+        shoppers); ``overrides`` win."""
+        if (m := DRAWN_NAME.fullmatch(name)) is not None:
+            return cls(**(drawn(int(m[1]), test=bool(m[2])) | overrides))
         if name not in PRESETS:
-            raise ValueError(f"preset: unknown name {name!r}; choose one of {', '.join(PRESETS)}")
+            raise ValueError(f"preset: unknown name {name!r}; choose one of {', '.join(PRESETS)}, "
+                             "or drawn-<seed> / drawn-<seed>-test")
         return cls(**(PRESETS[name] | overrides))
 
 
@@ -212,3 +221,37 @@ PRESETS: dict[str, dict] = dict(SIZES)
 for _kind, _sizes in KIND_SIZES.items():
     PRESETS[f"{_kind}-test"] = KINDS[_kind] | _sizes["test"]
     PRESETS[_kind] = KINDS[_kind] | _sizes["full"]
+
+
+# Shops nobody tuned for: the kinds show what we looked at while building the recipes; a drawn
+# shop mixes their traits at random, so the quality benchmark also judges shops seen for the
+# first time (benchmarks/quality.py scores DRAWN_SEEDS, fixed before any was measured).
+DRAWN_NAME = re.compile(r"drawn-(\d+)(-test)?")
+DRAWN_EVENTS = 4_000_000  # about this many views at most (shoppers cut to fit): minutes to generate and train
+
+
+def drawn(seed: int, test: bool = False) -> dict:
+    """The config of the drawn shop ``seed``: each knob that makes a kind (a key of any ``KINDS``
+    entry) drawn between the lowest and the highest value that the generic shop and the kinds give
+    it (log-uniform where the range spans 4x or more of positive values, uniform otherwise, rounded
+    for whole numbers), one of those values for the others (end date, pack sizes); 3k-12k shoppers
+    (fewer where their sessions would exceed ``DRAWN_EVENTS`` views) and 1k-5k items. The same seed
+    always gives the same config; ``test``: a quarter of the shoppers."""
+    rng = np.random.default_rng([seed, 20_261_202])
+    generic = ShopConfig().model_dump()
+    out: dict = {}
+    for key in sorted(set().union(*KINDS.values())):
+        values = [generic[key], *(kind[key] for kind in KINDS.values() if key in kind)]
+        if isinstance(generic[key], bool) or not isinstance(generic[key], (int, float)):
+            out[key] = values[int(rng.integers(len(values)))]
+            continue
+        lo, hi = min(values), max(values)
+        draw = (math.exp(rng.uniform(math.log(lo), math.log(hi))) if lo > 0 and hi >= 4 * lo
+                else rng.uniform(lo, hi))
+        out[key] = round(draw) if isinstance(generic[key], int) else float(draw)
+    n_items = int(rng.integers(1_000, 5_001))
+    sessions = out["sessions_per_week_median"] * math.exp(out["sessions_per_week_sigma"] ** 2 / 2)  # mean of a lognormal
+    n_users = min(int(rng.integers(3_000, 12_001)), int(DRAWN_EVENTS / (sessions * 52 * out["views_per_session"])))
+    n_users = max(500, n_users // 4 if test else n_users)
+    return out | dict(seed=seed, n_users=n_users, n_items=n_items, n_categories=max(10, n_items // 60),
+                      n_factors=int(rng.choice([8, 12, 16])))
