@@ -77,3 +77,20 @@ def test_vocab_roundtrip_and_unknown(tmp_path):
     assert IdVocab.load(tmp_path / "v.npz") == v
     with pytest.raises(ValueError, match="unique"):
         IdVocab(["a", "a"])
+
+
+def test_add_events_weighs_new_events_as_the_config_builds_rows():
+    """A shopper's row plus new events: weights by type, types the config ignores add nothing, items
+    outside the catalogue (-1) are left out; binary rows keep 1.0 per item (a decayed old one rises to 1)."""
+    import scipy.sparse as sp
+
+    from features.interactions import InteractionConfig, add_events
+
+    base = sp.csr_matrix(np.array([[0.0, 2.0, 0.0, 0.25]], dtype=np.float32))
+    weighted = add_events(base, np.array([1, 2, -1, 3]), ["view", "purchase", "purchase", "cart"], InteractionConfig(), 4)
+    assert weighted.toarray().tolist() == [[0.0, 3.0, 10.0, 3.25]]
+    bought_only = InteractionConfig(view_weight=0.0, cart_weight=0.0, binary=True)
+    decayed = sp.csr_matrix(np.array([[0.0, 1.0, 0.0, 0.25]], dtype=np.float32))
+    row = add_events(decayed, np.array([0, 2, 3]), ["view", "cart", "purchase"], bought_only, 4)
+    assert row.toarray().tolist() == [[0.0, 1.0, 0.0, 1.0]] and row.nnz == 2  # no stored zeros
+    assert add_events(None, np.array([2, 2]), ["view", "view"], InteractionConfig(), 4).toarray().tolist() == [[0, 0, 2, 0]]

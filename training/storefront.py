@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.interactions import InteractionConfig, add_events, event_weights
 from training.ann import FactorIndex
 from training.bundle import ModelBundle
 from training.recommenders import topk
@@ -58,10 +59,7 @@ class Storefront:
         self.n_items = len(bundle.items)
         ranked, _ = bundle.fallback.recommend(np.array([0]), k=self.n_items)  # same list for all: rank once
         self._fallback_rows = ranked[0][ranked[0] >= 0]
-        row_cfg = bundle.meta.get("row_interactions", {})
-        self._event_weight = {"view": row_cfg.get("view_weight", 1.0), "cart": row_cfg.get("cart_weight", 3.0),
-                              "purchase": row_cfg.get("purchase_weight", 10.0)}
-        self._binary = bool(row_cfg.get("binary", False))
+        self._row_config = InteractionConfig(**bundle.meta.get("row_interactions", {}))  # how the rows were built
         self.name = bundle.meta.get("name", bundle.model.kind)
         self.fallback_name = bundle.meta.get("fallback", bundle.fallback.kind)
         try:
@@ -145,20 +143,21 @@ class Storefront:
             mask[p] = True
         return np.flatnonzero(mask)
 
-    def _event_row(self, user_row: int, events: list[tuple[str, str]]) -> sp.csr_matrix:
-        """The shopper's row as the model saw it, plus new (item_id, event_type) events (summed per item)."""
+    def _new_events(self, events: list[tuple[str, str]]) -> tuple[np.ndarray, list[str]]:
+        """New (item_id, event_type) events as item rows (-1: not in the catalogue) and types."""
         cols = self.items.rows([item for item, _ in events]) if events else np.empty(0, np.int64)
-        w = np.array([1.0 if self._binary else self._event_weight.get(kind, 1.0) for _, kind in events], dtype=np.float64)
-        keep = cols >= 0
-        cols, w = cols[keep], w[keep]
-        if user_row >= 0:
-            m = self.bundle.interactions
-            start, end = m.indptr[user_row], m.indptr[user_row + 1]
-            cols = np.concatenate([m.indices[start:end].astype(np.int64), cols])
-            w = np.concatenate([m.data[start:end].astype(np.float64), w])
-        items, where = np.unique(cols, return_inverse=True)
-        data = np.ones(len(items)) if self._binary else np.bincount(where, weights=w, minlength=len(items))
-        return sp.csr_matrix((data.astype(np.float32), items, np.array([0, len(items)])), shape=(1, self.n_items))
+        return cols, [kind for _, kind in events]
+
+    def _event_row(self, user_row: int, cols: np.ndarray, kinds: list[str]) -> sp.csr_matrix:
+        """The shopper's row as the model saw it, plus new events, both as the bundle's row config builds rows."""
+        base = self.bundle.interactions[user_row] if user_row >= 0 else None
+        return add_events(base, cols, kinds, self._row_config, self.n_items)
+
+    def _session_row(self, viewed: np.ndarray) -> sp.csr_matrix:
+        """An anonymous session's viewed items standing in for what the model reads: each counts as one event
+        of the first type the row config weighs (a view, where views count)."""
+        kind = next((kind for kind, w in event_weights(self._row_config).items() if w > 0), "view")
+        return add_events(None, viewed, [kind] * len(viewed), self._row_config, self.n_items)
 
     def _exclusion_row(self, excluded: np.ndarray) -> sp.csr_matrix:
         """The items to leave out as a (1, n_items) CSR row: models that pick candidates skip them."""
@@ -255,7 +254,8 @@ class Storefront:
             return None
         return rows[keep][:k], scores[keep][:k]
 
-    def _top_of_row(self, row: sp.csr_matrix, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _top_of_row(self, row: sp.csr_matrix, k: int, excluded: np.ndarray,
+                    events: tuple[int, np.ndarray, list[str]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k for an interaction row the model has not seen (fold-in, a session): from the factor index
         where the model folds a row into a user vector (ALS; the exact least-squares step), which spares
         scoring the whole catalogue per request; else, or where the index cannot answer, the exact scores."""
@@ -263,7 +263,9 @@ class Storefront:
             found = self._approximate(self._user_index, fold_in(row)[0], k, excluded)
             if found is not None:
                 return found
-        return self._pick(self.bundle.model.score_rows(row, self._exclusion_row(excluded))[0], k, excluded)
+        model, exclusion = self.bundle.model, self._exclusion_row(excluded)
+        scores = model.score_rows(row, exclusion) if events is None else model.score_events(row, *events, exclusion)
+        return self._pick(scores[0], k, excluded)
 
     # -- endpoints -------------------------------------------------------------------------
     def popular(self, k: int = 10, exclude_ids=(), filters: Filters | None = None, rows_given: bool = False) -> Answer:
@@ -287,7 +289,8 @@ class Storefront:
                                     history if exclude_bought else np.empty(0, np.int64))
         if events and len(self._rows_of([item for item, _ in events])):
             source = f"model:{self.name}+events"
-            rows, best = self._top_of_row(self._event_row(row, events), k, excluded)
+            cols, kinds = self._new_events(events)
+            rows, best = self._top_of_row(self._event_row(row, cols, kinds), k, excluded, (row, cols, kinds))
         elif self._knows(row):
             source = f"model:{self.name}"
             found = self._user_index and self._approximate(self._user_index, self._user_vectors[row], k, excluded)
@@ -325,7 +328,7 @@ class Storefront:
         if len(viewed) == 0:
             return self.popular(k, viewed_ids, filters)
         excluded = self._exclusions(filters, viewed)
-        rows, best = self._top_of_row(self._event_row(-1, [(i, "view") for i in self.items.ids[viewed]]), k, excluded)
+        rows, best = self._top_of_row(self._session_row(viewed), k, excluded)
         rows, best = self._fill(rows, best, k, excluded)
         return self._answer(rows, best, f"session:{self.name}")
 
@@ -353,7 +356,9 @@ class Storefront:
         known = rows >= 0
         user_row = self.bundle.users.row(user_id)
         if events and len(self._rows_of([i for i, _ in events])):
-            scores, source = self.bundle.model.score_rows(self._event_row(user_row, list(events)))[0], f"model:{self.name}+events"
+            cols, kinds = self._new_events(list(events))
+            scores = self.bundle.model.score_events(self._event_row(user_row, cols, kinds), user_row, cols, kinds)[0]
+            source = f"model:{self.name}+events"
         elif self._knows(user_row):
             scores, source = self._known_user_scores(user_row, rows[known]), f"model:{self.name}"
         else:

@@ -138,6 +138,14 @@ class Recommender(ABC):
         skip them, as they do when scoring known users; the others may ignore it.
         """
 
+    def score_events(self, row: sp.csr_matrix, user_row: int, items: np.ndarray, kinds,
+                     exclude: sp.csr_matrix | None = None) -> np.ndarray:
+        """(1, n_items) scores for one shopper with new events (item rows, event types): ``row`` is their
+        training row (``user_row``; -1 for none) with the events added, as the model's own interaction
+        config builds rows. A single model reads ``row``; composite models rebuild each part's row from
+        the part's config (training/recommenders/part_rows.py)."""
+        return self.score_rows(row, exclude)
+
     @abstractmethod
     def _arrays(self) -> dict[str, np.ndarray]:
         """Learned state as named numeric arrays."""

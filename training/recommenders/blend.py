@@ -19,6 +19,7 @@ from training.recommenders.als import ALSConfig
 from training.recommenders.base import Recommender, as_trained, first_similarity
 from training.recommenders.fitting import BASE_MODELS, fit_base
 from training.recommenders.neighbours import EASEConfig, ItemKNNConfig
+from training.recommenders.part_rows import PartRows
 from training.recommenders.popular import PopularConfig
 
 PartConfig = PopularConfig | ALSConfig | ItemKNNConfig | EASEConfig
@@ -67,15 +68,19 @@ def weighted_sum(weights: list[float], part_scores) -> np.ndarray:
 class BlendRecommender(Recommender):
     kind = "blend"
     Config = BlendConfig
+    part_rows_: PartRows | None = None  # each part's training rows (fit_view); None: one row for all
 
     def fit(self, interactions: sp.csr_matrix) -> Self:
         """Fit every part on the same matrix (use ``fit_view`` for per-part matrices)."""
         self.parts_ = [BASE_MODELS[p.model.kind](p.model).fit(interactions) for p in self.config.parts]
+        self.part_rows_ = None  # one matrix for every part: the row as given is each part's row
         return self
 
     def fit_view(self, view: TrainingView) -> Self:
         """Fit each part on the view's matrix built with its own interaction config."""
         self.parts_ = [fit_base(view, part.model, part.interactions) for part in self.config.parts]
+        self.part_rows_ = PartRows.of_view(view, [p.interactions for p in self.config.parts],
+                                           [p.model.kind != "popular" for p in self.config.parts])
         return self
 
     @property
@@ -91,6 +96,15 @@ class BlendRecommender(Recommender):
                             (m.score_rows(as_trained(user_items, p.interactions.binary), exclude)
                              for p, m in zip(self.config.parts, self.parts_)))
 
+    def score_events(self, row: sp.csr_matrix, user_row: int, items: np.ndarray, kinds,
+                     exclude: sp.csr_matrix | None = None) -> np.ndarray:
+        """Each part reads the shopper's row as built by its own config (its training row plus the new events)."""
+        if self.part_rows_ is None:
+            return self.score_rows(row, exclude)
+        return weighted_sum([p.weight for p in self.config.parts],
+                            (m.score_rows(self.part_rows_.row(i, user_row, items, kinds, self.n_items), exclude)
+                             for i, m in enumerate(self.parts_)))
+
     def item_similarity(self, item_rows: np.ndarray) -> np.ndarray:
         return first_similarity(self.parts_, item_rows)
 
@@ -98,10 +112,10 @@ class BlendRecommender(Recommender):
         return first_similarity(self.parts_, item_rows, among)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return {}  # the parts are saved in their own folders
+        return {} if self.part_rows_ is None else self.part_rows_.arrays()  # the parts: in their own folders
 
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        pass
+        self.part_rows_ = PartRows.from_arrays(arrays, [p.interactions for p in self.config.parts])
 
     def save(self, path: Path) -> None:
         super().save(path)

@@ -25,6 +25,7 @@ from features.interactions import TrainingView, purchases
 from training.recommenders.base import Recommender, as_trained, csr_arrays, csr_from, first_similarity, topk
 from training.recommenders.blend import BlendPart
 from training.recommenders.fitting import BASE_MODELS, fit_base
+from training.recommenders.part_rows import PartRows
 
 
 class RankerSettings(BaseModel):
@@ -52,6 +53,7 @@ class RankerConfig(RankerSettings):
 class RankerRecommender(Recommender):
     kind = "ranker"
     Config = RankerConfig
+    part_rows_: PartRows | None = None  # each part's training rows (fit_view); None: one row for all
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, interactions: sp.csr_matrix) -> Self:
@@ -75,6 +77,8 @@ class RankerRecommender(Recommender):
             raise ValueError("ranker: no user has a newly bought item among the candidates in the label period")
         self.booster_ = self._boost(x, y, groups)
         self._fit_retrievers(view)  # and the item statistics as of now
+        self.part_rows_ = PartRows.of_view(view, [p.interactions for p in self.config.retrievers],
+                                           [p.model.kind != "popular" for p in self.config.retrievers])
         return self
 
     def _label_rows(self, past: TrainingView, end: TrainingView, rng, x: list, y: list, groups: list) -> None:
@@ -171,6 +175,17 @@ class RankerRecommender(Recommender):
                   for p, r in zip(self.config.retrievers, self.retrievers_)]
         return self._rank(scores, exclude, user_items)
 
+    def score_events(self, row: sp.csr_matrix, user_row: int, items: np.ndarray, kinds,
+                     exclude: sp.csr_matrix | None = None) -> np.ndarray:
+        """Each retriever reads the shopper's row as built by its own config (its training row plus the new
+        events); the activity feature reads ``row``, as for known shoppers and ``score_rows``."""
+        if self.part_rows_ is None:  # saved before the part rows were kept
+            return self.score_rows(row, exclude)
+        exclude = sp.csr_matrix(row.shape, dtype=np.float32) if exclude is None else sp.csr_matrix(exclude)
+        scores = [r.score_rows(self.part_rows_.row(i, user_row, items, kinds, self.n_items_), exclude)
+                  for i, r in enumerate(self.retrievers_)]
+        return self._rank(scores, exclude, sp.csr_matrix(row, dtype=np.float32))
+
     @property
     def n_items(self) -> int:
         return self.n_items_
@@ -183,7 +198,8 @@ class RankerRecommender(Recommender):
 
     def _arrays(self) -> dict[str, np.ndarray]:
         timed = {} if self.item_time_ is None else {"item_time": self.item_time_}
-        return ({"item_popularity": self.item_popularity_, "n_items": np.array(self.n_items_)} | timed
+        parts = {} if self.part_rows_ is None else self.part_rows_.arrays()
+        return ({"item_popularity": self.item_popularity_, "n_items": np.array(self.n_items_)} | timed | parts
                 | csr_arrays("bought", self.bought_) | csr_arrays("history", self.history_))
 
     def _set_arrays(self, a: dict[str, np.ndarray]) -> None:
@@ -193,6 +209,7 @@ class RankerRecommender(Recommender):
             self.config = self.config.model_copy(update={"item_time": False})
         self.bought_ = csr_from(a, "bought")
         self.history_ = csr_from(a, "history") if "history_data" in a else self.bought_  # bundles saved before rows
+        self.part_rows_ = PartRows.from_arrays(a, [p.interactions for p in self.config.retrievers])
 
     def save(self, path: Path) -> None:
         super().save(path)
