@@ -136,19 +136,22 @@ def event_weights(config: InteractionConfig) -> dict[str, float]:
     return {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
 
 
-def add_events(base: sp.csr_matrix | None, items: np.ndarray, kinds, config: InteractionConfig, n_items: int) -> sp.csr_matrix:
-    """A shopper's (1, n_items) row as ``config`` builds rows: ``base`` (their row from training under the
-    same config; None for none) plus new events (item rows and event types), each weighted by the config
-    as if it happened now (no decay, inside any window). An event type the config gives no weight adds
-    nothing (a model trained on purchases does not read a view as one); binary: 1.0 per item."""
+def add_events(base: sp.csr_matrix | None, user_row: int, items: np.ndarray, kinds, config: InteractionConfig,
+               n_items: int) -> sp.csr_matrix:
+    """A shopper's (1, n_items) row as ``config`` builds rows: their row ``user_row`` of ``base`` (the
+    training matrix under the same config; None or -1 for none) plus new events (item rows and event
+    types), each weighted by the config as if it happened now (no decay, inside any window). An event
+    type the config gives no weight adds nothing (a model trained on purchases does not read a view as
+    one); binary: 1.0 per item."""
     weights = event_weights(config)
     cols = np.asarray(items, dtype=np.int64).reshape(-1)
     w = np.array([weights.get(kind, 0.0) for kind in kinds], dtype=np.float64)
     keep = (cols >= 0) & (w > 0)
     cols, w = cols[keep], (np.ones(int(keep.sum())) if config.binary else w[keep])
-    if base is not None and base.nnz:
-        cols = np.concatenate([base.indices.astype(np.int64), cols])
-        w = np.concatenate([base.data.astype(np.float64), w])
+    if base is not None and user_row >= 0:  # the row's slice, without building a matrix per request
+        start, end = base.indptr[user_row], base.indptr[user_row + 1]
+        cols = np.concatenate([base.indices[start:end].astype(np.int64), cols])
+        w = np.concatenate([base.data[start:end].astype(np.float64), w])
     unique, where = np.unique(cols, return_inverse=True)
     if config.binary:  # the latest interaction counts: a new event is 1.0, a decayed old one less
         data = np.zeros(len(unique))

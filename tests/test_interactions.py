@@ -87,10 +87,10 @@ def test_add_events_weighs_new_events_as_the_config_builds_rows():
     from features.interactions import InteractionConfig, add_events
 
     base = sp.csr_matrix(np.array([[0.0, 2.0, 0.0, 0.25]], dtype=np.float32))
-    weighted = add_events(base, np.array([1, 2, -1, 3]), ["view", "purchase", "purchase", "cart"], InteractionConfig(), 4)
+    weighted = add_events(base, 0, np.array([1, 2, -1, 3]), ["view", "purchase", "purchase", "cart"], InteractionConfig(), 4)
     assert weighted.toarray().tolist() == [[0.0, 3.0, 10.0, 3.25]]
     bought_only = InteractionConfig(view_weight=0.0, cart_weight=0.0, binary=True)
     decayed = sp.csr_matrix(np.array([[0.0, 1.0, 0.0, 0.25]], dtype=np.float32))
-    row = add_events(decayed, np.array([0, 2, 3]), ["view", "cart", "purchase"], bought_only, 4)
+    row = add_events(decayed, 0, np.array([0, 2, 3]), ["view", "cart", "purchase"], bought_only, 4)
     assert row.toarray().tolist() == [[0.0, 1.0, 0.0, 1.0]] and row.nnz == 2  # no stored zeros
-    assert add_events(None, np.array([2, 2]), ["view", "view"], InteractionConfig(), 4).toarray().tolist() == [[0, 0, 2, 0]]
+    assert add_events(base, -1, np.array([2, 2]), ["view", "view"], InteractionConfig(), 4).toarray().tolist() == [[0, 0, 2, 0]]

@@ -150,14 +150,13 @@ class Storefront:
 
     def _event_row(self, user_row: int, cols: np.ndarray, kinds: list[str]) -> sp.csr_matrix:
         """The shopper's row as the model saw it, plus new events, both as the bundle's row config builds rows."""
-        base = self.bundle.interactions[user_row] if user_row >= 0 else None
-        return add_events(base, cols, kinds, self._row_config, self.n_items)
+        return add_events(self.bundle.interactions, user_row, cols, kinds, self._row_config, self.n_items)
 
     def _session_row(self, viewed: np.ndarray) -> sp.csr_matrix:
         """An anonymous session's viewed items standing in for what the model reads: each counts as one event
         of the first type the row config weighs (a view, where views count)."""
         kind = next((kind for kind, w in event_weights(self._row_config).items() if w > 0), "view")
-        return add_events(None, viewed, [kind] * len(viewed), self._row_config, self.n_items)
+        return add_events(None, -1, viewed, [kind] * len(viewed), self._row_config, self.n_items)
 
     def _exclusion_row(self, excluded: np.ndarray) -> sp.csr_matrix:
         """The items to leave out as a (1, n_items) CSR row: models that pick candidates skip them."""

@@ -43,8 +43,7 @@ class PartRows:
     def row(self, part: int, user_row: int, items: np.ndarray, kinds, n_items: int) -> sp.csr_matrix:
         """Part ``part``'s row for the shopper at ``user_row`` (-1: none in training) with new events."""
         j = self.which[part]
-        base = self.matrices[j][user_row] if j >= 0 and user_row >= 0 else None
-        return add_events(base, items, kinds, self.configs[part], n_items)
+        return add_events(self.matrices[j] if j >= 0 else None, user_row, items, kinds, self.configs[part], n_items)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {f"{PREFIX}_which": self.which}
