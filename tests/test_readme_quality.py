@@ -7,7 +7,8 @@ import pytest
 
 from tests.conftest import REPO
 
-ROWS = {"grocery": "| grocery (", "wide": "| wide (", "gift": "| gift (", "online-retail": "| Online Retail |"}
+ROWS = {"grocery": "| grocery (", "wide": "| wide (", "gift": "| gift (", "online-retail": "| Online Retail |",
+        "drawn-1": "| drawn-1 (", "drawn-2": "| drawn-2 (", "drawn-3": "| drawn-3 ("}
 
 
 def readme_row(prefix: str) -> list[str]:
@@ -25,11 +26,12 @@ def number(cell: str) -> float:
 def test_readme_shop_row_is_the_benchmark_result(shop):
     result = json.loads(REPO.joinpath("benchmarks/results/quality.json").read_text())["shops"][shop]
     m = result["metrics"]
-    _, champion, validation, test, best_peer, cost = readme_row(ROWS[shop])
+    _, champion, validation, test, best_peer, served, cost = readme_row(ROWS[shop])
     digits = lambda cell: len(cell.split(".")[-1])  # noqa: E731  the README rounds to what it prints
     assert number(validation) == round(m["validation_ndcg@10"], digits(validation))
     assert number(test) == round(m["test_ndcg@10"], digits(test))
     assert number(best_peer) == round(m["best_peer_test_ndcg@10"], digits(best_peer.split()[-1]))
+    assert number(served) == round(m["served_ndcg@10"], digits(served))
     minutes, gb = (float(x) for x in re.findall(r"\d+\.\d+", cost))
     assert minutes == round(result["train"]["seconds"] / 60, 1) and gb == round(result["train"]["peak_rss_gb"], 1)
     peer = m["champion"].startswith("peer.")
