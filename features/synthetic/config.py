@@ -3,8 +3,8 @@
 The defaults are the "small" shop; ``ShopConfig.preset(name)`` gives the generic sizes tiny /
 small / medium / large and the shop kinds (``KINDS``: grocery, wide, gift) at full size or, as
 "<kind>-test", at a size for tests, and shops nobody tuned for, "drawn-<seed>" (``drawn``: every
-knob that makes a kind drawn at random between the kinds' values). Knobs added for the kinds default to values that leave the
-generic shops' data byte for byte as they were. The same config (seed included) always
+knob that makes a kind drawn at random between the kinds' values). Knobs added for the kinds
+default to values that leave the generic shops' data byte for byte as they were. The same config (seed included) always
 produces byte-identical files on one platform; ``user_chunk`` is part of the config because the
 random streams are drawn per chunk of users.
 """
@@ -15,7 +15,6 @@ import re
 from datetime import date
 
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -225,7 +224,7 @@ for _kind, _sizes in KIND_SIZES.items():
 
 # Shops nobody tuned for: the kinds show what we looked at while building the recipes; a drawn
 # shop mixes their traits at random, so the quality benchmark also judges shops seen for the
-# first time (benchmarks/quality.py scores DRAWN_SEEDS, fixed before any was measured).
+# first time (benchmarks/quality.py scores ``DRAWN``, seeds fixed before any was measured).
 DRAWN_NAME = re.compile(r"drawn-(\d+)(-test)?")
 DRAWN_EVENTS = 4_000_000  # about this many views at most (shoppers cut to fit): minutes to generate and train
 

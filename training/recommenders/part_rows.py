@@ -23,7 +23,6 @@ PREFIX = "part_rows"
 class PartRows:
     def __init__(self, configs: list[InteractionConfig], matrices: list[sp.csr_matrix], which: np.ndarray):
         self.configs, self.matrices, self.which = configs, matrices, np.asarray(which, dtype=np.int64)
-        self.n_items = matrices[0].shape[1] if matrices else 0
 
     @classmethod
     def of_view(cls, view: TrainingView, configs: list[InteractionConfig], reads_rows: list[bool]) -> Self:
