@@ -6,6 +6,7 @@ import pytest
 
 from features.interactions import InteractionConfig, training_view
 from training.config import Candidate, SearchSpace, TrainConfig, _trending
+from training.bundle import ModelBundle
 from training.pipeline import evaluate, fit_bundle, fit_candidate
 from training.recommenders.als import ALSConfig
 from training.recommenders.blend import BlendConfig, BlendPart
@@ -96,7 +97,7 @@ def mixed() -> dict[str, Candidate]:
 
 
 @pytest.mark.parametrize("kind", list(mixed()))
-def test_fold_in_gives_each_part_the_row_it_was_trained_on(shop, kind):
+def test_fold_in_gives_each_part_the_row_it_was_trained_on(shop, kind, tmp_path):
     """A shopper's latest interaction replayed as a new event (a view, mostly: what training/served.py
     replays) leaves the list alone: the purchases-only parts do not read the view as a purchase. With
     one row for every part (before part rows) the overlap was 0.56 (blend) and 0.49 (ranker) here; what is
@@ -114,6 +115,12 @@ def test_fold_in_gives_each_part_the_row_it_was_trained_on(shop, kind):
         assert folded.source.endswith("+events")
         overlaps.append(len(set(plain) & set(folded.item_ids)) / 10)
     assert np.mean(overlaps) >= 0.9, f"{kind}: mean top-10 overlap {np.mean(overlaps):.3f}"
+    bundle.save(tmp_path / "bundle")  # what the service loads keeps each part's rows
+    again = Storefront(ModelBundle.load(tmp_path / "bundle"))
+    assert again.bundle.model.part_rows_ is not None
+    for uid, item, event_type in list(zip(last["user_id"], last["item_id"], last["event_type"]))[:10]:
+        new_event = [(str(item), str(event_type))]
+        assert again.recommend(str(uid), 10, events=new_event) == store.recommend(str(uid), 10, events=new_event)
 
 
 def test_a_part_reads_its_training_row_plus_only_the_events_its_config_weighs(shop):
