@@ -40,13 +40,18 @@ class Interactions:
     items: IdVocab
 
 
+def event_weights(config: InteractionConfig) -> dict[str, float]:
+    """The weight ``config`` gives one event of each type."""
+    return {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
+
+
 def interaction_log(events: pd.DataFrame | None, orders: pd.DataFrame | None, config: InteractionConfig) -> pd.DataFrame:
     """One long table (user_id, item_id, ts, weight) of every positive signal.
 
     Purchases come from orders (quantity > 0); purchase events are used only when no orders
     are given, so a purchase is not counted twice. Anonymous events are skipped.
     """
-    weights = {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
+    weights = event_weights(config)
     parts = []
     if events is not None and len(events):
         # one filter over the four columns used (each filter copies every column it keeps)
@@ -129,11 +134,6 @@ def build_matrix(
     matrix = matrix.astype(np.float32)
     check_shape(matrix, len(users), len(items))
     return Interactions(matrix, users, items)
-
-
-def event_weights(config: InteractionConfig) -> dict[str, float]:
-    """The weight ``config`` gives one event of each type."""
-    return {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
 
 
 def add_events(base: sp.csr_matrix | None, user_row: int, items: np.ndarray, kinds, config: InteractionConfig,

@@ -79,8 +79,7 @@ class BlendRecommender(Recommender):
     def fit_view(self, view: TrainingView) -> Self:
         """Fit each part on the view's matrix built with its own interaction config."""
         self.parts_ = [fit_base(view, part.model, part.interactions) for part in self.config.parts]
-        self.part_rows_ = PartRows.of_view(view, [p.interactions for p in self.config.parts],
-                                           [p.model.kind != "popular" for p in self.config.parts])
+        self.part_rows_ = PartRows.of_view(view, self.config.parts)
         return self
 
     @property
@@ -115,7 +114,7 @@ class BlendRecommender(Recommender):
         return {} if self.part_rows_ is None else self.part_rows_.arrays()  # the parts: in their own folders
 
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.part_rows_ = PartRows.from_arrays(arrays, [p.interactions for p in self.config.parts])
+        self.part_rows_ = PartRows.from_arrays(arrays, self.config.parts)
 
     def save(self, path: Path) -> None:
         super().save(path)

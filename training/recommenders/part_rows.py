@@ -25,19 +25,21 @@ class PartRows:
         self.configs, self.matrices, self.which = configs, matrices, np.asarray(which, dtype=np.int64)
 
     @classmethod
-    def of_view(cls, view: TrainingView, configs: list[InteractionConfig], reads_rows: list[bool]) -> Self:
-        """The training rows of ``view`` for each part that reads rows (``reads_rows``), once per config."""
+    def of_view(cls, view: TrainingView, parts) -> Self:
+        """The training rows of ``view`` for each of ``parts`` (a blend's parts or a ranker's retrievers:
+        ``interactions`` and ``model``) that reads rows, once per config."""
         keys, matrices, which = {}, [], []
-        for config, reads in zip(configs, reads_rows):
-            if not reads:
+        for part in parts:
+            if part.model.kind == "popular":  # one list for everyone: reads no row
                 which.append(-1)
                 continue
+            config = part.interactions
             key = config.model_dump_json()
             if key not in keys:
                 keys[key] = len(matrices)
                 matrices.append(view.matrix(config))
             which.append(keys[key])
-        return cls(configs, matrices, np.array(which))
+        return cls([p.interactions for p in parts], matrices, np.array(which))
 
     def row(self, part: int, user_row: int, items: np.ndarray, kinds, n_items: int) -> sp.csr_matrix:
         """Part ``part``'s row for the shopper at ``user_row`` (-1: none in training) with new events."""
@@ -51,10 +53,10 @@ class PartRows:
         return out
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], configs: list[InteractionConfig]) -> Self | None:
+    def from_arrays(cls, arrays: dict[str, np.ndarray], parts) -> Self | None:
         """None for a model saved before part rows were kept (it scores every part on one row)."""
         if f"{PREFIX}_which" not in arrays:
             return None
         which = arrays[f"{PREFIX}_which"]
         n = int(which.max()) + 1 if len(which) else 0
-        return cls(configs, [csr_from(arrays, f"{PREFIX}{j}") for j in range(n)], which)
+        return cls([p.interactions for p in parts], [csr_from(arrays, f"{PREFIX}{j}") for j in range(n)], which)

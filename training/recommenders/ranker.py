@@ -77,8 +77,7 @@ class RankerRecommender(Recommender):
             raise ValueError("ranker: no user has a newly bought item among the candidates in the label period")
         self.booster_ = self._boost(x, y, groups)
         self._fit_retrievers(view)  # and the item statistics as of now
-        self.part_rows_ = PartRows.of_view(view, [p.interactions for p in self.config.retrievers],
-                                           [p.model.kind != "popular" for p in self.config.retrievers])
+        self.part_rows_ = PartRows.of_view(view, self.config.retrievers)
         return self
 
     def _label_rows(self, past: TrainingView, end: TrainingView, rng, x: list, y: list, groups: list) -> None:
@@ -209,7 +208,7 @@ class RankerRecommender(Recommender):
             self.config = self.config.model_copy(update={"item_time": False})
         self.bought_ = csr_from(a, "bought")
         self.history_ = csr_from(a, "history") if "history_data" in a else self.bought_  # bundles saved before rows
-        self.part_rows_ = PartRows.from_arrays(a, [p.interactions for p in self.config.retrievers])
+        self.part_rows_ = PartRows.from_arrays(a, self.config.retrievers)
 
     def save(self, path: Path) -> None:
         super().save(path)
