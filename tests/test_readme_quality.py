@@ -8,7 +8,8 @@ import pytest
 from tests.conftest import REPO
 
 ROWS = {"grocery": "| grocery (", "wide": "| wide (", "gift": "| gift (", "online-retail": "| Online Retail |",
-        "drawn-1": "| drawn-1 (", "drawn-2": "| drawn-2 (", "drawn-3": "| drawn-3 ("}
+        "drawn-1": "| drawn-1 (", "drawn-2": "| drawn-2 (", "drawn-3": "| drawn-3 (",
+        "drawn-4": "| drawn-4 (", "drawn-5": "| drawn-5 (", "drawn-6": "| drawn-6 ("}
 
 
 def readme_row(prefix: str) -> list[str]:
