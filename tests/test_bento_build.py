@@ -1,6 +1,6 @@
-"""The deployable bento as README "Deploying a bento" makes it: in a copy of the repository (its tracked
-files) with the BentoML store inside it (BENTOML_HOME=<copy>/bentoml_home), a tiny shop is trained and
-published, `shoprec build` runs twice in a row, and `bentoml serve shoprec:latest` answers every endpoint
+"""The quickstart and the deployable bento as README "Deploying a bento" makes it: in a copy of the repository
+(its tracked files) with the BentoML store inside it (BENTOML_HOME=<copy>/bentoml_home), a tiny shop is
+generated, trained (with its truth: the oracle bounds the champion) and published, `shoprec build` runs twice in a row, and `bentoml serve shoprec:latest` answers every endpoint
 over HTTP from the bento's own code and models (the recommender and the propensity bundle)."""
 import datetime as dt
 import hashlib
@@ -56,8 +56,10 @@ def project(tmp_path_factory):
                SHOPREC_SESSIONS_FILE=str(data / "keys" / "sessions.json"), SHOPREC_PRIVACY_DIR=str(data / "privacy"))
     p = SimpleNamespace(root=root, env=env, home=root / "bentoml_home")
     shoprec(p, "generate", "--preset", "tiny", "--out", "data/shop")
+    p.metrics = tmp_path_factory.mktemp("metrics") / "m.json"  # outside the build context
     shoprec(p, "train", "--orders", "data/shop/orders.parquet", "--events", "data/shop/events.parquet",
-            "--items", "data/shop/items.parquet", "--shop", SHOP, "--budget-minutes", "0.2")
+            "--items", "data/shop/items.parquet", "--truth", "data/shop/truth", "--shop", SHOP, "--budget-minutes", "0.2",
+            "--metrics-out", p.metrics)
     p.storefront_key = shoprec(p, "keys", "create", "--scope", "storefront", "--name", "web-shop").stdout.splitlines()[-1]
     shoprec(p, "forget-user", "u-not-a-customer")  # writes the pseudonymisation key (a secret) into data/privacy
     p.published = shoprec(p, "publish")
@@ -84,6 +86,14 @@ def test_bentofile_settings():
     assert "models" not in spec  # computed from the store by `shoprec build`, never written by hand
     for output in ("/bentoml_home/", "/.venv/", "/mlruns/", "/data/", "/runs/", "keys/", "*.key"):
         assert output in spec["exclude"]
+
+
+def test_the_champion_sits_between_popularity_and_the_shops_truth(project):
+    """The quickstart's promise on the tiny shop: above the popularity baseline, never above the oracle
+    that knows the simulated tastes (``--truth``)."""
+    rec = json.loads(project.metrics.read_text())["recommend"]
+    assert rec["oracle"]["ndcg@10"] >= rec["ndcg@10"] > rec["baseline_popularity"]["ndcg@10"]
+    assert rec["chosen_on"] == "validation" and rec["champion"]["promoted"]
 
 
 def test_publish_prints_one_line_per_model(project):
@@ -210,7 +220,8 @@ def test_serve_the_bento_and_call_every_endpoint(project, tmp_path):
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     calls = {  # path: (scope headers, body, check of the answer)
         "/recommend": (storefront, {"user_id": user, "k": 5},
-                       lambda b: b["source"].startswith("model:") and len(b["items"]) == 5),
+                       lambda b: b["source"].startswith("model:") and len(b["items"]) == 5
+                       and b["model_version"] == f"{SHOP}/v1"),
         "/similar_items": (storefront, {"item_id": item, "k": 5}, lambda b: len(b["items"]) == 5),
         "/bought_together": (storefront, {"items": [item], "k": 5}, lambda b: len(b["items"]) > 0),
         "/session": (storefront, {"items": [item, other_item], "k": 5}, lambda b: len(b["items"]) == 5),
@@ -243,6 +254,8 @@ def test_serve_the_bento_and_call_every_endpoint(project, tmp_path):
                 assert r.status_code == 200 and ok(r.json()), (path, r.status_code, r.text[:500])
             r = http.post("/recommend", json={"user_id": user, "k": 3}, headers=storefront)
             assert r.json()["model_version"] == f"{SHOP}/v1" and r.json()["source"].endswith("+events")
+            stranger = http.post("/recommend", json={"user_id": "nobody", "k": 5}, headers=storefront).json()
+            assert stranger["source"].startswith("fallback:") and len(stranger["items"]) == 5
             # the marketers' page: a script with a marketing key, then a browser signing in
             page = http.get("/marketing/", headers=MARKETING)
             assert page.status_code == 200 and "churn" in page.text.lower()

@@ -74,30 +74,3 @@ def test_online_retail_end_to_end_and_lineages(tmp_path):
     assert "synthetic: champion v4" in listing and "online-retail: champion v3" in listing
     published = shoprec("publish", "--shop", "online-retail", cwd=tmp_path, env=env)
     assert "shop online-retail" in published.stdout and "registry version 3" in published.stdout
-
-
-@pytest.mark.slow
-def test_synthetic_shop_generate_train_publish_serve(tmp_path):
-    """The quickstart on a tiny shop: generate -> train (with the oracle) -> publish -> real server -> HTTP."""
-    import httpx
-
-    from tests.server import STOREFRONT, bentoml_server
-
-    env = {"BENTOML_HOME": str(tmp_path / "bentoml_home")}
-    shoprec("generate", "--preset", "tiny", "--out", tmp_path / "shop", cwd=tmp_path, env=env)
-    shop = tmp_path / "shop"
-    shoprec("train", "--orders", shop / "orders.parquet", "--events", shop / "events.parquet", "--items",
-            shop / "items.parquet", "--metrics-out", tmp_path / "m.json", cwd=tmp_path, env=env)
-    rec = json.loads((tmp_path / "m.json").read_text())["recommend"]
-    assert rec["oracle"]["ndcg@10"] >= rec["ndcg@10"] > rec["baseline_popularity"]["ndcg@10"]
-    published = shoprec("publish", cwd=tmp_path, env=env)
-    assert "registry version 1" in published.stdout
-    import pandas as pd
-
-    known = pd.read_parquet(shop / "orders.parquet")["user_id"].iloc[0]
-    with bentoml_server(tmp_path / "bentoml_home",
-                        extra_env={"SHOPREC_EVENTS_URL": f"sqlite:///{tmp_path}/events.db"}) as url:
-        body = httpx.post(f"{url}/recommend", json={"user_id": known, "k": 5}, headers=STOREFRONT, timeout=10).json()
-        stranger = httpx.post(f"{url}/recommend", json={"user_id": "nobody", "k": 5}, headers=STOREFRONT, timeout=10).json()
-    assert body["source"].startswith("model:") and body["model_version"] == "shop/v1" and len(body["items"]) == 5
-    assert stranger["source"].startswith("fallback:")
