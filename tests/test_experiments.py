@@ -5,7 +5,7 @@ import pytest
 
 from features.experiments import Experiment, ExperimentError, Variant, assign, parse_variants
 from features.exposures import Exposure, ExposureWriter, Outcome, open_experiment_log
-from training.experiments.analysis import analyse, confidence_sequence, srm_check, unit_table
+from training.experiments.analysis import analyse, confidence_sequence, daily_unit_tables, srm_check, unit_table
 
 DAY = 86_400.0
 
@@ -181,6 +181,54 @@ def test_attribution_by_request_id_then_by_user_within_the_window():
     assert table.loc["a", ["exposures", "clicks", "converted", "revenue", "pre_spend"]].tolist() == [2, 1, 1, 15.0, 0.0]
     assert table.loc["b", ["exposures", "clicks", "converted", "revenue", "pre_spend"]].tolist() == [1, 0, 0, 0.0, 3.0]
     assert "c" not in table.index
+
+
+def test_the_daily_looks_in_one_pass_are_the_unit_tables_cut_at_each_look(tmp_path):
+    """``daily_unit_tables`` (one pass for all the looks of the sequential test) gives, look by look, what
+    ``unit_table`` gives on the logs cut at that time: simulated traffic plus the awkward cases (an
+    outcome logged before the exposure it names, credited by user until that exposure is logged; a
+    request id logged twice; no user id; no value; another experiment's request id; a click after the
+    window)."""
+    from training.experiments.simulate import traffic
+
+    exp = experiment(attribution_days=3)
+    t0 = 100 * DAY
+    exposures, outcomes = traffic(exp, users=1_500, days=8, lift=0.05, seed=5, start=t0)
+    store = open_experiment_log(f"sqlite:///{tmp_path}/events.db")
+    try:
+        store.add_exposures(exposures)
+        store.add_outcomes(outcomes)
+        extra_ex, extra_out = _frames(
+            [("late", "ab", "control", "zz", "zz", "recommend", "[]", t0 + 4.5 * DAY),
+             ("twice", "ab", "treatment", "yy", "yy", "recommend", "[]", t0 + 1.2 * DAY),
+             ("twice", "ab", "treatment", "yy", "yy", "recommend", "[]", t0 + 2.7 * DAY),
+             ("anon", "ab", "control", "s-1", "", "session", "[]", t0 + 0.3 * DAY),
+             ("later", "ab", "treatment", "yy", "yy", "recommend", "[]", t0 + 3.5 * DAY)],
+            [("late", "zz", "purchase", "i1", 4.0, t0 + 2.5 * DAY),  # before the exposure it names: by user until then
+             ("nope", "zz", "purchase", "i1", 6.0, t0 + 1.1 * DAY),  # zz not exposed yet: no credit
+             ("twice", "yy", "purchase", "i2", 8.0, t0 + 3.0 * DAY),
+             ("twice", "yy", "view", "i2", 0.0, t0 + 1.5 * DAY),
+             (None, "yy", "purchase", "i3", None, t0 + 2.0 * DAY),  # no value: converts, adds no revenue
+             ("anon", "", "view", "i4", 0.0, t0 + 0.4 * DAY),
+             (None, "", "purchase", "i4", 5.0, t0 + 0.5 * DAY),  # no user id: never credited by user
+             ("rx", "yy", "purchase", "i5", 2.0, t0 + 2.2 * DAY),  # another experiment's request id: by user
+             ("later", "yy", "purchase", "i6", 3.0, t0 + 2.0 * DAY + 60),  # by user until "later" is logged
+             ("twice", "yy", "view", "i2", 0.0, t0 + 7.9 * DAY)])  # after the window of both exposures
+        ex = pd.concat([store.exposures("ab"), extra_ex.astype(store.exposures("ab").dtypes)], ignore_index=True)
+        out = pd.concat([store.outcomes(), extra_out.astype(store.outcomes().dtypes)], ignore_index=True)
+    finally:
+        store.close()
+    assert t0 <= float(ex["ts"].min()) < t0 + DAY
+    ends = t0 + DAY * np.arange(1, 9) - 1.0
+    tables = daily_unit_tables(exp, ex, out, ends)
+    assert len(tables) == len(ends) and tables[-1]["converted"].sum() > 20
+    for end, table in zip(ends, tables):
+        expected = unit_table(exp, ex[ex["ts"] <= end], out[out["ts"] <= end], until=end)
+        pd.testing.assert_frame_equal(table, expected, check_exact=False, rtol=1e-9, atol=1e-9)
+    by_unit = tables[3].set_index("unit_id")  # day 4: zz not exposed yet; yy exposed 3 times, one click, bought
+    assert "zz" not in by_unit.index and by_unit.loc["yy", ["exposures", "clicks", "converted"]].tolist() == [3.0, 1.0, 1.0]
+    assert tables[-1].set_index("unit_id").loc["zz", ["exposures", "converted"]].tolist() == [1.0, 0.0]
+    assert tables[2].set_index("unit_id").loc["yy", "revenue"] == pytest.approx(5.0)  # 2.0 + 3.0 by user, one without value
 
 
 def test_srm_flags_a_broken_split_and_passes_a_fair_one():
