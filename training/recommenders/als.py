@@ -87,7 +87,10 @@ class ALSRecommender(Recommender):
         y = self.item_factors_
         alpha = getattr(self.config, "alpha", 1.0)
         base = self._fold_in_base()
-        rows = weight(sp.csr_matrix(user_items, dtype=np.float32), self.config)
+        rows = user_items if sp.isspmatrix_csr(user_items) and user_items.dtype == np.float32 else \
+            sp.csr_matrix(user_items, dtype=np.float32)
+        if getattr(self.config, "weighting", "none") != "none":  # (as they are: no copy per request)
+            rows = weight(rows, self.config)
         out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float32)
         for u in range(rows.shape[0]):
             idx = rows.indices[rows.indptr[u] : rows.indptr[u + 1]]
