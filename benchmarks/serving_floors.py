@@ -403,8 +403,10 @@ def summarise(out: dict) -> dict:
                    "cpu_bound_service_over_starlette": ratio(cpu_med["service"], cpu_med["starlette"]),
                    "service_over_starlette": ratio(med["service"], med["starlette"]),
                    "starlette_over_trivial": ratio(med["starlette"], med["trivial"])}
-    s["goals"] = {"saturation_ratio_ok": None if s["ratios"]["service_over_trivial"] is None
-                  else s["ratios"]["service_over_trivial"] >= 0.7,
+    # the goal is judged on the ratio itself, not on its rounding (0.699 is short of 0.70)
+    exact = None if s["ratios"]["service_over_trivial"] is None else med["service"] / med["trivial"]
+    s["ratios"]["service_over_trivial_3"] = None if exact is None else round(exact, 3)
+    s["goals"] = {"saturation_ratio_ok": None if exact is None else exact >= 0.7,
                   "p99_at_rate_ok": None if s["service"]["p99_ms"]["median"] is None
                   else s["service"]["p99_ms"]["max"] <= 15}
     return s
@@ -437,7 +439,7 @@ def markdown(out: dict) -> str:
                      f"{fmt_spread(r['p99_ms'], 2)} | {r['errors']:,} / {r['requests']:,} | {cpu} | "
                      f"{fmt_spread(r['cpu_bound_rps'], 0) if r.get('cpu_bound_rps', {}).get('n') else 'n/a'} |")
     rt = s["ratios"]
-    lines += ["", f"Ratios of median saturation: service / trivial BentoML **{fmt(rt['service_over_trivial'])}** (goal ≥ 0.70: "
+    lines += ["", f"Ratios of median saturation: service / trivial BentoML **{fmt(rt['service_over_trivial_3'], 3)}** (goal ≥ 0.70: "
               f"{'met' if s['goals']['saturation_ratio_ok'] else 'missed'}); service / Starlette same work "
               f"{fmt(rt['service_over_starlette'])} (what BentoML's HTTP layer costs on top of our work); Starlette "
               f"same work / trivial BentoML {fmt(rt['starlette_over_trivial'])}. p99 at {a['rate']} req/s ≤ 15 ms in "

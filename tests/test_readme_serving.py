@@ -14,7 +14,7 @@ def test_readme_serving_floors_paragraph_is_the_benchmark_result():
         assert f"{sat['median']:,.0f}" in text and f"({sat['min']:,.0f}–{sat['max']:,.0f})" in text, target
     ratios, goals = summary["ratios"], summary["goals"]
     verdict = "met" if goals["saturation_ratio_ok"] else "missed"
-    assert f"**{ratios['service_over_trivial']:.2f}** of the trivial endpoint, the goal of 0.70 **{verdict}**" in text
+    assert f"**{ratios['service_over_trivial_3']:.3f}** of the trivial endpoint, the goal of 0.70 **{verdict}**" in text
     assert f"CPU-bound {ratios['cpu_bound_service_over_trivial']:.2f}" in text
     p99 = summary["service"]["p99_ms"]
     assert f"p99 at 100 req/s {p99['min']:.1f}–{p99['max']:.1f} ms" in text
