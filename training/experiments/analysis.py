@@ -70,30 +70,44 @@ def unit_table(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.DataFrame,
     by_request = ex[["request_id", "unit_id", "ts"]].rename(columns={"ts": "ts_exposed"})
     # (object dtype: pandas' isin on Arrow strings loops in Python, 10x slower on 50k outcomes)
     has_rid = out["request_id"].notna() & out["request_id"].astype(object).isin(by_request["request_id"].astype(object))
-    # 1. by request id: the exposure it names, within the window after it
-    tagged = out[has_rid].merge(by_request, on="request_id", how="inner")
-    tagged = tagged[(tagged["ts"] >= tagged["ts_exposed"]) & (tagged["ts"] <= tagged["ts_exposed"] + window)]
-    # 2. purchases without one of this experiment's request ids: by user, after the user's latest exposure
-    plain = out[~has_rid & (out["event_type"] == "purchase") & (out["user_id"] != "")]
-    plain = plain[plain["ts"] >= start].sort_values("ts", kind="stable")
-    user_ex = ex[ex["user_id"] != ""][["user_id", "unit_id", "ts"]].rename(columns={"ts": "ts_exposed"})
-    user_ex = user_ex.sort_values("ts_exposed", kind="stable")
-    if len(plain) and len(user_ex):
-        plain = pd.merge_asof(plain, user_ex, left_on="ts", right_on="ts_exposed", by="user_id", direction="backward")
-        plain = plain[plain["ts_exposed"].notna() & (plain["ts"] <= plain["ts_exposed"] + window)]
-    else:
-        plain = plain.assign(unit_id=pd.Series(dtype=object), ts_exposed=pd.Series(dtype=float))
+    tagged = _by_request(out[has_rid], by_request, window)
+    plain = _by_user(out[~has_rid], ex, start, window)
     clicks = tagged[tagged["event_type"] == "view"].groupby("unit_id").size()
     bought = pd.concat([tagged[tagged["event_type"] == "purchase"][["unit_id", "value"]], plain[["unit_id", "value"]]])
     units["clicks"] = clicks.reindex(units.index, fill_value=0).astype(float)
     units["converted"] = bought.groupby("unit_id").size().reindex(units.index, fill_value=0).gt(0).astype(float)
     units["revenue"] = bought.groupby("unit_id")["value"].sum().reindex(units.index, fill_value=0.0).astype(float)
-    # covariate: spend in the pre-period, before the experiment's first exposure (CUPED)
-    pre = outcomes[(outcomes["event_type"] == "purchase") & (outcomes["ts"] < start)
-                   & (outcomes["ts"] >= start - pre_days * 86_400.0)]
-    units["pre_spend"] = units["user_id"].map(pre.groupby("user_id")["value"].sum()).fillna(0.0).astype(float)
+    units["pre_spend"] = _pre_spend(outcomes, units["user_id"], start, pre_days)
     units["exposures"] = units["exposures"].astype(float)
     return units.reset_index()
+
+
+# The attribution rules, shared by unit_table and daily_unit_tables.
+def _by_request(out: pd.DataFrame, by_request: pd.DataFrame, window: float) -> pd.DataFrame:
+    """1. Outcomes carrying a request id: credited to the exposure it names (``by_request``: request_id,
+    unit_id, ts_exposed), when they come within the window after it."""
+    tagged = out.merge(by_request, on="request_id", how="inner")
+    return tagged[(tagged["ts"] >= tagged["ts_exposed"]) & (tagged["ts"] <= tagged["ts_exposed"] + window)]
+
+
+def _by_user(out: pd.DataFrame, ex: pd.DataFrame, start: float, window: float) -> pd.DataFrame:
+    """2. Purchases without one of the experiment's request ids: by user (never an empty one), to the user's
+    latest exposure before the purchase, within the window after it; with unit_id and ts_exposed."""
+    plain = out[(out["event_type"] == "purchase") & (out["user_id"] != "")]
+    plain = plain[plain["ts"] >= start].sort_values("ts", kind="stable")
+    user_ex = ex[ex["user_id"] != ""][["user_id", "unit_id", "ts"]].rename(columns={"ts": "ts_exposed"})
+    user_ex = user_ex.sort_values("ts_exposed", kind="stable")
+    if not (len(plain) and len(user_ex)):
+        return plain.iloc[:0].assign(unit_id=pd.Series(dtype=object), ts_exposed=pd.Series(dtype=float))
+    plain = pd.merge_asof(plain, user_ex, left_on="ts", right_on="ts_exposed", by="user_id", direction="backward")
+    return plain[plain["ts_exposed"].notna() & (plain["ts"] <= plain["ts_exposed"] + window)]
+
+
+def _pre_spend(outcomes: pd.DataFrame, user_ids: pd.Series, start: float, pre_days: float) -> pd.Series:
+    """The covariate (CUPED): each user's spend in the ``pre_days`` before the experiment's first exposure."""
+    pre = outcomes[(outcomes["event_type"] == "purchase") & (outcomes["ts"] < start)
+                   & (outcomes["ts"] >= start - pre_days * 86_400.0)]
+    return user_ids.map(pre.groupby("user_id")["value"].sum()).fillna(0.0).astype(float)
 
 
 def _used(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -334,22 +348,16 @@ def daily_unit_tables(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.Dat
                              "exposures": 1.0})]
     rid = out["request_id"].notna()
     by_request = ex[["request_id", "unit_id", "ts"]].rename(columns={"ts": "ts_exposed"})
-    tagged = out[rid].merge(by_request, on="request_id", how="inner")
-    tagged = tagged[(tagged["ts"] >= tagged["ts_exposed"]) & (tagged["ts"] <= tagged["ts_exposed"] + window)]
+    tagged = _by_request(out[rid], by_request, window)
     is_view, is_buy = tagged["event_type"] == "view", tagged["event_type"] == "purchase"
     credits.append(pd.DataFrame({"unit": position.get_indexer(tagged["unit_id"]), "since": tagged["ts"].to_numpy(float),
                                  "clicks": is_view.to_numpy(float), "buys": is_buy.to_numpy(float),
                                  "revenue": tagged["value"].where(is_buy, 0.0).fillna(0.0).to_numpy(float)}))
     # by user: until an exposure with the outcome's own request id exists (never, for most)
     first_by_request = by_request.groupby("request_id")["ts_exposed"].min()
-    plain = out[(out["event_type"] == "purchase") & (out["user_id"] != "") & (out["ts"] >= start)]
-    plain = plain.assign(until=plain["request_id"].map(first_by_request).fillna(np.inf).to_numpy(float))
-    plain = plain[plain["until"] > plain["ts"]].sort_values("ts", kind="stable")
-    user_ex = ex[ex["user_id"] != ""][["user_id", "unit_id", "ts"]].rename(columns={"ts": "ts_exposed"})
-    user_ex = user_ex.sort_values("ts_exposed", kind="stable")
-    if len(plain) and len(user_ex):
-        plain = pd.merge_asof(plain, user_ex, left_on="ts", right_on="ts_exposed", by="user_id", direction="backward")
-        plain = plain[plain["ts_exposed"].notna() & (plain["ts"] <= plain["ts_exposed"] + window)]
+    out = out.assign(until=out["request_id"].map(first_by_request).fillna(np.inf).to_numpy(float))
+    plain = _by_user(out[out["until"] > out["ts"]], ex, start, window)
+    if len(plain):
         credits.append(pd.DataFrame({"unit": position.get_indexer(plain["unit_id"]), "since": plain["ts"].to_numpy(float),
                                      "until": plain["until"].to_numpy(float), "buys": 1.0,
                                      "revenue": plain["value"].fillna(0.0).to_numpy(float)}))
@@ -360,10 +368,8 @@ def daily_unit_tables(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.Dat
     first_look = np.searchsorted(ends, credit["since"].to_numpy(float), side="left")  # counts from this look ...
     last_look = np.searchsorted(ends, credit["until"].to_numpy(float), side="left")  # ... to before this one
     unit, values = credit["unit"].to_numpy(), credit[fields].to_numpy(float)
-    pre = outcomes[(outcomes["event_type"] == "purchase") & (outcomes["ts"] < start)
-                   & (outcomes["ts"] >= start - pre_days * 86_400.0)]
     base = units.reset_index()
-    pre_spend = base["user_id"].map(pre.groupby("user_id")["value"].sum()).fillna(0.0).to_numpy(float)
+    pre_spend = _pre_spend(outcomes, base["user_id"], start, pre_days).to_numpy(float)
     n_units = np.searchsorted(base["first_ts"].to_numpy(float), ends, side="right")  # units are in first-exposure order
     total = np.zeros((len(base), len(fields)))
     tables = []
