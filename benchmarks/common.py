@@ -194,9 +194,13 @@ def summary(values: list[float]) -> dict:
 
 
 def ratio(ours: float | None, floor: float | None) -> float | None:
-    if ours is None or floor is None or floor == 0:
-        return None
-    return round(ours / floor, 2)
+    """For reports: two decimals. A goal is judged on ``exact_ratio`` (0.699 is short of 0.70)."""
+    exact = exact_ratio(ours, floor)
+    return None if exact is None else round(exact, 2)
+
+
+def exact_ratio(ours: float | None, floor: float | None) -> float | None:
+    return None if ours is None or floor is None or floor == 0 else ours / floor
 
 
 def fmt(value, digits: int = 2, unit: str = "") -> str:
