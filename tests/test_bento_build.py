@@ -1,7 +1,8 @@
 """The quickstart and the deployable bento as README "Deploying a bento" makes it: in a copy of the repository
 (its tracked files) with the BentoML store inside it (BENTOML_HOME=<copy>/bentoml_home), a tiny shop is
-generated, trained (with its truth: the oracle bounds the champion) and published, `shoprec build` runs twice in a row, and `bentoml serve shoprec:latest` answers every endpoint
-over HTTP from the bento's own code and models (the recommender and the propensity bundle)."""
+generated, trained (with its truth: the oracle bounds the champion) and published, `shoprec build` runs twice
+in a row, and `bentoml serve shoprec:latest` answers every endpoint over HTTP from the bento's own code and
+models (the recommender and the propensity bundle)."""
 import datetime as dt
 import hashlib
 import json
