@@ -112,10 +112,12 @@ def _pre_spend(outcomes: pd.DataFrame, user_ids: pd.Series, start: float, pre_da
 
 def _used(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The experiment's exposures and the outcomes, with only the columns ``unit_table`` reads (the shown
-    items and the item bought are long strings that every filter, sort and merge would otherwise carry)."""
+    items and the item bought are long strings that every filter, sort and merge would otherwise carry).
+    An answer has one request id: a request id logged again (a re-sent batch) counts once, at its earliest
+    time (so a cut in time keeps the same one), and neither its exposure nor a purchase naming it counts twice."""
     ex = exposures[EXPOSURE_USED] if "experiment" not in exposures else \
         exposures.loc[exposures["experiment"] == exp.name, EXPOSURE_USED]
-    return ex, outcomes[OUTCOME_USED]
+    return ex.sort_values("ts", kind="stable").drop_duplicates("request_id"), outcomes[OUTCOME_USED]
 
 
 def aggregates(values: dict[str, np.ndarray]) -> Aggregates:
