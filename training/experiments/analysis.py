@@ -51,15 +51,19 @@ def unit_table(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.DataFrame,
     """One row per exposed unit: unit_id, user_id, variant, first_ts, exposures, clicks, converted (0/1),
     revenue, pre_spend. ``exposures``/``outcomes``: features/exposures.py columns; ``until``: epoch
     seconds (default: the experiment's stop, else everything)."""
-    window = exp.attribution_days * 86_400.0
     if until is None and exp.stopped_at is not None:
         until = pd.Timestamp(exp.stopped_at).timestamp()
-    ex, outcomes = _used(exp, exposures, outcomes)
+    return _unit_table(exp, *_used(exp, exposures, outcomes), until, pre_days)
+
+
+def _unit_table(exp: Experiment, ex: pd.DataFrame, outcomes: pd.DataFrame, until: float | None,
+                pre_days: float) -> pd.DataFrame:
+    """``unit_table`` on logs ``_used`` has prepared (in time order)."""
+    window = exp.attribution_days * 86_400.0
     if until is not None:
         ex = ex[ex["ts"] <= until]
     if ex.empty:
         return pd.DataFrame(columns=["unit_id", "user_id", "variant", "first_ts", *COLUMNS])
-    ex = ex.sort_values("ts", kind="stable")
     units = ex.groupby("unit_id", sort=False).agg(user_id=("user_id", "first"), variant=("variant", "first"),
                                                   first_ts=("ts", "min"), exposures=("ts", "size"))
     start = float(units["first_ts"].min())
@@ -117,7 +121,7 @@ def _used(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.DataFrame) -> t
     time (so a cut in time keeps the same one), and neither its exposure nor a purchase naming it counts twice."""
     ex = exposures[EXPOSURE_USED] if "experiment" not in exposures else \
         exposures.loc[exposures["experiment"] == exp.name, EXPOSURE_USED]
-    return ex.sort_values("ts", kind="stable").drop_duplicates("request_id"), outcomes[OUTCOME_USED]
+    return ex.sort_values("ts", kind="stable").drop_duplicates("request_id"), outcomes[OUTCOME_USED]  # in time order
 
 
 def aggregates(values: dict[str, np.ndarray]) -> Aggregates:
@@ -319,8 +323,10 @@ def daily_looks(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.DataFrame
         start = float(ex["ts"].min())
         ends = start + DAY_S * np.arange(1, max(int(np.ceil((at - start) / DAY_S)), 1))
         ends = ends[ends < at]
-        looks += list(zip(ends.tolist(), daily_unit_tables(exp, ex, outcomes, ends, pre_days=pre_days)))
-    looks.append((float(at), unit_table(exp, ex, outcomes, until=until, pre_days=pre_days)))
+        looks += list(zip(ends.tolist(), _daily_unit_tables(exp, ex, outcomes, ends, pre_days)))
+    if until is None and exp.stopped_at is not None:
+        until = pd.Timestamp(exp.stopped_at).timestamp()
+    looks.append((float(at), _unit_table(exp, ex, outcomes, until, pre_days)))
     return looks
 
 
@@ -336,10 +342,14 @@ def daily_unit_tables(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.Dat
     purchase credited by user (the user's latest exposure before it, within the window), from its time
     on, and only until an exposure with the request id it carries is logged (from then on that exposure
     decides, as in ``unit_table``). tests/test_experiments.py checks the tables equal ``unit_table``'s."""
+    return _daily_unit_tables(exp, *_used(exp, exposures, outcomes), ends, pre_days)
+
+
+def _daily_unit_tables(exp: Experiment, ex: pd.DataFrame, outcomes: pd.DataFrame, ends: np.ndarray,
+                       pre_days: float) -> list[pd.DataFrame]:
+    """``daily_unit_tables`` on logs ``_used`` has prepared (in time order)."""
     window = exp.attribution_days * DAY_S
     ends = np.asarray(ends, dtype=float)
-    ex, outcomes = _used(exp, exposures, outcomes)
-    ex = ex.sort_values("ts", kind="stable")
     units = ex.groupby("unit_id", sort=False).agg(user_id=("user_id", "first"), variant=("variant", "first"),
                                                   first_ts=("ts", "min"))
     position = units.index
@@ -356,8 +366,8 @@ def daily_unit_tables(exp: Experiment, exposures: pd.DataFrame, outcomes: pd.Dat
                                  "clicks": is_view.to_numpy(float), "buys": is_buy.to_numpy(float),
                                  "revenue": tagged["value"].where(is_buy, 0.0).fillna(0.0).to_numpy(float)}))
     # by user: until an exposure with the outcome's own request id exists (never, for most)
-    first_by_request = by_request.groupby("request_id")["ts_exposed"].min()
-    out = out.assign(until=out["request_id"].map(first_by_request).fillna(np.inf).to_numpy(float))
+    exposed_at = by_request.set_index("request_id")["ts_exposed"]  # one exposure per request id (``_used``)
+    out = out.assign(until=out["request_id"].map(exposed_at).fillna(np.inf).to_numpy(float))
     plain = _by_user(out[out["until"] > out["ts"]], ex, start, window)
     if len(plain):
         credits.append(pd.DataFrame({"unit": position.get_indexer(plain["unit_id"]), "since": plain["ts"].to_numpy(float),

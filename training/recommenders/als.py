@@ -36,10 +36,10 @@ def weight(matrix: sp.csr_matrix, config: ALSConfig) -> sp.csr_matrix:
     if weighting == "tfidf":
         return tfidf_weight(matrix.T.tocsr()).T.tocsr().astype(np.float32)
     if weighting == "log":
-        out = matrix.copy().astype(np.float32)
+        out = matrix.astype(np.float32, copy=True)
         out.data = np.log1p(out.data)
         return out
-    return matrix.astype(np.float32)
+    return matrix.astype(np.float32, copy=False)  # as it is when already float32 (a fold-in's row: no copy)
 
 
 class ALSRecommender(Recommender):
@@ -87,10 +87,7 @@ class ALSRecommender(Recommender):
         y = self.item_factors_
         alpha = getattr(self.config, "alpha", 1.0)
         base = self._fold_in_base()
-        rows = user_items if sp.isspmatrix_csr(user_items) and user_items.dtype == np.float32 else \
-            sp.csr_matrix(user_items, dtype=np.float32)
-        if getattr(self.config, "weighting", "none") != "none":  # (as they are: no copy per request)
-            rows = weight(rows, self.config)
+        rows = weight(user_items if sp.isspmatrix_csr(user_items) else sp.csr_matrix(user_items), self.config)
         out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float32)
         for u in range(rows.shape[0]):
             idx = rows.indices[rows.indptr[u] : rows.indptr[u + 1]]
