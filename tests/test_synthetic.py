@@ -179,6 +179,44 @@ def test_preference_handles_unknown_ids_and_availability(shop):
     assert np.isfinite(s30).all() and (s30 > s - 1e-9).all()
 
 
+def _preference_day_by_day(truth, users, items, at, days):
+    """The oracle's formula read day by day in log space (how ``preference`` was first written): log of the
+    expected purchases of each item per day, added up with logaddexp."""
+    from features.synthetic.model import log_sigmoid
+    from features.synthetic.truth import _logsumexp
+
+    w, k = truth.world, truth.world.config.session_dispersion
+    u, i = truth._user_index.get_indexer(users), truth._item_index.get_indexer(items)
+    th = w.theta(u).astype(np.float64)
+    x = w.residual_matrix(u, i, utility=True).astype(np.float64)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        static = (w.accept_log(w.residual_matrix(u, i)).astype(np.float64) + np.log(w.view_rate)
+                  + log_sigmoid(w.cart_logit(x)) + log_sigmoid(w.buy_logit(x, u)))
+        acc = np.full((len(u), len(i)), -np.inf)
+        for d in range(w.day_of(at), w.day_of(at) + days):
+            la = w.item_log_attr(np.array([d]))[0].astype(np.float64)
+            log_q = np.log(np.bincount(w.item_cat, np.exp(la), minlength=w.n_categories))
+            p_item = -np.expm1(-k * np.log1p(np.exp(static + (la[i] - log_q[w.item_cat[i]])[None, :]) / k))
+            day = (np.log(w.user_rate[u])[:, None] + th[:, w.item_cat[i]] + log_q[w.item_cat[i]][None, :]
+                   - _logsumexp(th + log_q[None, :])[:, None] + np.log(p_item) + np.log(w.shop_rate(np.array([d]))[0]))
+            acc = np.logaddexp(acc, np.where(np.isnan(day), -np.inf, day))
+    return acc
+
+
+def test_preference_is_each_days_expected_purchases_added_up(shop):
+    """``preference`` sums in linear space, a block of users at a time: the same figures as the formula read
+    day by day, for more users than a block (float32 products differ by batch shape: 1e-5)."""
+    from features.synthetic.truth import USER_BLOCK
+
+    truth = shop["truth"]
+    users, items = truth.user_ids[: 2 * USER_BLOCK + 5], truth.item_ids
+    at = pd.Timestamp(shop["config"].end) - pd.Timedelta(days=30)
+    got = truth.preference(users, items, at=at, horizon_days=7)
+    want = _preference_day_by_day(truth, users, items, at, 7)
+    assert np.array_equal(np.isneginf(got), np.isneginf(want)) and np.isfinite(got).sum() > 1000
+    np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], rtol=0, atol=1e-5)
+
+
 def test_presets_and_config_errors():
     sizes = {name: (ShopConfig.preset(name).n_users, ShopConfig.preset(name).n_items)
              for name in ("tiny", "small", "medium", "large")}

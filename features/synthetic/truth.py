@@ -22,6 +22,8 @@ from scipy.special import gammainc
 
 from features.synthetic.model import World, log_sigmoid
 
+USER_BLOCK = 16  # users per block of the oracle's preference: (block, items) float64 arrays of ~8 MB on a 64k-item catalogue
+
 
 @dataclass
 class TruthItems:
@@ -288,37 +290,54 @@ class Truth:
         (a fraction of a day counts as a whole day: a 30.0-day test period from a config file is 30).
         """
         w = self.world
-        cfg = w.config
-        k = cfg.session_dispersion
+        k = w.config.session_dispersion
         ur = self._user_index.get_indexer(pd.Index(np.asarray(user_ids, dtype=str)))
         ir = self._item_index.get_indexer(pd.Index(np.asarray(item_ids, dtype=str)))
         out = np.full((len(ur), len(ir)), -np.inf)
         ku, ki = np.flatnonzero(ur >= 0), np.flatnonzero(ir >= 0)
         if not len(ku) or not len(ki):
             return out
-        users, items = ur[ku], ir[ki]
-        day0 = w.day_of(at)
+        items = ir[ki]
+        days = np.arange(w.day_of(at), w.day_of(at) + max(math.ceil(horizon_days), 1))
+        la = w.item_log_attr(days).astype(np.float64)  # (days, all items): Q_c(t) needs them all
+        with np.errstate(divide="ignore"):
+            q = np.stack([np.bincount(w.item_cat, np.exp(row), minlength=w.n_categories) for row in la])  # Q_c(t)
+            log_q = np.log(q)
+        cat = w.item_cat[items]
+        # per day and item: q(j|c, t) / k, the item's share of its category that day (0: not on sale)
+        with np.errstate(invalid="ignore"):
+            share = np.where(q[:, cat] > 0, np.exp(la[:, items] - log_q[:, cat]), 0.0) / k
+        for lo in range(0, len(ku), USER_BLOCK):  # a block of users at a time: (block, items) arrays stay small
+            rows = ku[lo:lo + USER_BLOCK]
+            out[rows[:, None], ki[None, :]] = self._preference_block(ur[rows], items, cat, q, log_q, share, days, k)
+        return out
+
+    def _preference_block(self, users, items, cat, q, log_q, share, days, k) -> np.ndarray:
+        """log of the expected purchases summed over ``days`` (see ``preference``), summed in linear space: per
+        day, rate(user, item) = w(t) exp(theta_uc) / sum_c' Q_c'(t) exp(theta_uc') x Q_c(t) x P(bought | session of c),
+        with P(bought) = 1 - (1 + E q(j|c, t) / k)^-k and E = exp(the day-free part of the log purchase-views)."""
+        w = self.world
         th_all = w.theta(users).astype(np.float64)
         x = w.residual_matrix(users, items, utility=True).astype(np.float64)
         with np.errstate(divide="ignore", over="ignore"):
-            # log of the expected purchase-views of the item in a session of its category, less log q(j|c, t)
-            static = (w.accept_log(w.residual_matrix(users, items)).astype(np.float64) + np.log(w.view_rate)
-                      + log_sigmoid(w.cart_logit(x)) + log_sigmoid(w.buy_logit(x, users)))
-            log_rate = np.log(w.user_rate[users])[:, None] + th_all[:, w.item_cat[items]]
-        acc = np.full((len(users), len(items)), -np.inf)
-        for d in range(day0, day0 + max(math.ceil(horizon_days), 1)):
-            la = w.item_log_attr(np.array([d]))[0].astype(np.float64)  # all items: Q_c(t) needs them
-            with np.errstate(divide="ignore", invalid="ignore"):
-                log_q = np.log(np.bincount(w.item_cat, np.exp(la), minlength=w.n_categories))
-                lse = _logsumexp(th_all + log_q[None, :])  # log sum_c Q_c exp(theta_ic)
-                per_session = static + (la[items] - log_q[w.item_cat[items]])[None, :]
-                # P(bought at least once | category) = 1 - (1 + rate / k)^-k  (gamma session depth)
-                p_item = -np.expm1(-k * np.log1p(np.exp(per_session) / k))
-                day = (log_rate + log_q[w.item_cat[items]][None, :] - lse[:, None] + np.log(p_item)
-                       + np.log(w.shop_rate(np.array([d]))[0]))
-            acc = np.logaddexp(acc, np.where(np.isnan(day), -np.inf, day))
-        out[np.ix_(ku, ki)] = acc
-        return out
+            e = np.exp(w.accept_log(w.residual_matrix(users, items)).astype(np.float64) + np.log(w.view_rate)
+                       + log_sigmoid(w.cart_logit(x)) + log_sigmoid(w.buy_logit(x, users)))
+            base = np.log(w.user_rate[users])[:, None] + th_all[:, cat]  # log of the day-free part of the rate
+            lse = np.stack([_logsumexp(th_all + lq[None, :]) for lq in log_q], axis=1)  # (users, days)
+        with np.errstate(over="ignore"):  # no category on sale that day (lse -inf): nothing is bought
+            per_user = np.where(np.isfinite(lse), np.exp(-lse), 0.0) * w.shop_rate(days)[None, :]
+        acc = np.zeros_like(e)
+        p = np.empty_like(e)
+        for d in range(len(days)):
+            np.multiply(e, share[d][None, :], out=p)
+            np.log1p(p, out=p)
+            p *= -k
+            np.expm1(p, out=p)  # -P(bought at least once | a session of its category)
+            p *= -q[d, cat][None, :]
+            p *= per_user[:, d][:, None]
+            acc += p
+        with np.errstate(divide="ignore"):
+            return np.log(acc) + base
 
 
 def _logsumexp(a: np.ndarray) -> np.ndarray:
