@@ -144,6 +144,16 @@ class SQLiteExperimentLog:
             return pd.read_sql_query(f"SELECT {', '.join(OUTCOME_COLUMNS)} FROM outcomes WHERE ts >= ? AND ts <= ? "
                                      "ORDER BY id", self._db, params=(max(since, -1e18), min(until, 1e18)))
 
+    def rows_read_by(self, experiment: str, before_s: float, until: float) -> tuple:
+        """What a report of ``experiment`` reads, in brief: its exposures and the outcomes from ``before_s``
+        before its first exposure to ``until`` (count, newest id, first time); equal tuples, equal rows, as
+        long as rows are only added and deleted (a cached report stays right: serving/experiments_page.py)."""
+        exposed = self._query("SELECT COUNT(*), MAX(id), MIN(ts) FROM exposures WHERE experiment = ?", (experiment,))[0]
+        if exposed[0] == 0:
+            return exposed
+        return exposed + self._query("SELECT COUNT(*), MAX(id) FROM outcomes WHERE ts >= ? AND ts <= ?",
+                                     (exposed[2] - before_s, until))[0]
+
     def purchase_counts(self, since: float) -> dict[str, int]:
         """Distinct buyers per item since ``since`` (the trending policy)."""
         rows = self._query("SELECT item_id, COUNT(DISTINCT user_id) FROM outcomes WHERE event_type = 'purchase' "
@@ -221,6 +231,17 @@ class RedisExperimentLog:
         df["ts"], df["value"] = df["ts"].astype(float), df["value"].astype(float)
         df["request_id"] = df["request_id"].where(df["request_id"] != "", None)
         return df[(df["ts"] >= since) & (df["ts"] <= until)].reset_index(drop=True)
+
+    def rows_read_by(self, experiment: str, before_s: float, until: float) -> tuple:
+        """As SQLite's, coarser: the streams' lengths and newest ids (a stream is not indexed by time, so any
+        new outcome counts as a change)."""
+        keys = (f"{self.prefix}:exposures:{experiment}", f"{self.prefix}:outcomes")
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.xlen(key)
+            pipe.xrevrange(key, count=1)
+        length_e, last_e, length_o, last_o = pipe.execute()
+        return length_e, [i for i, _ in last_e], length_o, [i for i, _ in last_o]
 
     def purchase_counts(self, since: float) -> dict[str, int]:
         """Read from the stream's entries added since ``since`` (stream ids are insertion times), not the whole log."""

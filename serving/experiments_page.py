@@ -4,7 +4,10 @@ intervals, the lifts (CUPED, sequential test) and the decision. Aggregates only:
 Same report as ``shoprec experiment report`` (training/experiments/report.py), without the MLflow run."""
 from __future__ import annotations
 
+import threading
 from html import escape
+
+import pandas as pd
 
 from serving.marketing_views import _csrf, _page
 
@@ -16,13 +19,39 @@ def service_experiment_log():
     return bentoml.get_current_service().experiments.log
 
 
-def reports(log_store) -> list[dict]:
-    """Reports of every experiment, running ones first, then the most recently created."""
-    from training.experiments.report import build_report
+class Reports:
+    """The panel's reports, kept between loads where they cannot have changed. A stopped experiment's report
+    reads only its exposures and the outcomes from its pre-period to the end of its attribution window: it is
+    built again only when those rows change (``rows_read_by`` of the log, features/exposures.py), so stopped
+    experiments piling up do not slow the page (a 28-day report of 100k shoppers takes ~11 s). A running
+    experiment's last look moves with the clock: built on every load."""
 
-    exps = sorted(log_store.experiments(), key=lambda e: e.created_at, reverse=True)
-    exps = sorted(exps, key=lambda e: not e.running)
-    return [build_report(e, log_store).to_dict() | {"endpoint": e.endpoint} for e in exps]
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[tuple, dict]] = {}  # experiment -> (what its report read, the report)
+        self._lock = threading.Lock()
+
+    def __call__(self, log_store) -> list[dict]:
+        """Reports of every experiment, running ones first, then the most recently created."""
+        exps = sorted(log_store.experiments(), key=lambda e: e.created_at, reverse=True)
+        exps = sorted(exps, key=lambda e: not e.running)
+        return [self._report(e, log_store) for e in exps]
+
+    def _report(self, exp, log_store) -> dict:
+        from training.experiments.report import PRE_DAYS, build_report
+
+        read = None
+        if exp.stopped_at is not None:  # its report reads the traffic up to the stop (or the planned horizon)
+            until = pd.Timestamp(exp.stopped_at).timestamp() + exp.attribution_days * 86_400.0
+            read = (id(log_store), exp.model_dump_json(), log_store.rows_read_by(exp.name, PRE_DAYS * 86_400.0, until))
+            with self._lock:
+                kept = self._kept.get(exp.name)
+            if kept is not None and kept[0] == read:
+                return kept[1]
+        report = build_report(exp, log_store).to_dict() | {"endpoint": exp.endpoint}
+        if read is not None:
+            with self._lock:
+                self._kept[exp.name] = (read, report)
+        return report
 
 
 def _num(x, fmt="{:.4f}") -> str:

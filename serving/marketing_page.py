@@ -39,7 +39,7 @@ from starlette.routing import Route
 from features.key_store import Principal, digest
 from serving import marketing_views as views
 from serving.auth import AccessControl, given_key
-from serving.experiments_page import experiments_page, reports, service_experiment_log
+from serving.experiments_page import Reports, experiments_page, service_experiment_log
 from serving.marketing_dashboard import DashboardRequest, dashboard_page, visible_scores
 from serving.marketing_sessions import SESSION_SECONDS
 from serving.propensity import AtRiskCustomer, ChurnRiskAnswer, ChurnRiskRequest, PropensityApi
@@ -147,6 +147,7 @@ def segment_sizes(api: PropensityApi, min_probability: float = 0.0, min_value: f
 
 def create_app(backend: Callable[[], Backend] = service_backend, experiment_log: Callable = service_experiment_log) -> Starlette:
     """The page as a Starlette app; ``backend`` (and ``experiment_log``) are called per request (tests pass their own)."""
+    reports = Reports()
 
     def sign_in_page(request: Request, status: int, message: str = "", headers: dict | None = None) -> Response:
         token = _csrf_token(request)
@@ -222,7 +223,7 @@ def create_app(backend: Callable[[], Backend] = service_backend, experiment_log:
             return refusal
         import anyio
 
-        reps = await anyio.to_thread.run_sync(lambda: reports(experiment_log()))
+        reps = await anyio.to_thread.run_sync(lambda: reports(experiment_log()))  # stopped ones kept between loads
         b.access.log.record(principal.name, SCOPE, request.url.path, 200, 0)  # no customer is shown, only groups
         token = _csrf_token(request)
         return _with_csrf(request, _html(experiments_page(_base(request), reps, token)), token)

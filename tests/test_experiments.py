@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from features.experiments import Experiment, ExperimentError, Variant, assign, parse_variants
-from features.exposures import Exposure, ExposureWriter, Outcome, open_experiment_log
+from features.exposures import Exposure, ExposureWriter, Outcome, SQLiteExperimentLog, open_experiment_log
 from training.experiments.analysis import analyse, confidence_sequence, daily_unit_tables, srm_check, unit_table
 
 DAY = 86_400.0
@@ -96,6 +96,23 @@ def test_the_log_keeps_experiments_exposures_and_outcomes(log_store):
     assert log_store.purchase_counts(since=0) == {"i1": 1}
     assert log_store.forget("u3") == 2  # its exposure and its purchase
     writer.close()
+
+
+def test_what_a_report_reads_changes_with_each_row_it_reads(log_store):
+    """``rows_read_by`` (the page keeps a stopped experiment's report while it is unchanged): an exposure, an
+    outcome in the range, a deletion each change it; SQLite reads outcomes by time, so one outside it does not."""
+    log_store.add_exposures([Exposure("r1", "ab", "control", "u1", "u1", "recommend", ("i1",), 10_000.0)])
+    seen = [log_store.rows_read_by("ab", 1_000.0, 20_000.0)]
+    assert log_store.rows_read_by("ab", 1_000.0, 20_000.0) == seen[0]
+    for change in (lambda: log_store.add_exposures([Exposure("r2", "ab", "treatment", "u2", "u2", "recommend", ("i1",), 10_001.0)]),
+                   lambda: log_store.add_outcomes([Outcome(None, "u1", "purchase", "i1", 5.0, 9_500.0)]),
+                   lambda: log_store.forget("u2")):
+        change()
+        seen.append(log_store.rows_read_by("ab", 1_000.0, 20_000.0))
+        assert seen[-1] != seen[-2]
+    log_store.add_outcomes([Outcome(None, "u1", "purchase", "i1", 5.0, 50_000.0)])  # after the range
+    assert (log_store.rows_read_by("ab", 1_000.0, 20_000.0) == seen[-1]) == isinstance(log_store, SQLiteExperimentLog)
+    assert log_store.rows_read_by("ab", 1_000.0, 20_000.0) != log_store.rows_read_by("other", 1_000.0, 20_000.0)
 
 
 def test_the_writer_sleeps_only_after_an_exposure_and_commits_within_every_s(log_store, monkeypatch):

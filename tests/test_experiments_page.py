@@ -3,6 +3,7 @@ import json
 import re
 
 import anyio
+import pandas as pd
 import httpx
 import pytest
 
@@ -78,3 +79,50 @@ def test_the_panel_shows_srm_first_the_variants_and_the_decision(access, log_sto
     assert "mismatch: the split is broken" in html[broken:] and "Decision: invalid" in html[broken:]
     log = [json.loads(line) for line in (tmp_path / "access.jsonl").read_text().splitlines()]
     assert log[-1]["endpoint"] == "/marketing/experiments" and log[-1]["customers"] == 0
+
+
+def test_a_stopped_experiments_report_is_kept_until_the_rows_it_read_change(tmp_path, monkeypatch):
+    """The page builds a stopped experiment's report again only when what it reads changes (its exposures, the
+    outcomes from its pre-period to the end of its attribution window); a running one on every load."""
+    import training.experiments.report as report_module
+    from features.exposures import Outcome
+    from serving.experiments_page import Reports
+
+    store = open_experiment_log(f"sqlite:///{tmp_path}/events.db")
+    start = 1_760_000_000.0  # 2025-10-09
+    live = Experiment(name="live", variants=parse_variants(["control=champion", "treatment=trending"]), salt="live",
+                      created_at="2025-10-09T00:00:00+00:00")
+    done = Experiment(name="done", variants=parse_variants(["control=champion", "treatment=popular"]), salt="done",
+                      created_at="2025-10-08T00:00:00+00:00", status="stopped", stopped_at="2025-10-16T00:00:00+00:00")
+    for exp, seed in ((live, 1), (done, 2)):
+        store.put_experiment(exp, new=True)
+        exposures, outcomes = traffic(exp, users=400, days=7, lift=0.0, seed=seed, start=start)
+        store.add_exposures(exposures)
+        store.add_outcomes(outcomes)
+    builds = []
+    build = report_module.build_report
+    monkeypatch.setattr(report_module, "build_report", lambda e, s, **kw: builds.append(e.name) or build(e, s, **kw))
+    reports = Reports()
+
+    def load() -> dict:
+        builds.clear()
+        return {r["experiment"]: r for r in reports(store)}
+
+    first = load()
+    assert sorted(builds) == ["done", "live"]
+    assert load()["done"] is first["done"] and builds == ["live"]
+    stop = pd.Timestamp(done.stopped_at).timestamp()
+    store.add_outcomes([Outcome(None, "sim-2-000001", "purchase", "i1", 5.0, stop + 30 * 86_400.0)])  # after its window
+    assert load()["done"] is first["done"] and builds == ["live"]
+    buyer = store.exposures("done")["user_id"].iloc[0]
+    revenue = sum(v["revenue_per_user"] * v["units"] for v in first["done"]["variants"])
+    store.add_outcomes([Outcome(None, buyer, "purchase", "i1", 1000.0, stop - 3600.0)])  # inside it: counted
+    again = load()
+    assert builds == ["live", "done"]
+    assert sum(v["revenue_per_user"] * v["units"] for v in again["done"]["variants"]) == pytest.approx(revenue + 1000.0)
+    assert load()["done"] is again["done"]
+    store.forget(buyer)  # a forgotten shopper leaves the report at once
+    load()
+    assert builds == ["live", "done"]
+    store.close()
+

@@ -11,8 +11,10 @@ import pandas as pd
 from features.experiments import Experiment
 from training.experiments.analysis import Report, analyse, daily_looks, unit_table
 
+PRE_DAYS = 30.0  # the pre-period whose spend is the covariate (CUPED)
 
-def build_report(exp: Experiment, log_store, until: float | None = None, pre_days: float = 30.0,
+
+def build_report(exp: Experiment, log_store, until: float | None = None, pre_days: float = PRE_DAYS,
                  tuning_n: float | None = None, as_of: float | None = None) -> Report:
     """Read the exposures and outcomes of ``exp`` from the event store and analyse them: up to ``until``
     (default: the stop, else now), or as the report read at ``as_of`` (epoch seconds; only what had
