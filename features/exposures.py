@@ -133,16 +133,19 @@ class SQLiteExperimentLog:
         self._write("INSERT INTO outcomes (request_id, user_id, event_type, item_id, value, ts) VALUES (?,?,?,?,?,?)",
                     [(o.request_id, o.user_id, o.event_type, o.item_id, o.value, o.ts) for o in rows])
 
-    def exposures(self, experiment: str) -> pd.DataFrame:
+    def exposures(self, experiment: str, columns: list[str] = EXPOSURE_COLUMNS) -> pd.DataFrame:
+        """The experiment's exposures in the order logged; ``columns``: only those (a report reads neither the
+        shown items nor the endpoint: most of the bytes)."""
         with self._lock:
-            df = pd.read_sql_query(f"SELECT {', '.join(EXPOSURE_COLUMNS)} FROM exposures WHERE experiment = ? ORDER BY id",
-                                   self._db, params=(experiment,))
-        return df
+            return pd.read_sql_query(f"SELECT {', '.join(_known(columns, EXPOSURE_COLUMNS))} FROM exposures "
+                                     "WHERE experiment = ? ORDER BY id", self._db, params=(experiment,))
 
-    def outcomes(self, since: float = float("-inf"), until: float = float("inf")) -> pd.DataFrame:
+    def outcomes(self, since: float = float("-inf"), until: float = float("inf"),
+                 columns: list[str] = OUTCOME_COLUMNS) -> pd.DataFrame:
         with self._lock:
-            return pd.read_sql_query(f"SELECT {', '.join(OUTCOME_COLUMNS)} FROM outcomes WHERE ts >= ? AND ts <= ? "
-                                     "ORDER BY id", self._db, params=(max(since, -1e18), min(until, 1e18)))
+            return pd.read_sql_query(f"SELECT {', '.join(_known(columns, OUTCOME_COLUMNS))} FROM outcomes "
+                                     "WHERE ts >= ? AND ts <= ? ORDER BY id", self._db,
+                                     params=(max(since, -1e18), min(until, 1e18)))
 
     def rows_read_by(self, experiment: str, before_s: float, until: float) -> tuple:
         """What a report of ``experiment`` reads, in brief: its exposures and the outcomes from ``before_s``
@@ -220,17 +223,18 @@ class RedisExperimentLog:
                 return out
             start = "(" + batch[-1][0]
 
-    def exposures(self, experiment: str) -> pd.DataFrame:
+    def exposures(self, experiment: str, columns: list[str] = EXPOSURE_COLUMNS) -> pd.DataFrame:
         rows = [dict(r, experiment=experiment) for r in self._stream(f"{self.prefix}:exposures:{experiment}")]
         df = pd.DataFrame(rows, columns=EXPOSURE_COLUMNS)
         df["ts"] = df["ts"].astype(float)
-        return df
+        return df[_known(columns, EXPOSURE_COLUMNS)]
 
-    def outcomes(self, since: float = float("-inf"), until: float = float("inf")) -> pd.DataFrame:
+    def outcomes(self, since: float = float("-inf"), until: float = float("inf"),
+                 columns: list[str] = OUTCOME_COLUMNS) -> pd.DataFrame:
         df = pd.DataFrame(self._stream(f"{self.prefix}:outcomes"), columns=OUTCOME_COLUMNS)
         df["ts"], df["value"] = df["ts"].astype(float), df["value"].astype(float)
         df["request_id"] = df["request_id"].where(df["request_id"] != "", None)
-        return df[(df["ts"] >= since) & (df["ts"] <= until)].reset_index(drop=True)
+        return df.loc[(df["ts"] >= since) & (df["ts"] <= until), _known(columns, OUTCOME_COLUMNS)].reset_index(drop=True)
 
     def rows_read_by(self, experiment: str, before_s: float, until: float) -> tuple:
         """As SQLite's, coarser: the streams' lengths and newest ids (a stream is not indexed by time, so any
@@ -267,6 +271,13 @@ class RedisExperimentLog:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _known(columns: list[str], known: list[str]) -> list[str]:
+    """``columns`` in the log's order, after checking each is one of ``known`` (they name SQL columns)."""
+    if unknown := sorted(set(columns) - set(known)):
+        raise ValueError(f"no such column in the experiment log: {unknown} (known: {known})")
+    return [c for c in known if c in columns]
 
 
 def open_experiment_log(url: str):

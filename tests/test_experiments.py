@@ -94,6 +94,11 @@ def test_the_log_keeps_experiments_exposures_and_outcomes(log_store):
     out = log_store.outcomes()
     assert out["value"].tolist() == [12.5, 0.0] and out["request_id"].tolist()[0] == "r3" and out["request_id"].isna().tolist()[1]
     assert log_store.purchase_counts(since=0) == {"i1": 1}
+    # only the columns a report reads (the shown items are most of the bytes), in the log's order
+    assert log_store.exposures("ab", columns=["ts", "request_id"]).equals(ex[["request_id", "ts"]])
+    assert list(log_store.outcomes(since=1150.0, columns=["value", "ts"]).itertuples(index=False)) == [(0.0, 1200.0)]
+    with pytest.raises(ValueError, match="no such column in the experiment log: \\['price'\\]"):
+        log_store.outcomes(columns=["price", "ts"])
     assert log_store.forget("u3") == 2  # its exposure and its purchase
     writer.close()
 

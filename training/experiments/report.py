@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.experiments import Experiment
-from training.experiments.analysis import Report, analyse, daily_looks, unit_table
+from training.experiments.analysis import EXPOSURE_USED, OUTCOME_USED, Report, analyse, daily_looks, unit_table
 
 PRE_DAYS = 30.0  # the pre-period whose spend is the covariate (CUPED)
 
@@ -22,9 +22,9 @@ def build_report(exp: Experiment, log_store, until: float | None = None, pre_day
     sequential test's final look."""
     from training.experiments.analysis import TUNING_N, sequential_horizon
 
-    exposures = log_store.exposures(exp.name)
+    exposures = log_store.exposures(exp.name, columns=EXPOSURE_USED)
     start = float(exposures["ts"].min()) if len(exposures) else time.time()
-    outcomes = log_store.outcomes(since=start - pre_days * 86_400.0)
+    outcomes = log_store.outcomes(since=start - pre_days * 86_400.0, columns=OUTCOME_USED)
     if until is None and exp.stopped_at is not None:
         until = pd.Timestamp(exp.stopped_at).timestamp()
     if as_of is not None:
