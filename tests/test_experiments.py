@@ -1,4 +1,6 @@
 """Experiments: definitions, sticky assignment, the event-store log, attribution and the analysis."""
+from dataclasses import astuple
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -252,6 +254,26 @@ def test_the_daily_looks_in_one_pass_are_the_unit_tables_cut_at_each_look(tmp_pa
     assert by_unit.loc["yy", ["exposures", "clicks", "converted", "revenue"]].tolist() == [2.0, 1.0, 1.0, 10.0]
     assert tables[-1].set_index("unit_id").loc["zz", ["exposures", "converted"]].tolist() == [1.0, 0.0]
     assert tables[2].set_index("unit_id").loc["yy", "revenue"] == pytest.approx(5.0)  # 2.0 + 3.0 by user, one without value
+
+
+def test_the_sequential_looks_do_not_depend_on_the_order_of_a_looks_rows():
+    """The looks' tables are prefixes of the current one (units in first-exposure order), which the
+    sequential test reads as slices; tables in any other order are matched unit by unit, to the same result."""
+    from training.experiments.analysis import sequential_looks
+    from training.experiments.simulate import traffic
+
+    exp = experiment()
+    exposures, outcomes = traffic(exp, users=1_500, days=6, lift=0.2, seed=8, start=100 * DAY)
+    ex, out = _frames([astuple(e) for e in exposures], [astuple(o) for o in outcomes])
+    ends = 100 * DAY + DAY * np.arange(1, 7) - 1.0
+    looks = list(zip(ends, daily_unit_tables(exp, ex, out, ends)))
+    assert all(looks[i][1]["unit_id"].tolist() == looks[-1][1]["unit_id"].tolist()[: len(looks[i][1])] for i in range(6))
+    rng = np.random.default_rng(0)
+    shuffled = [(at, t.iloc[rng.permutation(len(t))]) for at, t in looks[:-1]] + [looks[-1]]
+    for metric in ("conversion", "revenue_per_user"):
+        in_order = sequential_looks(exp, metric, looks, "control", "treatment")
+        assert len(in_order) == 6
+        assert sequential_looks(exp, metric, shuffled, "control", "treatment") == in_order
 
 
 def test_srm_flags_a_broken_split_and_passes_a_fair_one():

@@ -399,16 +399,37 @@ def _daily_unit_tables(exp: Experiment, ex: pd.DataFrame, outcomes: pd.DataFrame
     return tables
 
 
-def _aligned(table: pd.DataFrame, index: pd.Index, columns: list[str]) -> dict[str, np.ndarray]:
-    """``table``'s variant (None where missing) and ``columns`` (0.0 where missing) for the units of
-    ``index`` in its order: ``table.set_index("unit_id").reindex(index)`` without moving every column."""
-    where = index.get_indexer(table["unit_id"].to_numpy(object))
+class _Units:
+    """The units compared at the current look, in its table's order, and where each row of a look's table
+    goes among them. The looks' tables list the units in first-exposure order, each a prefix of the current
+    one (``daily_looks``): then the rows' places are a slice, not a lookup of every unit id per look."""
+
+    def __init__(self, current: pd.DataFrame, compared: np.ndarray):
+        self.ids = current["unit_id"].to_numpy(object)
+        self.slot = np.where(compared, np.cumsum(compared) - 1, -1)  # each current row's place among the compared
+        self.index = pd.Index(self.ids[compared])  # Python strings: hashed far faster than Arrow's, once
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def places(self, table: pd.DataFrame) -> np.ndarray:
+        """Each row's place among the compared units, -1 for a unit that is not one of them."""
+        ids = table["unit_id"].to_numpy(object)
+        if len(ids) <= len(self.ids) and np.array_equal(ids, self.ids[: len(ids)]):
+            return self.slot[: len(ids)]
+        return self.index.get_indexer(ids)
+
+
+def _aligned(table: pd.DataFrame, units: _Units, columns: list[str]) -> dict[str, np.ndarray]:
+    """``table``'s variant (None where missing) and ``columns`` (0.0 where missing) for the compared units in
+    their order: ``table.set_index("unit_id").reindex(units.index)`` without moving every column."""
+    where = units.places(table)
     found = where >= 0
-    variant = np.full(len(index), None, dtype=object)
+    variant = np.full(len(units), None, dtype=object)
     variant[where[found]] = table["variant"].to_numpy(object)[found]
     out = {"variant": variant}
     for c in dict.fromkeys(columns):
-        values = np.zeros(len(index))
+        values = np.zeros(len(units))
         values[where[found]] = table[c].fillna(0.0).to_numpy(float)[found]
         out[c] = values
     return out
@@ -425,16 +446,15 @@ def sequential_looks(exp: Experiment, metric: str, looks: list[tuple[float, pd.D
     if exp.open_ended:
         return None
     current = looks[-1][1]
-    pair = current[current["variant"].isin([control, treatment])]
-    if not len(pair):
+    compared = current["variant"].isin([control, treatment]).to_numpy()
+    if not compared.any():
         return []
-    ids = pair["unit_id"].to_numpy()
-    start = float(pair["first_ts"].min()) if "first_ts" in pair else None
+    start = float(current.loc[compared, "first_ts"].min()) if "first_ts" in current else None
     y_col, x_col = METRIC_INPUTS[metric]
     kept = []  # (spending time, units, influence values, arm masks)
-    index = pd.Index(np.asarray(ids, dtype=object))  # Python strings: hashed far faster than Arrow's, once
+    units = _Units(current, compared)
     for at, table in looks:
-        sub = _aligned(table, index, [y_col, x_col])
+        sub = _aligned(table, units, [y_col, x_col])
         variant = sub["variant"]
         arms = (variant == control, variant == treatment)
         if min(int(a.sum()) for a in arms) < 2:
