@@ -324,6 +324,23 @@ def test_cuped_narrows_the_interval_and_a_clear_win_ships():
     assert [v["units"] for v in report.variants] == [int((~treat).sum()), int(treat.sum())]
 
 
+def test_no_difference_keeps_a_running_experiment_running_and_a_stopped_one_on_the_control():
+    rng = np.random.default_rng(11)
+    n = 2_000
+    treat = rng.random(n) < 0.5
+    table = pd.DataFrame({"unit_id": np.arange(n).astype(str), "variant": np.where(treat, "treatment", "control"),
+                          "exposures": 1.0, "clicks": 0.0, "converted": (rng.random(n) < 0.2).astype(float),
+                          "revenue": 0.0, "pre_spend": 0.0, "first_ts": 100 * DAY + np.sort(rng.uniform(0, 3 * DAY, n))})
+    now = 100 * DAY + 3 * DAY  # day 3 of the planned 14
+    running = analyse(experiment(), table, now=now)
+    assert running.decision == "keep running" and "no significant difference in conversion yet" in running.reason
+    stopped = analyse(experiment(status="stopped", stopped_at="2026-01-05T00:00:00+00:00"), table, now=now)
+    assert stopped.decision == "stop" and stopped.reason.startswith("stopped before a decision (no significant")
+    assert stopped.reason.endswith("keep the control")
+    few = analyse(experiment(status="stopped", stopped_at="2026-01-05T00:00:00+00:00"), table.iloc[:1], now=now)
+    assert (few.decision, few.reason) == ("stop", "stopped before a decision (not enough units yet): keep the control")
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_forgetting_a_shopper_removes_their_exposures_and_outcomes(tmp_path, backend):
     import contextlib

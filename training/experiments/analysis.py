@@ -537,14 +537,14 @@ def analyse(exp: Experiment, table: pd.DataFrame, alpha: float = ALPHA, tuning_n
 def decide(exp: Experiment, srm: dict, comparisons: list[Comparison]) -> tuple[str, str]:
     """invalid (SRM) > stop (a guardrail or the primary metric significantly worse) > ship (primary
     significantly better, no guardrail harmed) > stop (the planned horizon reached without a difference)
-    > keep running. Significance: the sequential interval
-    (group-sequential at a planned horizon, else the confidence sequence)."""
+    > keep running, or for an experiment already stopped, stop (keep the control: it cannot keep running).
+    Significance: the sequential interval (group-sequential at a planned horizon, else the confidence sequence)."""
     if srm["flagged"]:
         return "invalid", (f"sample ratio mismatch (chi-square p = {srm['pvalue']:.2g} < {SRM_ALPHA}): units per "
                            f"variant {srm['observed']} against expected {srm['expected']}; fix the assignment, "
                            "do not read the results")
     if not comparisons:
-        return "keep running", "not enough units yet"
+        return _undecided(exp, "not enough units yet")
     primary = [c for c in comparisons if c.metric == exp.metric]
     harmed = [c for c in comparisons if c.metric != exp.metric and c.sequential_ci and c.sequential_ci[1] < 0]
     if harmed:
@@ -562,7 +562,14 @@ def decide(exp: Experiment, srm: dict, comparisons: list[Comparison]) -> tuple[s
                        and c.sequential["information_fraction"] >= 1 for c in primary):
         return "stop", (f"the planned horizon is reached with no significant difference in {exp.metric} (final look, "
                         "the sequential interval contains 0): keep the control")
-    return "keep running", f"no significant difference in {exp.metric} yet (the sequential interval contains 0)"
+    return _undecided(exp, f"no significant difference in {exp.metric} yet (the sequential interval contains 0)")
+
+
+def _undecided(exp: Experiment, why: str) -> tuple[str, str]:
+    """Nothing decided yet: keep running, unless the experiment was stopped before a difference showed."""
+    if exp.running:
+        return "keep running", why
+    return "stop", f"stopped before a decision ({why}): keep the control"
 
 
 def _fmt(ci, pct: bool = False) -> str:
