@@ -335,10 +335,10 @@ def test_no_difference_keeps_a_running_experiment_running_and_a_stopped_one_on_t
     running = analyse(experiment(), table, now=now)
     assert running.decision == "keep running" and "no significant difference in conversion yet" in running.reason
     stopped = analyse(experiment(status="stopped", stopped_at="2026-01-05T00:00:00+00:00"), table, now=now)
-    assert stopped.decision == "stop" and stopped.reason.startswith("stopped before a decision (no significant")
+    assert stopped.decision == "stop" and stopped.reason.startswith("stopped before a decision: no significant")
     assert stopped.reason.endswith("keep the control")
     few = analyse(experiment(status="stopped", stopped_at="2026-01-05T00:00:00+00:00"), table.iloc[:1], now=now)
-    assert (few.decision, few.reason) == ("stop", "stopped before a decision (not enough units yet): keep the control")
+    assert (few.decision, few.reason) == ("stop", "stopped before a decision: not enough units yet; keep the control")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])

@@ -569,7 +569,7 @@ def _undecided(exp: Experiment, why: str) -> tuple[str, str]:
     """Nothing decided yet: keep running, unless the experiment was stopped before a difference showed."""
     if exp.running:
         return "keep running", why
-    return "stop", f"stopped before a decision ({why}): keep the control"
+    return "stop", f"stopped before a decision: {why}; keep the control"
 
 
 def _fmt(ci, pct: bool = False) -> str:
