@@ -23,7 +23,7 @@ class Reports:
     """The panel's reports, kept between loads where they cannot have changed. A stopped experiment's report
     reads only its exposures and the outcomes from its pre-period to the end of its attribution window: it is
     built again only when those rows change (``rows_read_by`` of the log, features/exposures.py), so stopped
-    experiments piling up do not slow the page (a 28-day report of 100k shoppers takes ~11 s). A running
+    experiments piling up do not slow the page (a 28-day report of 100k shoppers takes ~8 s). A running
     experiment's last look moves with the clock: built on every load."""
 
     def __init__(self) -> None:
