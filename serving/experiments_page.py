@@ -7,8 +7,6 @@ from __future__ import annotations
 import threading
 from html import escape
 
-import pandas as pd
-
 from serving.marketing_views import _csrf, _page
 
 
@@ -22,7 +20,7 @@ def service_experiment_log():
 class Reports:
     """The panel's reports, kept between loads where they cannot have changed. A stopped experiment's report
     reads only its exposures and the outcomes from its pre-period to the end of its attribution window: it is
-    built again only when those rows change (``rows_read_by`` of the log, features/exposures.py), so stopped
+    built again only when those rows change (``rows_read``, training/experiments/report.py), so stopped
     experiments piling up do not slow the page (a 28-day report of 100k shoppers takes ~8 s). A running
     experiment's last look moves with the clock: built on every load."""
 
@@ -37,12 +35,11 @@ class Reports:
         return [self._report(e, log_store) for e in exps]
 
     def _report(self, exp, log_store) -> dict:
-        from training.experiments.report import PRE_DAYS, build_report
+        from training.experiments.report import build_report, rows_read
 
         read = None
-        if exp.stopped_at is not None:  # its report reads the traffic up to the stop (or the planned horizon)
-            until = pd.Timestamp(exp.stopped_at).timestamp() + exp.attribution_days * 86_400.0
-            read = (id(log_store), exp.model_dump_json(), log_store.rows_read_by(exp.name, PRE_DAYS * 86_400.0, until))
+        if (rows := rows_read(exp, log_store)) is not None:  # a stopped experiment
+            read = (id(log_store), exp.model_dump_json(), rows)
             with self._lock:
                 kept = self._kept.get(exp.name)
             if kept is not None and kept[0] == read:

@@ -298,7 +298,7 @@ class Truth:
         if not len(ku) or not len(ki):
             return out
         items = ir[ki]
-        days = np.arange(w.day_of(at), w.day_of(at) + max(math.ceil(horizon_days), 1))
+        days = w.day_of(at) + np.arange(max(math.ceil(horizon_days), 1))
         la = w.item_log_attr(days).astype(np.float64)  # (days, all items): Q_c(t) needs them all
         with np.errstate(divide="ignore"):
             q = np.stack([np.bincount(w.item_cat, np.exp(row), minlength=w.n_categories) for row in la])  # Q_c(t)

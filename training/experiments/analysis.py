@@ -23,6 +23,7 @@ rule. The statistics come from libraries:
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -406,11 +407,16 @@ class _Units:
 
     def __init__(self, current: pd.DataFrame, compared: np.ndarray):
         self.ids = current["unit_id"].to_numpy(object)
+        self.compared = compared
         self.slot = np.where(compared, np.cumsum(compared) - 1, -1)  # each current row's place among the compared
-        self.index = pd.Index(self.ids[compared])  # Python strings: hashed far faster than Arrow's, once
+
+    @functools.cached_property
+    def index(self) -> pd.Index:
+        """The compared units' ids, for a table that is not a prefix (Python strings: hashed far faster than Arrow's)."""
+        return pd.Index(self.ids[self.compared])
 
     def __len__(self) -> int:
-        return len(self.index)
+        return int(self.compared.sum())
 
     def places(self, table: pd.DataFrame) -> np.ndarray:
         """Each row's place among the compared units, -1 for a unit that is not one of them."""

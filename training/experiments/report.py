@@ -47,6 +47,16 @@ def build_report(exp: Experiment, log_store, until: float | None = None, pre_day
     return rep
 
 
+def rows_read(exp: Experiment, log_store) -> tuple | None:
+    """What ``build_report`` reads for a stopped experiment, in brief (``rows_read_by`` of the log): its
+    exposures, and the outcomes from its pre-period to the end of the attribution window after the stop.
+    Equal for two calls: the same report. None for a running experiment, whose last look moves with the clock."""
+    if exp.stopped_at is None:
+        return None
+    until = pd.Timestamp(exp.stopped_at).timestamp() + exp.attribution_days * 86_400.0
+    return log_store.rows_read_by(exp.name, PRE_DAYS * 86_400.0, until)
+
+
 def _horizon(exp: Experiment) -> str:
     if exp.open_ended:
         return "open-ended"
