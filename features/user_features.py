@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.labels import DAY, purchases
+from features.money import from_micro_units, micro_units
 
 ORDER_FEATURES = [
     "recency_days", "frequency", "monetary", "tenure_days", "purchase_days", "mean_gap_days", "gap_ratio",
@@ -39,10 +40,17 @@ def _pct_change(now: pd.Series, before: pd.Series) -> pd.Series:
 
 
 def _window_sum(df: pd.DataFrame, at: pd.Timestamp, lo_days: float, hi_days: float, value: str | None) -> pd.Series:
-    """Per user: count (value None) or sum of ``value`` over rows with ts in (at - hi, at - lo]."""
+    """Per user: count (value None) or exact sum (features/money.py) of ``value`` over rows with ts in
+    (at - hi, at - lo]."""
     inside = df[(df["ts"] > at - hi_days * DAY) & (df["ts"] <= at - lo_days * DAY)]
-    g = inside.groupby("user_id", sort=False)
-    return g.size() if value is None else g[value].sum()
+    if value is None:
+        return inside.groupby("user_id", sort=False).size()
+    return _exact_sum(inside, value, "user_id")
+
+
+def _exact_sum(df: pd.DataFrame, value: str, by) -> pd.Series:
+    """``df.groupby(by)[value].sum()`` as every engine sums money and quantities (features/money.py)."""
+    return from_micro_units(df.assign(_units=micro_units(df[value])).groupby(by, sort=True)["_units"].sum())
 
 
 def order_features(orders: pd.DataFrame, at: pd.Timestamp, items: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -52,19 +60,21 @@ def order_features(orders: pd.DataFrame, at: pd.Timestamp, items: pd.DataFrame |
     past = orders[orders["ts"] <= at]
     buys = purchases(past).assign(value=lambda d: d["quantity"] * d["price"])
     returns = past[past["quantity"] < 0].assign(value=lambda d: -d["quantity"] * d["price"])
-    per_order = (buys.groupby(["user_id", "order_id"], sort=False)
-                 .agg(ts=("ts", "min"), lines=("item_id", "size"), units=("quantity", "sum"), value=("value", "sum"))
-                 .reset_index())
+    order = ["user_id", "order_id"]
+    per_order = (buys.groupby(order, sort=False).agg(ts=("ts", "min"), lines=("item_id", "size"))
+                 .join(_exact_sum(buys, "quantity", order).rename("units"))
+                 .join(_exact_sum(buys, "value", order).rename("value")).reset_index())
     g = per_order.groupby("user_id", sort=True)
+    monetary = _exact_sum(per_order, "value", "user_id")
     f = pd.DataFrame({
         "recency_days": _days(at - g["ts"].max()),
         "frequency": g.size().astype(float),
-        "monetary": g["value"].sum(),
+        "monetary": monetary,
         "tenure_days": _days(at - g["ts"].min()),
         "purchase_days": per_order.assign(day=per_order["ts"].dt.floor("D")).groupby("user_id")["day"].nunique(),
         "basket_lines": g["lines"].mean(),
-        "basket_units": g["units"].mean(),
-        "basket_value": g["value"].mean(),
+        "basket_units": _exact_sum(per_order, "units", "user_id") / g.size(),
+        "basket_value": monetary / g.size(),
     })
     f["purchase_days"] = f["purchase_days"].astype(float)
     f["mean_gap_days"] = ((f["tenure_days"] - f["recency_days"]) / (f["purchase_days"] - 1)).where(f["purchase_days"] > 1)
@@ -83,7 +93,8 @@ def order_features(orders: pd.DataFrame, at: pd.Timestamp, items: pd.DataFrame |
     rg = returns.groupby("user_id")
     f["return_lines"] = rg.size().reindex(f.index, fill_value=0).astype(float)
     f["return_orders"] = rg["order_id"].nunique().reindex(f.index, fill_value=0).astype(float)
-    f["return_share"] = (rg["value"].sum().reindex(f.index, fill_value=0.0) / f["monetary"].where(f["monetary"] > 0)).astype(float)
+    returned = _exact_sum(returns, "value", "user_id").reindex(f.index, fill_value=0.0)
+    f["return_share"] = (returned / f["monetary"].where(f["monetary"] > 0)).astype(float)
     if has_categories(items):
         cat = buys["item_id"].map(items.drop_duplicates("item_id").set_index("item_id")["category"])
         f["distinct_categories"] = buys.assign(cat=cat).groupby("user_id")["cat"].nunique().reindex(f.index).astype(float)

@@ -166,3 +166,22 @@ def test_rfm_segments():
     rows = pd.DataFrame({"recency_days": [1.0, 300, 2, 250], "frequency": [1.0, 20, 2, 1], "monetary": [5.0, 900, 8, 3]},
                         index=["new", "lapsed_vip", "x", "gone"])
     assert rfm_segments(rows)["segment"].to_dict()["lapsed_vip"] in {"cant_lose", "at_risk"}
+
+
+def test_money_is_summed_to_the_same_bits_in_any_order_of_the_rows():
+    """Spend features sum millionths as integers (features/money.py), as the DuckDB and Spark engines do: these
+    four order lines make exactly 619.6 in every row order, where pandas' sum of doubles makes 619.5999999999999
+    (and a logistic regression on it then differs between engines in the last digit, on some machines)."""
+    from features.money import micro_units
+
+    assert micro_units([2.5e-7 * 2, -0.5e-6, 2.95, -2.95, 0.0]).tolist() == [1, -1, 2_950_000, -2_950_000, 0]  # half away from 0
+    lines = [(13, 8.29), (15, 14.05), (24, 12.29), (18, 0.34)]
+    assert pd.DataFrame({"u": "a", "v": [q * p for q, p in lines]}).groupby("u")["v"].sum().iloc[0] != 619.6
+    rows = [(f"o{i}", "a", "x", f"2024-06-{i + 10}", q, p) for i, (q, p) in enumerate(lines)] + \
+           [(f"p{i}", "b", "x", f"2024-06-{i + 1:02d}", 3, 0.7 + i / 3) for i in range(10)]
+    seen = set()
+    for seed in range(5):
+        f = user_features(_orders(rows).sample(frac=1.0, random_state=seed), AT)
+        seen.add(tuple(f[["monetary", "spend_30d", "spend_90d", "basket_value"]].to_numpy().ravel().tolist()))
+        assert f.loc["a", "monetary"] == f.loc["a", "spend_30d"] == 619.6
+    assert len(seen) == 1

@@ -25,6 +25,8 @@ import ibis.expr.datatypes as dt
 import pandas as pd
 import pyarrow as pa
 
+from features.money import MICRO_UNITS
+
 ENGINES = ("duckdb", "spark")
 SPARK_MASTER_ENV = "SHOPREC_SPARK_MASTER"
 DRIVER_MEMORY_ENV = "SHOPREC_SPARK_DRIVER_MEMORY"  # e.g. 8g; Spark's default is 1g
@@ -33,7 +35,6 @@ DUCKDB_MEMORY_ENV = "SHOPREC_DUCKDB_MEMORY"  # e.g. 4GB; DuckDB's default is 80%
 DUCKDB_TEMP_ENV = "SHOPREC_DUCKDB_TEMP"  # where DuckDB spills; default <system temp>/shoprec-duckdb
 _names = itertools.count()
 US_PER_DAY = 86_400_000_000
-MICRO_UNITS = 1_000_000.0  # exact_sum's resolution: a millionth
 
 
 @ibis.udf.scalar.builtin
@@ -55,9 +56,8 @@ def f64(x: float) -> ibis.Value:
 
 def exact_sum(x: ibis.Value) -> ibis.Value:
     """The sum of a float64 column (money, quantities), the same on every engine whatever the order of the
-    rows: each value rounded to a millionth, summed as exact integers (DECIMAL(38, 0)), divided back. A
-    plain SUM of doubles depends on the order in which partitions meet, so its last bits differ between
-    engines and between runs on Spark; money and quantities have far fewer than six decimals."""
+    rows (features/money.py): each value rounded to a millionth, summed as exact integers (DECIMAL(38, 0)),
+    divided back."""
     units = (x * f64(MICRO_UNITS)).round().cast("int64").cast("decimal(38, 0)")
     return units.sum().cast("float64") / f64(MICRO_UNITS)
 

@@ -1,0 +1,24 @@
+"""Sums of money and quantities that give the same bits on every engine and in any row order.
+
+A plain sum of doubles depends on the order in which the rows meet (pandas' compensated groupby sum,
+DuckDB's and Spark's partitions), so its last bits differ between engines, between runs on Spark and,
+through a model that reads them (a logistic regression), between machines. Every engine instead rounds
+each value to a millionth (half away from zero, as SQL's ROUND), sums exact integers and divides back:
+``exact_sum`` in features/relational/engine.py, ``micro_units`` / ``from_micro_units`` here for pandas.
+Money and quantities have far fewer than six decimals."""
+from __future__ import annotations
+
+import numpy as np
+
+MICRO_UNITS = 1_000_000.0  # the resolution: a millionth
+
+
+def micro_units(values) -> np.ndarray:
+    """Each value as a whole number of millionths (int64), rounded half away from zero."""
+    v = np.asarray(values, dtype=np.float64) * MICRO_UNITS
+    return (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int64)
+
+
+def from_micro_units(units):
+    """A sum of ``micro_units`` back in units (float64): the exact integer, divided once."""
+    return units.astype(np.float64) / MICRO_UNITS
