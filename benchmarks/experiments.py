@@ -1,7 +1,7 @@
 """Experiments (issue 14): the statistics on simulated traffic with a known truth, and the cost of
 logging exposures in the real server.
 
-    python -m benchmarks.experiments [--runs 200] [--users 20000] [--days 14] [--only study,latency]
+    python -m benchmarks.experiments [--runs 200] [--users 20000] [--days 14] [--only study,latency,report]
         [--rounds 3] [--seconds 20] [--profile-seconds 15]
 
 study    200 simulated A/A tests (daily peeking: false positives with the group-sequential test over the
@@ -13,6 +13,8 @@ latency  the real BentoML server (one worker, SQLite event store) answering /rec
          open loop, in rounds of a run without an experiment then one with an experiment covering every
          shopper (every answer logs an exposure); p50/p99 from the planned send time, the exposures
          counted in the store, `uptime` before and after, and a py-spy profile of the worker.
+report   a running 28-day experiment of 100k shoppers in SQLite: its report from the log read whole and from
+         the rows the marketers' page keeps between loads, side by side in rounds, compared whole.
 
 Writes benchmarks/results/experiments.json and .md (``--only`` keeps the other part's last result).
 """
@@ -166,6 +168,47 @@ def section_latency(rate: float = 100.0, seconds: float = 20.0, rounds: int = 3,
     return out
 
 
+def section_report(users: int = 100_000, days: int = 28, rounds: int = 3, new_per_round: int = 500) -> dict:
+    """A running experiment's report as the marketers' page builds it on each load: from the log read whole
+    (``build_report``) and from the rows kept since the last load (``report_rows``), side by side each round
+    after ``new_per_round`` more exposures, the two reports compared whole (JSON)."""
+    from features.experiments import Experiment, parse_variants
+    from features.exposures import Exposure, open_experiment_log
+    from training.experiments.report import build_report, report_rows
+    from training.experiments.simulate import traffic
+
+    exp = Experiment(name="big", variants=parse_variants(["control=champion", "treatment=popular"], None), salt="big",
+                     planned_days=days + 7)
+    with tempfile.TemporaryDirectory(prefix="shoprec-report-") as tmp:
+        log = open_experiment_log(f"sqlite:///{tmp}/events.db")
+        log.put_experiment(exp, new=True)
+        start = time.time() - days * 86_400.0
+        t = time.perf_counter()
+        ex, out = traffic(exp, users=users, days=days, lift=0.05, seed=1, start=start)
+        log.add_exposures(ex)
+        log.add_outcomes(out)
+        made = time.perf_counter() - t
+        rows = report_rows(exp)
+        t = time.perf_counter()
+        build_report(exp, log, rows=rows)
+        first = time.perf_counter() - t
+        out_rounds = []
+        for r in range(rounds):
+            log.add_exposures([Exposure(f"new{r}-{i}", exp.name, "control", f"sim-1-{i:06d}", f"sim-1-{i:06d}", "recommend",
+                                        ("i",), time.time()) for i in range(new_per_round)])
+            at = time.time()
+            timed = {}
+            for kind in (("whole", "kept") if r % 2 == 0 else ("kept", "whole")):
+                t = time.perf_counter()
+                rep = build_report(exp, log, as_of=at, **({"rows": rows} if kind == "kept" else {}))
+                timed[kind] = (time.perf_counter() - t, json.dumps(rep.to_dict(), sort_keys=True, default=str))
+            out_rounds.append({"whole_s": round(timed["whole"][0], 2), "kept_s": round(timed["kept"][0], 2),
+                               "same_report": timed["whole"][1] == timed["kept"][1], "load_after": _uptime()})
+        log.close()
+    return {"users": users, "days": days, "exposures": len(ex), "outcomes": len(out), "made_s": round(made, 1),
+            "first_load_s": round(first, 2), "new_per_round": new_per_round, "rounds": out_rounds}
+
+
 def _binomial_ci(rate: float, runs: int) -> str:
     """The exact (Clopper-Pearson) 95% interval of a rate measured on ``runs`` runs."""
     from scipy.stats import binomtest
@@ -257,6 +300,17 @@ def markdown(data: dict) -> str:
                       f"p99 {a['latency_ms']['p99']} ms without, {b['latency_ms']['p99']} ms with the experiment; "
                       f"exposures {lat['exposures_logged']} for {lat['requests_with_experiment']} answers; load average "
                       f"{lat.get('load_average', 'n/a')} (one round, before the rounds and the profile were added).", ""]
+    if rep := data.get("report"):
+        whole, kept = [r["whole_s"] for r in rep["rounds"]], [r["kept_s"] for r in rep["rounds"]]
+        lines += [f"## A running experiment's report, as the marketers' page builds it on each load ({rep['users']:,} "
+                  f"shoppers, {rep['days']} days: {rep['exposures']:,} exposures, {rep['outcomes']:,} outcomes in SQLite)", "",
+                  "Each round logs " + f"{rep['new_per_round']} more exposures, then builds the report from the log read "
+                  "whole and from the rows the page kept since the last load (`report_rows`), in alternating order, "
+                  f"and compares the two reports whole. First load (everything read): {rep['first_load_s']} s.", "",
+                  "| round | read whole, s | kept rows + new ones, s | same report | load average after |", "|---|---|---|---|---|"]
+        lines += [f"| {i} | {r['whole_s']} | {r['kept_s']} | {r['same_report']} | {r['load_after']} |"
+                  for i, r in enumerate(rep["rounds"], 1)]
+        lines += ["", f"Median {np.median(whole):.2f} s read whole, {np.median(kept):.2f} s from kept rows.", ""]
     return "\n".join(lines)
 
 
@@ -265,7 +319,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--days", type=int, default=14)
-    p.add_argument("--only", default="study,latency", help="study, latency or both (comma-separated)")
+    p.add_argument("--only", default="study,latency,report", help="study, latency, report (comma-separated)")
     p.add_argument("--replicates", type=int, default=4, help="study: the A/A again with this many other seeds")
     p.add_argument("--rounds", type=int, default=3, help="latency: pairs of runs without/with the experiment")
     p.add_argument("--seconds", type=float, default=20.0, help="latency: seconds per run")
@@ -279,6 +333,8 @@ def main() -> None:
         data["study"] = section_study(a.runs, a.users, a.days, a.replicates)
     if "latency" in only:
         data["latency"] = section_latency(seconds=a.seconds, rounds=a.rounds, profile_seconds=a.profile_seconds)
+    if "report" in only:
+        data["report"] = section_report(rounds=a.rounds)
     j, m = write_results("experiments", data, markdown(data))
     print(f"wrote {j} and {m}")
 

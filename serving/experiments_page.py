@@ -21,11 +21,14 @@ class Reports:
     """The panel's reports, kept between loads where they cannot have changed. A stopped experiment's report
     reads only its exposures and the outcomes from its pre-period to the end of its attribution window: it is
     built again only when those rows change (``rows_read``, training/experiments/report.py), so stopped
-    experiments piling up do not slow the page (a 28-day report of 100k shoppers takes ~8 s). A running
-    experiment's last look moves with the clock: built on every load."""
+    experiments piling up do not slow the page (a 28-day report of 100k shoppers takes 6–8 s). A running
+    experiment's last look moves with the clock: built on every load, from its rows kept since the last load
+    plus those logged since (``report_rows``), not the whole log read again (8.5 -> 4.5 s at 100k shoppers x 28
+    days; the kept rows take ~90 MB of the worker's memory there, until the experiment stops)."""
 
     def __init__(self) -> None:
         self._kept: dict[str, tuple[tuple, dict]] = {}  # experiment -> (what its report read, the report)
+        self._rows: dict[str, object] = {}  # running experiment -> its rows read so far (ReportRows)
         self._lock = threading.Lock()
 
     def __call__(self, log_store) -> list[dict]:
@@ -35,16 +38,22 @@ class Reports:
         return [self._report(e, log_store) for e in exps]
 
     def _report(self, exp, log_store) -> dict:
-        from training.experiments.report import build_report, rows_read
+        from training.experiments.report import build_report, report_rows, rows_read
 
         read = None
         if (rows := rows_read(exp, log_store)) is not None:  # a stopped experiment
             read = (id(log_store), exp.model_dump_json(), rows)
             with self._lock:
                 kept = self._kept.get(exp.name)
+                self._rows.pop(exp.name, None)  # its rows were for its running days
             if kept is not None and kept[0] == read:
                 return kept[1]
-        report = build_report(exp, log_store).to_dict() | {"endpoint": exp.endpoint}
+            report = build_report(exp, log_store)
+        else:
+            with self._lock:
+                running = self._rows.setdefault(exp.name, report_rows(exp))
+            report = build_report(exp, log_store, rows=running)
+        report = report.to_dict() | {"endpoint": exp.endpoint}
         if read is not None:
             with self._lock:
                 self._kept[exp.name] = (read, report)

@@ -1,4 +1,5 @@
 """Experiments: definitions, sticky assignment, the event-store log, attribution and the analysis."""
+import json
 from dataclasses import astuple
 
 import numpy as np
@@ -120,6 +121,69 @@ def test_what_a_report_reads_changes_with_each_row_it_reads(log_store):
     log_store.add_outcomes([Outcome(None, "u1", "purchase", "i1", 5.0, 50_000.0)])  # after the range
     assert (log_store.rows_read_by("ab", 1_000.0, 20_000.0) == seen[-1]) == isinstance(log_store, SQLiteExperimentLog)
     assert log_store.rows_read_by("ab", 1_000.0, 20_000.0) != log_store.rows_read_by("other", 1_000.0, 20_000.0)
+
+
+def test_kept_report_rows_equal_the_log_read_whole_and_read_only_what_is_new(log_store):
+    """``ReportRows`` (a running experiment's rows, kept by the marketers' page between loads) equals reading the
+    log whole after every change: exposures and outcomes added (one before the pre-period, left out), a shopper
+    forgotten (everything read again), an earlier first exposure (the pre-period moves); and a read with nothing
+    new asks the log for no rows. The report built from them is the report built from the log."""
+    from training.experiments.analysis import EXPOSURE_USED, OUTCOME_USED
+    from training.experiments.report import build_report, report_rows
+
+    exp = experiment(planned_days=14)
+    log_store.put_experiment(exp, new=True)
+    pre = 30 * DAY
+    rows, fetched = report_rows(exp), []
+
+    def counted(read):  # the rows each read asks the log for
+        def counting(*args):
+            got = read(*args)
+            fetched.append(len(got[0]))
+            return got
+        return counting
+
+    log_store.exposures_after = counted(log_store.exposures_after)
+    log_store.outcomes_after = counted(log_store.outcomes_after)
+
+    def whole():
+        ex = log_store.exposures("ab", columns=EXPOSURE_USED)
+        return ex, log_store.outcomes(since=float(ex["ts"].min()) - pre, columns=OUTCOME_USED)
+
+    def same():  # the kept rows equal the whole log's; returns the rows each of the read's two asks fetched
+        fetched.clear()
+        kept = rows.read(log_store)
+        asked = list(fetched)
+        for a, b in zip(kept, whole()):
+            pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+        return asked
+
+    t0 = 100 * DAY
+    log_store.add_outcomes([Outcome(None, "u1", "purchase", "i1", 7.0, t0 - 2 * DAY),  # pre-period spend
+                            Outcome(None, "u9", "purchase", "i1", 3.0, t0 - 40 * DAY)])  # before it: left out
+    log_store.add_exposures([Exposure(f"r{i}", "ab", "control" if i % 2 else "treatment", f"u{i}", f"u{i}", "recommend",
+                                      ("i1",), t0 + i * 3600.0) for i in range(1, 7)])
+    assert same() == [6, 1]  # the purchase 40 days before is outside the pre-period
+    assert same() == [0, 0]  # nothing new: no rows fetched
+    log_store.add_exposures([Exposure("r7", "ab", "control", "u7", "u7", "recommend", ("i1",), t0 + 2 * DAY)])
+    log_store.add_outcomes([Outcome("r7", "u7", "purchase", "i1", 11.0, t0 + 2 * DAY + 60),
+                            Outcome(None, "u2", "purchase", "i1", 4.0, t0 + DAY)])
+    assert same() == [1, 2]  # only the new rows
+    log_store.forget("u1")  # the first exposure and the pre-period purchase go: read again, later start
+    assert same() == [6, 2]
+
+    def report(at, **kw):  # as JSON (an arm without units has NaN figures)
+        return json.dumps(build_report(exp, log_store, as_of=at, **kw).to_dict(), sort_keys=True)
+
+    running = report(t0 + 3 * DAY, rows=rows)
+    assert running == report(t0 + 3 * DAY) and '"units": 3' in running  # both arms, a purchase each
+    log_store.add_exposures([Exposure("r0", "ab", "treatment", "u0", "u0", "recommend", ("i1",), t0 - 35 * DAY)])
+    same()  # an earlier first exposure: the pre-period reaches the purchase at t0 - 40 days
+    assert 3.0 in rows.read(log_store)[1]["value"].tolist()
+    at = t0 + 3 * DAY
+    assert report(at, rows=rows) == report(at)
+    with pytest.raises(ValueError, match="rows: kept for 'ab'"):
+        build_report(experiment(name="other"), log_store, rows=rows)
 
 
 def test_the_writer_sleeps_only_after_an_exposure_and_commits_within_every_s(log_store, monkeypatch):

@@ -83,7 +83,8 @@ def test_the_panel_shows_srm_first_the_variants_and_the_decision(access, log_sto
 
 def test_a_stopped_experiments_report_is_kept_until_the_rows_it_read_change(tmp_path, monkeypatch):
     """The page builds a stopped experiment's report again only when what it reads changes (its exposures, the
-    outcomes from its pre-period to the end of its attribution window); a running one on every load."""
+    outcomes from its pre-period to the end of its attribution window); a running one on every load, from the
+    rows kept since the last one."""
     import training.experiments.report as report_module
     from features.exposures import Outcome
     from serving.experiments_page import Reports
@@ -99,9 +100,15 @@ def test_a_stopped_experiments_report_is_kept_until_the_rows_it_read_change(tmp_
         exposures, outcomes = traffic(exp, users=400, days=7, lift=0.0, seed=seed, start=start)
         store.add_exposures(exposures)
         store.add_outcomes(outcomes)
-    builds = []
+    builds, kept_rows = [], []
     build = report_module.build_report
-    monkeypatch.setattr(report_module, "build_report", lambda e, s, **kw: builds.append(e.name) or build(e, s, **kw))
+
+    def counted(e, s, **kw):
+        builds.append(e.name)
+        kept_rows.append((e.name, kw.get("rows")))
+        return build(e, s, **kw)
+
+    monkeypatch.setattr(report_module, "build_report", counted)
     reports = Reports()
 
     def load() -> dict:
@@ -124,5 +131,9 @@ def test_a_stopped_experiments_report_is_kept_until_the_rows_it_read_change(tmp_
     store.forget(buyer)  # a forgotten shopper leaves the report at once
     load()
     assert builds == ["live", "done"]
+    # the running one from the rows kept between loads (only the new ones read each time), the stopped one from the log
+    live_rows = {id(rows) for name, rows in kept_rows if name == "live"}
+    assert len(live_rows) == 1 and None not in {rows for name, rows in kept_rows if name == "live"}
+    assert {rows for name, rows in kept_rows if name == "done"} == {None}
     store.close()
 

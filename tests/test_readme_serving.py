@@ -1,5 +1,6 @@
-"""The README's serving figures next to the two floors are the committed benchmark's result
-(benchmarks/results/serving-floors.json, written by `python -m benchmarks.serving_floors`)."""
+"""The README's serving figures are the committed benchmarks' results: next to the two floors
+(benchmarks/results/serving-floors.json, `python -m benchmarks.serving_floors`) and the marketers' page's
+running-experiment report (benchmarks/results/experiments.json, `python -m benchmarks.experiments --only report`)."""
 import json
 
 from tests.conftest import REPO
@@ -19,3 +20,16 @@ def test_readme_serving_floors_paragraph_is_the_benchmark_result():
     p99 = summary["service"]["p99_ms"]
     assert f"p99 at 100 req/s {p99['min']:.1f}–{p99['max']:.1f} ms" in text
     assert ("≤ 15 ms in every round: met" in text) == goals["p99_at_rate_ok"]
+
+
+def test_readme_running_report_figures_are_the_benchmark_result():
+    """The marketers' page's running-experiment report times (README, "Experiments") are the committed result of
+    `python -m benchmarks.experiments --only report`, where kept rows gave the same report as the log read whole."""
+    import numpy as np
+
+    rep = json.loads(REPO.joinpath("benchmarks/results/experiments.json").read_text())["report"]
+    text = " ".join(REPO.joinpath("README.md").read_text().split())
+    assert all(r["same_report"] for r in rep["rounds"])
+    assert f"{rep['exposures']:,} exposures, {rep['outcomes']:,} outcomes in SQLite" in text
+    whole, kept = (np.median([r[k] for r in rep["rounds"]]) for k in ("whole_s", "kept_s"))
+    assert f"{whole:.2f} s per load read whole, {kept:.2f} s from kept rows (medians of {len(rep['rounds'])} rounds" in text

@@ -406,39 +406,44 @@ class _Units:
     one (``daily_looks``): then the rows' places are a slice, not a lookup of every unit id per look."""
 
     def __init__(self, current: pd.DataFrame, compared: np.ndarray):
-        self.ids = current["unit_id"].to_numpy(object)
+        self.ids = current["unit_id"].reset_index(drop=True)
         self.compared = compared
         self.slot = np.where(compared, np.cumsum(compared) - 1, -1)  # each current row's place among the compared
 
     @functools.cached_property
     def index(self) -> pd.Index:
         """The compared units' ids, for a table that is not a prefix (Python strings: hashed far faster than Arrow's)."""
-        return pd.Index(self.ids[self.compared])
+        return pd.Index(self.ids.to_numpy(object)[self.compared])
 
     def __len__(self) -> int:
         return int(self.compared.sum())
 
     def places(self, table: pd.DataFrame) -> np.ndarray:
         """Each row's place among the compared units, -1 for a unit that is not one of them."""
-        ids = table["unit_id"].to_numpy(object)
-        if len(ids) <= len(self.ids) and np.array_equal(ids, self.ids[: len(ids)]):
+        ids = table["unit_id"].reset_index(drop=True)
+        if len(ids) <= len(self.ids) and ids.equals(self.ids.iloc[: len(ids)]):  # compared as stored (Arrow), not as objects
             return self.slot[: len(ids)]
-        return self.index.get_indexer(ids)
+        return self.index.get_indexer(ids.to_numpy(object))
 
 
-def _aligned(table: pd.DataFrame, units: _Units, columns: list[str]) -> dict[str, np.ndarray]:
-    """``table``'s variant (None where missing) and ``columns`` (0.0 where missing) for the compared units in
-    their order: ``table.set_index("unit_id").reindex(units.index)`` without moving every column."""
+def _aligned(table: pd.DataFrame, units: _Units, arms: tuple[str, str],
+             columns: list[str]) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+    """Whether each compared unit is in each of ``arms`` (variant names) at ``table``'s look (False where missing)
+    and ``columns`` (0.0 where missing), for the compared units in their order:
+    ``table.set_index("unit_id").reindex(units.index)`` without moving every column."""
     where = units.places(table)
     found = where >= 0
-    variant = np.full(len(units), None, dtype=object)
-    variant[where[found]] = table["variant"].to_numpy(object)[found]
-    out = {"variant": variant}
+    members = []
+    for arm in arms:
+        member = np.zeros(len(units), dtype=bool)
+        member[where[found]] = (table["variant"] == arm).to_numpy(bool)[found]
+        members.append(member)
+    out = {}
     for c in dict.fromkeys(columns):
         values = np.zeros(len(units))
         values[where[found]] = table[c].fillna(0.0).to_numpy(float)[found]
         out[c] = values
-    return out
+    return tuple(members), out
 
 
 def sequential_looks(exp: Experiment, metric: str, looks: list[tuple[float, pd.DataFrame]], control: str,
@@ -460,9 +465,7 @@ def sequential_looks(exp: Experiment, metric: str, looks: list[tuple[float, pd.D
     kept = []  # (spending time, units, influence values, arm masks)
     units = _Units(current, compared)
     for at, table in looks:
-        sub = _aligned(table, units, [y_col, x_col])
-        variant = sub["variant"]
-        arms = (variant == control, variant == treatment)
+        arms, sub = _aligned(table, units, (control, treatment), [y_col, x_col])
         if min(int(a.sum()) for a in arms) < 2:
             continue
         n = int(arms[0].sum() + arms[1].sum())

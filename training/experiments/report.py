@@ -9,22 +9,29 @@ from pathlib import Path
 import pandas as pd
 
 from features.experiments import Experiment
+from features.exposures import ReportRows
 from training.experiments.analysis import EXPOSURE_USED, OUTCOME_USED, Report, analyse, daily_looks, unit_table
 
 PRE_DAYS = 30.0  # the pre-period whose spend is the covariate (CUPED)
 
 
 def build_report(exp: Experiment, log_store, until: float | None = None, pre_days: float = PRE_DAYS,
-                 tuning_n: float | None = None, as_of: float | None = None) -> Report:
+                 tuning_n: float | None = None, as_of: float | None = None, rows: ReportRows | None = None) -> Report:
     """Read the exposures and outcomes of ``exp`` from the event store and analyse them: up to ``until``
     (default: the stop, else now), or as the report read at ``as_of`` (epoch seconds; only what had
     happened by then). Once the planned horizon has passed, the report reads the traffic up to it: the
-    sequential test's final look."""
+    sequential test's final look. ``rows``: ``report_rows(exp)`` kept between reports (only new rows read)."""
     from training.experiments.analysis import TUNING_N, sequential_horizon
 
-    exposures = log_store.exposures(exp.name, columns=EXPOSURE_USED)
-    start = float(exposures["ts"].min()) if len(exposures) else time.time()
-    outcomes = log_store.outcomes(since=start - pre_days * 86_400.0, columns=OUTCOME_USED)
+    if rows is None:
+        exposures = log_store.exposures(exp.name, columns=EXPOSURE_USED)
+        start = float(exposures["ts"].min()) if len(exposures) else time.time()
+        outcomes = log_store.outcomes(since=start - pre_days * 86_400.0, columns=OUTCOME_USED)
+    else:
+        if (rows.experiment, rows.before_s) != (exp.name, pre_days * 86_400.0):
+            raise ValueError(f"rows: kept for {rows.experiment!r} over {rows.before_s:g} s, not {exp.name!r} over "
+                             f"{pre_days * 86_400.0:g} s")
+        exposures, outcomes = rows.read(log_store)
     if until is None and exp.stopped_at is not None:
         until = pd.Timestamp(exp.stopped_at).timestamp()
     if as_of is not None:
@@ -45,6 +52,11 @@ def build_report(exp: Experiment, log_store, until: float | None = None, pre_day
         rep.notes.append(f"the planned horizon ({_horizon(exp)}) was reached on {reached}: this is the final "
                          "analysis, of the traffic up to then; stop the experiment")
     return rep
+
+
+def report_rows(exp: Experiment, pre_days: float = PRE_DAYS) -> ReportRows:
+    """What ``build_report`` reads of ``exp``, to keep between reports (features/exposures.py)."""
+    return ReportRows(exp.name, pre_days * 86_400.0, EXPOSURE_USED, OUTCOME_USED)
 
 
 def rows_read(exp: Experiment, log_store) -> tuple | None:
