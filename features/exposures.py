@@ -137,9 +137,7 @@ class SQLiteExperimentLog:
     def exposures(self, experiment: str, columns: list[str] = EXPOSURE_COLUMNS) -> pd.DataFrame:
         """The experiment's exposures in the order logged; ``columns``: only those (a report reads neither the
         shown items nor the endpoint: most of the bytes)."""
-        with self._lock:
-            return pd.read_sql_query(f"SELECT {', '.join(_known(columns, EXPOSURE_COLUMNS))} FROM exposures "
-                                     "WHERE experiment = ? ORDER BY id", self._db, params=(experiment,))
+        return self.exposures_after(experiment, None, columns)[0]
 
     def outcomes(self, since: float = float("-inf"), until: float = float("inf"),
                  columns: list[str] = OUTCOME_COLUMNS) -> pd.DataFrame:
