@@ -4,11 +4,12 @@ A plain sum of doubles depends on the order in which the rows meet (pandas' comp
 DuckDB's and Spark's partitions), so its last bits differ between engines, between runs on Spark and,
 through a model that reads them (a logistic regression), between machines. Every engine instead rounds
 each value to a millionth (half away from zero, as SQL's ROUND), sums exact integers and divides back:
-``exact_sum`` in features/relational/engine.py, ``micro_units`` / ``from_micro_units`` here for pandas.
+``exact_sum`` in features/relational/engine.py, ``exact_sums`` here for pandas.
 Money and quantities have far fewer than six decimals."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 MICRO_UNITS = 1_000_000.0  # the resolution: a millionth
 
@@ -22,3 +23,8 @@ def micro_units(values) -> np.ndarray:
 def from_micro_units(units):
     """A sum of ``micro_units`` back in units (float64): the exact integer, divided once."""
     return units.astype(np.float64) / MICRO_UNITS
+
+
+def exact_sums(df: pd.DataFrame, value: str, by) -> pd.Series:
+    """``df.groupby(by)[value].sum()`` as every engine sums money and quantities (groups sorted)."""
+    return from_micro_units(df.assign(_units=micro_units(df[value])).groupby(by, sort=True)["_units"].sum()).rename(value)

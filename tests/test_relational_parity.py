@@ -90,7 +90,7 @@ def test_user_features_and_labels_match_pandas(shops, duckdb, shop):
         from training.value.peers import future_spend
 
         spend = R.outcomes(duckdb, od, users, at, 90)["spend"].rename("spend")
-        pd.testing.assert_series_equal(spend, future_spend(od, users, at, 90), check_exact=False, rtol=1e-9, atol=0)
+        pd.testing.assert_series_equal(spend, future_spend(od, users, at, 90), check_exact=True)
         # any users: those who only bought later, and ids never seen, get their labels too (0 spend, churned)
         anyone = pd.Index(sorted(set(od["user_id"].astype(str))) + ["never-seen"], dtype="string", name="user_id")
         pd.testing.assert_series_equal(R.churn_labels(duckdb, od, anyone, at, 90), L.churn_labels(od, anyone, at, 90))

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.labels import DAY, purchases
+from features.money import exact_sums
 
 BTYD_FEATURES = ["bg_purchases", "bg_alive", "gg_spend", "bg_value", "spend_per_day_bought"]
 PEERS = ("last_period", "historical_rate", "bgnbd_gg", "bgnbd_gg_free_spend")
@@ -37,7 +38,7 @@ def future_spend(orders: pd.DataFrame, users: pd.Index, at, days: int) -> pd.Ser
     at = pd.Timestamp(at)
     lines = spend_lines(orders)
     lines = lines[(lines["ts"] > at) & (lines["ts"] <= at + days * DAY)]
-    return lines.groupby("user_id")["value"].sum().reindex(users, fill_value=0.0).astype(float).rename("spend")
+    return exact_sums(lines, "value", "user_id").reindex(users, fill_value=0.0).astype(float).rename("spend")
 
 
 def last_period(orders: pd.DataFrame, users: pd.Index, at, days: int) -> pd.Series:
