@@ -15,8 +15,9 @@ MICRO_UNITS = 1_000_000.0  # the resolution: a millionth
 
 
 def micro_units(values) -> np.ndarray:
-    """Each value as a whole number of millionths (int64), rounded half away from zero."""
-    v = np.asarray(values, dtype=np.float64) * MICRO_UNITS
+    """Each value as a whole number of millionths (int64), rounded half away from zero; a missing value (NaN)
+    adds nothing, as SQL's SUM skips NULL."""
+    v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0) * MICRO_UNITS
     return (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int64)
 
 

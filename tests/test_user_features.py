@@ -174,7 +174,8 @@ def test_money_is_summed_to_the_same_bits_in_any_order_of_the_rows():
     (and a logistic regression on it then differs between engines in the last digit, on some machines)."""
     from features.money import micro_units
 
-    assert micro_units([2.5e-7 * 2, -0.5e-6, 2.95, -2.95, 0.0]).tolist() == [1, -1, 2_950_000, -2_950_000, 0]  # half away from 0
+    assert micro_units([2.5e-7 * 2, -0.5e-6, 2.95, -2.95, 0.0, float("nan")]).tolist() == \
+        [1, -1, 2_950_000, -2_950_000, 0, 0]  # half away from 0; NaN adds nothing
     lines = [(13, 8.29), (15, 14.05), (24, 12.29), (18, 0.34)]
     assert pd.DataFrame({"u": "a", "v": [q * p for q, p in lines]}).groupby("u")["v"].sum().iloc[0] != 619.6
     rows = [(f"o{i}", "a", "x", f"2024-06-{i + 10}", q, p) for i, (q, p) in enumerate(lines)] + \
