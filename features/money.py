@@ -26,6 +26,8 @@ def from_micro_units(units):
     return units.astype(np.float64) / MICRO_UNITS
 
 
-def exact_sums(df: pd.DataFrame, value: str, by) -> pd.Series:
-    """``df.groupby(by)[value].sum()`` as every engine sums money and quantities (groups sorted)."""
-    return from_micro_units(df.assign(_units=micro_units(df[value])).groupby(by, sort=True)["_units"].sum()).rename(value)
+def exact_sums(df: pd.DataFrame, columns: list[str], by) -> pd.DataFrame:
+    """``df.groupby(by)[columns].sum()`` as every engine sums money and quantities, in one grouping (groups sorted)."""
+    units = pd.DataFrame({c: micro_units(df[c]) for c in columns}, index=df.index)
+    keys = [by] if isinstance(by, str) else list(by)
+    return from_micro_units(units.join(df[keys]).groupby(keys, sort=True)[columns].sum())

@@ -45,7 +45,7 @@ def _window_sum(df: pd.DataFrame, at: pd.Timestamp, lo_days: float, hi_days: flo
     inside = df[(df["ts"] > at - hi_days * DAY) & (df["ts"] <= at - lo_days * DAY)]
     if value is None:
         return inside.groupby("user_id", sort=False).size()
-    return exact_sums(inside, value, "user_id")
+    return exact_sums(inside, [value], "user_id")[value]
 
 
 def order_features(orders: pd.DataFrame, at: pd.Timestamp, items: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -57,10 +57,10 @@ def order_features(orders: pd.DataFrame, at: pd.Timestamp, items: pd.DataFrame |
     returns = past[past["quantity"] < 0].assign(value=lambda d: -d["quantity"] * d["price"])
     order = ["user_id", "order_id"]
     per_order = (buys.groupby(order, sort=False).agg(ts=("ts", "min"), lines=("item_id", "size"))
-                 .join(exact_sums(buys, "quantity", order).rename("units"))
-                 .join(exact_sums(buys, "value", order).rename("value")).reset_index())
+                 .join(exact_sums(buys, ["quantity", "value"], order).rename(columns={"quantity": "units"})).reset_index())
     g = per_order.groupby("user_id", sort=True)
-    monetary = exact_sums(per_order, "value", "user_id")
+    totals = exact_sums(per_order, ["value", "units"], "user_id")
+    monetary = totals["value"]
     f = pd.DataFrame({
         "recency_days": _days(at - g["ts"].max()),
         "frequency": g.size().astype(float),
@@ -68,7 +68,7 @@ def order_features(orders: pd.DataFrame, at: pd.Timestamp, items: pd.DataFrame |
         "tenure_days": _days(at - g["ts"].min()),
         "purchase_days": per_order.assign(day=per_order["ts"].dt.floor("D")).groupby("user_id")["day"].nunique(),
         "basket_lines": g["lines"].mean(),
-        "basket_units": exact_sums(per_order, "units", "user_id") / g.size(),
+        "basket_units": totals["units"] / g.size(),
         "basket_value": monetary / g.size(),
     })
     f["purchase_days"] = f["purchase_days"].astype(float)
@@ -88,7 +88,7 @@ def order_features(orders: pd.DataFrame, at: pd.Timestamp, items: pd.DataFrame |
     rg = returns.groupby("user_id")
     f["return_lines"] = rg.size().reindex(f.index, fill_value=0).astype(float)
     f["return_orders"] = rg["order_id"].nunique().reindex(f.index, fill_value=0).astype(float)
-    returned = exact_sums(returns, "value", "user_id").reindex(f.index, fill_value=0.0)
+    returned = exact_sums(returns, ["value"], "user_id")["value"].reindex(f.index, fill_value=0.0)
     f["return_share"] = (returned / f["monetary"].where(f["monetary"] > 0)).astype(float)
     if has_categories(items):
         cat = buys["item_id"].map(items.drop_duplicates("item_id").set_index("item_id")["category"])

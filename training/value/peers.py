@@ -38,7 +38,7 @@ def future_spend(orders: pd.DataFrame, users: pd.Index, at, days: int) -> pd.Ser
     at = pd.Timestamp(at)
     lines = spend_lines(orders)
     lines = lines[(lines["ts"] > at) & (lines["ts"] <= at + days * DAY)]
-    return exact_sums(lines, "value", "user_id").reindex(users, fill_value=0.0).astype(float).rename("spend")
+    return exact_sums(lines, ["value"], "user_id")["value"].reindex(users, fill_value=0.0).astype(float).rename("spend")
 
 
 def last_period(orders: pd.DataFrame, users: pd.Index, at, days: int) -> pd.Series:
