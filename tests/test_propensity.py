@@ -53,6 +53,17 @@ def test_online_retail_churn_protocol_and_peers(retail):
     assert m["brier"] < m["baseline_recency"]["brier"] and m["lift@10%"] > 1.3
 
 
+def test_online_retail_validation_ends_before_the_test_periods(retail):
+    """The champion gate's validation (README "How a model is chosen"): rows one label length before churn's test."""
+    from training.propensity import gate
+
+    v = gate.validate(Snapshots(retail), PropensityConfig())
+    assert {t: str(at) for t, at in v.at.items()} == {"churn": "2011-06-12 12:50:00", "conversion": "2011-08-11 12:50:00"}
+    assert {t: len(y) for t, y in v.y.items()} == {"churn": 2815, "conversion": 3212}
+    auc = v.roc_auc()
+    assert auc["churn"] == pytest.approx(0.757, abs=0.002) and auc["conversion"] == pytest.approx(0.756, abs=0.002)
+
+
 def test_synthetic_shop_against_the_oracle(tiny):
     canonical, truth = tiny
     for target in ("churn", "conversion"):
@@ -175,11 +186,95 @@ def test_train_propensity_metrics_and_registry(trained):
         assert set(m["baseline_rfm_logreg"]) >= {"roc_auc", "pr_auc", "brier", "lift@10%"}
     json.dumps(first)  # JSON-ready for the metrics file
     assert first["propensity"]["model_version"] == "1" and first["propensity"]["champion"]["promoted"]
-    # same data, same recipe: not strictly better, so the champion stays
+    assert first["propensity"]["champion"]["reason"] == "no champion for this shop yet"
+    # same data, same recipe: nothing new, so the champion stays
     assert second["propensity"]["model_version"] == "2" and not second["propensity"]["champion"]["promoted"]
+    assert "same recipe and data" in second["propensity"]["champion"]["reason"]
+    assert second["propensity"]["champion"]["chosen_on"] == "validation"
+    assert set(second["propensity"]["champion"]["validation_roc_auc"]) == {"churn", "conversion"}
     assert second["churn"] == first["churn"]
     plots = {p.name for p in (project / "mlruns").rglob("*.png")}
     assert {"calibration.png", "gains.png", "feature_importance.png"} <= plots
+
+
+def test_weighted_auc_is_sklearns_under_resample_weights():
+    from sklearn.metrics import roc_auc_score
+
+    from training.propensity.gate import weighted_auc
+
+    rng = np.random.default_rng(3)
+    y = rng.random(500) < 0.4
+    p = np.round(rng.random(500) + 0.3 * y, 2)  # many ties
+    counts = rng.multinomial(500, np.full(500, 1 / 500), size=4)
+    want = [roc_auc_score(y, p, sample_weight=w) for w in counts]
+    np.testing.assert_allclose(weighted_auc(y, p, counts), want, rtol=0, atol=1e-12)
+    assert weighted_auc(y, p, np.ones((1, 500)))[0] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+
+
+def _shifted(canonical, after):
+    """The same shop with every order and event after ``after`` changed (bought by other customers, doubled quantities,
+    no events), its last order kept where it was so that the end of the data does not move."""
+    from features.ingest import Canonical
+
+    rng = np.random.default_rng(0)
+    orders, events = canonical.orders.copy(), canonical.events.copy()
+    late = orders["ts"] > after
+    late.iloc[orders["ts"].argmax()] = False
+    orders.loc[late, "user_id"] = rng.choice(orders["user_id"].unique(), int(late.sum()))
+    orders.loc[late, "quantity"] = orders.loc[late, "quantity"] * 2
+    events = events[events["ts"] <= after]
+    return Canonical(events=events, orders=orders, items=canonical.items)
+
+
+def test_the_champion_gate_never_reads_the_test_periods(tiny):
+    """Validation ends where the earliest test period begins: changing every label after it changes nothing."""
+    from training.propensity import gate
+
+    canonical, _ = tiny
+    snaps = Snapshots(canonical)
+    cut = gate.validation_end(snaps, SMALL_DATA)
+    assert cut == snaps.end - pd.Timedelta(days=90)  # churn's test labels start there; conversion's 60 days later
+    before = gate.validate(snaps, SMALL_DATA)
+    changed = Snapshots(_shifted(canonical, cut))
+    assert changed.end == snaps.end
+    after = gate.validate(changed, SMALL_DATA)
+    for t in ("churn", "conversion"):
+        np.testing.assert_array_equal(before.y[t], after.y[t])
+        np.testing.assert_array_equal(before.p[t], after.p[t])
+        assert before.at[t] + pd.Timedelta(days=SMALL_DATA.days(t)) == cut
+    # while the test period does see the change
+    assert evaluate_target(snaps, "churn", SMALL_DATA).y.tolist() != evaluate_target(changed, "churn", SMALL_DATA).y.tolist()
+
+
+def test_the_champion_gate_rule(tiny, monkeypatch):
+    """First bundle: champion; the champion's recipe again: nothing new on the same data, fresher on newer data;
+    another recipe: only when better beyond noise on validation (paired bootstrap over customers)."""
+    from training.propensity import gate
+    from training.tracking import Champion
+
+    canonical, _ = tiny
+    snaps = Snapshots(canonical)
+    ours = gate.validate(snaps, SMALL_DATA)
+    rng = np.random.default_rng(1)
+    noise = gate.Validation(ours.y, {t: rng.random(len(ours.y[t])) for t in ours.y}, ours.at)  # no skill at all
+    other = SMALL_DATA.model_copy(update={"seed": 7})
+    champion = Champion(version="4", eval_key="k1", score=float("nan"), candidate=SMALL_DATA.model_dump(mode="json"))
+
+    assert gate.decide(snaps, SMALL_DATA, "k1", None, ours) | {"chosen_on": "validation"} == {
+        "promoted": True, "reason": "no champion for this shop yet", "chosen_on": "validation"}
+    assert not gate.decide(snaps, SMALL_DATA, "k1", champion, ours)["promoted"]
+    assert gate.decide(snaps, SMALL_DATA.model_copy(update={"end": snaps.end}), "k2", champion, ours)["promoted"]
+
+    monkeypatch.setattr(gate, "validate", lambda s, cfg: noise)  # the champion's recipe, as validated
+    won = gate.decide(snaps, other, "k1", champion, ours)
+    assert won["promoted"] and won["evidence"]["low"] > 0 and "beyond noise" in won["reason"]
+    monkeypatch.setattr(gate, "validate", lambda s, cfg: ours)
+    lost = gate.decide(snaps, other, "k1", champion, noise)
+    assert not lost["promoted"] and lost["evidence"]["high"] < 0 and "champion stays" in lost["reason"]
+    same = gate.decide(snaps, other, "k1", champion, ours)  # as good, not better: the champion stays
+    assert not same["promoted"] and same["evidence"]["diff"] == 0
+    short = gate.decide(snaps, other, "k1", champion, "no customer has a purchase up to ...")
+    assert not short["promoted"] and "no validation period" in short["reason"]
 
 
 def test_same_data_gives_the_same_scores(trained):

@@ -4,18 +4,6 @@ import json
 import pytest
 
 from training import tracking
-from training.tracking import Champion, decide
-
-
-def test_propensity_rule_first_model_becomes_champion():
-    assert decide(0.1, "k1", None, None)[0]
-
-
-def test_propensity_rule_same_evaluation_needs_a_strictly_better_score():
-    champ = Champion(version="3", eval_key="k1", score=0.10, candidate={})
-    assert decide(0.11, "k1", champ, None)[0]
-    promote, reason = decide(0.10, "k1", champ, None)
-    assert not promote and "does not beat" in reason
 
 
 def test_shop_names_are_slugs():

@@ -248,7 +248,9 @@ def _train_steps(cfg, orders, events, items, truth) -> int:
         steps += (len(space.trending_half_life_days) + len(space.trending_window_days) + len(space.als) + len(space.ease_l2) + len(space.itemknn_neighbours)
                   + 2 * len(space.blend_weights) + 1 + int(space.ranker.enabled) + (2 if events is not None else 0))
     steps += 10 + 1 + (1 if truth is not None else 0) + 1  # testing (peers, chosen, baseline, runners-up), replay, oracle, fit
-    return steps + (5 if orders is not None else 0)  # propensity
+    from training.propensity.train import PROGRESS_STEPS
+
+    return steps + (PROGRESS_STEPS if orders is not None else 0)  # propensity
 
 
 @app.command("export-events")

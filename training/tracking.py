@@ -170,27 +170,6 @@ def register(run_id: str, artifact_path: str, tags: dict[str, str], name: str = 
     return str(mv.version)
 
 
-def decide(challenger: float, eval_key: str, champion: Champion | None, champion_rescored: float | None) -> tuple[bool, str]:
-    """The propensity models' champion rule, within one lineage: (promote?, reason).
-
-    Same evaluation (same data and protocol): the challenger must score strictly higher.
-    New data: the champion's recipe is re-scored on this evaluation and the challenger must
-    score at least as well (on a tie the model trained on fresher data wins).
-    """
-    if champion is None:
-        return True, "no champion yet"
-    if champion.eval_key == eval_key:
-        if challenger > champion.score:
-            return True, f"beats champion v{champion.version} on the same evaluation ({challenger:.4f} > {champion.score:.4f})"
-        return False, f"does not beat champion v{champion.version} ({challenger:.4f} <= {champion.score:.4f})"
-    if champion_rescored is None:
-        return True, f"champion v{champion.version}'s recipe could not be re-scored on the new data"
-    if challenger >= champion_rescored:
-        return True, (f"new data: at least as good as champion v{champion.version}'s recipe re-scored "
-                      f"({challenger:.4f} >= {champion_rescored:.4f})")
-    return False, f"new data: worse than champion v{champion.version}'s recipe re-scored ({challenger:.4f} < {champion_rescored:.4f})"
-
-
 def move_alias(version: str, reason: str, previous: Champion | None, run_id: str, name: str = MODEL_NAME,
                shop: str = "") -> None:
     """Point ``champion-<shop>`` at ``version`` and record the move on the run and the registered model."""

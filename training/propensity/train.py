@@ -3,8 +3,8 @@ churn and conversion models as one bundle (``shoprec-propensity``).
 
 One registered bundle holds both models because they are scored from the same features at
 the same date and served from one table: a version is one consistent list for marketers.
-Its champion score is the mean of the two test ROC AUCs, under the end-to-end slice's rule
-(``training.tracking.decide``).
+Whether it becomes the shop's champion is decided on a validation period before the test
+period (training/propensity/gate.py); the test figures only report.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Callable
 
 from features.user_features import rfm_segments
 from training import tracking
+from training.propensity import gate
 from training.propensity.bundle import PropensityBundle, score_table
 from training.propensity.config import TARGETS, PropensityConfig
 from training.propensity.dataset import Snapshots
@@ -54,8 +55,8 @@ def evaluate(snaps: Snapshots, cfg: PropensityConfig, truth_dir: Path | None = N
     return {t: evaluate_target(snaps, t, cfg, truth_dir) for t in TARGETS}
 
 
-def champion_score(evals: dict) -> float:
-    """Mean test ROC AUC of the two targets, rounded as the registry tag stores it."""
+def test_score(evals: dict) -> float:
+    """Mean test ROC AUC of the two targets, rounded as the registry tag stores it (reported, never compared)."""
     return round(float(sum(evals[t].metrics()["roc_auc"] for t in TARGETS) / len(TARGETS)), 6)
 
 
@@ -70,16 +71,6 @@ def production_bundle(snaps: Snapshots, cfg: PropensityConfig, meta: dict) -> Pr
                    "window_days": cfg.window_days, "features": list(X.columns),
                    "best_iteration": {t: models[t].best_iteration_ for t in TARGETS}}
     return PropensityBundle(scores, meta, models)
-
-
-def current_champion(shop: str | None = None):
-    """The champion of ``shoprec-propensity`` in ``shop``'s lineage with its score (tag ``test_score``), or None."""
-    from mlflow import MlflowClient
-
-    champ = tracking.current_champion(MODEL_NAME, shop)
-    if champ is not None:
-        champ.score = float(MlflowClient().get_model_version(MODEL_NAME, champ.version).tags.get("test_score", "nan"))
-    return champ
 
 
 def train_propensity(canonical, project_dir: Path, config: PropensityConfig | None = None, truth_dir: Path | None = None,
@@ -105,14 +96,17 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
     progress("propensity: evaluating churn and conversion")
     evals = evaluate(snaps, cfg, truth_dir)
     metrics = {t: evals[t].metrics() for t in TARGETS}
-    score = champion_score(evals)
-    champion = current_champion(shop)
-    rescored = None
-    if champion is not None and champion.eval_key != eval_key and champion.candidate:
-        recipe = PropensityConfig.model_validate(champion.candidate)
-        progress("propensity: re-scoring the champion's recipe")
-        rescored = score if recipe == cfg else champion_score(evaluate(Snapshots(canonical, recipe.end), recipe))
-    promote, reason = tracking.decide(score, eval_key, champion, rescored)
+    score = test_score(evals)
+    progress("propensity: the champion gate, on the validation period")
+    try:
+        validation = gate.validate(snaps, cfg)
+    except ValueError as e:  # less than three label lengths of history
+        validation = str(e)
+    champion = tracking.current_champion(MODEL_NAME, shop)
+    decision = gate.decide(snaps, cfg, eval_key, champion, validation)
+    if not isinstance(validation, str):
+        decision["validation_roc_auc"] = validation.roc_auc()
+    promote, reason = decision["promoted"], decision["reason"]
     value, value_skipped = _customer_value(snaps, cfg, progress)  # CLV, stages, personas (training/value/)
 
     progress("propensity: fitting the production models")
@@ -132,7 +126,8 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
         mlflow.log_params({"horizon_days": cfg.horizon_days, "window_days": cfg.window_days, "snapshots": cfg.snapshots,
                            "calibration": cfg.calibration, "holdout_share": cfg.holdout_share, "seed": cfg.seed,
                            "end": str(snaps.end), **{f"lgbm.{k}": v for k, v in cfg.lgbm.model_dump().items()}})
-        mlflow.log_metrics(_flat(metrics) | {"test_score": score, "customers_scored": float(len(bundle.scores))})
+        mlflow.log_metrics(_flat(metrics) | _flat(decision.get("validation_roc_auc", {}), "validation.")
+                           | {"test_score": score, "customers_scored": float(len(bundle.scores))})
         mlflow.log_dict(cfg.model_dump(mode="json"), "propensity_config.json")
         mlflow.log_dict(_clean(metrics), "propensity_metrics.json")
         _log_figures(mlflow, list(evals.values()))
@@ -154,6 +149,7 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
                                            "(LightGBM text + JSON, scores as Parquet; no pickle)")
         version = tracking.register(run_id, "propensity_bundle", {
             "eval_key": eval_key, "test_score": f"{score:.6f}", "data_digest": digest, "shop": shop,
+            **({} if isinstance(validation, str) else {"validation_score": f"{validation.score():.6f}"}),
             "test_churn_roc_auc": f"{metrics['churn']['roc_auc']:.6f}",
             "test_conversion_roc_auc": f"{metrics['conversion']['roc_auc']:.6f}",
             "candidate": json.dumps(cfg.model_dump(mode="json"))}, name=MODEL_NAME)
@@ -170,7 +166,7 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
     out["clv"] = _clean(value.metrics) if value is not None else {"skipped": value_skipped}
     out["propensity"] = {"model_version": version, "run_id": run_id, "registered_model": MODEL_NAME,
                          "score": score, "scored_at": str(snaps.end), "customers": len(bundle.scores),
-                         "champion": {"promoted": promote, "reason": reason}}
+                         "champion": _clean(decision)}
     return out
 
 
