@@ -8,7 +8,7 @@ up to ``cut``, from a model fitted on rows at ``cut - 2*days``. Nothing after ``
 The rule, within one shop's lineage (as the recommender's, training/selection.py):
 - the first bundle of a shop becomes its champion;
 - the champion's recipe again: on the same data nothing is new (the alias stays); on newer data the fresher
-  model replaces it;
+  model replaces it; a recipe that asks another question (other label lengths) replaces it too;
 - another recipe replaces the champion's only when it is better beyond noise on validation: both recipes are
   fitted and scored on the same validation rows, and a paired bootstrap over customers (the same resample for
   both) of the mean ROC AUC difference over the two targets puts the whole 95% interval above zero.
@@ -123,6 +123,10 @@ def decide(snaps: Snapshots, cfg: PropensityConfig, eval_key: str, champion, cha
         return out | {"promoted": True, "reason": f"champion v{champion.version}'s recipe, trained on newer data"}
     if recipe is None:
         return out | {"promoted": True, "reason": f"champion v{champion.version} has no recipe to compare with"}
+    if (recipe.horizon_days, recipe.window_days) != (cfg.horizon_days, cfg.window_days):
+        return out | {"promoted": True, "reason": (
+            f"a new question: churn over {cfg.horizon_days} days and conversion over {cfg.window_days} (champion "
+            f"v{champion.version}: {recipe.horizon_days} and {recipe.window_days}), not comparable on the same rows")}
     if isinstance(challenger, str):
         return out | {"promoted": False, "reason": f"no validation period to compare recipes on ({challenger}): "
                                                     f"champion v{champion.version} stays"}
