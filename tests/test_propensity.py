@@ -263,7 +263,13 @@ def test_the_champion_gate_rule(tiny, monkeypatch):
     assert gate.decide(snaps, SMALL_DATA, "k1", None, ours) | {"chosen_on": "validation"} == {
         "promoted": True, "reason": "no champion for this shop yet", "chosen_on": "validation"}
     assert not gate.decide(snaps, SMALL_DATA, "k1", champion, ours)["promoted"]
-    assert gate.decide(snaps, SMALL_DATA.model_copy(update={"end": snaps.end}), "k2", champion, ours)["promoted"]
+    assert gate.data_end("propensity-v1:abc:end=2011-12-09 12:50:00:h=90:w=30") == pd.Timestamp("2011-12-09 12:50")
+    later = Champion(version="4", eval_key=f"p:d:end={snaps.end + pd.Timedelta(days=1)}:h=90:w=30", score=float("nan"),
+                     candidate=champion.candidate)
+    assert not gate.decide(snaps, SMALL_DATA, "k2", later, ours)["promoted"]  # the champion saw more: it stays
+    earlier = Champion(version="4", eval_key=f"p:d:end={snaps.end - pd.Timedelta(days=1)}:h=90:w=30", score=float("nan"),
+                       candidate=champion.candidate)
+    assert gate.decide(snaps, SMALL_DATA.model_copy(update={"end": snaps.end}), "k2", earlier, ours)["promoted"]
 
     monkeypatch.setattr(gate, "validate", lambda s, cfg: noise)  # the champion's recipe, as validated
     won = gate.decide(snaps, other, "k1", champion, ours)

@@ -15,6 +15,7 @@ The rule, within one shop's lineage (as the recommender's, training/selection.py
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,12 @@ def validate(snaps: Snapshots, cfg: PropensityConfig) -> Validation:
         if len(np.unique(y[target])) < 2:
             raise ValueError(f"the {target} validation rows at {at[target]} have one class only")
     return Validation(y, p, at)
+
+
+def data_end(eval_key: str) -> pd.Timestamp | None:
+    """The end of the data a registered bundle was evaluated on (its ``eval_key`` tag), if it says."""
+    found = re.search(r":end=(.+?):h=\d+:w=\d+$", eval_key or "")
+    return pd.Timestamp(found.group(1)) if found else None
 
 
 def validation_end(snaps: Snapshots, cfg: PropensityConfig) -> pd.Timestamp:
@@ -120,6 +127,9 @@ def decide(snaps: Snapshots, cfg: PropensityConfig, eval_key: str, champion, cha
     if recipe is not None and same_recipe(recipe, cfg):
         if champion.eval_key == eval_key:
             return out | {"promoted": False, "reason": f"the same recipe and data as champion v{champion.version}: nothing new"}
+        if (ended := data_end(champion.eval_key)) is not None and snaps.end < ended:
+            return out | {"promoted": False, "reason": (f"champion v{champion.version}'s recipe on data that ends earlier "
+                                                         f"({snaps.end} < {ended}): champion v{champion.version} stays")}
         return out | {"promoted": True, "reason": f"champion v{champion.version}'s recipe, trained on newer data"}
     if recipe is None:
         return out | {"promoted": True, "reason": f"champion v{champion.version} has no recipe to compare with"}
