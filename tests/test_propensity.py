@@ -285,6 +285,21 @@ def test_the_champion_gate_rule(tiny, monkeypatch):
     assert shorter["promoted"] and "a new question: churn over 60 days" in shorter["reason"]
 
 
+def test_shoprec_champion_lists_the_propensity_bundles(trained):
+    """``shoprec champion`` in the project: each shop's churn and conversion versions, champion marked, both scores."""
+    project, first, _ = trained
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run([sys.executable, "-m", "training.cli", "champion"], cwd=project, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    head = lines.index("shop (churn and conversion, shoprec-propensity): champion v1")
+    val = f"{np.mean(list(first['propensity']['champion']['validation_roc_auc'].values())):.6f}"
+    assert lines[head + 1].split() == ["*", "v1", "val", f"roc_auc={val}", "test", f"roc_auc={first['propensity']['score']:.6f}"]
+    assert lines[head + 2].split()[0] == "v2"
+
+
 def test_same_data_gives_the_same_scores(trained):
     project, _, _ = trained
     a, b = (PropensityBundle.load(project / name, with_models=True) for name in ("b1", "b2"))

@@ -370,8 +370,10 @@ def _wait_until_live(server: subprocess.Popen, host: str, port: int, timeout_s: 
 
 @app.command()
 def champion() -> None:
-    """Registered versions grouped by shop (lineage): validation and test NDCG@10, recipe, champion (*)."""
+    """Registered versions grouped by shop (lineage), champion marked (*): the recommenders (validation and test
+    NDCG@10, recipe), then the churn and conversion bundles (mean validation and test ROC AUC)."""
     from training import tracking
+    from training.propensity.train import MODEL_NAME as PROPENSITY
 
     tracking.setup(PROJECT)
     for shop, found in tracking.lineages().items():
@@ -382,6 +384,13 @@ def champion() -> None:
             scores = ("fallback, too little history: no validation or test figure" if "small_shop" in mv.tags else
                       f"val ndcg@10={mv.tags.get('validation_ndcg', '?')}  test ndcg@10={mv.tags.get('test_ndcg', '?')}")
             typer.echo(f"  {mark} v{mv.version}  {scores}  {json.loads(mv.tags.get('candidate', '{}')).get('name', '?')}")
+    for shop, found in tracking.lineages(PROPENSITY).items():
+        champ = tracking.current_champion(PROPENSITY, shop=shop) if shop != "?" else None
+        typer.echo(f"{shop} (churn and conversion, {PROPENSITY}): champion {'v' + champ.version if champ else 'none'}")
+        for mv in found:
+            mark = "*" if champ and champ.version == str(mv.version) else " "
+            typer.echo(f"  {mark} v{mv.version}  val roc_auc={mv.tags.get('validation_score', '-')}  "
+                       f"test roc_auc={mv.tags.get('test_score', '?')}")
 
 
 def _default_config() -> Path | None:
