@@ -270,6 +270,10 @@ def test_the_champion_gate_rule(tiny, monkeypatch):
     earlier = Champion(version="4", eval_key=f"p:d:end={snaps.end - pd.Timedelta(days=1)}:h=90:w=30", score=float("nan"),
                        candidate=champion.candidate)
     assert gate.decide(snaps, SMALL_DATA.model_copy(update={"end": snaps.end}), "k2", earlier, ours)["promoted"]
+    same_end = Champion(version="4", eval_key=f"p:other-digest:end={snaps.end}:h=90:w=30", score=float("nan"),
+                        candidate=champion.candidate)
+    corrected = gate.decide(snaps, SMALL_DATA, "k2", same_end, ours)
+    assert corrected["promoted"] and "(a correction)" in corrected["reason"]
 
     monkeypatch.setattr(gate, "validate", lambda s, cfg: noise)  # the champion's recipe, as validated
     won = gate.decide(snaps, other, "k1", champion, ours)

@@ -130,7 +130,8 @@ def decide(snaps: Snapshots, cfg: PropensityConfig, eval_key: str, champion, cha
         if (ended := data_end(champion.eval_key)) is not None and snaps.end < ended:
             return out | {"promoted": False, "reason": (f"champion v{champion.version}'s recipe on data that ends earlier "
                                                          f"({snaps.end} < {ended}): champion v{champion.version} stays")}
-        return out | {"promoted": True, "reason": f"champion v{champion.version}'s recipe, trained on newer data"}
+        data = "newer data" if ended is None or snaps.end > ended else "other data ending at the same time (a correction)"
+        return out | {"promoted": True, "reason": f"champion v{champion.version}'s recipe, trained on {data}"}
     if recipe is None:
         return out | {"promoted": True, "reason": f"champion v{champion.version} has no recipe to compare with"}
     if (recipe.horizon_days, recipe.window_days) != (cfg.horizon_days, cfg.window_days):

@@ -55,7 +55,7 @@ def evaluate(snaps: Snapshots, cfg: PropensityConfig, truth_dir: Path | None = N
     return {t: evaluate_target(snaps, t, cfg, truth_dir) for t in TARGETS}
 
 
-def test_score(evals: dict) -> float:
+def mean_test_auc(evals: dict) -> float:
     """Mean test ROC AUC of the two targets, rounded as the registry tag stores it (reported, never compared)."""
     return round(float(sum(evals[t].metrics()["roc_auc"] for t in TARGETS) / len(TARGETS)), 6)
 
@@ -96,7 +96,7 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
     progress("propensity: evaluating churn and conversion")
     evals = evaluate(snaps, cfg, truth_dir)
     metrics = {t: evals[t].metrics() for t in TARGETS}
-    score = test_score(evals)
+    score = mean_test_auc(evals)
     progress("propensity: the champion gate, on the validation period")
     try:
         validation = gate.validate(snaps, cfg)
