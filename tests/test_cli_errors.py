@@ -89,6 +89,7 @@ def test_every_row_rejected(tmp_path):
 @pytest.mark.parametrize("yaml_text, args, expected", [
     ("search:\n  budget_minutes: -1\n", [], "search.budget_minutes: Input should be greater than 0"),
     ("test_days: [\n", [], "not valid YAML"),
+    ("propensity:\n  horizon_days: 0\n", [], "propensity.horizon_days: Input should be greater than or equal to 1"),
     (None, ["--test-days", "0"], "--test-days 0: must be more than 0"),
 ])
 def test_bad_settings(tmp_path, yaml_text, args, expected):

@@ -16,6 +16,9 @@ def test_shipped_config_file_is_valid():
     config = TrainConfig.load(REPO / "configs" / "train.yaml")
     assert config.search is not None and config.search.budget_minutes > 0 and config.peers
     assert config.search.trending_half_life_days and config.search.als and config.search.ease_l2
+    from training.propensity.config import PropensityConfig
+
+    assert config.propensity == PropensityConfig()  # the shipped file states the churn and conversion defaults
 
 
 def test_bad_values_name_the_field():

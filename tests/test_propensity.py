@@ -304,6 +304,21 @@ def test_shoprec_champion_lists_the_propensity_bundles(trained):
     assert lines[head + 2].split()[0] == "v2"
 
 
+def test_shoprec_train_trains_the_configs_propensity_recipe(tiny, tmp_path, monkeypatch):
+    """``configs/train.yaml``'s ``propensity`` section is the recipe ``shoprec train`` hands to the churn and
+    conversion training (after the recommender, or after a small shop's fallback)."""
+    import training.propensity.train as propensity_train
+    from training.config import TrainConfig
+    from training.train import TrainOutcome, finish
+
+    seen = []
+    monkeypatch.setattr(propensity_train, "train_propensity",
+                        lambda canonical, project, config, **kw: seen.append(config) or {"propensity": {"ok": True}})
+    recipe = TrainConfig.model_validate({"propensity": {"snapshots": 3, "calibration": "isotonic"}}).propensity
+    out = finish(tiny[0], tmp_path, "shop", None, None, lambda m: None, TrainOutcome({}, "r", "1", True, ""), recipe)
+    assert seen == [recipe] and out.metrics["propensity"] == {"ok": True}
+
+
 def test_same_data_gives_the_same_scores(trained):
     project, _, _ = trained
     a, b = (PropensityBundle.load(project / name, with_models=True) for name in ("b1", "b2"))

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from features.cooccurrence import AssociationConfig
 from features.interactions import InteractionConfig
+from training.propensity.config import PropensityConfig
 from training.recommenders import ModelConfig
 from training.recommenders.als import ALSConfig
 from training.recommenders.popular import PopularConfig
@@ -100,6 +101,10 @@ class TrainConfig(BaseModel):
     candidates: list[Candidate] = Field(default_factory=list, description="fixed recipes tried besides the search")
     peers: bool = Field(True, description="score the PRODUCT.md peers in the run (and let them win)")
     together: AssociationConfig = Field(default_factory=AssociationConfig, description="bought-together rules")
+    propensity: PropensityConfig = Field(
+        default_factory=PropensityConfig, description="the churn and conversion models trained with the orders "
+        "(label lengths, training snapshots, calibration, LightGBM; training/propensity/config.py): another recipe "
+        "replaces the shop's champion bundle only when better beyond noise on validation")
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":

@@ -105,4 +105,4 @@ def train_small_shop(
         mlflow.log_dict(report, "metrics.json")
         run_id = run.info.run_id
     return finish(canonical, project_dir, shop, truth_dir, metrics_out, progress,
-                  TrainOutcome(report, run_id, version, promote, reason))
+                  TrainOutcome(report, run_id, version, promote, reason), config.propensity)

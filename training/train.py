@@ -18,6 +18,7 @@ from features.errors import ShortHistory
 from training import tracking
 from training.config import Candidate, TrainConfig
 from training.pipeline import OracleFactory, data_digest, evaluate, fit_bundle, metrics_report
+from training.propensity.config import PropensityConfig
 from training.selection import same_recipe
 from training.report_plots import log_recommender_report
 
@@ -162,18 +163,18 @@ def train(
     report["recommend"]["champion"] = {"promoted": promote, "reason": reason,
                                        "previous": champion.version if champion else None}
     return finish(canonical, project_dir, shop, truth_dir, metrics_out, progress,
-                  TrainOutcome(report, run_id, version, promote, reason))
+                  TrainOutcome(report, run_id, version, promote, reason), config.propensity)
 
 
 def finish(canonical, project_dir: Path, shop: str, truth_dir: Path | None, metrics_out: Path | None,
-           progress: Callable[[str], None], outcome: TrainOutcome) -> TrainOutcome:
+           progress: Callable[[str], None], outcome: TrainOutcome, propensity: PropensityConfig | None = None) -> TrainOutcome:
     """The rest of every training run: the churn, conversion and customer-value models where the
     orders allow, then the metrics file."""
     if canonical.orders is not None and len(canonical.orders):
         from training.propensity.train import train_propensity
 
         try:
-            outcome.metrics.update(train_propensity(canonical, project_dir, shop=shop, truth_dir=truth_dir,
+            outcome.metrics.update(train_propensity(canonical, project_dir, propensity, shop=shop, truth_dir=truth_dir,
                                                     progress=progress))
         except ValueError as e:  # e.g. less than two horizons of order history
             progress(f"churn and conversion models skipped: {e}")
