@@ -27,15 +27,19 @@ def test_online_retail_end_to_end_and_lineages(tmp_path):
     shoprec("generate", "--preset", "tiny", "--out", tmp_path / "shop", cwd=tmp_path, env=env)
     synthetic = ("train", "--orders", tmp_path / "shop" / "orders.parquet", "--events", tmp_path / "shop" / "events.parquet",
                  "--shop", "synthetic", "--metrics-out", tmp_path / "s1.json")
-    shoprec(*synthetic, cwd=tmp_path, env=env)
+    once = shoprec(*synthetic, cwd=tmp_path, env=env)
     first = json.loads((tmp_path / "s1.json").read_text())["recommend"]
     assert first["champion"]["promoted"]
+    assert ("churn and conversion: champion-synthetic of shoprec-propensity moved to v1 (no champion for this shop yet)"
+            in once.stdout)
     # the same data again: same recipe chosen on validation, nothing new: the alias stays
     again = shoprec(*synthetic[:-1], tmp_path / "s1b.json", cwd=tmp_path, env=env)
     second = json.loads((tmp_path / "s1b.json").read_text())["recommend"]
     assert second["ndcg@10"] == pytest.approx(first["ndcg@10"])  # seeded: same data, same model
     assert "champion." + first["model"] in second["candidates"]  # its own champion's recipe, re-scored on validation
     assert not second["champion"]["promoted"] and "champion-synthetic unchanged" in again.stdout
+    assert ("churn and conversion: champion-synthetic of shoprec-propensity unchanged (v2 registered) (the same recipe "
+            "and data as champion v1: nothing new)") in again.stdout
 
     data = shared_data("online-retail/onlineretail.csv.gz")
     out = shoprec("train", "--orders", data, "--metrics-out", tmp_path / "m.json", cwd=tmp_path, env=env)

@@ -211,6 +211,12 @@ def train(
     typer.echo(json.dumps({k: rec.get(k) for k in keys} | ({"oracle": rec["oracle"]} if "oracle" in rec else {}), indent=2))
     moved = f"champion-{shop} moved to v{outcome.version}" if outcome.promoted else f"champion-{shop} unchanged"
     typer.echo(f"{moved} ({outcome.reason})")
+    bundle = outcome.metrics.get("propensity") or {}
+    if "champion" in bundle:  # the churn and conversion bundle's own gate (training/propensity/gate.py)
+        decided = bundle["champion"]
+        moved = (f"moved to v{bundle['model_version']}" if decided["promoted"] else
+                 f"unchanged (v{bundle['model_version']} registered)")
+        typer.echo(f"churn and conversion: champion-{shop} of {bundle['registered_model']} {moved} ({decided['reason']})")
 
 
 def _train_config(path: Path | None, test_days: float | None, budget_minutes: float | None):
