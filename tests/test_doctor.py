@@ -49,7 +49,7 @@ def test_with_a_champion_and_a_published_bundle(tmp_path):
     tracking.setup(tmp_path)
     with mlflow.start_run() as run:
         mlflow.log_dict({}, "bundle/meta.json")
-        version = tracking.register(run.info.run_id, "bundle", {"eval_key": "k", "test_ndcg": "0.25", "shop": "north",
+        version = tracking.register(run.info.run_id, "bundle", {"eval_key": "k", "test_ndcg": "0.25", "validation_ndcg": "0.2", "shop": "north",
                                                                   "candidate": json.dumps({"name": "als"})})
         tracking.move_alias(version, "first", None, run.info.run_id, shop="north")
     home = tmp_path / "bentoml_home"
@@ -58,7 +58,7 @@ def test_with_a_champion_and_a_published_bundle(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr  # WARNs do not fail
     status = lines(result.stdout)
     assert status["mlflow store"] == "OK" and status["champion shoprec-recommender"] == "OK"
-    assert "version 1 (test score 0.2500), shop north" in result.stdout
+    assert "version 1 (validation score 0.2000, test score 0.2500), shop north" in result.stdout
     assert status["published recommender"] == "WARN"
     assert "recommends 5 items) but is registry version 99, the champion is 1" in result.stdout
     assert "-> `shoprec publish`, then POST /admin/reload" in result.stdout

@@ -110,7 +110,9 @@ def check_mlflow(project: Path) -> tuple[list[Check], dict[str, str]]:
                              ("" if required else " (needs orders with two horizons of history)")))
         else:
             champions[kind] = champ.version
-            score = f" (test score {champ.score:.4f})" if champ.score == champ.score else ""  # NaN: no score tag
+            scores = [f"{what} score {x:.4f}" for what, x in (("validation", champ.validation), ("test", champ.score))
+                      if x == x]  # NaN: no such tag
+            score = f" ({', '.join(scores)})" if scores else ""
             out.append(ok(f"champion {name}", f"version {champ.version}{score}, shop {champ.shop}"))
     return out, champions
 

@@ -103,6 +103,7 @@ class Champion:
     score: float
     candidate: dict
     shop: str = ""
+    validation: float = float("nan")  # the score the gate chose it on (tag validation_ndcg / validation_score)
 
 
 def current_champion(name: str = MODEL_NAME, shop: str | None = None) -> Champion | None:
@@ -126,6 +127,7 @@ def current_champion(name: str = MODEL_NAME, shop: str | None = None) -> Champio
         score=float(tags.get("test_ndcg", tags.get("test_score", "nan"))),
         candidate=json.loads(tags.get("candidate", "{}")),
         shop=tags.get("shop", shop),
+        validation=float(tags.get("validation_ndcg", tags.get("validation_score", "nan"))),
     )
 
 
