@@ -285,6 +285,8 @@ def test_the_champion_gate_rule(tiny, monkeypatch):
     assert not same["promoted"] and same["evidence"]["diff"] == 0
     short = gate.decide(snaps, other, "k1", champion, "no customer has a purchase up to ...")
     assert not short["promoted"] and "no validation period" in short["reason"]
+    reasons = gate.decide(snaps, SMALL_DATA.model_copy(update={"top_reasons": 5}), "k1", champion, ours)
+    assert reasons["promoted"] and "with 5 reasons per customer instead of 3" in reasons["reason"]
     shorter = gate.decide(snaps, other.model_copy(update={"horizon_days": 60}), "k3", champion, ours)  # not validated again
     assert shorter["promoted"] and "a new question: churn over 60 days" in shorter["reason"]
 

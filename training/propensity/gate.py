@@ -8,7 +8,8 @@ up to ``cut``, from a model fitted on rows at ``cut - 2*days``. Nothing after ``
 The rule, within one shop's lineage (as the recommender's, training/selection.py):
 - the first bundle of a shop becomes its champion;
 - the champion's recipe again: on the same data nothing is new (the alias stays); on newer data the fresher
-  model replaces it; a recipe that asks another question (other label lengths) replaces it too;
+  model replaces it; a recipe that asks another question (other label lengths) or keeps another number of
+  reasons per customer (the same models) replaces it too;
 - another recipe replaces the champion's only when it is better beyond noise on validation: both recipes are
   fitted and scored on the same validation rows, and a paired bootstrap over customers (the same resample for
   both) of the mean ROC AUC difference over the two targets puts the whole 95% interval above zero.
@@ -112,9 +113,11 @@ def paired_auc_bootstrap(challenger: Validation, incumbent: Validation, rounds: 
             "customers": {t: int(len(challenger.y[t])) for t in TARGETS}, "rounds": int(len(diffs))}
 
 
-def same_recipe(a: PropensityConfig, b: PropensityConfig) -> bool:
-    """Equal recipes, whatever end of data each was trained to."""
-    return a.model_copy(update={"end": None}) == b.model_copy(update={"end": None})
+def same_recipe(a: PropensityConfig, b: PropensityConfig, explanations: bool = True) -> bool:
+    """Equal recipes, whatever end of data each was trained to (and, with ``explanations=False``, however many
+    reasons each keeps per customer: the same models)."""
+    ignored = {"end": None} | ({} if explanations else {"top_reasons": 0})
+    return a.model_copy(update=ignored) == b.model_copy(update=ignored)
 
 
 def decide(snaps: Snapshots, cfg: PropensityConfig, eval_key: str, champion, challenger: Validation | str) -> dict:
@@ -134,6 +137,9 @@ def decide(snaps: Snapshots, cfg: PropensityConfig, eval_key: str, champion, cha
         return out | {"promoted": True, "reason": f"champion v{champion.version}'s recipe, trained on {data}"}
     if recipe is None:
         return out | {"promoted": True, "reason": f"champion v{champion.version} has no recipe to compare with"}
+    if same_recipe(recipe, cfg, explanations=False):
+        return out | {"promoted": True, "reason": (f"champion v{champion.version}'s models with {cfg.top_reasons} "
+                                                    f"reasons per customer instead of {recipe.top_reasons}")}
     if (recipe.horizon_days, recipe.window_days) != (cfg.horizon_days, cfg.window_days):
         return out | {"promoted": True, "reason": (
             f"a new question: churn over {cfg.horizon_days} days and conversion over {cfg.window_days} (champion "
