@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from sklearn.metrics import roc_auc_score
 
 from features.labels import DAY
 from training.propensity.config import TARGETS, PropensityConfig
@@ -40,7 +41,7 @@ class Validation:
     at: dict[str, pd.Timestamp]
 
     def roc_auc(self) -> dict[str, float]:
-        return {t: weighted_auc(self.y[t], self.p[t], np.ones((1, len(self.y[t]))))[0] for t in TARGETS}
+        return {t: float(roc_auc_score(self.y[t], self.p[t])) for t in TARGETS}
 
     def score(self) -> float:
         """Mean validation ROC AUC of the two targets."""
@@ -63,6 +64,11 @@ def validate(snaps: Snapshots, cfg: PropensityConfig) -> Validation:
         if len(np.unique(y[target])) < 2:
             raise ValueError(f"the {target} validation rows at {at[target]} have one class only")
     return Validation(y, p, at)
+
+
+def eval_key(protocol: str, digest: str, end: pd.Timestamp, cfg: PropensityConfig) -> str:
+    """What a bundle was evaluated on (registry tag ``eval_key``): equal keys, the same data and question."""
+    return f"{protocol}:{digest}:end={end}:h={cfg.horizon_days}:w={cfg.window_days}"
 
 
 def data_end(eval_key: str) -> pd.Timestamp | None:

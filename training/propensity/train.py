@@ -91,7 +91,7 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
     tracking.setup(project_dir)
     snaps = Snapshots(canonical, cfg.end)
     digest = data_digest({"events": canonical.events, "orders": canonical.orders})
-    eval_key = f"{PROTOCOL}:{digest}:end={snaps.end}:h={cfg.horizon_days}:w={cfg.window_days}"
+    eval_key = gate.eval_key(PROTOCOL, digest, snaps.end, cfg)
 
     progress("propensity: evaluating churn and conversion")
     evals = evaluate(snaps, cfg, truth_dir)
