@@ -230,3 +230,32 @@ def test_a_recipe_under_two_names_is_one_finalist():
         trial("peer.popular", PopularConfig(count="users"), 0.05, InteractionConfig(binary=True)))}
     assert _finalists(contenders, None, 2) == ["peer.trending-7d", "trending-buyers-30d"]
     assert _finalists(contenders, "champion.x", 3) == ["peer.trending-7d", "trending-buyers-30d", "popular", "champion.x"]
+
+
+def test_the_best_ranker_is_tried_again_with_the_last_days_best_sellers(shop):
+    """The ranker stage's last trial is the best ranker with one more retriever, the items with the most
+    distinct buyers in the last ``fresh_buyers_days`` (a seasonal shop's rising items reach the candidates);
+    its other retrievers and settings are the best ranker's. Not tried when that list is already a retriever."""
+    from training.evaluate import time_split
+    from training.search import _bought_within, search
+
+    orders, events = shop
+    test = time_split(events, orders, 30)
+    split = time_split(test.view.events, test.view.orders, 30)
+    ranker = {"item_time": [True], "stacked_label_periods": 1, "candidates": 20, "n_estimators": 20, "min_data_in_leaf": 5}
+    space = SearchSpace(trending_half_life_days=[14.0], trending_window_days=[30.0], als=[ALSConfig(factors=8, iterations=5)],
+                        ease_l2=[50.0], ease_max_items=CAP, itemknn_neighbours=[20], blend_weights=[1.0], weighted_rows=False,
+                        ranker=ranker | {"fresh_buyers_days": 5.0}, budget_minutes=60)
+    found = search(space, split, 10, [], has_events=True)
+    best = found.trials["ranker"].candidate.model
+    fresh = found.trials["ranker-fresh-5d"]
+    assert fresh.candidate.model.retrievers == [*best.retrievers, BlendPart(interactions=_bought_within(5.0),
+                                                                            model=PopularConfig(count="users"))]
+    assert fresh.candidate.model.model_dump(exclude={"retrievers"}) == best.model_dump(exclude={"retrievers"})
+    assert np.isfinite(fresh.per_user).all() and len(fresh.per_user) == len(split.truth)
+    # the list is already a retriever (here: the best trending recipe) -> not tried again
+    only = space.model_copy(update={"trending_half_life_days": [], "trending_window_days": [5.0]})
+    assert not any("fresh" in n for n in search(only, split, 10, [], has_events=True).trials)
+    # switched off
+    off = space.model_copy(update={"ranker": space.ranker.model_copy(update={"fresh_buyers_days": None})})
+    assert not any("fresh" in n for n in search(off, split, 10, [], has_events=True).trials)

@@ -57,6 +57,10 @@ class RankerSearch(RankerSettings):
     stacked_label_periods: int = Field(
         3, ge=1, le=6, description="the better of those rankers is tried again learning from this many label periods "
         "stacked (when more than label_periods): months of labels instead of one, where the shop's history allows")
+    fresh_buyers_days: float | None = Field(
+        7.0, gt=0, description="the best ranker is tried again with one more retriever: the items with the most distinct "
+        "buyers in this many recent days, so that new and rising items reach its candidates (a seasonal shop's peak); "
+        "not tried when the best trending recipe is already that list; null: never")
 
 
 class SearchSpace(BaseModel):

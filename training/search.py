@@ -7,7 +7,8 @@ Stages (``SearchSpace`` in training/config.py holds the values):
     personal   ─► ALS starting points, EASE penalties, BM25 item-kNN   (+ purchases alone, + weighted rows with a clickstream)
     blends     ─► best ALS / best EASE + best trending, each weight; best ALS + best EASE + trending
     ranker     ─► LightGBM over the best ALS, EASE, item-kNN, trending and popular; the better
-                  one again learning from several label periods stacked
+                  one again learning from several label periods stacked; the best one again with
+                  the last days' best sellers (distinct buyers) as one more retriever
     backtest   ─► the finalists (best few, best peer, the shop's champion recipe) on the period
                   before validation too: ``backtest`` (called by training/pipeline.py)
 
@@ -160,7 +161,7 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
         retrievers = [t for t in (personal["als"], personal["ease"], trend, s.result.best("itemknn-"),
                                   s.result.trials.get("popular")) if t is not None]
         if len(retrievers) >= 2:
-            settings = space.ranker.model_dump(exclude={"enabled", "item_time", "stacked_label_periods"})
+            settings = space.ranker.model_dump(exclude={"enabled", "item_time", "stacked_label_periods", "fresh_buyers_days"})
             parts = [BlendPart(interactions=t.candidate.interactions, model=t.candidate.model) for t in retrievers]
             estimate = 2 * sum(t.metrics["seconds"] for t in retrievers) + 10.0
             for item_time in space.ranker.item_time:
@@ -172,6 +173,12 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
                 stacked = best.candidate.model.model_copy(update={"label_periods": periods})
                 s.run(Candidate(name=f"{best.candidate.name}-{periods}-periods", interactions=WEIGHTED, model=stacked),
                       "ranker", estimate=best.metrics["seconds"] * periods / space.ranker.label_periods)
+            if (days := space.ranker.fresh_buyers_days) and (best := s.result.best("ranker")) is not None:
+                fresh = BlendPart(interactions=_bought_within(days), model=PopularConfig(count="users"))
+                if fresh.model_dump() not in [p.model_dump() for p in best.candidate.model.retrievers]:
+                    model = best.candidate.model.model_copy(update={"retrievers": [*best.candidate.model.retrievers, fresh]})
+                    s.run(Candidate(name=f"{best.candidate.name}-fresh-{days:g}d", interactions=WEIGHTED, model=model),
+                          "ranker", estimate=best.metrics["seconds"])
     s.result.seconds = s.elapsed()
     return s.result
 
