@@ -33,7 +33,7 @@ from training.recommenders.fitting import forget_fits
 from training.recommenders.blend import BlendConfig, BlendPart
 from training.recommenders.neighbours import EASEConfig, ItemKNNConfig
 from training.recommenders.popular import PopularConfig
-from training.recommenders.ranker import RankerConfig
+from training.recommenders.ranker import RankerConfig, RankerSettings
 from training.selection import Trial
 
 BINARY = InteractionConfig(binary=True)
@@ -161,7 +161,7 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
         retrievers = [t for t in (personal["als"], personal["ease"], trend, s.result.best("itemknn-"),
                                   s.result.trials.get("popular")) if t is not None]
         if len(retrievers) >= 2:
-            settings = space.ranker.model_dump(exclude={"enabled", "item_time", "stacked_label_periods", "fresh_buyers_days"})
+            settings = space.ranker.model_dump(include=set(RankerSettings.model_fields))  # not the search-only fields
             parts = [BlendPart(interactions=t.candidate.interactions, model=t.candidate.model) for t in retrievers]
             estimate = 2 * sum(t.metrics["seconds"] for t in retrievers) + 10.0
             for item_time in space.ranker.item_time:
@@ -175,7 +175,7 @@ def search(space: SearchSpace | None, split: Split, k: int, fixed: list[Candidat
                       "ranker", estimate=best.metrics["seconds"] * periods / space.ranker.label_periods)
             if (days := space.ranker.fresh_buyers_days) and (best := s.result.best("ranker")) is not None:
                 fresh = BlendPart(interactions=_bought_within(days), model=PopularConfig(count="users"))
-                if fresh.model_dump() not in [p.model_dump() for p in best.candidate.model.retrievers]:
+                if fresh not in best.candidate.model.retrievers:
                     model = best.candidate.model.model_copy(update={"retrievers": [*best.candidate.model.retrievers, fresh]})
                     s.run(Candidate(name=f"{best.candidate.name}-fresh-{days:g}d", interactions=WEIGHTED, model=model),
                           "ranker", estimate=best.metrics["seconds"])
