@@ -167,7 +167,9 @@ def recall(bundle_dir: str, bodies_dir: str, n: int = 1000) -> None:
     exact = Storefront(bundle)
     users = [b["user_id"] for b in json.loads((Path(bodies_dir) / "recommend.json").read_text())][: int(n)]
     items = [b["item_id"] for b in json.loads((Path(bodies_dir) / "similar_items.json").read_text())][: int(n)]
-    out = {"index_build_seconds": round(build, 2), "n_lists": fast._user_index.n_lists, "nprobe": fast._user_index.nprobe}
+    item_index = fast._item_index  # similar items: faiss IVF; shoppers: the length-pruned exact search
+    out = {"index_build_seconds": round(build, 2), "shopper_search": type(fast._user_index).__name__,
+           "n_lists": item_index.n_lists if item_index else None, "nprobe": item_index.nprobe if item_index else None}
     for name, ask, keys in (("recommend", lambda s, x: s.recommend(x, 10), users),
                             ("similar_items", lambda s, x: s.similar_items(x, 10), items)):
         timing, found = {}, []

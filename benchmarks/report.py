@@ -135,8 +135,11 @@ def _ann_lines(a: dict) -> list[str]:
         return [f"Approximate top-k: {a['note']}.", ""]
     if "recommend" not in a:
         return [f"Approximate top-k: not measured ({a.get('error', 'no result')[-300:]}).", ""] if a else []
-    rows = [f"Approximate top-k (faiss IVF, {a['n_lists']} lists, {a['nprobe']} probed; index built at load in "
-            f"{a['index_build_seconds']} s) against exact search, same shoppers and items as the load test, in-process:", "",
+    shoppers = {"NormPrunedSearch": "shoppers by the length-pruned exact search"}.get(a.get("shopper_search"),
+                                                                                     "shoppers from the same IVF index")
+    rows = [f"Top-k searches ({shoppers}; similar items from a faiss IVF index, {a['n_lists']} lists, {a['nprobe']} "
+            f"probed; built at load in {a['index_build_seconds']} s) against exact search, same shoppers and items as "
+            "the load test, in-process:", "",
             "| answer | recall@10 vs exact | queries | exact ms | approximate ms |", "|---|---|---|---|---|"]
     for name in ("recommend", "similar_items"):
         r = a[name]

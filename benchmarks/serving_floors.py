@@ -449,7 +449,8 @@ def markdown(out: dict) -> str:
               "(server + client CPU per request): the saturation the cores would give server and client alone. Ratio of "
               f"the medians: service / trivial BentoML {fmt(rt.get('cpu_bound_service_over_trivial'))}, service / "
               f"Starlette same work {fmt(rt.get('cpu_bound_service_over_starlette'))}.", "",
-              "The service's answers (faiss IVF index; top lists for known shoppers where the bundle has them) against "
+              "The service's answers (shoppers: length-pruned exact search, training/ann.py, or the top lists where the "
+              "bundle has them; similar items, not in the mix: a faiss IVF index) against "
               "exact search computed per request, per kind of request of the mix, in one process: " + ("; ".join(
                   f"{k} recall@10 {v['recall_at_10']:.3f} ({v['approximate_ms']:.2f} vs {v['exact_ms']:.2f} ms, "
                   f"n={v['requests']})" for k, v in out["recall"].items()) if "error" not in out.get("recall", {"error": 1})

@@ -1,5 +1,5 @@
-"""Approximate top-k (training/ann.py): recall against exact search, exclusions, and where exact
-search stays in charge."""
+"""Top-k searches (training/ann.py): the length-pruned search gives exact answers, the IVF index's recall
+against exact search, exclusions, and where scoring every item stays in charge."""
 import dataclasses
 
 import numpy as np
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from training.ann import MIN_ITEMS, FactorIndex
+from training.ann import MIN_ITEMS, FactorIndex, NormPrunedSearch
 from training.storefront import Filters, Storefront
 from training.recommenders.als import ALSRecommender
 from tests.test_storefront import make_bundle
@@ -43,18 +43,49 @@ def overlap(a, b):
     return len(set(a.item_ids) & set(b.item_ids)) / max(1, len(b.item_ids))
 
 
-def test_approximate_answers_agree_with_exact_ones(wide):
+def test_searched_answers_agree_with_exact_ones(wide):
     fast, exact = Storefront(wide, approximate=True), Storefront(wide)
     assert fast._user_index is not None and exact._user_index is None
     users = [f"u{i}" for i in range(0, N_USERS, 3)]
-    recall = np.mean([overlap(fast.recommend(u, 10), exact.recommend(u, 10)) for u in users])
+    for u in users:  # shoppers: the length-pruned search is exact
+        assert fast.recommend(u, 10).item_ids == exact.recommend(u, 10).item_ids
+        assert fast.session([f"i{j}" for j in (3 * int(u[1:]), 7)], 10).item_ids == \
+            exact.session([f"i{j}" for j in (3 * int(u[1:]), 7)], 10).item_ids
     similar = np.mean([overlap(fast.similar_items(f"i{i}", 10), exact.similar_items(f"i{i}", 10)) for i in range(0, 3000, 30)])
-    assert recall >= 0.9 and similar >= 0.9, (recall, similar)
-    for u in users[:20]:  # the exclusions hold on the approximate path too
+    assert similar >= 0.9, similar  # the IVF index for similar items is approximate
+    for u in users[:20]:  # the exclusions hold on the searched path too
         bought = set(wide.items.external(wide.bought[wide.users.row(u)].indices))
         answer = fast.recommend(u, 10, exclude_ids=["i1", "i2"])
         assert len(answer.item_ids) == 10 and not (set(answer.item_ids) & (bought | {"i1", "i2"}))
         assert answer.scores == sorted(answer.scores, reverse=True)
+
+
+def test_the_length_pruned_search_is_exact_and_reads_only_the_long_vectors():
+    """Item vectors whose lengths span orders of magnitude, as trained factors' do (popular items long, the
+    long tail near zero): the same top n as scoring every item, for any n, a zero query and a query every
+    item scores negatively on."""
+    rng = np.random.default_rng(3)
+    n_items, d = 30_000, 24
+    items = (rng.normal(size=(n_items, d)) * np.exp(rng.normal(-3.0, 1.5, size=(n_items, 1)))).astype(np.float32)
+    items[:50] = 0.0  # never sold: zero vectors
+    search, positive = NormPrunedSearch(items), NormPrunedSearch(np.abs(items))
+    cases = [(search, items, items[123] * 50), (search, items, rng.normal(size=d).astype(np.float32)),
+             (search, items, np.zeros(d, np.float32)),
+             (positive, np.abs(items), -np.abs(rng.normal(size=d)).astype(np.float32))]  # every score <= 0
+    for s, vectors, q in cases:
+        full = vectors @ q
+        for n in (1, 10, 300, 5_000, n_items + 7):
+            rows, scores = s.search(q, n)
+            assert len(rows) == min(n, n_items)
+            expected = np.sort(full)[::-1][: len(rows)]
+            np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(full[rows], scores, rtol=1e-5, atol=1e-7)  # the rows carry those scores
+            assert len(set(rows.tolist())) == len(rows)
+    queries = [q for *_, q in cases]
+    # the bound reads a small share of the catalogue for a typical query
+    first = items[search.order[: search.FIRST_BLOCK]] @ queries[1]
+    nth = float(np.sort(first)[-10])
+    assert search._needed(nth, float(np.linalg.norm(queries[1]))) < n_items // 3
 
 
 def test_filters_and_small_catalogues_use_exact_search(wide):
@@ -75,8 +106,12 @@ def test_rerank_scores_only_the_candidates_and_matches_full_scoring(wide):
     assert answer.item_ids[:-1] == expected and answer.item_ids[-1] == "unknown-item"
 
 
-def test_the_index_can_be_turned_off_and_is_deterministic(wide):
-    assert FactorIndex.for_model(wide.model, {"SHOPREC_ANN": "off"}) is None
-    a, b = FactorIndex.for_model(wide.model, {}), FactorIndex.for_model(wide.model, {})
+def test_the_searches_can_be_turned_off_and_are_deterministic(wide):
+    off = {"SHOPREC_ANN": "off"}
+    assert NormPrunedSearch.for_model(wide.model, off) is None
+    assert FactorIndex.for_vectors(wide.model.cosine_item_vectors(), off) is None
+    a, b = (FactorIndex.for_vectors(wide.model.cosine_item_vectors(), {}) for _ in range(2))
     vector = wide.model.user_factors_[7]
     assert np.array_equal(a.search(vector, 20)[0], b.search(vector, 20)[0])
+    s = NormPrunedSearch.for_model(wide.model, {})
+    assert np.array_equal(s.search(vector, 20)[0], s.search(vector, 20)[0])

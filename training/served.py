@@ -1,8 +1,8 @@
 """What is served is what is measured: the test period answered by the storefront's own code.
 
 The bundle is fitted on the data up to the test cutoff and answered through ``Storefront``,
-the class the service runs (fallbacks, exclusions, fill, the approximate index where the
-service builds one):
+the class the service runs (fallbacks, exclusions, fill, the searches of training/ann.py where
+the service uses them):
 
 - **known path**: each test user asks ``recommend`` with no new events;
 - ``batch_ndcg@k``: the measured path (``model.scores``) on the same users, so that the served

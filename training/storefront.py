@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.interactions import InteractionConfig, add_events, event_weights
-from training.ann import FactorIndex
+from training.ann import FactorIndex, NormPrunedSearch
 from training.bundle import ModelBundle
 from training.recommenders import topk
 
@@ -41,8 +41,8 @@ class Filters:
         return any(v is not None for v in (self.category, self.in_stock, self.min_price, self.max_price))
 
 
-# Beyond this many excluded items (bought, excluded, filtered out) exact search answers: the
-# approximate one would have to fetch that many extra candidates.
+# Beyond this many excluded items (bought, excluded, filtered out), the search fetches candidates in proportion
+# to the share left out (at most ANN_MAX_CANDIDATES), not k + each of them.
 ANN_MAX_EXCLUDED = 200
 FILTER_CACHE = 1024  # filter combinations whose left-out items are kept (category pages repeat)
 FEW_LEFT = 0.75  # a filter leaving out more than this share of the catalogue: only the rest is scored
@@ -52,8 +52,9 @@ ANN_MAX_CANDIDATES = 1000
 
 class Storefront:
     def __init__(self, bundle: ModelBundle, approximate: bool = False):
-        """``approximate``: answer known shoppers and similar items of wide catalogues from a faiss
-        index over the factors (training/ann.py) where it can; the service turns it on."""
+        """``approximate``: on wide catalogues, search factor models as the service does (training/ann.py):
+        shoppers by the length-pruned exact search, similar items from a faiss IVF index (approximate); the
+        service turns it on."""
         self.bundle = bundle
         self.items = bundle.items
         self.n_items = len(bundle.items)
@@ -76,12 +77,12 @@ class Storefront:
         lists = bundle.top_lists  # only the lists of this very model (an experiment arm swaps the model)
         self._lists = lists if lists is not None and lists.model is bundle.model else None
         self._user_index = self._item_index = None
-        if approximate and (index := FactorIndex.for_model(bundle.model)) is not None:
-            self._user_index = index  # inner product of the factors = the model's score
+        if approximate and (search := NormPrunedSearch.for_model(bundle.model)) is not None:
+            self._user_index = search  # inner product of the factors = the model's score; exact
             self._user_vectors = bundle.model.factors()[0]
             if (unit := bundle.model.cosine_item_vectors()) is not None:  # similar items by cosine
                 self._unit_items = unit
-                self._item_index = FactorIndex(unit)
+                self._item_index = FactorIndex.for_vectors(unit)
 
     def _similarity(self, item_rows: np.ndarray) -> np.ndarray:
         """Model similarities (len(item_rows), n_items), each row scaled to a maximum of 1, negatives to 0."""
@@ -233,8 +234,8 @@ class Storefront:
         scores[item_rows] = items[item_rows] @ users[user_row]
         return scores
 
-    def _approximate(self, index: FactorIndex, vector, k: int, excluded: np.ndarray):
-        """Top-k from the index, or None where exact search must answer (more than ``ANN_MAX_LEFT_OUT`` of the
+    def _searched(self, index: FactorIndex | NormPrunedSearch, vector, k: int, excluded: np.ndarray):
+        """Top-k from ``index`` (training/ann.py), or None where scoring the whole catalogue must answer (more than ``ANN_MAX_LEFT_OUT`` of the
         catalogue left out, or fewer than k allowed items among the candidates). Up to ``ANN_MAX_EXCLUDED`` left
         out: k + that many candidates; more (a broad filter, a long purchase history): enough candidates for k
         allowed ones at that share, four times over, at most ``ANN_MAX_CANDIDATES``."""
@@ -255,11 +256,11 @@ class Storefront:
 
     def _top_of_row(self, row: sp.csr_matrix, k: int, excluded: np.ndarray,
                     events: tuple[int, np.ndarray, list[str]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k for an interaction row the model has not seen (fold-in, a session): from the factor index
-        where the model folds a row into a user vector (ALS; the exact least-squares step), which spares
-        scoring the whole catalogue per request; else, or where the index cannot answer, the exact scores."""
+        """Top-k for an interaction row the model has not seen (fold-in, a session): from the length-pruned
+        search where the model folds a row into a user vector (ALS; the exact least-squares step), which spares
+        scoring the whole catalogue per request; else, or where the search cannot answer, all the scores."""
         if self._user_index is not None and (fold_in := getattr(self.bundle.model, "fold_in", None)) is not None:
-            found = self._approximate(self._user_index, fold_in(row)[0], k, excluded)
+            found = self._searched(self._user_index, fold_in(row)[0], k, excluded)
             if found is not None:
                 return found
         model, exclusion = self.bundle.model, self._exclusion_row(excluded)
@@ -292,7 +293,7 @@ class Storefront:
             rows, best = self._top_of_row(self._event_row(row, cols, kinds), k, excluded, (row, cols, kinds))
         elif self._knows(row):
             source = f"model:{self.name}"
-            found = self._user_index and self._approximate(self._user_index, self._user_vectors[row], k, excluded)
+            found = self._user_index and self._searched(self._user_index, self._user_vectors[row], k, excluded)
             if not found and (out := self._filter_out(filters)) is not None and len(out[1]) > FEW_LEFT * self.n_items:
                 # a narrow filter (a category page): score only the items it lets through
                 found = self._pick(self._known_user_scores(row, np.flatnonzero(~out[0])), k, excluded)
@@ -309,7 +310,7 @@ class Storefront:
         if row < 0:
             return self.popular(k, [item_id], filters)
         if (filters is None or not filters.active()) and self._item_index is not None:
-            found = self._approximate(self._item_index, self._unit_items[row], k, np.array([row]))
+            found = self._searched(self._item_index, self._unit_items[row], k, np.array([row]))
             if found is not None:
                 return self._answer(*found, f"model:{self.name}")
         try:
