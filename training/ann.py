@@ -76,7 +76,8 @@ class NormPrunedSearch:
             return len(self.order)
         # |x| >= nth / |q| is needed for q·x >= nth; a relative margin keeps float32 rounding on the safe side
         shortest = nth / query_length * (1.0 - 1e-4) if query_length > 0 else np.inf
-        return int(np.searchsorted(self._minus_lengths, -shortest, side="right"))
+        # the bound as float32, the lengths' type: a Python float would make searchsorted copy all of them
+        return int(np.searchsorted(self._minus_lengths, np.float32(-shortest), side="right"))
 
     def search(self, user_vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The top ``n`` (item rows, scores), best first; ties in item-row order."""
