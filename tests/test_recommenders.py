@@ -148,3 +148,24 @@ def test_ease_cap_leaves_unpopular_items_out(checkerboard):
     model = make_model(EASEConfig(l2=1.0, max_items=5)).fit(checkerboard)
     scores = model.scores(np.arange(3))
     assert scores.shape == (3, checkerboard.shape[1]) and np.isfinite(scores).sum(axis=1).tolist() == [5, 5, 5]
+
+
+def test_als_fold_in_solves_the_user_step_exactly_for_short_and_long_rows():
+    """Short rows go through the low-rank (Woodbury) update of the shared Y'Y + reg I, long ones through the
+    full system: both give the least-squares user step written out, confidences below 1 included."""
+    from training.recommenders.als import ALSRecommender
+
+    rng = np.random.default_rng(5)
+    n_items, k = 400, 32
+    model = ALSRecommender(ALSConfig(factors=k, regularization=0.1, alpha=0.7))
+    model.item_factors_ = rng.normal(scale=0.3, size=(n_items, k)).astype(np.float32)
+    model.user_factors_ = np.zeros((1, k), np.float32)
+    y = model.item_factors_.astype(np.float64)
+    for length in (1, 3, 16, k // 2 + 1, 120):  # k // 2 items or fewer: the low-rank path
+        cols = np.sort(rng.choice(n_items, length, replace=False))
+        values = rng.choice([0.5, 1.0, 3.0, 10.0], length).astype(np.float32)  # alpha * 0.5 < 1: weight below 1
+        row = sp.csr_matrix((values, cols, [0, length]), shape=(1, n_items))
+        conf = model.config.alpha * values.astype(np.float64)
+        a = y.T @ y + model.config.regularization * np.eye(k) + (y[cols].T * (conf - 1.0)) @ y[cols]
+        expected = np.linalg.solve(a, y[cols].T @ conf)
+        np.testing.assert_allclose(model.fold_in(row)[0], expected, rtol=1e-4, atol=1e-5)

@@ -95,9 +95,18 @@ class ALSRecommender(Recommender):
                 continue
             conf = alpha * rows.data[rows.indptr[u] : rows.indptr[u + 1]].astype(np.float64)
             yi = y[idx].astype(np.float64)
-            a = base + (yi.T * (np.abs(conf) - 1.0)) @ yi
-            out[u] = np.linalg.solve(a, yi.T @ np.where(conf > 0, conf, 0.0))
+            extra, target = np.abs(conf) - 1.0, np.where(conf > 0, conf, 0.0)
+            if len(idx) <= y.shape[1] // 2:  # a short row: a low-rank update of the shared part (Woodbury)
+                out[u] = _low_rank_solve(self._fold_in_base_inverse(), yi, extra, target)
+            else:
+                out[u] = np.linalg.solve(base + (yi.T * extra) @ yi, yi.T @ target)
         return out
+
+    def _fold_in_base_inverse(self) -> np.ndarray:
+        """(Y'Y + reg I)^-1, float64, once per item factor array: a shopper's system is this part plus a
+        term of rank at most their row's length."""
+        return self._derived("_fold_in_base_inverse_cache", self.item_factors_,
+                             lambda y: np.linalg.inv(self._fold_in_base()))
 
     def _gram(self) -> np.ndarray:
         """Y'Y (float32, as implicit keeps it), computed once per item factor array (100k x 100
@@ -121,3 +130,13 @@ class ALSRecommender(Recommender):
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors_ = arrays["user_factors"]
         self.item_factors_ = arrays["item_factors"]
+
+
+def _low_rank_solve(base_inverse: np.ndarray, u: np.ndarray, d: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """x = (B + U'DU)^-1 U'p from B^-1, by the Woodbury identity: with W = U B^-1 (n x k, n items of
+    k factors), z = W'p = B^-1 U'p and x = z - W' (I + D W U')^-1 D U z; O(n k^2) instead of the O(k^3)
+    of solving the k x k system (~0.3 ms at 100 factors), for rows of n << k items."""
+    w = u @ base_inverse
+    z = w.T @ p
+    m = np.eye(len(d)) + d[:, None] * (w @ u.T)
+    return z - w.T @ np.linalg.solve(m, d * (u @ z))
