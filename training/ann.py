@@ -7,8 +7,9 @@ at 100 factors) per request: ~3 ms, most of the work behind ``/recommend``. Two 
   A factor model's item vectors differ in length by orders of magnitude (a popular item's is
   long, the long tail's nearly zero), and a score ``q·x`` can never exceed ``|q|·|x|``
   (Cauchy-Schwarz). With the items sorted by length, the n-th best score of the longest block
-  says how short a vector can be and still make the top n; the items below that are never read.
-  Typically a few thousand of 100k items: ~0.15 ms, the same answers as scoring them all (the
+  says how short a vector can be and still make the top n; blocks of shorter items are read (each
+  raising that score) until the rest are too short, and are never read. Typically a few thousand of
+  100k items: ~0.06 ms on average, p99 ~0.3 ms, the same answers as scoring them all (the
   length bound of Ram & Gray, KDD 2012, and LEMP, Teflioudi et al., SIGMOD 2015; no maintained
   Python library offers it, faiss's inner-product indexes are approximate).
 * ``FactorIndex`` (``similar_items``: cosine, every vector of length 1, so lengths prune nothing):
@@ -87,11 +88,14 @@ class NormPrunedSearch:
         if n <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         read = min(total, max(self.FIRST_BLOCK, 4 * n))
-        scores = self.vectors[:read] @ v
-        if read < total:
-            nth = float(np.partition(scores, read - n)[read - n])
-            if (more := self._needed(nth, float(np.linalg.norm(v)))) > read:
-                scores = np.concatenate([scores, self.vectors[read:more] @ v])
+        scores, length = self.vectors[:read] @ v, float(np.linalg.norm(v))
+        while read < total:  # each block raises the n-th best score, which shortens what is still needed
+            nth = float(np.partition(scores, len(scores) - n)[len(scores) - n])
+            if (needed := self._needed(nth, length)) <= read:
+                break
+            end = min(needed, 2 * read)
+            scores = np.concatenate([scores, self.vectors[read:end] @ v])
+            read = end
         best = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
         rows = self.order[best]
         ranked = np.lexsort((rows, -scores[best]))
