@@ -81,7 +81,7 @@ class NormPrunedSearch:
         return int(np.searchsorted(self._minus_lengths, np.float32(-shortest), side="right"))
 
     def search(self, user_vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The top ``n`` (item rows, scores), best first; ties in item-row order."""
+        """The top ``n`` (item rows, scores), best first (equal scores by item row)."""
         v = np.asarray(user_vector, dtype=np.float32).ravel()
         total = len(self.order)
         n = min(int(n), total)
