@@ -194,3 +194,43 @@ plt.show()
 
 broken = table[~((table["variant"] == "treatment") & (table.index % 10 == 0))]  # 10% of the treatment's exposures lost
 print(render_text(analyse(big, broken).to_dict()).split("\n\n")[0])
+
+# %% [markdown]
+# ## 7. Shoppers who respond to what each arm shows
+#
+# Sections 3 and 4 set the treatment's effect by hand, to check the analysis. Here the arms decide it:
+# each shopper of the generated shop is shown their variant's real answer (the champion's storefront,
+# or the popular policy, built as the service builds its arms) and buys shown items at the rates the
+# shop's truth gives them (`training/experiments/shown.py`; `shoprec experiment simulate NAME --shop DIR`
+# does the same against the published champion). The true lift follows from those rates, before any
+# traffic is drawn, and the report's interval should cover it. (A shop of your own has no truth: this
+# section needs a generated one.)
+
+# %%
+from features.synthetic.truth import load_truth
+from training.config import Candidate, TrainConfig
+from training.experiments.policies import policy_store, popularity
+from training.experiments.shown import shown_traffic
+from training.pipeline import fit_bundle
+from training.recommenders.als import ALSConfig
+from training.storefront import Storefront
+
+if (shop / "truth" / "truth.npz").exists():
+    bundle = fit_bundle(Candidate(name="als", model=ALSConfig(factors=16, iterations=10)), TrainConfig(),
+                        canonical.events, canonical.orders, {"run_id": "notebook"}, items=canonical.items)
+    arms = {"control": Storefront(bundle), "treatment": policy_store(bundle, "popular", popularity(bundle))}
+    shown_exp = Experiment(name="home-popular-shown", variants=exp.variants, salt="home-popular-shown",
+                           created_at=pd.Timestamp.now(tz="UTC").isoformat())
+    store.put_experiment(shown_exp, new=True)
+    prices = dict(zip(canonical.items["item_id"], canonical.items["price"].astype(float)))
+    exposures, outcomes, truth = shown_traffic(shown_exp, load_truth(shop / "truth"), shoppers.ids, arms, prices,
+                                               days=14, seed=2, pre_purchases=shoppers.pre_purchases)
+    store.add_outcomes(outcomes)
+    store.add_exposures(exposures)
+    shown_report = build_report(shown_exp, store)
+    c = next(c for c in shown_report.comparisons if c["metric"] == "conversion")
+    print(f"true conversion: {truth.conversion}, true lift of the popular policy {truth.lift:+.1%}")
+    print(f"reported lift {c['lift']:+.1%}, 95% interval [{c['lift_ci'][0]:+.1%}, {c['lift_ci'][1]:+.1%}]: "
+          f"{'covers' if c['lift_ci'][0] <= truth.lift <= c['lift_ci'][1] else 'misses'} the truth")
+else:
+    print(f"{shop} has no truth/ folder: the item-level simulation needs a shop from `shoprec generate`")

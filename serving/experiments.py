@@ -12,7 +12,6 @@ whose arm cannot load is left out (champion for all, no exposures) and the log s
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import logging
 import re
 import threading
@@ -22,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,8 +29,8 @@ from features.experiments import Experiment, Variant, assign
 from features.exposures import Exposure, ExposureWriter, Outcome, open_experiment_log
 from serving.reload import Refused, Served, from_bentoml_store, smoke_test
 from training.bundle import ModelBundle
+from training.experiments.policies import policy_store, popularity, trending_scores
 from training.experiments.publish import VARIANT_MODEL, stored_variants
-from training.recommenders.popular import PopularRecommender
 from training.storefront import Storefront
 
 log = logging.getLogger("shoprec.experiments")
@@ -61,30 +59,6 @@ class Snapshot:
     by_endpoint: dict[str, list[tuple[Experiment, dict[str, Arm]]]]
     champion_tag: str | None
     has_experiments: bool  # running or stopped within its attribution window: outcomes are worth logging
-
-
-def policy_store(bundle: ModelBundle, name: str, item_scores: np.ndarray) -> Storefront:
-    """The champion's catalogue, bought items and fallback, with a same-for-everyone list as the model."""
-    model = PopularRecommender()
-    model.item_scores_ = item_scores.astype(np.float32)
-    return Storefront(dataclasses.replace(bundle, model=model, fallback=model,
-                                          meta={**bundle.meta, "name": name, "fallback": name}))
-
-
-def popularity(bundle: ModelBundle) -> np.ndarray:
-    return PopularRecommender().fit(bundle.interactions).item_scores_
-
-
-def trending_scores(bundle: ModelBundle, counts: dict[str, int]) -> np.ndarray:
-    """log1p(distinct recent buyers) per item, all-time popularity (scaled below one buyer) to break ties."""
-    base = popularity(bundle)
-    recent = np.zeros(len(bundle.items), dtype=np.float64)
-    if counts:
-        rows = bundle.items.rows(list(counts))
-        keep = rows >= 0
-        recent[rows[keep]] = np.array(list(counts.values()), dtype=np.float64)[keep]
-    span = max(float(base.max() - base.min()), 1e-9)
-    return np.log1p(recent) + 0.5 * np.log1p(1) * (base - base.min()) / span
 
 
 def resolve_arm(arm: str, shop: str = "") -> tuple[Path, str, str]:

@@ -276,6 +276,20 @@ class Truth:
     def start(self) -> pd.Timestamp:
         return pd.Timestamp(str(self.world.start))
 
+    def user_rows(self, user_ids) -> np.ndarray:
+        """The world's row of each user id (-1: not a shopper of this shop)."""
+        return self._user_index.get_indexer(pd.Index(np.asarray(user_ids, dtype=str)))
+
+    def visit_probability(self, user_ids, days: np.ndarray) -> np.ndarray:
+        """(n_users, len(days)) P(at least one session) of each user on each day index: 1 - exp(-rate_u w(t))
+        while the user is active (joined, not churned), else 0; unknown ids 0."""
+        w, rows = self.world, self.user_rows(user_ids)
+        days = np.asarray(days, dtype=np.int64)
+        known = np.maximum(rows, 0)
+        rate = w.user_rate[known][:, None] * w.shop_rate(days)[None, :]
+        active = (w.user_join[known][:, None] <= days[None, :]) & (days[None, :] < w.user_churn_day[known][:, None])
+        return np.where(active & (rows >= 0)[:, None], -np.expm1(-rate), 0.0)
+
     def preference(self, user_ids, item_ids, at, horizon_days: float = 0) -> np.ndarray:
         """(n_users, n_items) float64: log of the true expected number of purchases (order lines)
         of each item by each user per day, on the day of ``at``, given the user is active then
@@ -291,7 +305,7 @@ class Truth:
         """
         w = self.world
         k = w.config.session_dispersion
-        ur = self._user_index.get_indexer(pd.Index(np.asarray(user_ids, dtype=str)))
+        ur = self.user_rows(user_ids)
         ir = self._item_index.get_indexer(pd.Index(np.asarray(item_ids, dtype=str)))
         out = np.full((len(ur), len(ir)), -np.inf)
         ku, ki = np.flatnonzero(ur >= 0), np.flatnonzero(ir >= 0)

@@ -193,14 +193,24 @@ def simulate(
     runs: int = typer.Option(1, "--runs", help="with more than 1: the many-run study (A/A with --lift 0), no store"),
     split: Optional[str] = typer.Option(None, "--true-split", help="study: the real split when it differs from 50/50"),
     seed: int = typer.Option(0, "--seed"),
-    out: Optional[Path] = typer.Option(None, "--out", help="study: write the result as JSON here"),
+    out: Optional[Path] = typer.Option(None, "--out", help="study: write the result as JSON here; with --shop: the truth"),
+    shop: Optional[Path] = typer.Option(None, "--shop", help="a generated shop's folder (shoprec generate, with its "
+                                        "truth/): its shoppers answer the arms' real answers; the lift follows from them"),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="with --shop: the champion's bundle folder "
+                                          "(default: the one the service serves)"),
+    boost_days: float = typer.Option(14.0, "--boost-days", help="with --shop: days of a shopper's own demand for an "
+                                     "item that one showing of it brings forward"),
     key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP),
 ) -> None:
-    """Simulated shoppers who respond to what they are shown, with a known true lift.
+    """Simulated shoppers with a known true effect.
 
     With NAME (admin key): one run of traffic for that experiment, written to the event store as
-    exposures and outcomes (then `shoprec experiment report NAME`). With --runs N: N experiments
-    analysed after every day (false-positive rate with daily peeking, power, coverage, CUPED, SRM)."""
+    exposures and outcomes (then `shoprec experiment report NAME`). By default the treatment raises the
+    chance to buy so that conversion rises by exactly --lift. With --shop, the shoppers of a generated
+    shop are shown each arm's real answer (champion, popular, trending or a model version) and buy shown
+    items at the rates the shop's truth gives: the arms decide the effect, printed as the true lift.
+    With --runs N: N experiments analysed after every day (false-positive rate with daily peeking,
+    power, coverage, CUPED, SRM)."""
     from training.experiments.simulate import study, traffic
 
     if runs > 1:
@@ -221,8 +231,80 @@ def simulate(
     _authorize(settings, key, "admin")
     store = _log(settings)
     exp = _find(store, name)
+    if shop is not None:
+        _simulate_shown(store, exp, shop, bundle, days, seed, boost_days, out)
+        return
     exposures, outcomes = traffic(exp, users=users, days=days, lift=lift, seed=seed)
     store.add_outcomes(outcomes)
     store.add_exposures(exposures)
     typer.echo(f"simulated {users} shoppers over {days} days for {name} (true lift {lift:+.1%} in conversion of "
                f"{exp.variants[1].name}): {len(exposures)} exposures, {len(outcomes)} outcomes written")
+
+
+def _simulate_shown(store, exp, shop: Path, bundle: Optional[Path], days: int, seed: int, boost_days: float,
+                    out: Optional[Path]) -> None:
+    """``simulate NAME --shop DIR``: the shop's shoppers answered by each arm (training/experiments/shown.py)."""
+    import pandas as pd
+
+    from features.synthetic.truth import load_truth
+    from training.experiments.shown import ShownModel, shown_traffic
+    from training.experiments.simulate import shoppers_from_shop
+
+    missing = [f for f in ("orders.parquet", "events.parquet", "items.parquet", "truth/truth.npz") if not (shop / f).exists()]
+    if missing:
+        fail(f"--shop {shop}: not a generated shop folder (missing {', '.join(missing)}; make one with shoprec generate)")
+    orders, events, items = (pd.read_parquet(shop / f"{t}.parquet") for t in ("orders", "events", "items"))
+    arms = _arm_stores(exp, bundle, orders)
+    shoppers = shoppers_from_shop(events, orders)
+    exposures, outcomes, truth = shown_traffic(
+        exp, load_truth(shop / "truth"), shoppers.ids, arms, dict(zip(items["item_id"], items["price"].astype(float))),
+        days=days, seed=seed, model=ShownModel(boost_days=boost_days), pre_purchases=shoppers.pre_purchases)
+    store.add_outcomes(outcomes)
+    store.add_exposures(exposures)
+    if out:
+        out.write_text(json.dumps(truth.to_dict(), indent=1) + "\n")
+    conversions = ", ".join(f"{v} {c:.2%}" for v, c in truth.conversion.items())
+    typer.echo(f"simulated {truth.shoppers:,} shoppers of {shop} over {days} days from {truth.first_day} for {exp.name}: "
+               f"{len(exposures):,} exposures, {len(outcomes):,} outcomes written")
+    typer.echo(f"true conversion (everyone on the arm): {conversions}; true lift of {truth.treatment}: {truth.lift:+.2%}")
+
+
+def _arm_stores(exp, bundle: Optional[Path], orders) -> dict:
+    """A storefront per variant, as the service builds its arms (serving/experiments.py)."""
+    import re
+
+    import pandas as pd
+
+    from training.bundle import ModelBundle
+    from training.experiments.policies import policy_store, popularity, trending_scores
+    from training.experiments.publish import stored_variants
+    from training.publish import served_bundle_dir
+    from training.storefront import Storefront
+
+    path = bundle or served_bundle_dir()
+    if path is None:
+        fail("no champion to simulate: publish one (shoprec train) or give --bundle FOLDER")
+    champion = ModelBundle.load(Path(path))
+    stores = {}
+    for v in exp.variants:
+        if v.kind == "champion":
+            stores[v.name] = Storefront(champion, approximate=True)
+        elif v.arm == "popular":
+            stores[v.name] = policy_store(champion, "popular", popularity(champion))
+        elif v.arm == "trending":  # distinct buyers over the shop's last 7 days, as the service counts its log
+            recent = orders[(orders["quantity"] > 0) & (orders["ts"] > orders["ts"].max() - pd.Timedelta(days=7))]
+            counts = recent.groupby("item_id")["user_id"].nunique().to_dict()
+            stores[v.name] = policy_store(champion, "trending", trending_scores(champion, counts))
+        elif m := re.match(r"^v(\d+)$", v.arm):
+            found = stored_variants(m.group(1))
+            if not found:
+                fail(f"variant {v.name}: no published model of registry version {m.group(1)} in the BentoML store")
+            stores[v.name] = Storefront(ModelBundle.load(Path(found[0].path)), approximate=True)
+        else:
+            import bentoml
+
+            try:
+                stores[v.name] = Storefront(ModelBundle.load(Path(bentoml.models.get(v.arm).path)), approximate=True)
+            except Exception as e:  # noqa: BLE001 - any unreadable arm is the user's input
+                fail(f"variant {v.name}: cannot load model {v.arm}: {type(e).__name__}: {e}")
+    return stores
