@@ -16,7 +16,7 @@ from features.synthetic.generate import generate_shop
 from features.synthetic.truth import load_truth
 from training.config import Candidate, TrainConfig
 from training.experiments.policies import policy_store, popularity
-from training.experiments.shown import ShownModel, answers_of, shown_traffic
+from training.experiments.shown import ShownModel, answers_of, draw, prepare, shown_traffic
 from training.experiments.simulate import shoppers_from_shop
 from training.pipeline import fit_bundle
 from training.recommenders.als import ALSConfig
@@ -78,11 +78,10 @@ def test_what_is_shown_decides_conversion_and_the_truth_is_what_the_traffic_give
     ids = shop["shoppers"].ids
     prices = dict(zip(shop["items"]["item_id"], shop["items"]["price"].astype(float)))
     observed = {"control": [], "worst": []}
-    truth = None
+    world = prepare(shop["truth"], ids, arms, prices, "control", "worst", days=14, model=ShownModel(boost_days=30))
+    truth = world.truth
     for run in range(60):
-        exp = _experiment(f"salt-{run}", ("control=champion", "worst=popular"))
-        exposures, outcomes, truth = shown_traffic(exp, shop["truth"], ids, arms, prices, days=14, seed=run,
-                                                   model=ShownModel(boost_days=30), treatment="worst")
+        exposures, outcomes = draw(_experiment(f"salt-{run}", ("control=champion", "worst=popular")), world, seed=run)
         buyers = {o.user_id for o in outcomes if o.event_type == "purchase"}
         for v in observed:
             units = {e.user_id for e in exposures if e.variant == v}
