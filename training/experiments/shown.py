@@ -20,7 +20,6 @@ experiment (what they buy during it does not change what they are shown next).
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,6 +29,7 @@ from pydantic import BaseModel, Field
 from features.experiments import Experiment, assign
 from features.exposures import Exposure, Outcome
 from features.synthetic.truth import Truth
+from training.experiments.simulate import pre_outcomes, request_id
 from training.storefront import Storefront
 
 DAY_S = 86_400
@@ -157,8 +157,7 @@ def draw(exp: Experiment, world: ShownWorld, seed: int = 0, start: float | None 
     exposures: list[Exposure] = []
     outcomes: list[Outcome] = []
     if pre_purchases is not None:
-        outcomes += [Outcome(None, str(u), "purchase", "i-pre", float(v), start - b)
-                     for u, v, b in pre_purchases[["user_id", "value", "before_s"]].itertuples(index=False)]
+        outcomes += pre_outcomes(pre_purchases, start)
     for day in range(days):
         visits = rng.random(len(ids)) < world.visit[:, day]
         for u in np.flatnonzero(visits):
@@ -167,7 +166,7 @@ def draw(exp: Experiment, world: ShownWorld, seed: int = 0, start: float | None 
                 continue
             shown = world.answers[v.name][u]
             ts = start + day * DAY_S + rng.uniform(0, 80_000)
-            rid = uuid.UUID(int=int(rng.integers(0, 2 ** 63)) << 64 | int(rng.integers(0, 2 ** 63))).hex
+            rid = request_id(rng)
             exposures.append(Exposure(rid, exp.name, v.name, ids[u], ids[u], exp.endpoint, shown, ts))
             if shown and rng.random() < world.click:
                 outcomes.append(Outcome(rid, ids[u], "view", shown[int(rng.integers(len(shown)))], 0.0, ts + 30))

@@ -255,6 +255,17 @@ def study(runs: int = 200, users: int = 40_000, days: int = 14, lift: float = 0.
         planned_days, spending, tuple(seq_by_day), time.perf_counter() - t0)
 
 
+def request_id(rng: np.random.Generator) -> str:
+    """A request id drawn from ``rng`` (uuid hex, reproducible with the seed)."""
+    return uuid.UUID(int=int(rng.integers(0, 2 ** 63)) << 64 | int(rng.integers(0, 2 ** 63))).hex
+
+
+def pre_outcomes(pre_purchases: pd.DataFrame, start: float) -> list[Outcome]:
+    """A shop's purchases before an experiment (user_id, value, before_s: seconds before ``start``) as outcomes."""
+    return [Outcome(None, str(u), "purchase", "i-pre", float(v), start - b)
+            for u, v, b in pre_purchases[["user_id", "value", "before_s"]].itertuples(index=False)]
+
+
 def traffic(exp: Experiment, users: int = 20_000, days: int = 14, lift: float = 0.05, seed: int = 0,
             start: float | None = None, model: ShopperModel | None = None, treatment: str | None = None,
             shop: ShopShoppers | None = None) -> tuple[list[Exposure], list[Outcome]]:
@@ -279,8 +290,7 @@ def traffic(exp: Experiment, users: int = 20_000, days: int = 14, lift: float = 
     exposures, outcomes = [], []
     pre_count = rng.binomial(model.pre_days, pop.visit * pop.buy) if shop is None else np.zeros(users, int)
     if shop is not None:  # the shop's own purchases before the start
-        outcomes += [Outcome(None, u, "purchase", "i-pre", float(v), start - b)
-                     for u, v, b in shop.pre_purchases.itertuples(index=False)]
+        outcomes += pre_outcomes(shop.pre_purchases, start)
     for i in np.flatnonzero(pre_count):
         for _ in range(pre_count[i]):
             ts = start - rng.uniform(1, model.pre_days * 86_400)
@@ -290,7 +300,7 @@ def traffic(exp: Experiment, users: int = 20_000, days: int = 14, lift: float = 
         visits = np.flatnonzero(in_exp & (rng.random(users) < pop.visit))
         for i in visits:
             ts = start + day * 86_400 + rng.uniform(0, 80_000)
-            rid = uuid.UUID(int=int(rng.integers(0, 2 ** 63)) << 64 | int(rng.integers(0, 2 ** 63))).hex
+            rid = request_id(rng)
             exposures.append(Exposure(rid, exp.name, variant[i].name, ids[i], ids[i], exp.endpoint, ("i-shown",), ts))
             if rng.random() < model.click:
                 outcomes.append(Outcome(rid, ids[i], "view", "i-shown", 0.0, ts + 30))
