@@ -42,7 +42,7 @@ def shop_and_arms(preset: str, work: Path, factors: int = 64):
     from features.synthetic.generate import generate_shop
     from features.synthetic.truth import load_truth
     from training.config import Candidate, TrainConfig
-    from training.experiments.policies import policy_store, popularity, trending_scores
+    from training.experiments.policies import policy_store, popularity, trending_counts, trending_scores
     from training.experiments.simulate import shoppers_from_shop
     from training.pipeline import fit_bundle
     from training.recommenders.als import ALSConfig
@@ -53,11 +53,9 @@ def shop_and_arms(preset: str, work: Path, factors: int = 64):
     orders, events, items = (pd.read_parquet(out / f"{t}.parquet") for t in ("orders", "events", "items"))
     bundle = fit_bundle(Candidate(name="als", model=ALSConfig(factors=factors, iterations=15)), TrainConfig(), events,
                         orders, {"run_id": "benchmark"}, items=items)
-    recent = orders[(orders["quantity"] > 0) & (orders["ts"] > orders["ts"].max() - pd.Timedelta(days=7))]
     arms = {"champion": Storefront(bundle, approximate=True),
             "popular": policy_store(bundle, "popular", popularity(bundle)),
-            "trending": policy_store(bundle, "trending", trending_scores(
-                bundle, recent.groupby("item_id")["user_id"].nunique().to_dict()))}
+            "trending": policy_store(bundle, "trending", trending_scores(bundle, trending_counts(orders)))}
     return (load_truth(out / "truth"), shoppers_from_shop(events, orders), arms,
             dict(zip(items["item_id"], items["price"].astype(float))))
 

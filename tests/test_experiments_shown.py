@@ -106,6 +106,11 @@ def test_cli_simulates_a_shop_against_the_champions_bundle_and_reports_it(shop, 
                "--key", admin).returncode == 0
     no_shop = run("simulate", "home", "--shop", str(tmp_path), "--bundle", str(bundle_dir), "--key", admin)
     assert no_shop.returncode == 2 and "not a generated shop folder" in no_shop.stderr
+    from tests.test_storefront import make_bundle
+
+    make_bundle().save(tmp_path / "other-shop")
+    other = run("simulate", "home", "--shop", str(shop["dir"]), "--bundle", str(tmp_path / "other-shop"), "--key", admin)
+    assert other.returncode == 2 and "is known to the arms' models" in other.stderr
     done = run("simulate", "home", "--shop", str(shop["dir"]), "--bundle", str(bundle_dir), "--days", "7",
                "--out", str(tmp_path / "truth.json"), "--key", admin)
     assert done.returncode == 0, done.stderr

@@ -256,6 +256,10 @@ def _simulate_shown(store, exp, shop: Path, bundle: Optional[Path], days: int, s
     orders, events, items = (pd.read_parquet(shop / f"{t}.parquet") for t in ("orders", "events", "items"))
     arms = _arm_stores(exp, bundle, orders)
     shoppers = shoppers_from_shop(events, orders)
+    known = {v: int((store.bundle.users.rows(shoppers.ids) >= 0).sum()) for v, store in arms.items()}
+    if not any(known.values()):
+        fail(f"--shop {shop}: none of its {len(shoppers.ids):,} recent shoppers is known to the arms' models: "
+             "train on this shop (or give its --bundle)")
     exposures, outcomes, truth = shown_traffic(
         exp, load_truth(shop / "truth"), shoppers.ids, arms, dict(zip(items["item_id"], items["price"].astype(float))),
         days=days, seed=seed, model=ShownModel(boost_days=boost_days), pre_purchases=shoppers.pre_purchases)
@@ -273,10 +277,8 @@ def _arm_stores(exp, bundle: Optional[Path], orders) -> dict:
     """A storefront per variant, as the service builds its arms (serving/experiments.py)."""
     import re
 
-    import pandas as pd
-
     from training.bundle import ModelBundle
-    from training.experiments.policies import policy_store, popularity, trending_scores
+    from training.experiments.policies import policy_store, popularity, trending_counts, trending_scores
     from training.experiments.publish import stored_variants
     from training.publish import served_bundle_dir
     from training.storefront import Storefront
@@ -291,10 +293,8 @@ def _arm_stores(exp, bundle: Optional[Path], orders) -> dict:
             stores[v.name] = Storefront(champion, approximate=True)
         elif v.arm == "popular":
             stores[v.name] = policy_store(champion, "popular", popularity(champion))
-        elif v.arm == "trending":  # distinct buyers over the shop's last 7 days, as the service counts its log
-            recent = orders[(orders["quantity"] > 0) & (orders["ts"] > orders["ts"].max() - pd.Timedelta(days=7))]
-            counts = recent.groupby("item_id")["user_id"].nunique().to_dict()
-            stores[v.name] = policy_store(champion, "trending", trending_scores(champion, counts))
+        elif v.arm == "trending":
+            stores[v.name] = policy_store(champion, "trending", trending_scores(champion, trending_counts(orders)))
         elif m := re.match(r"^v(\d+)$", v.arm):
             found = stored_variants(m.group(1))
             if not found:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 
 from training.bundle import ModelBundle
 from training.recommenders.popular import PopularRecommender
@@ -36,3 +37,10 @@ def trending_scores(bundle: ModelBundle, counts: dict[str, int]) -> np.ndarray:
         recent[rows[keep]] = np.array(list(counts.values()), dtype=np.float64)[keep]
     span = max(float(base.max() - base.min()), 1e-9)
     return np.log1p(recent) + 0.5 * np.log1p(1) * (base - base.min()) / span
+
+
+def trending_counts(orders: pd.DataFrame, days: float = 7.0) -> dict[str, int]:
+    """Distinct buyers per item over the last ``days`` of ``orders`` (quantity > 0): the trending policy's
+    counts, as the service counts its event log over the last ``trending_days``."""
+    recent = orders[(orders["quantity"] > 0) & (orders["ts"] > orders["ts"].max() - pd.Timedelta(days=days))]
+    return recent.groupby("item_id")["user_id"].nunique().to_dict()
