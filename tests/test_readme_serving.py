@@ -33,3 +33,20 @@ def test_readme_running_report_figures_are_the_benchmark_result():
     assert f"{rep['exposures']:,} exposures, {rep['outcomes']:,} outcomes in SQLite" in text
     whole, kept = (np.median([r[k] for r in rep["rounds"]]) for k in ("whole_s", "kept_s"))
     assert f"{whole:.2f} s per load read whole, {kept:.2f} s from kept rows (medians of {len(rep['rounds'])} rounds" in text
+
+
+def test_readme_shown_experiment_figures_are_the_benchmark_result():
+    """The figures of experiments decided by what the arms show (README, "Experiments") are the committed result of
+    `python -m benchmarks.experiments_shown`."""
+    data = json.loads(REPO.joinpath("benchmarks/results/experiments_shown.json").read_text())
+    text = " ".join(REPO.joinpath("README.md").read_text().split())
+    s = data["scenarios"]
+    assert f"{data['runs']} runs per scenario on the `{data['preset']}` shop ({data['shoppers']:,} shoppers" in text
+    aa = s["A/A"]["sequential_any_day"]
+    assert (f"A/A (both arms the champion, true lift 0): the group-sequential test read daily found a difference in "
+            f"{100 * aa['rate']:.1f}% of runs ({aa['count']} of {aa['runs']})") in text
+    for name in ("popular", "trending"):
+        sc = s[name]
+        assert (f"champion against {name}: true lift {100 * sc['truth']['lift']:+.1f}%, detected in "
+                f"{100 * sc['sequential_any_day']['rate']:.0f}% of runs, the final 95% interval covers the truth in "
+                f"{100 * sc['covers']['rate']:.0f}%") in text

@@ -86,6 +86,8 @@ def answers_of(store: Storefront, user_ids: list[str], k: int) -> list[tuple[str
 
 def demand(truth: Truth, user_ids: list[str], answers: dict[str, list[tuple[str, ...]]], first_day: pd.Timestamp,
            days: int) -> Demand:
+    """The shoppers' true expected purchases per day, averaged over the ``days`` from ``first_day``, of every item
+    in any of ``answers`` (``Truth.preference`` summed over the days; an item a shopper never buys: 0)."""
     items = sorted({i for per_user in answers.values() for answer in per_user for i in answer})
     if not items:
         return Demand(items, np.zeros((len(user_ids), 0)), answers)
