@@ -51,7 +51,7 @@ system-deps:
 	  fi
 
 test: $(STAMP) $(CLUSTER_STAMP) $(SPARK_STAMP) system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # The production topology on this machine (README "A cluster on one machine"): PostgreSQL, the MLflow server on
 # it, Redis, two replicas (3001, 3002) behind nginx on 8080. State and logs in data/cluster/ (make clean keeps
