@@ -1,6 +1,7 @@
 """The README's serving figures are the committed benchmarks' results: next to the two floors
 (benchmarks/results/serving-floors.json, `python -m benchmarks.serving_floors`) and the marketers' page's
-running-experiment report (benchmarks/results/experiments.json, `python -m benchmarks.experiments --only report`)."""
+running-experiment report (benchmarks/results/experiments.json, `python -m benchmarks.experiments --only report`), and
+experiments decided by what the arms show (benchmarks/results/experiments_shown.json, `python -m benchmarks.experiments_shown`)."""
 import json
 
 from tests.conftest import REPO
@@ -44,7 +45,7 @@ def test_readme_shown_experiment_figures_are_the_benchmark_result():
     assert f"{data['runs']} runs per scenario on the `{data['preset']}` shop ({data['shoppers']:,} shoppers" in text
     aa = s["A/A"]["sequential_any_day"]
     assert (f"A/A (both arms the champion, true lift 0): the group-sequential test read daily found a difference in "
-            f"{100 * aa['rate']:.1f}% of runs ({aa['count']} of {aa['runs']})") in text
+            f"{100 * aa['rate']:.1f}% of runs ({aa['count']} of {aa['runs']};") in text
     for name in ("popular", "trending"):
         sc = s[name]
         assert (f"champion against {name}: true lift {100 * sc['truth']['lift']:+.1f}%, detected in "
