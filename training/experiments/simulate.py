@@ -13,7 +13,8 @@ analyses every day's aggregates with the same code as ``shoprec experiment repor
 (training/experiments/analysis.py): the A/A false-positive rate with daily peeking, with and without
 the sequential test; the power and coverage of an A/B test; CUPED's interval width; SRM flags of a
 broken split. ``traffic`` draws one run as exposures and outcomes for the event store, with the real
-hash assignment, so that ``report`` reads it like live traffic.
+hash assignment, so that ``report`` reads it like live traffic. Both check the analysis, not the arms;
+training/experiments/shown.py has a generated shop's shoppers respond to the items each arm shows.
 """
 from __future__ import annotations
 
