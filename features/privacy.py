@@ -266,10 +266,12 @@ class ForgetReport:
     pseudonym: str
     canonical_rows: dict[str, int] = field(default_factory=dict)  # table file -> rows removed
     events: int = 0  # events removed from the real-time store
+    experiment_rows: int = 0  # A/B tests' exposures and outcomes removed from the experiment log
 
     def summary(self) -> str:
         rows = ", ".join(f"{name} {n:,}" for name, n in self.canonical_rows.items()) or "no canonical tables"
-        return f"forgot {self.pseudonym}: removed {rows}; {self.events:,} real-time events"
+        return (f"forgot {self.pseudonym}: removed {rows}; {self.events:,} real-time events; "
+                f"{self.experiment_rows:,} experiment exposures and outcomes")
 
 
 def forget_user(user_id: str, forgotten: ForgetList, canonical_dir: Path | None = None,
@@ -286,7 +288,7 @@ def forget_user(user_id: str, forgotten: ForgetList, canonical_dir: Path | None 
         from features.exposures import forget_in_experiments
 
         report.events = int(event_store.forget(user_id))
-        forget_in_experiments(event_store, user_id)  # and the A/B tests' exposures and outcomes of them
+        report.experiment_rows = int(forget_in_experiments(event_store, user_id))  # the A/B tests' rows of them
     return report
 
 

@@ -51,6 +51,7 @@ class ForgetAnswer(BaseModel):
     pseudonym: str = Field(description="the keyed hash the logs and the forgotten list use")
     events_removed: int
     canonical_rows_removed: dict[str, int]
+    experiment_rows_removed: int = Field(0, description="A/B tests' exposures and outcomes of the shopper removed")
 
 
 class ServicePrivacy:

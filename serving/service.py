@@ -219,7 +219,7 @@ class Shoprec:
         r = ForgetRequest(**req)
         report = await anyio.to_thread.run_sync(self.privacy.forget, r.user_id, self.events)
         return ForgetAnswer(pseudonym=report.pseudonym, events_removed=report.events,
-                            canonical_rows_removed=report.canonical_rows)
+                            canonical_rows_removed=report.canonical_rows, experiment_rows_removed=report.experiment_rows)
 
 
 def _error(ctx: bentoml.Context, status: int, message: str):

@@ -419,7 +419,7 @@ def test_forgetting_a_shopper_removes_their_exposures_and_outcomes(tmp_path, bac
         log_store.add_exposures([Exposure(f"r{u}", "ab", "control", u, u, "recommend", ("i1",), 1.0) for u in ("u1", "u2")])
         log_store.add_outcomes([Outcome(f"r{u}", u, "purchase", "i1", 5.0, 2.0) for u in ("u1", "u2")])
         report = forget_user("u1", ForgetList.open(tmp_path / "privacy", environ={}, create_key=True), None, events)
-        assert report.events == 1  # the real-time event; its exposure and outcome went too:
+        assert report.events == 1 and report.experiment_rows == 2  # the real-time event; its exposure and outcome too:
         assert log_store.exposures("ab")["user_id"].tolist() == ["u2"] and log_store.outcomes()["user_id"].tolist() == ["u2"]
         events.close()
         log_store.close()

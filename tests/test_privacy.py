@@ -248,6 +248,7 @@ def test_forgetting_stops_everything_personal_at_once(service):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["events_removed"] == 1 and body["canonical_rows_removed"] == {"orders.parquet": 2}
+    assert body["experiment_rows_removed"] == 1  # the purchase, kept as an outcome (a next A/B test's pre-period)
     assert re.fullmatch(r"ps_[0-9a-f]{16}", body["pseudonym"])
 
     after = call(url, "/recommend", {"user_id": "u1", "k": 3}).json()
@@ -263,6 +264,7 @@ def test_forgetting_stops_everything_personal_at_once(service):
     assert call(url, "/churn_risk", {"top_n": 1}, {"X-API-Key": API_KEY}).json()["customers"][0]["user_id"] == "u2"
     with sqlite3.connect(home / "events.db") as db:
         assert db.execute("SELECT count(*) FROM events WHERE user_id = 'u1'").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM outcomes WHERE user_id = 'u1'").fetchone() == (0,)
     assert "u1" not in set(load_canonical(home / "canonical").orders["user_id"])
 
 
