@@ -32,7 +32,6 @@ from scipy.stats import binomtest
 
 from benchmarks.common import machine, machine_markdown, write_results
 
-DAY_S = 86_400
 SCENARIOS = {"A/A": "champion", "popular": "popular", "trending": "trending"}
 
 
@@ -63,6 +62,7 @@ def shop_and_arms(preset: str, work: Path, factors: int = 64):
 def one_run(exp, world, seed: int, shoppers, work: Path) -> dict:
     """One experiment's traffic in its own event store, read at the end of each day and at the horizon."""
     from features.exposures import open_experiment_log
+    from training.experiments.analysis import DAY_S
     from training.experiments.report import build_report
     from training.experiments.shown import draw
 

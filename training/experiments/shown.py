@@ -29,10 +29,9 @@ from pydantic import BaseModel, Field
 from features.experiments import Experiment, assign
 from features.exposures import Exposure, Outcome
 from features.synthetic.truth import Truth
+from training.experiments.analysis import DAY_S
 from training.experiments.simulate import pre_outcomes, request_id
 from training.storefront import Storefront
-
-DAY_S = 86_400
 
 
 class ShownModel(BaseModel):
