@@ -72,6 +72,17 @@ def make_orders(rows: list[tuple]) -> pd.DataFrame:
     return df[["order_id", "user_id", "item_id", "ts", "quantity", "price"]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_mlflow_uri_from_another_module():
+    """A module fixture that trains in-process (tracking.setup) exports MLFLOW_TRACKING_URI for the rest of the
+    process: remove it before each module's own fixtures run and after the module. Otherwise a later module's
+    training subprocesses would log into the first module's store; which module came first depends on how the
+    files are shared out between the test workers."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow_uri(monkeypatch):
     """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: keep one test's store out of the next
