@@ -139,12 +139,12 @@ def test_missing_column_names_file_and_column(tmp_path):
 
 @pytest.mark.parametrize("name,content,message", [
     ("empty.csv", b"", "empty file"),
-    ("empty.csv.gz", gzip.compress(b""), "empty file"),
+    ("empty.csv.gz", gzip.compress(b"", mtime=0), "empty file"),
     ("header.csv", b"order_id,user_id,item_id,ts,quantity,price\n", r"empty file \(no rows\)"),
     ("empty.jsonl", b"\n\n", "empty file"),
     ("orders.txt", b"a,b\n1,2\n", "unsupported file type"),
     ("broken.jsonl", b'{"order_id": "o1"}\n{"order_id": \n', "line 2 is not valid JSON"),
-])
+], ids=["empty.csv", "empty.csv.gz", "header.csv", "empty.jsonl", "orders.txt", "broken.jsonl"])
 def test_unusable_files_raise(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
