@@ -72,21 +72,42 @@ def make_orders(rows: list[tuple]) -> pd.DataFrame:
     return df[["order_id", "user_id", "item_id", "ts", "quantity", "price"]]
 
 
+# mlflow.set_tracking_uri / set_registry_uri export these for subprocesses
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _no_mlflow_uri_from_another_module():
-    """A module fixture that trains in-process (tracking.setup) exports MLFLOW_TRACKING_URI for the rest of the
+    """A module fixture that trains in-process (tracking.setup) exports MLflow's store for the rest of the
     process: remove it before each module's own fixtures run and after the module. Otherwise a later module's
     training subprocesses would log into the first module's store; which module came first depends on how the
     files are shared out between the test workers."""
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for name in MLFLOW_URI_VARIABLES:
+        os.environ.pop(name, None)
     yield
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for name in MLFLOW_URI_VARIABLES:
+        os.environ.pop(name, None)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_mlflow_uri(monkeypatch):
     """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: keep one test's store out of the next
     test's subprocesses. Each test starts without it and the variable is removed again afterwards."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")  # records "absent" so teardown removes it again
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    for name in MLFLOW_URI_VARIABLES:
+        monkeypatch.setenv(name, "unset")  # records "absent" so teardown removes it again
+        monkeypatch.delenv(name)
     yield
+
+
+# The longest test files, started first: `make test` hands whole files to two workers in this order
+# (--loadscope-no-reorder), so these run beside each other and the short files fill in around them.
+LONGEST_FIRST = ("test_pipeline.py", "test_cluster.py", "test_experiments_http.py", "test_bento_build.py",
+                 "test_notebooks.py", "test_spark_parity.py", "test_crash_safety.py", "test_fuzz.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order

@@ -112,7 +112,7 @@ def test_mlflow_runs_and_registry_live_in_postgres(cluster):
 
     from training import tracking
 
-    client = MlflowClient(tracking_uri=cluster.mlflow_uri)
+    client = MlflowClient(tracking_uri=cluster.mlflow_uri, registry_uri=cluster.mlflow_uri)  # not this process's
     champion = client.get_model_version_by_alias(tracking.MODEL_NAME, tracking.alias_for(SHOP))
     run = client.get_run(champion.run_id)
     assert run.info.status == "FINISHED" and run.data.tags.get("shop") == SHOP
@@ -187,7 +187,7 @@ def test_a_new_champion_rolls_onto_every_replica_without_a_failed_request(cluste
 
     from training import tracking
 
-    client = MlflowClient(tracking_uri=cluster.mlflow_uri)
+    client = MlflowClient(tracking_uri=cluster.mlflow_uri, registry_uri=cluster.mlflow_uri)  # not this process's
     alias = tracking.alias_for(SHOP)
     old = client.get_model_version_by_alias(tracking.MODEL_NAME, alias)
     new = client.create_model_version(tracking.MODEL_NAME, old.source, run_id=old.run_id, tags=old.tags)
