@@ -55,7 +55,7 @@ system-deps:
 # suite takes about 20 minutes instead of 38
 TEST_WORKERS ?= 2
 test: $(STAMP) $(CLUSTER_STAMP) $(SPARK_STAMP) system-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --loadscope-no-reorder --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # The production topology on this machine (README "A cluster on one machine"): PostgreSQL, the MLflow server on
 # it, Redis, two replicas (3001, 3002) behind nginx on 8080. State and logs in data/cluster/ (make clean keeps

@@ -100,7 +100,7 @@ def _isolated_mlflow_uri(monkeypatch):
 
 
 # The longest test files, started first: `make test` hands whole files to two workers in this order
-# (--loadscope-no-reorder), so these run beside each other and the short files fill in around them.
+# (--no-loadscope-reorder), so these run beside each other and the short files fill in around them.
 LONGEST_FIRST = ("test_pipeline.py", "test_cluster.py", "test_experiments_http.py", "test_bento_build.py",
                  "test_notebooks.py", "test_spark_parity.py", "test_crash_safety.py", "test_fuzz.py")
 
