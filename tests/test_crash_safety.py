@@ -120,6 +120,14 @@ def test_train_killed_mid_run_then_rerun_matches_an_uninterrupted_run(shop, clea
     assert outputs(crashed) == outputs(clean)  # canonical tables, rejects, report: byte for byte
     a = json.loads((clean / "runs" / "metrics.json").read_text())
     b = json.loads((crashed / "runs" / "metrics.json").read_text())
+    if b["recommend"]["champion"]["previous"] is not None:
+        # a kill landed after a run had registered and promoted the same model (the machine ran the killed
+        # runs faster than the clean one): the rerun re-scores that champion's recipe and keeps it
+        assert b["recommend"]["champion"]["reason"].endswith("nothing new to serve"), b["recommend"]["champion"]
+        for m in (a, b):
+            m["recommend"] = {k: v for k, v in m["recommend"].items() if k not in ("gate", "search")}
+            m["recommend"]["candidates"] = {k: v for k, v in m["recommend"]["candidates"].items()
+                                            if not k.startswith("champion.")}
     assert scores(b) == scores(a)
     assert a["recommend"]["candidates"]["als"]["validation"]["ndcg@10"] > 0 and a["recommend"]["ndcg@10"] > 0
 
