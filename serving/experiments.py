@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import re
 import threading
 import time
 import uuid
@@ -27,10 +26,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from features.event_store import Event
 from features.experiments import Experiment, Variant, assign
 from features.exposures import Exposure, ExposureWriter, Outcome, open_experiment_log
-from serving.reload import Refused, Served, from_bentoml_store, smoke_test
+from serving.reload import Refused, Served, smoke_test
 from training.bundle import ModelBundle
 from training.experiments.policies import policy_store, popularity, trending_scores
-from training.experiments.publish import VARIANT_MODEL, stored_variants
+from training.experiments.publish import arm_location
+from training.publish import NotInStore
 from training.storefront import Storefront
 
 log = logging.getLogger("shoprec.experiments")
@@ -62,15 +62,11 @@ class Snapshot:
 
 
 def resolve_arm(arm: str, shop: str = "") -> tuple[Path, str, str]:
-    """(folder, tag, registry version) of a model arm: ``vN`` is the ``shoprec-variant`` of that registry
-    version (and shop) that ``shoprec experiment create`` published; anything else a BentoML tag."""
-    if m := re.match(r"^v(\d+)$", arm):
-        found = stored_variants(m.group(1), shop)
-        if not found:
-            raise Refused(f"no {VARIANT_MODEL} model of registry version {m.group(1)}{f' (shop {shop})' if shop else ''} "
-                          "in the BentoML store: `shoprec experiment create` publishes it")
-        return Path(found[0].path), str(found[0].tag), m.group(1)
-    return from_bentoml_store(arm)
+    """(folder, tag, registry version) of a model arm (training/experiments/publish.py ``arm_location``)."""
+    try:
+        return arm_location(arm, shop)
+    except NotInStore as e:
+        raise Refused(str(e)) from e
 
 
 class ServiceExperiments:

@@ -24,8 +24,9 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from training.storefront import Storefront
 from training.bundle import ModelBundle
+from training.publish import NotInStore, stored_location
+from training.storefront import Storefront
 
 MODEL_TAG_ENV, DEFAULT_MODEL_TAG = "SHOPREC_MODEL", "shoprec-recommender:latest"
 SHOP_ENV = "SHOPREC_SHOP"  # the lineage this service serves; unset: that of the first model it loads
@@ -95,15 +96,10 @@ def smoke_test(store: Storefront) -> None:
 
 def from_bentoml_store(tag: str) -> tuple[Path, str, str]:
     """(folder, full tag, registry version) of a model in our own BentoML store; no other source."""
-    import bentoml
-
     try:
-        ref = bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound as e:
-        raise Refused(f"no model {tag!r} in the BentoML store") from e
-    except Exception as e:  # a half-written store entry (no model.yaml), a bad tag
-        raise Refused(f"cannot read {tag!r} from the BentoML store: {type(e).__name__}: {e}") from e
-    return Path(ref.path), str(ref.tag), str(ref.info.labels.get("registry_version", ref.tag.version))
+        return stored_location(tag)
+    except NotInStore as e:
+        raise Refused(str(e)) from e
 
 
 class ModelSlot:

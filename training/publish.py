@@ -104,6 +104,23 @@ def _stored() -> list:
         return found
 
 
+class NotInStore(LookupError):
+    """A model that is not in the BentoML store, or cannot be read from it."""
+
+
+def stored_location(tag: str) -> tuple[Path, str, str]:
+    """(folder, full tag, registry version) of a model in our own BentoML store; no other source."""
+    import bentoml
+
+    try:
+        ref = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound as e:
+        raise NotInStore(f"no model {tag!r} in the BentoML store") from e
+    except Exception as e:  # a half-written store entry (no model.yaml), a bad tag
+        raise NotInStore(f"cannot read {tag!r} from the BentoML store: {type(e).__name__}: {e}") from e
+    return Path(ref.path), str(ref.tag), str(ref.info.labels.get("registry_version", ref.tag.version))
+
+
 def served_bundle_dir() -> Path | None:
     """The bundle the service loads: the store's latest recommender (None before the first publish)."""
     latest = _latest()

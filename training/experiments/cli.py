@@ -274,19 +274,19 @@ def _simulate_shown(store, exp, shop: Path, bundle: Optional[Path], days: int, s
 
 
 def _arm_stores(exp, bundle: Optional[Path], orders) -> dict:
-    """A storefront per variant, as the service builds its arms (serving/experiments.py)."""
-    import re
-
+    """A storefront per variant, as the service builds its arms (serving/experiments.py): model arms found
+    where the service finds them (``arm_location``), of the champion's shop."""
     from training.bundle import ModelBundle
     from training.experiments.policies import policy_store, popularity, trending_counts, trending_scores
-    from training.experiments.publish import stored_variants
-    from training.publish import served_bundle_dir
+    from training.experiments.publish import arm_location
+    from training.publish import NotInStore, served_bundle_dir
     from training.storefront import Storefront
 
     path = bundle or served_bundle_dir()
     if path is None:
         fail("no champion to simulate: publish one (shoprec train) or give --bundle FOLDER")
     champion = ModelBundle.load(Path(path))
+    shop = str(champion.meta.get("shop", ""))
     stores = {}
     for v in exp.variants:
         if v.kind == "champion":
@@ -295,16 +295,14 @@ def _arm_stores(exp, bundle: Optional[Path], orders) -> dict:
             stores[v.name] = policy_store(champion, "popular", popularity(champion))
         elif v.arm == "trending":
             stores[v.name] = policy_store(champion, "trending", trending_scores(champion, trending_counts(orders)))
-        elif m := re.match(r"^v(\d+)$", v.arm):
-            found = stored_variants(m.group(1))
-            if not found:
-                fail(f"variant {v.name}: no published model of registry version {m.group(1)} in the BentoML store")
-            stores[v.name] = Storefront(ModelBundle.load(Path(found[0].path)), approximate=True)
         else:
-            import bentoml
-
             try:
-                stores[v.name] = Storefront(ModelBundle.load(Path(bentoml.models.get(v.arm).path)), approximate=True)
+                arm = ModelBundle.load(arm_location(v.arm, shop)[0])
+            except NotInStore as e:
+                fail(f"variant {v.name}: {e}")
             except Exception as e:  # noqa: BLE001 - any unreadable arm is the user's input
                 fail(f"variant {v.name}: cannot load model {v.arm}: {type(e).__name__}: {e}")
+            if shop and str(arm.meta.get("shop", "")) != shop:
+                fail(f"variant {v.name}: {v.arm} was trained on shop {arm.meta.get('shop')!r}, the champion on {shop!r}")
+            stores[v.name] = Storefront(arm, approximate=True)
     return stores

@@ -11,6 +11,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from training.publish import NotInStore, stored_location
+
 VARIANT_MODEL = "shoprec-variant"
 
 
@@ -25,6 +27,19 @@ def stored_variants(version: str | None = None, shop: str | None = None) -> list
     found = [m for m in models if (version is None or m.info.labels.get("registry_version") == str(version))
              and (not shop or m.info.labels.get("shop", shop) == shop)]
     return sorted(found, key=lambda m: m.info.creation_time, reverse=True)
+
+
+def arm_location(arm: str, shop: str = "") -> tuple[Path, str, str]:
+    """(folder, tag, registry version) of a model arm: ``vN`` is the ``shoprec-variant`` of that registry
+    version (and shop) that ``shoprec experiment create`` published; anything else a BentoML tag. Raises
+    ``NotInStore``. The service (serving/experiments.py) and ``shoprec experiment simulate`` find arms here."""
+    if m := re.match(r"^v(\d+)$", arm):
+        found = stored_variants(m.group(1), shop)
+        if not found:
+            raise NotInStore(f"no {VARIANT_MODEL} model of registry version {m.group(1)}{f' (shop {shop})' if shop else ''} "
+                             "in the BentoML store: `shoprec experiment create` publishes it")
+        return Path(found[0].path), str(found[0].tag), m.group(1)
+    return stored_location(arm)
 
 
 def store_variant(bundle_dir: Path, labels: dict[str, str]):
