@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from pydantic import Field
@@ -27,9 +26,8 @@ from features.event_store import Event
 from features.experiments import Experiment, Variant, assign
 from features.exposures import Exposure, ExposureWriter, Outcome, open_experiment_log
 from serving.reload import Refused, Served, smoke_test
-from training.bundle import ModelBundle
 from training.experiments.policies import policy_store, popularity, trending_scores
-from training.experiments.publish import arm_location
+from training.experiments.publish import ArmRefused, load_arm
 from training.publish import NotInStore
 from training.storefront import Storefront
 
@@ -61,11 +59,12 @@ class Snapshot:
     has_experiments: bool  # running or stopped within its attribution window: outcomes are worth logging
 
 
-def resolve_arm(arm: str, shop: str = "") -> tuple[Path, str, str]:
-    """(folder, tag, registry version) of a model arm (training/experiments/publish.py ``arm_location``)."""
+def resolve_arm(arm: str, shop: str = "") -> tuple:
+    """(bundle, tag, registry version) of a model arm of the champion's shop (training/experiments/publish.py
+    ``load_arm``); ``Refused`` when it is not in the store or cannot serve beside the champion."""
     try:
-        return arm_location(arm, shop)
-    except NotInStore as e:
+        return load_arm(arm, shop)
+    except (NotInStore, ArmRefused) as e:
         raise Refused(str(e)) from e
 
 
@@ -186,14 +185,12 @@ class ServiceExperiments:
             return Arm(exp, v, store, f"{champion.version}+policy:trending")
         tag = v.arm
         if tag not in self._loaded:
-            path, full_tag, version = self._resolve(tag, champion.shop)
             try:
-                store = Storefront(ModelBundle.load(path), approximate=True)
-            except Exception as e:
-                raise Refused(f"variant {v.name}: cannot load {full_tag}: {type(e).__name__}: {e}") from e
-            shop = str(store.bundle.meta.get("shop", ""))
-            if champion.shop and shop != champion.shop:
-                raise Refused(f"variant {v.name}: {full_tag} was trained on shop {shop!r}, the champion on {champion.shop!r}")
+                bundle, full_tag, version = self._resolve(tag, champion.shop)
+            except Refused as e:
+                raise Refused(f"variant {v.name}: {e}") from e
+            store = Storefront(bundle, approximate=True)
+            shop = str(bundle.meta.get("shop", ""))
             smoke_test(store)
             self._loaded[tag] = (store, f"{shop}/v{version}" if shop else version)
             log.info("experiment %s: variant %s loaded %s beside the champion", exp.name, v.name, full_tag)

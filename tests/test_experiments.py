@@ -563,3 +563,46 @@ def test_create_publishes_a_registry_version_or_alias_beside_the_champion(tmp_pa
         ("shoprec-variant", version, "demo")]
     exp = open_experiment_log(env["SHOPREC_EVENTS_URL"]).experiments()[0]
     assert [v.arm for v in exp.variants] == ["champion", f"v{version}"]
+
+
+def test_load_arm_refuses_a_missing_an_unreadable_and_another_shops_model(tmp_path):
+    """One function loads a model arm for the service and `shoprec experiment simulate`: the champion's shop only."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_storefront import make_bundle
+
+    src = tmp_path / "bundle"
+    make_bundle({"shop": "shop-a"}).save(src)
+    code = """
+import shutil, sys
+from pathlib import Path
+import bentoml
+from training.experiments.publish import ArmRefused, load_arm, store_variant
+from training.publish import NotInStore
+src = Path(sys.argv[1])
+store_variant(src, {"registry_version": "3", "shop": "shop-a"})
+with bentoml.models.create("shoprec-recommender") as m:
+    shutil.copytree(src, m.path, dirs_exist_ok=True)
+with bentoml.models.create("shoprec-recommender") as broken:
+    pass
+bundle, tag, version = load_arm("v3", "shop-a")
+print("ok", bundle.meta["shop"], tag.split(":")[0], version)
+for arm, shop in (("v3", "shop-b"), ("v4", "shop-a"), (str(m.tag), "shop-b"), (str(broken.tag), "shop-a")):
+    try:
+        load_arm(arm, shop)
+        print("loaded", arm)
+    except (NotInStore, ArmRefused) as e:
+        print(type(e).__name__, str(e).replace(str(m.tag), "TAG").replace(str(broken.tag), "BROKEN"))
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(src)], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                         env=dict(os.environ, BENTOML_HOME=str(tmp_path / "home")))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "ok shop-a shoprec-variant 3"
+    assert lines[1].startswith("NotInStore no shoprec-variant model of registry version 3 (shop shop-b)")
+    assert lines[2].startswith("NotInStore no shoprec-variant model of registry version 4 (shop shop-a)")
+    assert lines[3] == "ArmRefused TAG was trained on shop 'shop-a', the champion on 'shop-b'"
+    assert lines[4].startswith("ArmRefused cannot load BROKEN: ")

@@ -275,10 +275,10 @@ def _simulate_shown(store, exp, shop: Path, bundle: Optional[Path], days: int, s
 
 def _arm_stores(exp, bundle: Optional[Path], orders) -> dict:
     """A storefront per variant, as the service builds its arms (serving/experiments.py): model arms found
-    where the service finds them (``arm_location``), of the champion's shop."""
+    loaded as the service loads them (``load_arm``), of the champion's shop."""
     from training.bundle import ModelBundle
     from training.experiments.policies import policy_store, popularity, trending_counts, trending_scores
-    from training.experiments.publish import arm_location
+    from training.experiments.publish import ArmRefused, load_arm
     from training.publish import NotInStore, served_bundle_dir
     from training.storefront import Storefront
 
@@ -297,12 +297,8 @@ def _arm_stores(exp, bundle: Optional[Path], orders) -> dict:
             stores[v.name] = policy_store(champion, "trending", trending_scores(champion, trending_counts(orders)))
         else:
             try:
-                arm = ModelBundle.load(arm_location(v.arm, shop)[0])
-            except NotInStore as e:
+                arm = load_arm(v.arm, shop)[0]
+            except (NotInStore, ArmRefused) as e:
                 fail(f"variant {v.name}: {e}")
-            except Exception as e:  # noqa: BLE001 - any unreadable arm is the user's input
-                fail(f"variant {v.name}: cannot load model {v.arm}: {type(e).__name__}: {e}")
-            if shop and str(arm.meta.get("shop", "")) != shop:
-                fail(f"variant {v.name}: {v.arm} was trained on shop {arm.meta.get('shop')!r}, the champion on {shop!r}")
             stores[v.name] = Storefront(arm, approximate=True)
     return stores

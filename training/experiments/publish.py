@@ -42,6 +42,27 @@ def arm_location(arm: str, shop: str = "") -> tuple[Path, str, str]:
     return stored_location(arm)
 
 
+class ArmRefused(ValueError):
+    """A model arm that is in the store but cannot serve beside this champion (unreadable, another shop's)."""
+
+
+def load_arm(arm: str, shop: str = ""):
+    """(bundle, tag, registry version) of a model arm found by ``arm_location`` and checked to be of the champion's
+    ``shop``. Raises ``NotInStore`` or ``ArmRefused``. The service (serving/experiments.py) and ``shoprec experiment
+    simulate`` load arms here."""
+    from training.bundle import ModelBundle
+
+    path, tag, version = arm_location(arm, shop)
+    try:
+        bundle = ModelBundle.load(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable arm is refused, the champion keeps serving
+        raise ArmRefused(f"cannot load {tag}: {type(e).__name__}: {e}") from e
+    arm_shop = str(bundle.meta.get("shop", ""))
+    if shop and arm_shop != shop:
+        raise ArmRefused(f"{tag} was trained on shop {arm_shop!r}, the champion on {shop!r}")
+    return bundle, tag, version
+
+
 def store_variant(bundle_dir: Path, labels: dict[str, str]):
     import shutil
 
