@@ -94,22 +94,28 @@ class Client:
             return r.status, text if r.status != 200 else ""
 
 
-async def _send(client: Client, path: str, body: bytes, rec: Recorder, planned: float | None):
+async def _send(client: Client, path: str, body: bytes, rec: Recorder, planned: float | None,
+                by_path: dict[str, list[float]] | None = None):
     sent = time.perf_counter()
     try:
         status, text = await client.post(path, body)
         done = time.perf_counter()
         if status != 200:
-            rec.error(f"HTTP {status}: {text[:200]}")
+            rec.error(f"{path}: HTTP {status}: {text[:200]}")
             return
         rec.ok += 1
         rec.service.append((done - sent) * 1000)
         rec.latency.append((done - (planned if planned is not None else sent)) * 1000)
+        if by_path is not None:
+            by_path.setdefault(path, []).append(rec.latency[-1])
     except Exception as e:  # noqa: BLE001 - any failure of a request is an error of the run
-        rec.error(f"{type(e).__name__}: {e}")
+        rec.error(f"{path}: {type(e).__name__}: {e}")
 
 
-async def open_loop(client, bodies, rate, duration, max_in_flight, max_requests=MAX_REQUESTS) -> tuple[Recorder, float]:
+async def open_loop(client, bodies, rate, duration, max_in_flight, max_requests=MAX_REQUESTS,
+                    by_path: dict[str, list[float]] | None = None) -> tuple[Recorder, float]:
+    """Send ``bodies`` ((path, body) pairs, round-robin) at ``rate`` for ``duration`` seconds or ``max_requests``
+    requests; with ``by_path``, each path's latencies are kept there too."""
     rec = Recorder()
     n = min(int(rate * duration), max_requests, MAX_REQUESTS)
     in_flight: set[asyncio.Task] = set()
@@ -123,7 +129,7 @@ async def open_loop(client, bodies, rate, duration, max_in_flight, max_requests=
             rec.dropped += 1
             rec.error("dropped: too many requests in flight")
             continue
-        task = asyncio.create_task(_send(client, *bodies[i % len(bodies)], rec, planned))
+        task = asyncio.create_task(_send(client, *bodies[i % len(bodies)], rec, planned, by_path))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     if in_flight:

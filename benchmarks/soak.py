@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import REPO, RESULTS, machine
-from benchmarks.loadgen import Client, Recorder, percentiles
+from benchmarks.loadgen import MAX_REQUESTS, Client, percentiles
+from benchmarks.loadgen import open_loop as loadgen_open_loop
 
 MIX = {"recommend": 0.45, "recommend_unknown": 0.05, "similar_items": 0.15, "bought_together": 0.1,
        "session": 0.05, "rerank": 0.1, "events": 0.1}
@@ -124,46 +125,16 @@ class MemorySampler:
 
 
 async def open_loop(url: str, requests: list[tuple[str, bytes]], rate: float, max_in_flight: int = 256):
-    rec, by_path = Recorder(), {}
-    in_flight: set[asyncio.Task] = set()
-
-    async def send(path, body, planned):
-        sent = time.perf_counter()
-        try:
-            status, text = await client.post(path, body)
-        except Exception as e:  # any failed request is an error of the run
-            rec.error(f"{path}: {type(e).__name__}: {e}")
-            return
-        done = time.perf_counter()
-        if status != 200:
-            rec.error(f"{path}: HTTP {status}: {text[:200]}")
-            return
-        rec.ok += 1
-        rec.latency.append((done - planned) * 1000)
-        rec.service.append((done - sent) * 1000)
-        by_path.setdefault(path, []).append((done - planned) * 1000)
-
+    """Each of ``requests`` once, at ``rate`` (benchmarks/loadgen.py's open loop), after a warm-up of 50."""
     from tests.server import STOREFRONT_KEY  # the key bentoml_server gives the service
 
+    by_path: dict[str, list[float]] = {}
     async with Client("aiohttp", url, max_in_flight, 10.0, {"storefront": STOREFRONT_KEY}) as client:
         for path, body in requests[:50]:  # warm-up: connections, caches
             await client.post(path, body)
-        start = time.perf_counter() + 0.05
-        for i, (path, body) in enumerate(requests):
-            planned = start + i / rate
-            delay = planned - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(in_flight) >= max_in_flight:
-                rec.dropped += 1
-                rec.error("dropped: too many requests in flight")
-                continue
-            task = asyncio.create_task(send(path, body, planned))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-        if in_flight:
-            await asyncio.wait(in_flight)
-    return rec, time.perf_counter() - start, by_path
+        rec, elapsed = await loadgen_open_loop(client, requests, rate, len(requests) / rate + 1.0, max_in_flight,
+                                               max_requests=len(requests), by_path=by_path)
+    return rec, elapsed, by_path
 
 
 def memory_summary(samples: list[tuple[float, int]], duration: float) -> dict:
@@ -228,6 +199,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="shoprec-soak-") as tmp:
         home = Path(tmp)
         bundle = prepare_model(a.shop, home)
+        if int(a.rate * a.duration) > MAX_REQUESTS:
+            sys.exit(f"--rate x --duration is {int(a.rate * a.duration):,} requests: at most {MAX_REQUESTS:,} a run")
         requests = request_mix(bundle, int(a.rate * a.duration))
         env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", "SHOPREC_PRIVACY_DIR": str(home / "privacy"),
                "SHOPREC_CANONICAL_DIR": str(home / "canonical")}
