@@ -52,7 +52,7 @@ system-deps:
 
 # two pytest workers (pytest-xdist), one test file each at a time (module fixtures stay whole), the longest
 # files first (tests/conftest.py): the servers the tests start wait on I/O much of the time, so on 2 cores the
-# suite takes about 25 minutes instead of 38
+# suite takes 20–25 minutes instead of 38
 TEST_WORKERS ?= 2
 test: $(STAMP) $(CLUSTER_STAMP) $(SPARK_STAMP) system-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
