@@ -189,7 +189,10 @@ class ServiceExperiments:
                 bundle, full_tag, version = self._resolve(tag, champion.shop)
             except Refused as e:
                 raise Refused(f"variant {v.name}: {e}") from e
-            store = Storefront(bundle, approximate=True)
+            try:
+                store = Storefront(bundle, approximate=True)
+            except Exception as e:
+                raise Refused(f"variant {v.name}: cannot serve {full_tag}: {type(e).__name__}: {e}") from e
             shop = str(bundle.meta.get("shop", ""))
             smoke_test(store)
             self._loaded[tag] = (store, f"{shop}/v{version}" if shop else version)
