@@ -183,6 +183,43 @@ def task_recall(bundle_dir: str, events_db: str, bodies_file: str, n: int = 300)
     emit(time.perf_counter() - start, kinds=out, lists=lists)
 
 
+def task_work(bundle_dir: str, events_db: str, bodies_file: str) -> None:
+    """The service's own work per request, in one process, without HTTP: the event-store read and the storefront's
+    answer (approximate=True, as served) for every body of the mix, one pass to warm up, one measured. Its tail is
+    what of the service's p99 is our work; the rest is the HTTP stack and the machine."""
+    import numpy as np
+
+    from features.event_store import SQLiteEventStore
+    from training.bundle import ModelBundle
+    from training.storefront import Filters, Storefront
+
+    start = time.perf_counter()
+    sf = Storefront(ModelBundle.load(Path(bundle_dir)), approximate=True)
+    store = SQLiteEventStore(Path(events_db))
+    bodies = json.loads(Path(bodies_file).read_text())
+    for measured in (False, True):
+        by_kind: dict[str, list[float]] = {}
+        for e in bodies:
+            body = e["body"]
+            f = Filters(body.get("category"), body.get("in_stock"), body.get("min_price"), body.get("max_price"))
+            t = time.perf_counter()
+            events = store.recent(body["user_id"]) if "user_id" in body else []
+            if e["path"] == "/session":
+                kind = "session"
+                sf.session(body["items"], body.get("k", 10), f)
+            else:
+                kind = "fold_in" if events else "filters" if f.active() else "unknown" if body["user_id"].startswith("new-") else "known"
+                sf.recommend(body["user_id"], body.get("k", 10), True, [], f, events=events)
+            by_kind.setdefault(kind, []).append((time.perf_counter() - t) * 1000)
+
+    def stats(ms):
+        return {"requests": len(ms), **{q: round(float(np.percentile(ms, int(q[1:]))), 3) for q in ("p50", "p99")},
+                "max": round(float(np.max(ms)), 3)}
+
+    emit(time.perf_counter() - start, all=stats([x for v in by_kind.values() for x in v]),
+         kinds={k: stats(v) for k, v in by_kind.items()})
+
+
 # ------------------------------------------------------------------------------------------ servers
 @contextlib.contextmanager
 def starlette_server(home: Path, workers: int, env: dict, timeout: float):
@@ -345,6 +382,10 @@ def main(argv=None) -> int:
     out["recall"] = r.payload.get("kinds") if r.ok else {"error": r.error}
     out["lists_check"] = r.payload.get("lists") if r.ok else None
     log(f"approximate vs exact: {out['recall']}; top lists vs computed: {out['lists_check']}")
+    r = run_child(["benchmarks.serving_floors", "task", "work", str(args.bundle), str(home / "events.db"), str(bodies)],
+                  timeout=900)
+    out["work"] = {k: r.payload[k] for k in ("all", "kinds")} if r.ok else {"error": r.error}
+    log(f"the service's own work per request: {out['work']}")
     env = {"SHOPREC_EVENTS_URL": f"sqlite:///{home}/events.db", "OPENBLAS_NUM_THREADS": "1",
            "SHOPREC_WORKERS": str(args.workers), "SHOPREC_RATE_PER_KEY": "1000000/second"}
     started = time.perf_counter()
@@ -455,6 +496,13 @@ def markdown(out: dict) -> str:
                   f"{k} recall@10 {v['recall_at_10']:.3f} ({v['approximate_ms']:.2f} vs {v['exact_ms']:.2f} ms, "
                   f"n={v['requests']})" for k, v in out["recall"].items()) if "error" not in out.get("recall", {"error": 1})
                   else "not measured") + ".", ""]
+    if (work := out.get("work")) and "error" not in work:
+        w = work["all"]
+        lines += [f"The service's own work per request, in one process without HTTP (`task work`: the event-store read and "
+                  f"the storefront's answer, as served, for each of the mix's {w['requests']:,} bodies after a warm-up "
+                  f"pass): p50 {w['p50']:.2f} ms, p99 {w['p99']:.2f} ms, max {w['max']:.2f} ms; by kind (p99 / max): "
+                  + "; ".join(f"{k} {v['p99']:.2f} / {v['max']:.2f}" for k, v in work["kinds"].items())
+                  + f". Of the service's p99 at {a['rate']} req/s, the rest is the HTTP stack and the machine.", ""]
     if tl := out.get("top_lists"):
         lines += [f"Top lists (training/top_lists.py) of the bundle: {tl.get('users', 0):,} known shoppers x {tl.get('length')} "
                   f"items, {tl.get('megabytes')} MB memory-mapped, built in {tl.get('seconds', 0):.0f} s "
@@ -484,6 +532,6 @@ def markdown(out: dict) -> str:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "task":
         {"reference": task_reference, "top_lists": task_top_lists, "mix": task_mix,
-         "recall": task_recall}[sys.argv[2]](*sys.argv[3:])
+         "recall": task_recall, "work": task_work}[sys.argv[2]](*sys.argv[3:])
     else:
         sys.exit(main())

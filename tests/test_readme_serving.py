@@ -21,6 +21,8 @@ def test_readme_serving_floors_paragraph_is_the_benchmark_result():
     p99 = summary["service"]["p99_ms"]
     assert f"p99 at 100 req/s {p99['min']:.1f}–{p99['max']:.1f} ms" in text
     assert ("≤ 15 ms in every round: met" in text) == goals["p99_at_rate_ok"]
+    work = json.loads(REPO.joinpath("benchmarks/results/serving-floors.json").read_text())["work"]["all"]
+    assert f"p99 {work['p99']:.2f} ms, max {work['max']:.2f} ms in that run" in text  # the service's own work per request
 
 
 def test_readme_running_report_figures_are_the_benchmark_result():
