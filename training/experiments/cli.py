@@ -274,8 +274,8 @@ def _simulate_shown(store, exp, shop: Path, bundle: Optional[Path], days: int, s
 
 
 def _arm_stores(exp, bundle: Optional[Path], orders) -> dict:
-    """A storefront per variant, as the service builds its arms (serving/experiments.py): model arms found
-    loaded as the service loads them (``load_arm``), of the champion's shop."""
+    """A storefront per variant, as the service builds its arms (serving/experiments.py): model arms loaded as the
+    service loads them (``load_arm``: in the store, readable, of the champion's shop)."""
     from training.bundle import ModelBundle
     from training.experiments.policies import policy_store, popularity, trending_counts, trending_scores
     from training.experiments.publish import ArmRefused, load_arm
