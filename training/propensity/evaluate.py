@@ -70,7 +70,7 @@ def fit_model(snaps: Snapshots, target: str, cfg: PropensityConfig, apply_at: pd
     p = cfg.lgbm
     params = {"learning_rate": p.learning_rate, "num_leaves": p.num_leaves, "min_child_samples": p.min_child_samples,
               "feature_fraction": p.feature_fraction, "bagging_fraction": p.bagging_fraction, "lambda_l2": p.lambda_l2}
-    model = PropensityModel(params, cfg.calibration, cfg.seed, p.max_rounds, p.early_stopping_rounds)
+    model = PropensityModel(params, cfg.calibration, cfg.seed, p.max_rounds, p.early_stopping_rounds, cfg.linear_c)
     return model.fit(fit.X, fit.y, held.X, held.y), fit
 
 
@@ -94,7 +94,7 @@ class TargetEvaluation:
                 out[name] = classification_metrics(self.y, p)
         out.update({"days": self.days, "test_at": str(self.test_at), "train_at": [str(t) for t in self.train_at],
                     "best_iteration": self.model.best_iteration_, "calibration": self.model.calibration_["method"],
-                    **self.notes})
+                    "linear_c": self.model.linear_c, **self.notes})
         return out
 
 

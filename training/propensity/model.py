@@ -1,13 +1,18 @@
-"""``PropensityModel``: a calibrated LightGBM binary classifier, saved as LightGBM text plus JSON.
+"""``PropensityModel``: a calibrated binary classifier, LightGBM and (by default) a logistic regression
+averaged on the standardised log-odds scale, saved as LightGBM text plus JSON.
 
-    model = PropensityModel(params, calibration="platt", seed=42).fit(X, y, X_held, y_held)
+    model = PropensityModel(params, calibration="platt", seed=42, linear_c=0.1).fit(X, y, X_held, y_held)
     p = model.predict_proba(X)            # (n,) calibrated P(label = 1)
-    contrib = model.contributions(X)      # (n, n_features) log-odds contributions (SHAP, TreeSHAP)
+    contrib = model.contributions(X)      # (n, n_features) contributions to the combined log-odds
     model.save(path); PropensityModel.load(path)
 
 The held-out rows stop the boosting (log loss) and fit the calibration, so the trees never
-see them. Calibration is Platt scaling (Platt 1999: a logistic curve on the raw log-odds)
-or isotonic regression (Zadrozny & Elkan 2002), stored as plain numbers.
+see them. The combined score is each member's log-odds standardised by its mean and standard
+deviation on the training rows, summed (``linear_c`` None: LightGBM alone, as bundles saved before
+the linear member). Contributions are each member's (TreeSHAP for the trees, coefficient x value for
+the linear model, training/propensity/linear.py) on the same scale, so they still add up to the
+score. Calibration is Platt scaling (Platt 1999: a logistic curve on the raw score) or isotonic
+regression (Zadrozny & Elkan 2002), stored as plain numbers.
 """
 from __future__ import annotations
 
@@ -18,19 +23,25 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from training.propensity.linear import LinearMember
+
 MIN_CALIBRATION_ROWS = 20
 
 
 class PropensityModel:
-    """Binary LightGBM plus a calibration map from its raw log-odds to probabilities."""
+    """Binary LightGBM (and a linear member) plus a calibration map from the raw score to probabilities."""
+
+    linear_: LinearMember | None = None
+    blend_: dict | None = None  # {"trees": [mean, sd], "linear": [mean, sd]} of each member's log-odds
 
     def __init__(self, params: dict | None = None, calibration: str = "platt", seed: int = 42,
-                 max_rounds: int = 2000, early_stopping_rounds: int = 100):
+                 max_rounds: int = 2000, early_stopping_rounds: int = 100, linear_c: float | None = None):
         self.params = dict(params or {})
         self.calibration = calibration
         self.seed = seed
         self.max_rounds = max_rounds
         self.early_stopping_rounds = early_stopping_rounds
+        self.linear_c = linear_c
 
     def _lgb_params(self) -> dict:
         return {"objective": "binary", "metric": "binary_logloss", "verbose": -1, **self.params,
@@ -52,24 +63,46 @@ class PropensityModel:
         self.booster_ = lgb.train(self._lgb_params(), train, self.max_rounds, valid_sets=[held],
                                   callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        if self.linear_c is not None:
+            self.linear_ = LinearMember.fit(X, y, self.linear_c, self.seed)
+            members = {"trees": self._tree_score(X), "linear": self.linear_.decision(X)}
+            self.blend_ = {k: [float(v.mean()), float(v.std()) or 1.0] for k, v in members.items()}
         self.calibration_ = fit_calibration(self.raw_score(X_held), y_held, self.calibration)
         return self
 
-    def raw_score(self, X: pd.DataFrame) -> np.ndarray:
-        """(n,) uncalibrated log-odds."""
+    def _tree_score(self, X: pd.DataFrame) -> np.ndarray:
         return self.booster_.predict(self._frame(X), num_iteration=self.best_iteration_, raw_score=True)
+
+    def raw_score(self, X: pd.DataFrame) -> np.ndarray:
+        """(n,) uncalibrated score: the trees' log-odds, or with the linear member the sum of both members'
+        standardised log-odds."""
+        trees = self._tree_score(X)
+        if self.linear_ is None:
+            return trees
+        (mt, st), (ml, sl) = self.blend_["trees"], self.blend_["linear"]
+        return (trees - mt) / st + (self.linear_.decision(X) - ml) / sl
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """(n,) calibrated probabilities of the positive class."""
         return apply_calibration(self.calibration_, self.raw_score(X))
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """(n, n_features) each feature's contribution to the raw log-odds (the bias column dropped)."""
-        c = self.booster_.predict(self._frame(X), num_iteration=self.best_iteration_, pred_contrib=True)
-        return pd.DataFrame(c[:, :-1], index=X.index, columns=self.features_)
+        """(n, n_features) each feature's contribution to the raw score; with ``base_score`` they sum to it."""
+        c = self.booster_.predict(self._frame(X), num_iteration=self.best_iteration_, pred_contrib=True)[:, :-1]
+        if self.linear_ is not None:
+            c = c / self.blend_["trees"][1] + self.linear_.contributions(X) / self.blend_["linear"][1]
+        return pd.DataFrame(c, index=X.index, columns=self.features_)
+
+    def base_score(self, X: pd.DataFrame) -> np.ndarray:
+        """(n,) the part of the raw score no feature accounts for (the members' biases)."""
+        bias = self.booster_.predict(self._frame(X), num_iteration=self.best_iteration_, pred_contrib=True)[:, -1]
+        if self.linear_ is None:
+            return bias
+        (mt, st), (ml, sl) = self.blend_["trees"], self.blend_["linear"]
+        return (bias - mt) / st + (self.linear_.intercept - ml) / sl
 
     def importance(self) -> pd.Series:
-        """Total gain per feature, largest first."""
+        """The trees' total gain per feature, largest first."""
         gain = self.booster_.feature_importance("gain", iteration=self.best_iteration_)
         return pd.Series(gain, index=self.features_).sort_values(ascending=False)
 
@@ -82,7 +115,8 @@ class PropensityModel:
         self.booster_.save_model(str(path / "model.txt"), num_iteration=self.best_iteration_)
         meta = {"features": self.features_, "best_iteration": self.best_iteration_, "params": self.params,
                 "seed": self.seed, "max_rounds": self.max_rounds, "early_stopping_rounds": self.early_stopping_rounds,
-                "calibration": self.calibration_}
+                "calibration": self.calibration_, "linear_c": self.linear_c,
+                "linear": None if self.linear_ is None else self.linear_.to_json(), "blend": self.blend_}
         (path / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
@@ -93,11 +127,13 @@ class PropensityModel:
                 raise FileNotFoundError(f"propensity model {path} is incomplete: {name} is missing")
         meta = json.loads((path / "model.json").read_text())
         model = cls(meta["params"], meta["calibration"]["method"], meta["seed"], meta["max_rounds"],
-                    meta["early_stopping_rounds"])
+                    meta["early_stopping_rounds"], meta.get("linear_c"))  # saved before the linear member: trees only
         model.booster_ = lgb.Booster(model_file=str(path / "model.txt"))
         model.features_ = meta["features"]
         model.best_iteration_ = meta["best_iteration"]
         model.calibration_ = meta["calibration"]
+        if meta.get("linear"):
+            model.linear_, model.blend_ = LinearMember.from_json(meta["linear"]), meta["blend"]
         return model
 
 

@@ -1,0 +1,90 @@
+"""``LinearMember``: L2-regularised logistic regression on the same features as the LightGBM model, the
+second member of a propensity model (training/propensity/model.py).
+
+A few thousand customers per scoring date leave boosted trees with high variance; a linear model on
+log-scaled features has little, and the two disagree where each is wrong. Averaged on the standardised
+log-odds scale they beat LightGBM alone on every validation date of every shop tried (churn and
+conversion, Online Retail and three synthetic kinds), never the test period.
+
+    member = LinearMember.fit(X, y, c=0.1, seed=42)
+    member.decision(X)        # (n,) log-odds
+    member.contributions(X)   # (n, n_features): coefficient x standardised value, per input feature
+    LinearMember.from_json(member.to_json())
+
+The design is computed here, not by a scikit-learn pipeline, so that it is saved as plain numbers:
+signed log1p of each feature, a missing value replaced by the training median (with a 0/1 column
+saying it was missing, for features that had any), then standardised. scikit-learn fits the coefficients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+def _signed_log(X: np.ndarray) -> np.ndarray:
+    return np.sign(X) * np.log1p(np.abs(X))
+
+
+@dataclass
+class LinearMember:
+    features: list[str]
+    median: np.ndarray  # (n_features,) of the signed log, NaN-free
+    flagged: list[int]  # features with a "was missing" column, in the design after the features
+    mean: np.ndarray  # (n_columns,) of the design before standardising
+    scale: np.ndarray  # (n_columns,)
+    coef: np.ndarray  # (n_columns,)
+    intercept: float
+
+    @classmethod
+    def fit(cls, X: pd.DataFrame, y, c: float, seed: int) -> "LinearMember":
+        from sklearn.linear_model import LogisticRegression
+
+        logged = _signed_log(X.to_numpy(dtype=float))
+        missing = np.isnan(logged)
+        median = np.nanmedian(np.where(missing.all(axis=0), 0.0, logged), axis=0)  # a never-seen feature: 0
+        flagged = [int(j) for j in np.flatnonzero(missing.any(axis=0))]
+        member = cls(list(X.columns), median, flagged, np.zeros(0), np.ones(0), np.zeros(0), 0.0)
+        raw = member._unscaled(logged)
+        member.mean = raw.mean(axis=0)
+        sd = raw.std(axis=0)
+        member.scale = np.where(sd > 0, sd, 1.0)
+        lr = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(member._scaled(raw), np.asarray(y, dtype=float))
+        member.coef, member.intercept = lr.coef_[0].astype(float), float(lr.intercept_[0])
+        return member
+
+    def _unscaled(self, logged: np.ndarray) -> np.ndarray:
+        missing = np.isnan(logged)
+        filled = np.where(missing, self.median[None, :], logged)
+        return np.hstack([filled, missing[:, self.flagged].astype(float)])
+
+    def _scaled(self, raw: np.ndarray) -> np.ndarray:
+        return (raw - self.mean) / self.scale
+
+    def _design(self, X: pd.DataFrame) -> np.ndarray:
+        return self._scaled(self._unscaled(_signed_log(X[self.features].to_numpy(dtype=float))))
+
+    def decision(self, X: pd.DataFrame) -> np.ndarray:
+        """(n,) log-odds."""
+        return self._design(X) @ self.coef + self.intercept
+
+    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+        """(n, n_features) each input feature's share of the log-odds (its "was missing" column folded in);
+        with ``intercept`` they sum to ``decision``."""
+        terms = self._design(X) * self.coef
+        n = len(self.features)
+        out = terms[:, :n].copy()
+        out[:, self.flagged] += terms[:, n:]
+        return out
+
+    def to_json(self) -> dict:
+        return {"features": self.features, "median": self.median.tolist(), "flagged": self.flagged,
+                "mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(),
+                "intercept": self.intercept}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "LinearMember":
+        return cls(list(d["features"]), np.asarray(d["median"], dtype=float), [int(j) for j in d["flagged"]],
+                   np.asarray(d["mean"], dtype=float), np.asarray(d["scale"], dtype=float),
+                   np.asarray(d["coef"], dtype=float), float(d["intercept"]))
