@@ -4,7 +4,7 @@
       meta.json           scored_at, horizon/window days, run and data ids, test metrics, config
       scores.parquet      one row per customer (SCORE_COLUMNS), ranked by value at risk
       reference.json      the scores' distributions that live answers are compared with (training/reference.py)
-      churn/              PropensityModel (model.txt LightGBM text + model.json)
+      churn/              PropensityModel (model.txt LightGBM text + model.json, the linear member in it)
       conversion/         PropensityModel
 
 Serving reads ``scores.parquet`` only (a lookup, no model on the request path); the models

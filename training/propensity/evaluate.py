@@ -62,7 +62,7 @@ def rfm_logreg():
 
 
 def fit_model(snaps: Snapshots, target: str, cfg: PropensityConfig, apply_at: pd.Timestamp) -> tuple[PropensityModel, Rows]:
-    """The LightGBM model for scoring at ``apply_at``: rows at ``apply_at - days`` (and earlier
+    """The model (LightGBM and its linear member) for scoring at ``apply_at``: rows at ``apply_at - days`` (and earlier
     snapshots), customers split into trees / held-out as ``fit_split`` describes."""
     days = cfg.days(target)
     dated = snaps.stacked(training_dates(apply_at - days * DAY, cfg.snapshots, cfg.snapshot_step_days), target, days)

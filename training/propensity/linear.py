@@ -3,8 +3,9 @@ second member of a propensity model (training/propensity/model.py).
 
 A few thousand customers per scoring date leave boosted trees with high variance; a linear model on
 log-scaled features has little, and the two disagree where each is wrong. Averaged on the standardised
-log-odds scale they beat LightGBM alone on every validation date of every shop tried (churn and
-conversion, Online Retail and three synthetic kinds), never the test period.
+log-odds scale they beat LightGBM alone on all 18 validation periods of Online Retail and the small and gift
+synthetic shops (three per target, churn and conversion) and tie on the grocery and wide test shops, where
+the trees alone score 0.81-0.95; no test period was read to choose it.
 
     member = LinearMember.fit(X, y, c=0.1, seed=42)
     member.decision(X)        # (n,) log-odds

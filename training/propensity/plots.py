@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from training.propensity.evaluate import TargetEvaluation
 
-LABELS = {"model": "LightGBM (calibrated)", "baseline_recency": "recency alone",
+LABELS = {"model": "LightGBM + logistic regression (calibrated)", "baseline_recency": "recency alone",
           "baseline_rfm_logreg": "logistic regression RFM + tenure", "oracle": "oracle (true probability)"}
 
 

@@ -1,7 +1,8 @@
 """Reasons in words: each customer's top contributing features, as a marketer reads them.
 
 Features that tell one story (recency, the usual gap and their ratio) form a group; a
-group's weight is the sum of its features' LightGBM contributions (TreeSHAP, log-odds),
+group's weight is the sum of its features' contributions to the model's score (TreeSHAP for the
+trees plus coefficient x value for the linear member, training/propensity/model.py),
 and the groups pushing the score up most are phrased from the customer's own values, e.g.
 "no order for 95 days, usually every 20" or "spend down 60% on the previous quarter".
 """
