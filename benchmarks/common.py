@@ -91,50 +91,74 @@ def child_env(extra: dict | None = None) -> dict:
     return env
 
 
-def run_child(args: list[str], timeout: float = 1800, max_rss_gb: float = 20.0, env: dict | None = None) -> ChildResult:
-    """Run ``python -m <args...>``; the child prints one JSON line ``{"seconds": ..., ...}`` last.
+class Watchdog:
+    """Polls a child started in its own session: the RSS of the child, or of its whole process tree with
+    ``tree``, and kills the session (SIGKILL to the process group) past ``max_rss_gb`` or ``timeout`` seconds,
+    keeping why in ``killed``; ``peak_tree_gb`` is the largest tree RSS it saw. ``stop`` after the child exits."""
 
-    A watchdog polls the child's RSS (psutil) and kills it past ``max_rss_gb`` or ``timeout``.
-    """
-    import psutil
+    def __init__(self, pid: int, timeout: float, max_rss_gb: float, tree: bool = False, every: float = 0.2):
+        self.pid, self.timeout, self.max_rss_gb, self.tree, self.every = pid, timeout, max_rss_gb, tree, every
+        self.start = time.perf_counter()
+        self.killed: list[str] = []
+        self.peak_tree = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
 
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=child_env(env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    killed: list[str] = []
-    done = threading.Event()
+    @property
+    def peak_tree_gb(self) -> float:
+        return self.peak_tree / GB
 
-    def watchdog():
-        try:
-            ps = psutil.Process(proc.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not done.wait(0.2):
+    def _rss(self) -> int:
+        import psutil
+
+        root = psutil.Process(self.pid)
+        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) if self.tree else root.memory_info().rss
+
+    def _watch(self) -> None:
+        import psutil
+
+        while not self._done.wait(self.every):
             try:
-                rss = ps.memory_info().rss
-            except psutil.NoSuchProcess:
-                return
-            why = None
-            if rss > max_rss_gb * GB:
-                why = f"killed: RSS {rss / GB:.1f} GB over the {max_rss_gb} GB limit"
-            elif time.perf_counter() - start > timeout:
-                why = f"killed: over the {timeout:.0f} s time limit"
+                rss = self._rss()
+            except psutil.Error:  # gone, or a child of the tree ended while read
+                if not psutil.pid_exists(self.pid):
+                    return
+                continue
+            self.peak_tree = max(self.peak_tree, rss)
+            why = (f"killed: RSS {rss / GB:.1f} GB over the {self.max_rss_gb} GB limit" if rss > self.max_rss_gb * GB
+                   else f"killed: over the {self.timeout:.0f} s time limit" if time.perf_counter() - self.start > self.timeout
+                   else None)
             if why:
-                killed.append(why)
+                self.killed.append(why)
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    os.killpg(self.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 return
 
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def run_child(args: list[str], timeout: float = 1800, max_rss_gb: float = 20.0, env: dict | None = None) -> ChildResult:
+    """Run ``python -m <args...>``; the child prints one JSON line ``{"seconds": ..., ...}`` last.
+
+    A ``Watchdog`` polls the child's RSS (psutil) and kills it past ``max_rss_gb`` or ``timeout``.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=child_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    guard = Watchdog(proc.pid, timeout, max_rss_gb)
     out_chunks, err_chunks = [], []
     readers = [threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True),
                threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)]
-    guard = threading.Thread(target=watchdog, daemon=True)
-    for t in readers + [guard]:
+    for t in readers:
         t.start()
     _, status, usage = os.wait4(proc.pid, 0)
-    done.set()
+    guard.stop()
+    killed = guard.killed
     proc.returncode = os.waitstatus_to_exitcode(status)
     for t in readers:
         t.join()

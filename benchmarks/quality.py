@@ -30,15 +30,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import GB, REPO, RESULTS, child_env, fmt, machine, machine_markdown, verdict, write_results
+from benchmarks.common import GB, REPO, RESULTS, Watchdog, child_env, fmt, machine, machine_markdown, verdict, write_results
 
 RETAIL = REPO.parent / "shared" / "data" / "online-retail" / "onlineretail.csv.gz"
 CONFIG = REPO / "configs" / "train.yaml"
@@ -76,45 +74,21 @@ def shoprec() -> str:
 def run_command(args: list[str], cwd: Path, log_path: Path, timeout: float, max_rss_gb: float) -> dict:
     """Run a command in ``cwd`` (output to ``log_path``): wall seconds, the kernel's max RSS of
     the largest process in its tree (``os.wait4``), the peak RSS of the whole tree (polled)."""
-    import psutil
-
     env = child_env()
     env.pop("MLFLOW_TRACKING_URI", None)  # the project folder's own store
     env.update(SHOPREC_PRIVACY_DIR=str(cwd / "data" / "privacy"), BENTOML_HOME=str(cwd / "bentoml_home"))
     start = time.perf_counter()
     with open(log_path, "w") as out:
         proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    peak_tree, killed, done = [0], [], threading.Event()
-
-    def watch():
-        while not done.wait(0.5):
-            try:
-                root = psutil.Process(proc.pid)
-                total = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-            except psutil.Error:
-                continue
-            peak_tree[0] = max(peak_tree[0], total)
-            why = (f"killed: RSS {total / GB:.1f} GB over the {max_rss_gb} GB limit" if total > max_rss_gb * GB
-                   else f"killed: over the {timeout:.0f} s limit" if time.perf_counter() - start > timeout else None)
-            if why:
-                killed.append(why)
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                return
-
-    guard = threading.Thread(target=watch, daemon=True)
-    guard.start()
+    guard = Watchdog(proc.pid, timeout, max_rss_gb, tree=True, every=0.5)
     _, status, usage = os.wait4(proc.pid, 0)
-    done.set()
-    guard.join()
+    guard.stop()
     seconds = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
-    res = {"ok": code == 0 and not killed, "seconds": round(seconds, 1), "peak_rss_gb": round(usage.ru_maxrss * 1024 / GB, 2),
-           "peak_tree_rss_gb": round(peak_tree[0] / GB, 2), "command": " ".join(args)}
+    res = {"ok": code == 0 and not guard.killed, "seconds": round(seconds, 1), "peak_rss_gb": round(usage.ru_maxrss * 1024 / GB, 2),
+           "peak_tree_rss_gb": round(guard.peak_tree_gb, 2), "command": " ".join(args)}
     if not res["ok"]:
-        res["error"] = killed[0] if killed else f"exit {code}: {log_path.read_text(errors='replace')[-1500:]}"
+        res["error"] = guard.killed[0] if guard.killed else f"exit {code}: {log_path.read_text(errors='replace')[-1500:]}"
     return res
 
 
