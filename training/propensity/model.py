@@ -23,6 +23,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from training.boosting import early_stopped, require_files
 from training.propensity.linear import LinearMember
 
 MIN_CALIBRATION_ROWS = 20
@@ -43,11 +44,6 @@ class PropensityModel:
         self.early_stopping_rounds = early_stopping_rounds
         self.linear_c = linear_c
 
-    def _lgb_params(self) -> dict:
-        return {"objective": "binary", "metric": "binary_logloss", "verbose": -1, **self.params,
-                "seed": self.seed, "deterministic": True, "force_row_wise": True, "bagging_freq": 1,
-                "num_threads": 1}
-
     def fit(self, X: pd.DataFrame, y, X_held: pd.DataFrame, y_held) -> "PropensityModel":
         """Boost on (X, y) with early stopping on the held-out rows, then calibrate on them."""
         if list(X.columns) != list(X_held.columns):
@@ -58,11 +54,8 @@ class PropensityModel:
         if len(np.unique(y)) < 2:
             raise ValueError(f"training labels are all {y[0]:g}: cannot learn a classifier from one class")
         self.features_ = list(X.columns)
-        train = lgb.Dataset(X, y, free_raw_data=True)
-        held = lgb.Dataset(X_held, y_held, reference=train)
-        self.booster_ = lgb.train(self._lgb_params(), train, self.max_rounds, valid_sets=[held],
-                                  callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
-        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        self.booster_, self.best_iteration_ = early_stopped("binary", {"metric": "binary_logloss", **self.params}, self.seed,
+                                                            X, y, X_held, y_held, self.max_rounds, self.early_stopping_rounds)
         if self.linear_c is not None:
             self.linear_ = LinearMember.fit(X, y, self.linear_c, self.seed)
             members = {"trees": self._tree_score(X), "linear": self.linear_.decision(X)}
@@ -122,9 +115,7 @@ class PropensityModel:
     @classmethod
     def load(cls, path: Path) -> "PropensityModel":
         path = Path(path)
-        for name in ("model.txt", "model.json"):
-            if not (path / name).exists():
-                raise FileNotFoundError(f"propensity model {path} is incomplete: {name} is missing")
+        require_files(path, ("model.txt", "model.json"), "propensity model")
         meta = json.loads((path / "model.json").read_text())
         model = cls(meta["params"], meta["calibration"]["method"], meta["seed"], meta["max_rounds"],
                     meta["early_stopping_rounds"], meta.get("linear_c"))  # saved before the linear member: trees only

@@ -18,6 +18,8 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from training.boosting import early_stopped, require_files
 from training.propensity.model import feature_frame
 
 
@@ -28,16 +30,6 @@ class ValueModel:
         self.seed = seed
         self.max_rounds = max_rounds
         self.early_stopping_rounds = early_stopping_rounds
-
-    def _lgb_params(self, objective: str) -> dict:
-        return {"objective": objective, "verbose": -1, **self.params, "seed": self.seed, "deterministic": True,
-                "force_row_wise": True, "bagging_freq": 1, "num_threads": 1}
-
-    def _boost(self, objective, X, y, X_held, y_held) -> lgb.Booster:
-        train = lgb.Dataset(X, y, free_raw_data=True)
-        held = lgb.Dataset(X_held, y_held, reference=train)
-        return lgb.train(self._lgb_params(objective), train, self.max_rounds, valid_sets=[held],
-                         callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
 
     def fit(self, X: pd.DataFrame, spend, X_held: pd.DataFrame, spend_held) -> "ValueModel":
         """Fit on (X, spend >= 0) with early stopping on the held-out rows."""
@@ -53,10 +45,12 @@ class ValueModel:
             raise ValueError(f"need buyers and non-buyers to learn from: {int(buys.sum())} of {len(y)} training rows "
                              f"and {int(held_buys.sum())} of {len(y_held)} held-out rows bought")
         self.features_ = list(X.columns)
-        self.buy_ = self._boost("binary", X, buys.astype(float), X_held, held_buys.astype(float))
-        self.spend_ = self._boost("regression", X[buys], np.log(y[buys]), X_held[held_buys], np.log(y_held[held_buys]))
-        self.iterations_ = {"buy": int(self.buy_.best_iteration or self.buy_.current_iteration()),
-                            "spend": int(self.spend_.best_iteration or self.spend_.current_iteration())}
+        boost = (self.params, self.seed)
+        self.buy_, buy = early_stopped("binary", *boost, X, buys.astype(float), X_held, held_buys.astype(float),
+                                       self.max_rounds, self.early_stopping_rounds)
+        self.spend_, spend = early_stopped("regression", *boost, X[buys], np.log(y[buys]), X_held[held_buys],
+                                           np.log(y_held[held_buys]), self.max_rounds, self.early_stopping_rounds)
+        self.iterations_ = {"buy": buy, "spend": spend}
         resid = np.log(y_held[held_buys]) - self.spend_.predict(X_held[held_buys], num_iteration=self.iterations_["spend"])
         self.smearing_ = float(np.mean(np.exp(resid)))
         return self
@@ -95,9 +89,7 @@ class ValueModel:
     @classmethod
     def load(cls, path: Path) -> "ValueModel":
         path = Path(path)
-        for name in ("buy.txt", "spend.txt", "model.json"):
-            if not (path / name).exists():
-                raise FileNotFoundError(f"value model {path} is incomplete: {name} is missing")
+        require_files(path, ("buy.txt", "spend.txt", "model.json"), "value model")
         meta = json.loads((path / "model.json").read_text())
         model = cls(meta["params"], meta["seed"], meta["max_rounds"], meta["early_stopping_rounds"])
         model.buy_ = lgb.Booster(model_file=str(path / "buy.txt"))
