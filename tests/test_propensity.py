@@ -147,7 +147,7 @@ def test_linear_member_as_scikit_learn_fits_it_and_saved_as_numbers():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-    from training.propensity.linear import LinearMember
+    from training.linear_member import LinearMember
 
     X, y = _xy(0)
     X.iloc[::4, 1] = np.nan

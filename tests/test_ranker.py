@@ -26,7 +26,7 @@ def view():
     return training_view(None, ORDERS)
 
 
-def make():
+def make(**settings):
     binary = InteractionConfig(binary=True)
     retrievers = [BlendPart(interactions=binary, model=ALSConfig(factors=8, iterations=5, weighting="none")),
                   BlendPart(interactions=binary, model=EASEConfig(l2=10.0)),
@@ -34,7 +34,7 @@ def make():
                   BlendPart(interactions=binary, model=ItemKNNConfig(neighbours=10)),
                   BlendPart(interactions=binary, model=PopularConfig())]
     return Candidate(name="ranker", model=RankerConfig(retrievers=retrievers, n_estimators=20, candidates=10,
-                                                       min_data_in_leaf=5))
+                                                       min_data_in_leaf=5, **settings))
 
 
 def test_fit_needs_time_not_a_bare_matrix(view):
@@ -56,12 +56,14 @@ def test_recommends_within_the_taste_group_and_excludes_bought(view):
         assert not set(items[u][items[u] >= 0]) & set(view.bought[u].indices)
 
 
-def test_deterministic_and_save_load_identical(view, tmp_path):
-    a = fit_candidate(make(), view)
-    b = fit_candidate(make(), view)
+@pytest.mark.parametrize("linear_c", [None, 0.1])
+def test_deterministic_and_save_load_identical(view, tmp_path, linear_c):
+    a = fit_candidate(make(linear_c=linear_c), view)
+    b = fit_candidate(make(linear_c=linear_c), view)
     np.testing.assert_array_equal(a.scores(np.arange(5)), b.scores(np.arange(5)))
     a.save(tmp_path / "r")
     assert (tmp_path / "r" / "ranker.txt").read_text().startswith("tree")
+    assert (tmp_path / "r" / "linear.json").exists() == (linear_c is not None)
     again = load_model(tmp_path / "r")
     np.testing.assert_allclose(again.scores(np.arange(5)), a.scores(np.arange(5)), rtol=1e-6)
     rows = view.matrix(InteractionConfig(binary=True))[:3]
@@ -80,3 +82,38 @@ def test_stacked_label_periods_learn_from_earlier_months_where_the_history_allow
     # 120 days of history: six 35-day periods asked, the fourth would start before the first order
     short = fit_candidate(Candidate(name="ranker-6", model=three.model_copy(update={"label_periods": 6, "label_days": 35})), view)
     assert len(short.label_groups_) == 3 and min(short.label_groups_) > 0
+
+
+def test_the_linear_member_is_averaged_with_the_trees_on_every_path(view, monkeypatch):
+    """With ``linear_c`` the candidates' scores are the two members' standardised scores summed, for known shoppers
+    and for a folded-in row alike; without it, the trees' alone. Above ``LINEAR_MAX_ROWS`` training rows the
+    linear member learns from a fixed sample."""
+    import training.recommenders.ranker as ranker
+
+    trees = fit_candidate(make(), view)
+    both = fit_candidate(make(linear_c=0.1), view)
+    assert trees.linear_ is None and both.linear_ is not None
+    (mt, st), (ml, sl) = both.blend_["trees"], both.blend_["linear"]
+    assert st > 0 and sl > 0
+    users = np.arange(6)
+    cand, feats = both._candidates(both._retriever_scores(users), both.bought_[users], both.history_[users])
+    flat = feats.reshape(-1, feats.shape[2])
+    want = ((both.booster_.predict(flat, num_threads=1) - mt) / st + (both.linear_.decision(flat) - ml) / sl).reshape(cand.shape)
+    got = both.scores(users)
+    valid = cand >= 0
+    np.testing.assert_allclose(got[np.nonzero(valid)[0], cand[valid]], want[valid].astype(np.float32), rtol=1e-5)
+    assert not np.array_equal(got, trees.scores(users))
+    rows = view.matrix(InteractionConfig(binary=True))[users]
+    folded = both.score_rows(rows, both.bought_[users])  # fold-in goes through the same average
+    seen = []
+    monkeypatch.setattr(ranker.LinearMember, "decision", lambda self, X, real=ranker.LinearMember.decision:
+                        seen.append(len(X)) or real(self, X))
+    np.testing.assert_array_equal(both.score_rows(rows, both.bought_[users]), folded)
+    assert len(seen) == 1 and seen[0] >= len(users)  # one call over all the rows' candidates
+    top = lambda s: [set(np.argsort(-r)[:5]) for r in s]  # noqa: E731
+    assert np.mean([len(a & b) / 5 for a, b in zip(top(folded), top(got))]) >= 0.8
+    monkeypatch.setattr(ranker, "LINEAR_MAX_ROWS", 50)
+    sampled = fit_candidate(make(linear_c=0.1), view)
+    again = fit_candidate(make(linear_c=0.1), view)
+    assert not np.array_equal(sampled.linear_.coef, both.linear_.coef)
+    np.testing.assert_array_equal(sampled.linear_.coef, again.linear_.coef)

@@ -44,6 +44,9 @@ def kinds() -> dict[str, Candidate]:
         "ranker": Candidate(name="ranker", model=RankerConfig(
             retrievers=[BlendPart(interactions=BINARY, model=ease), BlendPart(interactions=BINARY, model=als), trend],
             candidates=20, n_estimators=20, min_data_in_leaf=5, label_days=30)),
+        "ranker_linear": Candidate(name="ranker_linear", model=RankerConfig(  # trees + linear member (linear_c)
+            retrievers=[BlendPart(interactions=BINARY, model=ease), BlendPart(interactions=BINARY, model=als), trend],
+            candidates=20, n_estimators=20, min_data_in_leaf=5, label_days=30, linear_c=0.1)),
     }
 
 
@@ -93,7 +96,9 @@ def mixed() -> dict[str, Candidate]:
     trend = BlendPart(interactions=_trending(7), model=PopularConfig(count="weight"))
     return {"blend": Candidate(name="blend", model=BlendConfig(parts=parts)),
             "ranker": Candidate(name="ranker", model=RankerConfig(retrievers=[*parts, trend], candidates=20,
-                                                                  n_estimators=20, min_data_in_leaf=5, label_days=30))}
+                                                                  n_estimators=20, min_data_in_leaf=5, label_days=30)),
+            "ranker_linear": Candidate(name="ranker_linear", model=RankerConfig(
+                retrievers=[*parts, trend], candidates=20, n_estimators=20, min_data_in_leaf=5, label_days=30, linear_c=0.1))}
 
 
 @pytest.mark.parametrize("kind", list(mixed()))

@@ -41,7 +41,7 @@ class PropensityConfig(BaseModel):
                                                       "rows (Platt keeps the ranking; isotonic can tie scores)")
     lgbm: LGBMParams = Field(default_factory=LGBMParams)
     linear_c: Optional[float] = Field(0.1, gt=0, description="inverse L2 strength of the logistic regression "
-                                      "averaged with LightGBM (training/propensity/linear.py); null: LightGBM alone")
+                                      "averaged with LightGBM (training/linear_member.py); null: LightGBM alone")
     seed: int = Field(42, ge=0, description="seed of LightGBM and of the held-out split")
     top_reasons: int = Field(3, ge=0, le=10, description="reasons (in words) kept per scored customer")
 

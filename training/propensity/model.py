@@ -10,7 +10,7 @@ The held-out rows stop the boosting (log loss) and fit the calibration, so the t
 see them. The combined score is each member's log-odds standardised by its mean and standard
 deviation on the training rows, summed (``linear_c`` None: LightGBM alone, as bundles saved before
 the linear member). Contributions are each member's (TreeSHAP for the trees, coefficient x value for
-the linear model, training/propensity/linear.py) on the same scale, so they still add up to the
+the linear model, training/linear_member.py) on the same scale, so they still add up to the
 score. Calibration is Platt scaling (Platt 1999: a logistic curve on the raw score) or isotonic
 regression (Zadrozny & Elkan 2002), stored as plain numbers.
 """
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from training.boosting import early_stopped, require_files
-from training.propensity.linear import LinearMember
+from training.linear_member import LinearMember
 
 MIN_CALIBRATION_ROWS = 20
 

@@ -5,7 +5,9 @@ Training makes its own labels in time: the retrievers are fitted on the data up 
 positives among their candidates. With ``label_periods`` > 1 the periods before are stacked the
 same way (retrievers up to each period's start), so the model learns from several months rather
 than one. The retrievers are then refitted on all the data of the view for scoring. Features per (user, item): each retriever's score and rank, the item's
-popularity, and the user's activity (items in their row).
+popularity, and the user's activity (items in their row). With ``linear_c``, a logistic regression on the same
+features is averaged with the trees on standardised scores (training/linear_member.py): trees cannot score
+beyond the values of their training periods (a Christmas run-up's counts), a linear member can.
 
 Known shoppers and folded-in rows go through the same candidate generation and features:
 the caller's exclusions are left out before candidates are taken, every retriever sees the
@@ -13,8 +15,9 @@ row as it was trained (binary retrievers: 1.0 per item), and the activity comes 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, Optional, Self
 
 import numpy as np
 import pandas as pd
@@ -22,6 +25,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
 from features.interactions import TrainingView, purchases
+from training.linear_member import LinearMember
 from training.recommenders.base import Recommender, as_trained, csr_arrays, csr_from, first_similarity, topk
 from training.recommenders.blend import BlendPart
 from training.recommenders.fitting import BASE_MODELS, fit_base
@@ -40,6 +44,9 @@ class RankerSettings(BaseModel):
     learning_rate: float = Field(0.03, gt=0)
     num_leaves: int = Field(15, ge=2)
     min_data_in_leaf: int = Field(100, ge=1)
+    linear_c: Optional[float] = Field(None, gt=0, description="with a value: a logistic regression on the same "
+                                      "candidate features (inverse L2 strength), averaged with the trees on standardised "
+                                      "scores (training/linear_member.py); null: the trees alone")
     seed: int = Field(42)
 
 
@@ -54,6 +61,8 @@ class RankerRecommender(Recommender):
     kind = "ranker"
     Config = RankerConfig
     part_rows_: PartRows | None = None  # each part's training rows (fit_view); None: one row for all
+    linear_: LinearMember | None = None  # with ``linear_c``: the linear member (``_fit_linear``)
+    blend_: dict | None = None
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, interactions: sp.csr_matrix) -> Self:
@@ -76,6 +85,7 @@ class RankerRecommender(Recommender):
         if not groups:
             raise ValueError("ranker: no user has a newly bought item among the candidates in the label period")
         self.booster_ = self._boost(x, y, groups)
+        self._fit_linear(x, y)
         self._fit_retrievers(view)  # and the item statistics as of now
         self.part_rows_ = PartRows.of_view(view, self.config.retrievers)
         return self
@@ -111,6 +121,30 @@ class RankerRecommender(Recommender):
             min_child_samples=c.min_data_in_leaf, random_state=c.seed, deterministic=True, force_row_wise=True,
             n_jobs=2, verbose=-1,
         ).fit(np.vstack(x), np.concatenate(y), group=groups).booster_
+
+    def _fit_linear(self, x: list[np.ndarray], y: list[np.ndarray]) -> None:
+        """The linear member on (at most ``LINEAR_MAX_ROWS`` of) the trees' training rows, and each member's score
+        mean and spread there, which put the two on one scale."""
+        self.linear_, self.blend_ = None, None
+        if self.config.linear_c is None:
+            return
+        X, Y = np.vstack(x), np.concatenate(y)
+        if len(X) > LINEAR_MAX_ROWS:
+            keep = np.sort(np.random.default_rng([self.config.seed, 1]).choice(len(X), LINEAR_MAX_ROWS, replace=False))
+            X, Y = X[keep], Y[keep]
+        self.linear_ = LinearMember.fit(X, Y, self.config.linear_c, self.config.seed)
+        trees, linear = self.booster_.predict(X, num_threads=1), self.linear_.decision(X)
+        self.blend_ = {"trees": [float(trees.mean()), float(trees.std()) or 1.0],
+                       "linear": [float(linear.mean()), float(linear.std()) or 1.0]}
+
+    def _score_candidates(self, feats: np.ndarray) -> np.ndarray:
+        """(rows,) the trees' score of each candidate's features, or with the linear member the sum of both
+        members' standardised scores."""
+        trees = self.booster_.predict(feats, num_threads=1)
+        if self.linear_ is None:
+            return trees
+        (mt, st), (ml, sl) = self.blend_["trees"], self.blend_["linear"]
+        return (trees - mt) / st + (self.linear_.decision(feats) - ml) / sl
 
     @property
     def row_config(self):
@@ -156,7 +190,7 @@ class RankerRecommender(Recommender):
     def _rank(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix) -> np.ndarray:
         cand, feats = self._candidates(scores, exclude, history)
         n, m = cand.shape
-        pred = self.booster_.predict(feats.reshape(n * m, -1), num_threads=1).reshape(n, m)
+        pred = self._score_candidates(feats.reshape(n * m, -1)).reshape(n, m)
         out = np.full((n, self.n_items_), -np.inf, dtype=np.float32)
         valid = cand >= 0
         rows = np.repeat(np.arange(n), m).reshape(n, m)
@@ -215,6 +249,8 @@ class RankerRecommender(Recommender):
         for i, r in enumerate(self.retrievers_):
             r.save(Path(path) / f"retriever{i}")
         self.booster_.save_model(str(Path(path) / "ranker.txt"))
+        if self.linear_ is not None:
+            (Path(path) / "linear.json").write_text(json.dumps({"member": self.linear_.to_json(), "blend": self.blend_}))
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -224,10 +260,15 @@ class RankerRecommender(Recommender):
         model.retrievers_ = [BASE_MODELS[p.model.kind].load(Path(path) / f"retriever{i}")
                              for i, p in enumerate(model.config.retrievers)]
         model.booster_ = lgb.Booster(model_file=str(Path(path) / "ranker.txt"))
+        model.linear_, model.blend_ = None, None
+        if model.config.linear_c is not None:
+            saved = json.loads((Path(path) / "linear.json").read_text())
+            model.linear_, model.blend_ = LinearMember.from_json(saved["member"]), saved["blend"]
         return model
 
 
 TIME_WINDOWS_DAYS = (7.0, 30.0)
+LINEAR_MAX_ROWS = 200_000  # a linear model of ~20 features needs few rows; the trees' can be millions
 
 
 def item_time_features(view: TrainingView) -> np.ndarray:

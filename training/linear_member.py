@@ -1,13 +1,15 @@
-"""``LinearMember``: L2-regularised logistic regression on the same features as the LightGBM model, the
-second member of a propensity model (training/propensity/model.py).
+"""``LinearMember``: an L2-regularised logistic regression on the same features as a LightGBM model, averaged
+with it on the standardised score scale: the propensity models' second member (training/propensity/model.py)
+and, where a recipe asks for it, the ranker's (training/recommenders/ranker.py).
 
-A few thousand customers per scoring date leave boosted trees with high variance; a linear model on
-log-scaled features has little, and the two disagree where each is wrong. Averaged on the standardised
-log-odds scale they beat LightGBM alone on all 18 validation periods of Online Retail and the small and gift
-synthetic shops (three per target, churn and conversion) and tie on the grocery and wide test shops, where
-the trees alone score 0.81-0.95; no test period was read to choose it.
+Boosted trees fitted on a few thousand customers (or one shop's few label periods) have high variance, and a
+tree cannot score beyond the range of values it was trained on; a linear model on log-scaled features has
+little variance and extrapolates, and the two disagree where each is wrong. For the propensity models the
+average beat LightGBM alone on all 18 validation periods of Online Retail and the small and gift synthetic
+shops (three per target, churn and conversion) and tied on the grocery and wide test shops, where the trees
+alone score 0.81-0.95; no test period was read to choose it.
 
-    member = LinearMember.fit(X, y, c=0.1, seed=42)
+    member = LinearMember.fit(X, y, c=0.1, seed=42)   # X: a DataFrame, or an array (columns by position)
     member.decision(X)        # (n,) log-odds
     member.contributions(X)   # (n, n_features): coefficient x standardised value, per input feature
     LinearMember.from_json(member.to_json())
@@ -28,6 +30,13 @@ def _signed_log(X: np.ndarray) -> np.ndarray:
     return np.sign(X) * np.log1p(np.abs(X))
 
 
+def _values(X, features: list[str] | None = None) -> np.ndarray:
+    """The feature matrix as floats: a DataFrame's ``features`` columns in that order, or an array as it is."""
+    if isinstance(X, pd.DataFrame):
+        return (X if features is None else X[features]).to_numpy(dtype=float)
+    return np.asarray(X, dtype=float)
+
+
 @dataclass
 class LinearMember:
     features: list[str]
@@ -39,14 +48,15 @@ class LinearMember:
     intercept: float
 
     @classmethod
-    def fit(cls, X: pd.DataFrame, y, c: float, seed: int) -> "LinearMember":
+    def fit(cls, X, y, c: float, seed: int) -> "LinearMember":
         from sklearn.linear_model import LogisticRegression
 
-        logged = _signed_log(X.to_numpy(dtype=float))
+        logged = _signed_log(_values(X))
         missing = np.isnan(logged)
         median = np.nanmedian(np.where(missing.all(axis=0), 0.0, logged), axis=0)  # a never-seen feature: 0
         flagged = [int(j) for j in np.flatnonzero(missing.any(axis=0))]
-        member = cls(list(X.columns), median, flagged, np.zeros(0), np.ones(0), np.zeros(0), 0.0)
+        names = list(X.columns) if isinstance(X, pd.DataFrame) else [str(j) for j in range(logged.shape[1])]
+        member = cls(names, median, flagged, np.zeros(0), np.ones(0), np.zeros(0), 0.0)
         raw = member._unscaled(logged)
         member.mean = raw.mean(axis=0)
         sd = raw.std(axis=0)
@@ -63,14 +73,14 @@ class LinearMember:
     def _scaled(self, raw: np.ndarray) -> np.ndarray:
         return (raw - self.mean) / self.scale
 
-    def _design(self, X: pd.DataFrame) -> np.ndarray:
-        return self._scaled(self._unscaled(_signed_log(X[self.features].to_numpy(dtype=float))))
+    def _design(self, X) -> np.ndarray:
+        return self._scaled(self._unscaled(_signed_log(_values(X, self.features))))
 
-    def decision(self, X: pd.DataFrame) -> np.ndarray:
+    def decision(self, X) -> np.ndarray:
         """(n,) log-odds."""
         return self._design(X) @ self.coef + self.intercept
 
-    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+    def contributions(self, X) -> np.ndarray:
         """(n, n_features) each input feature's share of the log-odds (its "was missing" column folded in);
         with ``intercept`` they sum to ``decision``."""
         terms = self._design(X) * self.coef
