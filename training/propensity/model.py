@@ -70,10 +70,12 @@ class PropensityModel:
         """(n,) uncalibrated score: the trees' log-odds, or with the linear member the sum of both members'
         standardised log-odds."""
         trees = self._tree_score(X)
-        if self.linear_ is None:
-            return trees
+        return trees if self.linear_ is None else self._combined(trees, self.linear_.decision(X))
+
+    def _combined(self, trees: np.ndarray, linear) -> np.ndarray:
+        """The members' scores (or biases) standardised by their training mean and spread, summed."""
         (mt, st), (ml, sl) = self.blend_["trees"], self.blend_["linear"]
-        return (trees - mt) / st + (self.linear_.decision(X) - ml) / sl
+        return (trees - mt) / st + (linear - ml) / sl
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """(n,) calibrated probabilities of the positive class."""
@@ -89,10 +91,7 @@ class PropensityModel:
     def base_score(self, X: pd.DataFrame) -> np.ndarray:
         """(n,) the part of the raw score no feature accounts for (the members' biases)."""
         bias = self.booster_.predict(self._frame(X), num_iteration=self.best_iteration_, pred_contrib=True)[:, -1]
-        if self.linear_ is None:
-            return bias
-        (mt, st), (ml, sl) = self.blend_["trees"], self.blend_["linear"]
-        return (bias - mt) / st + (self.linear_.intercept - ml) / sl
+        return bias if self.linear_ is None else self._combined(bias, self.linear_.intercept)
 
     def importance(self) -> pd.Series:
         """The trees' total gain per feature, largest first."""
