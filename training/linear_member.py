@@ -99,3 +99,15 @@ class LinearMember:
         return cls(list(d["features"]), np.asarray(d["median"], dtype=float), [int(j) for j in d["flagged"]],
                    np.asarray(d["mean"], dtype=float), np.asarray(d["scale"], dtype=float),
                    np.asarray(d["coef"], dtype=float), float(d["intercept"]))
+
+
+def blend_scale(trees: np.ndarray, linear: np.ndarray) -> dict:
+    """Each member's score mean and spread on the training rows: ``{"trees": [mean, sd], "linear": [mean, sd]}``
+    (a spread of 0 counts as 1), saved with the model."""
+    return {k: [float(v.mean()), float(v.std()) or 1.0] for k, v in (("trees", trees), ("linear", linear))}
+
+
+def blended(scale: dict, trees, linear):
+    """The members' scores (or biases) standardised by ``blend_scale`` and summed: the combined score."""
+    (mt, st), (ml, sl) = scale["trees"], scale["linear"]
+    return (trees - mt) / st + (linear - ml) / sl

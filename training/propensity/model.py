@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from training.boosting import early_stopped, require_files
-from training.linear_member import LinearMember
+from training.linear_member import LinearMember, blend_scale, blended
 
 MIN_CALIBRATION_ROWS = 20
 
@@ -58,8 +58,7 @@ class PropensityModel:
                                                             X, y, X_held, y_held, self.max_rounds, self.early_stopping_rounds)
         if self.linear_c is not None:
             self.linear_ = LinearMember.fit(X, y, self.linear_c, self.seed)
-            members = {"trees": self._tree_score(X), "linear": self.linear_.decision(X)}
-            self.blend_ = {k: [float(v.mean()), float(v.std()) or 1.0] for k, v in members.items()}
+            self.blend_ = blend_scale(self._tree_score(X), self.linear_.decision(X))
         self.calibration_ = fit_calibration(self.raw_score(X_held), y_held, self.calibration)
         return self
 
@@ -70,12 +69,7 @@ class PropensityModel:
         """(n,) uncalibrated score: the trees' log-odds, or with the linear member the sum of both members'
         standardised log-odds."""
         trees = self._tree_score(X)
-        return trees if self.linear_ is None else self._combined(trees, self.linear_.decision(X))
-
-    def _combined(self, trees: np.ndarray, linear) -> np.ndarray:
-        """The members' scores (or biases) standardised by their training mean and spread, summed."""
-        (mt, st), (ml, sl) = self.blend_["trees"], self.blend_["linear"]
-        return (trees - mt) / st + (linear - ml) / sl
+        return trees if self.linear_ is None else blended(self.blend_, trees, self.linear_.decision(X))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """(n,) calibrated probabilities of the positive class."""
@@ -91,7 +85,7 @@ class PropensityModel:
     def base_score(self, X: pd.DataFrame) -> np.ndarray:
         """(n,) the part of the raw score no feature accounts for (the members' biases)."""
         bias = self.booster_.predict(self._frame(X), num_iteration=self.best_iteration_, pred_contrib=True)[:, -1]
-        return bias if self.linear_ is None else self._combined(bias, self.linear_.intercept)
+        return bias if self.linear_ is None else blended(self.blend_, bias, self.linear_.intercept)
 
     def importance(self) -> pd.Series:
         """The trees' total gain per feature, largest first."""

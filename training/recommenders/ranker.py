@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
 from features.interactions import TrainingView, purchases
-from training.linear_member import LinearMember
+from training.linear_member import LinearMember, blend_scale, blended
 from training.recommenders.base import Recommender, as_trained, csr_arrays, csr_from, first_similarity, topk
 from training.recommenders.blend import BlendPart
 from training.recommenders.fitting import BASE_MODELS, fit_base
@@ -133,18 +133,13 @@ class RankerRecommender(Recommender):
             keep = np.sort(np.random.default_rng([self.config.seed, 1]).choice(len(X), LINEAR_MAX_ROWS, replace=False))
             X, Y = X[keep], Y[keep]
         self.linear_ = LinearMember.fit(X, Y, self.config.linear_c, self.config.seed)
-        trees, linear = self.booster_.predict(X, num_threads=1), self.linear_.decision(X)
-        self.blend_ = {"trees": [float(trees.mean()), float(trees.std()) or 1.0],
-                       "linear": [float(linear.mean()), float(linear.std()) or 1.0]}
+        self.blend_ = blend_scale(self.booster_.predict(X, num_threads=1), self.linear_.decision(X))
 
     def _score_candidates(self, feats: np.ndarray) -> np.ndarray:
         """(rows,) the trees' score of each candidate's features, or with the linear member the sum of both
         members' standardised scores."""
         trees = self.booster_.predict(feats, num_threads=1)
-        if self.linear_ is None:
-            return trees
-        (mt, st), (ml, sl) = self.blend_["trees"], self.blend_["linear"]
-        return (trees - mt) / st + (self.linear_.decision(feats) - ml) / sl
+        return trees if self.linear_ is None else blended(self.blend_, trees, self.linear_.decision(feats))
 
     @property
     def row_config(self):
