@@ -8,6 +8,7 @@ import os
 
 import bentoml
 
+from serving import collector
 from serving.schemas import Recommendations, RecommendRequest, ScoredItem, SessionRequest
 
 ANSWER = Recommendations(items=[ScoredItem(item_id=f"i{i:05d}", score=round(1 - i / 100, 6)) for i in range(10)],
@@ -17,6 +18,9 @@ ANSWER = Recommendations(items=[ScoredItem(item_id=f"i{i:05d}", score=round(1 - 
 @bentoml.service(name="trivial", traffic={"timeout": 10, "max_concurrency": 64},
                  workers=int(os.environ.get("SHOPREC_WORKERS") or 1))
 class Trivial:
+    def __init__(self) -> None:
+        collector.tune()  # the service's collector settings (serving/collector.py): like for like
+
     @bentoml.api(input_spec=RecommendRequest, route="/recommend")
     async def recommend(self, **req) -> Recommendations:
         return ANSWER

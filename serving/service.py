@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from features.event_store import open_event_store
 from features.settings import Settings
+from serving import collector
 from serving.admin import ForgetAnswer, ForgetRequest, ReloadAnswer, ReloadRequest, ServicePrivacy, configure_logging
 from serving.auth import AccessControl, ScopedKeys, count_customers, key_name
 from serving.event_intake import EventIntake
@@ -77,6 +78,7 @@ class Shoprec:
         self.propensity_api.hidden = self.privacy.hide  # forgotten shoppers leave the churn list at once
         self.monitor = LiveMonitor.from_settings(self.settings)  # drift of live traffic (serving/monitoring.py)
         self.monitor.start()
+        collector.tune()  # fewer young-generation collections per request (serving/collector.py)
         gc.freeze()  # the loaded model's objects leave the collector's generations: shorter GC pauses per request
 
     def __is_ready__(self) -> bool:
