@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from features.event_store import open_event_store
 from features.settings import Settings
-from serving import collector
+from serving import accept_share, collector
 from serving.admin import ForgetAnswer, ForgetRequest, ReloadAnswer, ReloadRequest, ServicePrivacy, configure_logging
 from serving.auth import AccessControl, ScopedKeys, count_customers, key_name
 from serving.event_intake import EventIntake
@@ -43,6 +43,7 @@ NOT_READY = "no model loaded yet: publish one (`shoprec publish`), then POST /ad
 
 WORKERS_ENV = "SHOPREC_WORKERS"
 WORKERS = Settings().workers  # one per core; the model's arrays are memory-mapped, so shared
+accept_share.install(WORKERS)  # new connections shared out between the workers (serving/accept_share.py)
 
 
 def reload_poll_seconds(environ) -> float:
