@@ -254,7 +254,8 @@ def load(url: str, bodies: Path, rate: float | None, concurrency: int | None, se
         client = (client_after.ru_utime + client_after.ru_stime) - (client_before.ru_utime + client_before.ru_stime)
         res["cpu_ms_per_request"] = {"server": round((after - before) / res["requests"] * 1000, 3),
                                      "client": round(client / res["requests"] * 1000, 3)}
-        res["worker_cpu_shares"] = sorted(round(c / sum(worker_cpu), 3) for c in worker_cpu) if sum(worker_cpu) > 0 else []
+        total = sum(worker_cpu)
+        res["worker_cpu_shares"] = sorted(round(c / total, 3) for c in worker_cpu) if total > 0 else []
     return res
 
 

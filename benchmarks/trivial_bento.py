@@ -13,13 +13,11 @@ from serving.schemas import Recommendations, RecommendRequest, ScoredItem, Sessi
 
 ANSWER = Recommendations(items=[ScoredItem(item_id=f"i{i:05d}", score=round(1 - i / 100, 6)) for i in range(10)],
                          source="model:als", model_version="trivial")
-
-
 WORKERS = int(os.environ.get("SHOPREC_WORKERS") or 1)
 accept_share.install(WORKERS)  # the service's sharing of new connections between workers: like for like
 
-@bentoml.service(name="trivial", traffic={"timeout": 10, "max_concurrency": 64},
-                 workers=WORKERS)
+
+@bentoml.service(name="trivial", traffic={"timeout": 10, "max_concurrency": 64}, workers=WORKERS)
 class Trivial:
     def __init__(self) -> None:
         collector.tune()  # the service's collector settings (serving/collector.py): like for like

@@ -11,9 +11,9 @@ directory, each worker a slot with its pid and how many connections it holds) an
 connection per turn of its event loop, and a worker holding more than the fewest held by another live worker
 steps back once, 1 ms per connection it holds beyond that (at most 10 ms), so that a less busy worker takes the
 connection; if none does in that time, it takes it itself (a busy or hung neighbour never leaves a connection
-waiting longer than that). A worker takes its slot when it starts listening. asyncio has no
-setting for this: the accept loop is the selector event loop's private ``_accept_connection`` (Python 3.11,
-checked at install), and a worker's open connections are its ``asyncio.Server``'s count.
+waiting longer than that). A worker takes its slot when it starts listening. asyncio has no setting for this:
+the accept loop is the selector event loop's private ``_accept_connection`` (Python 3.11, checked at install),
+and a worker's open connections are its ``asyncio.Server``'s count.
 """
 from __future__ import annotations
 
@@ -76,11 +76,11 @@ class Board:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: whether the process exists (PermissionError: it does, another user's)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -121,8 +121,9 @@ def _accept_shared(self, protocol_factory, sock, sslcontext=None, server=None, b
         # let a less busy worker take it; take it ourselves if none has within the step back (longer the more we hold)
         _stepped_back.add(fd)
         self._remove_reader(fd)
-        self.call_later(min(STEP_BACK_MAX_S, STEP_BACK_S * (held - fewest)), self._add_reader, fd, self._accept_connection, protocol_factory, sock,
-                        sslcontext, server, backlog, *args, *kwargs.values())
+        self.call_later(min(STEP_BACK_MAX_S, STEP_BACK_S * (held - fewest)), self._add_reader, fd,
+                        self._accept_connection, protocol_factory, sock, sslcontext, server, backlog,
+                        *args, *kwargs.values())
         return None
     _stepped_back.discard(fd)
     return _ORIGINAL(self, protocol_factory, sock, sslcontext, server, 1, *args, **kwargs)
@@ -135,8 +136,8 @@ def install(workers: int) -> bool:
     if loop_class._accept_connection is _accept_shared:
         return True
     expected = ["self", "protocol_factory", "sock", "sslcontext", "server", "backlog"]
-    if workers <= 1 or list(inspect.signature(_ORIGINAL).parameters)[:6] != expected \
-            or list(inspect.signature(_ORIGINAL_START).parameters)[:6] != expected or not hasattr(loop_class, "_remove_reader"):
+    shapes = [list(inspect.signature(f).parameters)[:6] for f in (_ORIGINAL, _ORIGINAL_START)]
+    if workers <= 1 or shapes != [expected, expected] or not hasattr(loop_class, "_remove_reader"):
         return False
     loop_class._accept_connection = _accept_shared
     loop_class._start_serving = _start_shared

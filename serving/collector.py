@@ -4,9 +4,9 @@ A request through BentoML allocates thousands of short-lived container objects (
 OpenTelemetry spans, pydantic models, log records); with Python's default young-generation threshold (700
 allocations) the collector runs several times per request. Under saturation on the storefront mix (the serving
 benchmark's 1M × 100k model, 2 workers, three runs each) the server's CPU per request fell from 1.21–1.36 to
-1.12–1.20 ms with the settings below, p99 at 100 req/s and the workers' memory unchanged. A larger young generation is collected far less often
-for about the same work per object. The benchmark's trivial BentoML floor runs with the same settings, so its
-comparison stays like for like.
+1.12–1.20 ms with the settings below, p99 at 100 req/s and the workers' memory unchanged: a larger young
+generation is collected far less often for about the same work per object. The benchmark's floors run with the
+same settings, so its comparison stays like for like.
 """
 from __future__ import annotations
 
