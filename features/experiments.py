@@ -5,7 +5,8 @@ a model (a registry version ``v3``, or an alias ``@challenger`` that
 ``shoprec experiment create`` turns into the version it points at, published beside the champion as a
 ``shoprec-variant``; or a BentoML tag ``NAME:VERSION``) or a policy (``popular``, ``trending``). Assignment is a pure function
 of (salt, unit id), as in GrowthBook's SDKs, so every replica and every restart agrees without
-talking; the unit is the user id, or the session id for an anonymous shopper.
+talking; the unit is the user id, or the session id for an anonymous shopper (on the item pages,
+``similar_items`` and ``bought_together``, whichever the request carries; neither: the champion).
 
 Two hashes per unit: one decides whether the unit is in the experiment at all (``coverage``, the
 ramp), the other which variant. Raising the coverage only adds units; nobody changes variant.
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 POLICIES = ("popular", "trending")
 CHAMPION = "champion"
-ENDPOINTS = ("recommend", "rerank", "session")
+ENDPOINTS = ("recommend", "rerank", "session", "similar_items", "bought_together")
 METRICS = ("conversion", "revenue_per_user", "ctr")
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}(:[A-Za-z0-9._-]{1,63})?$"
 
@@ -66,7 +67,7 @@ class Experiment(BaseModel):
     name: str
     variants: tuple[Variant, ...] = Field(min_length=2, description="first one is the control")
     salt: str = Field(description="hash salt; a new salt reshuffles everyone")
-    endpoint: Literal["recommend", "rerank", "session"] = "recommend"
+    endpoint: Literal["recommend", "rerank", "session", "similar_items", "bought_together"] = "recommend"
     metric: Literal["conversion", "revenue_per_user", "ctr"] = "conversion"
     guardrails: tuple[Literal["conversion", "revenue_per_user", "ctr"], ...] = ("revenue_per_user",)
     coverage: float = Field(1.0, gt=0, le=1, description="share of units in the experiment (ramp up: only adds units)")

@@ -41,12 +41,21 @@ class RecommendRequest(FilterFields):
     exclude: list[Id] = Field(default_factory=list, max_length=500, description="more item ids to leave out")
 
 
-class SimilarItemsRequest(FilterFields):
+class Viewer(FilterFields):
+    """Who is looking, on the item pages: optional; an A/B test of the endpoint assigns by it."""
+
+    user_id: Id | None = Field(None, description="the shopper's id, when signed in: A/B tests assign by it "
+                                                 "(and tie their purchases back to what they were shown)")
+    session_id: Id | None = Field(None, description="the anonymous shopper's session id: A/B tests assign by it "
+                                                    "when there is no user_id")
+
+
+class SimilarItemsRequest(Viewer):
     item_id: Id = Field(description="the item on the product page; unknown ids get popular items")
     k: K = 10
 
 
-class BoughtTogetherRequest(FilterFields):
+class BoughtTogetherRequest(Viewer):
     items: list[Id] = Field(min_length=1, max_length=100, description="the basket's item ids")
     k: K = 10
 

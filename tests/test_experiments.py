@@ -532,6 +532,43 @@ def test_anonymous_shoppers_are_assigned_by_session_and_their_exposure_is_logged
         log_store.close()
 
 
+def test_item_pages_are_assigned_by_user_then_session_and_a_policy_arm_answers_with_its_list(tmp_path):
+    """/similar_items and /bought_together under an experiment: the unit is the user id when the request carries
+    one, else the session id; neither: the champion. The popular arm answers both pages with its own list."""
+    from serving.experiments import ServiceExperiments
+
+    url = f"sqlite:///{tmp_path}/events.db"
+    log_store = open_experiment_log(url)
+    arms = parse_variants(["control=champion", "t=popular"])
+    pages = {"similar_items": lambda s: s.similar_items("i4", k=3),
+             "bought_together": lambda s: s.bought_together(["i4"], k=3)}
+    experiments = {endpoint: Experiment(name=endpoint.replace("_", "-"), endpoint=endpoint, salt="p", variants=arms)
+                   for endpoint in pages}
+    for exp in experiments.values():
+        log_store.put_experiment(exp, new=True)
+    champion = _champion()
+    from training.experiments.policies import policy_store, popularity
+
+    policy = policy_store(champion.store.bundle, "popular", popularity(champion.store.bundle))
+    popular_ids = policy.popular(k=3, exclude_ids=["i4"]).item_ids
+    svc = ServiceExperiments(url, _Slot(champion))
+    try:
+        for endpoint, call in pages.items():
+            exp, seen = experiments[endpoint], set()
+            for user_id, unit in [(f"u{i}", f"u{i}") for i in range(8)] + [("", f"s{i}") for i in range(8)]:
+                answer = svc.run(endpoint, user_id or unit, user_id, champion, call)
+                arm = answer.exposure[0]
+                assert arm.variant.name == assign(exp, unit).name
+                seen.add(arm.variant.name)
+                if arm.variant.name == "t":  # the policy's list on both pages, labelled as such
+                    assert answer.item_ids == popular_ids and answer.source == "fallback:popular"
+            assert seen == {"control", "t"}, endpoint
+            assert getattr(svc.run(endpoint, "", "", champion, call), "exposure", None) is None
+    finally:
+        svc.close()
+        log_store.close()
+
+
 def test_create_publishes_a_registry_version_or_alias_beside_the_champion(tmp_path):
     """`--variant t=@challenger` resolves the alias in MLflow and copies that version into the BentoML store
     as a shoprec-variant (never as shoprec-recommender, whose latest is the champion)."""

@@ -98,6 +98,18 @@ def test_ab_test_end_to_end_over_http(home, tmp_path):
                             post(b, "/rerank", {"user_id": u, "items": ["i1", "i2", "i3"]}).json()) for u in USERS[:30]}
             assert all(x["variant"] == y["variant"] for x, y in reranked.values())
             assert {x["variant"]: x["model_version"] for x, _ in reranked.values()} == {"control": "7", "challenger": "8"}
+            # the product page: by user id when the request has one, else by session id; neither: no experiment
+            shoprec(home, env, "experiment", "create", "product-page", "--endpoint", "similar_items", "--variant",
+                    "control=champion", "--variant", "treatment=popular", "--key", ADMIN_KEY)
+            page = lambda url, who: post(url, "/similar_items", {"item_id": "i1", "k": 3, **who}).json()  # noqa: E731
+            wait_for(lambda: page(a, {"session_id": "probe"})["experiment"] == "product-page"
+                     and page(b, {"session_id": "probe"})["experiment"] == "product-page")
+            viewers = [{"user_id": u} for u in USERS[:12]] + [{"session_id": f"s-{i}"} for i in range(12)]
+            shown = [(page(a, who), page(b, who)) for who in viewers]
+            assert all(x["experiment"] == "product-page" and x["variant"] == y["variant"] for x, y in shown)
+            assert {x["variant"] for x, _ in shown} == {"control", "treatment"}
+            assert all(x["source"] == "fallback:popular" for x, _ in shown if x["variant"] == "treatment")
+            assert page(a, {})["experiment"] is None and page(b, {})["request_id"] is None
             # known traffic: every user 2 answers (a and b); clicks, purchases with and without request id
             clicked = USERS[0:40:2]
             for u in clicked:

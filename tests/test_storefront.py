@@ -107,6 +107,19 @@ def test_bought_together(store):
     assert set(answer.item_ids[:2]) & {"i3", "i5"}
 
 
+def test_a_basket_without_rules_or_neighbours_gets_the_labelled_fallback():
+    import dataclasses
+
+    import scipy.sparse as sp
+
+    bundle = make_bundle()
+    no_rules = Storefront(dataclasses.replace(bundle, together=sp.csr_matrix(bundle.together.shape, dtype=np.float32)))
+    no_rules._has_similarity = False  # rules alone, and none for this basket
+    answer = no_rules.bought_together(["i4"], k=3, filters=Filters(category="even"))
+    assert answer.source == "fallback:trending-14d" and answer.scores == [0.0] * 3
+    assert "i4" not in answer.item_ids and all(int(i[1:]) % 2 == 0 for i in answer.item_ids)
+
+
 def test_rerank_orders_known_and_keeps_unknown_at_the_end(store):
     cands = ["zz1", "i2", "i9", "zz2", "i5"]
     answer = store.rerank("u1", cands)

@@ -347,6 +347,8 @@ class Storefront:
         excluded = self._exclusions(filters, basket)
         scores[scores <= 0] = -np.inf
         rows, best = self._pick(scores, k, excluded)
+        if len(rows) == 0:  # no rule or neighbour for this basket: the fallback, labelled as one
+            return self.popular(k, excluded, rows_given=True)
         rows, best = self._fill(rows, best, k, excluded)
         return self._answer(rows, best, f"together:{source}")
 

@@ -80,7 +80,8 @@ def create(
                                       "popular, trending, a registry version v3, a registry alias @NAME, or a BentoML tag NAME:VERSION"),
     split: Optional[str] = typer.Option(None, "--split", help="traffic shares, e.g. 50/50 [default: equal]"),
     salt: Optional[str] = typer.Option(None, "--salt", help="assignment salt [default: the name]"),
-    endpoint: str = typer.Option("recommend", "--endpoint", help="recommend | rerank | session"),
+    endpoint: str = typer.Option("recommend", "--endpoint", help="recommend | rerank | session | similar_items | "
+                                                                  "bought_together"),
     metric: str = typer.Option("conversion", "--metric", help="primary metric: conversion | revenue_per_user | ctr"),
     guardrail: list[str] = typer.Option(["revenue_per_user"], "--guardrail", help="guardrail metric (repeatable)"),
     coverage: float = typer.Option(1.0, "--coverage", help="share of shoppers in the experiment (0-1]"),
@@ -138,7 +139,7 @@ def list_experiments(as_json: bool = typer.Option(False, "--json", help="print J
     if not exps:
         typer.echo("no experiments")
     for e in exps:
-        typer.echo(f"{e.name:<24}{e.status:<9}/{e.endpoint:<11}{e.metric:<18}"
+        typer.echo(f"{e.name:<24}{e.status:<9}/{e.endpoint:<16}{e.metric:<18}"
                    + ", ".join(f"{v.name}={v.arm} {s:.0%}" for v, s in zip(e.variants, e.shares().values()))
                    + f"  created {e.created_at}" + (f", stopped {e.stopped_at}" if e.stopped_at else ""))
 

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from training.bundle import ModelBundle
 from training.recommenders.popular import PopularRecommender
@@ -16,10 +17,12 @@ from training.storefront import Storefront
 
 
 def policy_store(bundle: ModelBundle, name: str, item_scores: np.ndarray) -> Storefront:
-    """The champion's catalogue, bought items and fallback, with a same-for-everyone list as the model."""
+    """The champion's catalogue and bought items, with a same-for-everyone list as the model and the fallback
+    (no bought-together rules: the policy's list answers every page)."""
     model = PopularRecommender()
     model.item_scores_ = item_scores.astype(np.float32)
-    return Storefront(dataclasses.replace(bundle, model=model, fallback=model,
+    no_rules = sp.csr_matrix(bundle.together.shape, dtype=np.float32)
+    return Storefront(dataclasses.replace(bundle, model=model, fallback=model, together=no_rules,
                                           meta={**bundle.meta, "name": name, "fallback": name}))
 
 
