@@ -96,6 +96,24 @@ def test_filters_and_small_catalogues_use_exact_search(wide):
     assert Storefront(make_bundle(), approximate=True)._user_index is None  # 12 items: exact is cheap
 
 
+def test_a_narrow_filter_scores_only_its_items_and_gives_the_exact_top_k(wide):
+    """A category of a tenth of the catalogue (a category page): the answer is the top k of every item's score
+    among that category's items, bought and excluded ones left out, with or without the length-pruned search."""
+    tenth = np.where(np.arange(N_ITEMS) % 10 == 3, "rare", "common")
+    bundle = dataclasses.replace(wide, catalog=wide.catalog.assign(category=tenth))
+    rare = Filters(category="rare")
+    for store in (Storefront(bundle, approximate=True), Storefront(bundle)):
+        for user in (1, 7, 42):
+            bought = set(bundle.bought[user].indices.tolist())
+            excluded = [int(i) for i in np.flatnonzero(tenth == "rare")[:5]]
+            full = bundle.model.scores(np.array([user]))[0]
+            allowed = [i for i in np.flatnonzero(tenth == "rare") if i not in bought and i not in excluded]
+            expected = sorted(allowed, key=lambda i: -full[i])[:10]
+            answer = store.recommend(f"u{user}", 10, exclude_ids=[f"i{i}" for i in excluded], filters=rare)
+            assert answer.item_ids == [f"i{i}" for i in expected] and answer.source == "model:als"
+            np.testing.assert_allclose(answer.scores, np.round(full[expected], 6), atol=2e-6)
+
+
 def test_rerank_scores_only_the_candidates_and_matches_full_scoring(wide):
     store = Storefront(wide, approximate=True)
     candidates = [f"i{i}" for i in range(0, 2000, 7)] + ["unknown-item"]

@@ -234,6 +234,21 @@ class Storefront:
         scores[item_rows] = items[item_rows] @ users[user_row]
         return scores
 
+    def _top_among(self, user_row: int, filtered_out: np.ndarray, left_out: np.ndarray, k: int):
+        """A known shopper's top-k among the items a narrow filter lets through (``filtered_out``: its mask) less
+        ``left_out``: a factor model scores just those items, and the pick runs over them alone, not over a
+        catalogue-wide array; None for other models (they score every item)."""
+        try:
+            users, items = self.bundle.model.factors()
+        except NotImplementedError:
+            return None
+        allowed = ~filtered_out
+        allowed[left_out] = False
+        rows = np.flatnonzero(allowed)
+        top, best = topk((items[rows] @ users[user_row])[None, :].astype(np.float32, copy=False), k)
+        keep = (top[0] >= 0) & np.isfinite(best[0])
+        return rows[top[0][keep]], best[0][keep]
+
     def _searched(self, index: FactorIndex | NormPrunedSearch, vector, k: int, excluded: np.ndarray):
         """Top-k from ``index`` (training/ann.py), or None where scoring the whole catalogue must answer (more than ``ANN_MAX_LEFT_OUT`` of the
         catalogue left out, or fewer than k allowed items among the candidates). Up to ``ANN_MAX_EXCLUDED`` left
@@ -285,8 +300,8 @@ class Storefront:
             return listed  # read, not computed: the same answer
         bought_now = self._rows_of([item for item, kind in events if kind == "purchase"])
         history = np.concatenate([self._bought(row), bought_now])
-        excluded = self._exclusions(filters, self._rows_of(exclude_ids),
-                                    history if exclude_bought else np.empty(0, np.int64))
+        left_out = np.concatenate([self._rows_of(exclude_ids), history if exclude_bought else np.empty(0, np.int64)])
+        excluded = self._exclusions(filters, left_out)
         if events and len(self._rows_of([item for item, _ in events])):
             source = f"model:{self.name}+events"
             cols, kinds = self._new_events(events)
@@ -295,8 +310,7 @@ class Storefront:
             source = f"model:{self.name}"
             found = self._user_index and self._searched(self._user_index, self._user_vectors[row], k, excluded)
             if not found and (out := self._filter_out(filters)) is not None and len(out[1]) > FEW_LEFT * self.n_items:
-                # a narrow filter (a category page): score only the items it lets through
-                found = self._pick(self._known_user_scores(row, np.flatnonzero(~out[0])), k, excluded)
+                found = self._top_among(row, out[0], left_out, k)  # a narrow filter (a category page)
             rows, best = found or self._pick(self.bundle.model.scores(np.array([row]))[0], k, excluded)
         else:
             return self.popular(k, excluded, rows_given=True)  # excluded holds the filters' rows already
