@@ -29,6 +29,8 @@ ROUTE_SCOPES = {
     "/session": "storefront", "/rerank": "storefront", "/events": "storefront",
     "/propensity": "marketing", "/churn_risk": "marketing", "/customer_value": "marketing",
     "/admin/reload": "admin", "/admin/forget": "admin",
+    "/admin/experiments/create": "admin", "/admin/experiments/stop": "admin",  # serving/experiments_api.py
+    "/experiments": "marketing", "/experiments/report": "marketing",
 }
 PUBLIC = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json", "/"}
 PUBLIC_PREFIXES = ("/static_content/",)  # the API docs page's own files

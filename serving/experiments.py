@@ -168,6 +168,12 @@ class ServiceExperiments:
                     by_endpoint.setdefault(exp.endpoint, []).append((exp, arms))
             self.snapshot = Snapshot(by_endpoint, champion.tag if champion else None, bool(recent))
 
+    def check_arm(self, exp: Experiment, v: Variant, champion: Served) -> None:
+        """Load ``v``'s arm beside ``champion`` now (kept for the next snapshot); ``Refused`` with the reason when
+        it cannot serve (serving/experiments_api.py checks a new experiment's arms before storing it)."""
+        with self._lock:
+            self._arm(exp, v, champion)
+
     def _arm(self, exp: Experiment, v: Variant, champion: Served) -> Arm:
         if v.kind == "champion":
             return Arm(exp, v, None, None)

@@ -2,10 +2,11 @@
 the server does (a schemathesis run checks every answer against it, tests/test_fuzz.py):
 
 - a 400's ``detail`` is the list of pydantic field errors, not the string BentoML documents;
+- exclusive bounds (pydantic's ``gt``) in OpenAPI 3.0's spelling;
 - request bodies with required fields are required (BentoML marks every body optional);
 - optional fields (default null) are nullable, as they are (BentoML drops the null);
 - the statuses of our own refusals are documented: 401 (no valid key), 403 (key of another scope),
-  409 (model refused, same body as 200), 413 (body too large), 415 (not JSON), 429 (overload or rate
+  409 (model refused, same body as 200; an experiment name in use), 404 (no experiment of that name), 413 (body too large), 415 (not JSON), 429 (overload or rate
   limit), 503 (no model, or feature disabled), 504;
 - each keyed operation says its scope and that it takes ``Authorization: Bearer <key>``.
 """
@@ -30,8 +31,15 @@ BEARER = {"type": "http", "scheme": "bearer", "description": "an API key of the 
                                                               "(`shoprec keys create --scope S`)"}
 
 
+# the experiments' own refusals (serving/experiments_api.py)
+NAMED = {"/admin/experiments/create": ("409", "An experiment of that name exists (names are never reused)"),
+         "/admin/experiments/stop": ("404", "No experiment of that name"),
+         "/experiments/report": ("404", "No experiment of that name")}
+
+
 def corrected(spec: dict) -> dict:
     _nullable_defaults(spec)
+    _exclusive_bounds(spec)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     if "InvalidArgument" in schemas:
         schemas["InvalidArgument"].setdefault("properties", {})["detail"] = FIELD_ERRORS
@@ -53,6 +61,9 @@ def corrected(spec: dict) -> dict:
             post["description"] = f"{post.get('description', '')}\n\nScope: `{scope}` key.".lstrip()
             responses.setdefault("401", {"description": "Missing or invalid key", **error})
             responses.setdefault("403", {"description": f"A key of another scope (this one needs {scope})", **error})
+        if path in NAMED:
+            status, description = NAMED[path]
+            responses.setdefault(status, {"description": description, **error})
         if path == "/admin/reload" and "200" in responses:
             responses.setdefault("409", {**responses["200"], "description": "Model refused; the old one keeps serving"})
     return spec
@@ -71,6 +82,21 @@ def _nullable_defaults(node) -> None:
     elif isinstance(node, list):
         for value in node:
             _nullable_defaults(value)
+
+
+def _exclusive_bounds(node) -> None:
+    """OpenAPI 3.0 spelling of pydantic's ``gt``/``lt`` (JSON Schema 2020-12 writes the bound itself as
+    ``exclusiveMinimum``; 3.0 wants ``minimum`` and ``exclusiveMinimum: true``)."""
+    if isinstance(node, dict):
+        for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            value = node.get(bound)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                node[limit], node[bound] = value, True
+        for value in node.values():
+            _exclusive_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _exclusive_bounds(value)
 
 
 class OpenAPIFixes:

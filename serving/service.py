@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from features.event_store import open_event_store
 from features.settings import Settings
-from serving import accept_share, collector
+from serving import accept_share, collector, experiments_api
 from serving.admin import ForgetAnswer, ForgetRequest, ReloadAnswer, ReloadRequest, ServicePrivacy, configure_logging
 from serving.auth import AccessControl, ScopedKeys, count_customers, key_name
 from serving.event_intake import EventIntake
@@ -234,6 +234,43 @@ class Shoprec:
         report = await anyio.to_thread.run_sync(self.privacy.forget, r.user_id, self.events)
         return ForgetAnswer(pseudonym=report.pseudonym, events_removed=report.events,
                             canonical_rows_removed=report.canonical_rows, experiment_rows_removed=report.experiment_rows)
+
+
+    # -- A/B tests over HTTP (serving/experiments_api.py): create and stop need an admin key, list and report a
+    # marketing key, as `shoprec experiment` does
+    @bentoml.api(input_spec=experiments_api.ExperimentCreateRequest, route="/admin/experiments/create")
+    async def admin_experiment_create(self, ctx: bentoml.Context, **req) -> experiments_api.ExperimentAnswer:
+        """Create and start an A/B test of one endpoint; model arms are loaded beside the champion first (400 with
+        the reason when one cannot serve); a name in use: 409. Every replica picks it up within seconds."""
+        r = experiments_api.ExperimentCreateRequest(**req)
+        return await self._experiments_call(ctx, experiments_api.create, self.experiments, r, key_name(ctx.request))
+
+    @bentoml.api(input_spec=experiments_api.ExperimentNameRequest, route="/admin/experiments/stop")
+    async def admin_experiment_stop(self, ctx: bentoml.Context, **req) -> experiments_api.ExperimentAnswer:
+        """Stop an A/B test: its shoppers get the champion again; its report keeps reading what it logged."""
+        r = experiments_api.ExperimentNameRequest(**req)
+        return await self._experiments_call(ctx, experiments_api.stop_named, self.experiments, r.name,
+                                            key_name(ctx.request))
+
+    @bentoml.api(route="/experiments")
+    async def experiments_list(self, ctx: bentoml.Context) -> experiments_api.ExperimentList:
+        """The A/B tests: definition, status, variants and split (marketing scope)."""
+        return await self._experiments_call(ctx, experiments_api.listed, self.experiments.log)
+
+    @bentoml.api(input_spec=experiments_api.ReportRequest, route="/experiments/report")
+    async def experiments_report(self, ctx: bentoml.Context, **req) -> dict:
+        """An A/B test's report, as `shoprec experiment report NAME --json` prints it (without its MLflow run): the
+        sample-ratio check, per variant units, exposures, CTR, conversion and revenue per user with intervals, the
+        lifts (CUPED, sequential test), guardrails and the decision. Aggregates only (marketing scope)."""
+        r = experiments_api.ReportRequest(**req)
+        body = await self._experiments_call(ctx, experiments_api.report_json, self.experiments.log, r)
+        return body if isinstance(body, Response) else Response(body, media_type="application/json")
+
+    async def _experiments_call(self, ctx: bentoml.Context, call, *args):
+        try:
+            return await anyio.to_thread.run_sync(call, *args)  # the event store and a report can take seconds
+        except experiments_api.ApiRefusal as e:
+            return _error(ctx, e.status, e.message)
 
 
 def _error(ctx: bentoml.Context, status: int, message: str):

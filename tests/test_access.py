@@ -29,6 +29,8 @@ EXPECTED_SCOPES = {
     "/session": "storefront", "/rerank": "storefront", "/events": "storefront",
     "/propensity": "marketing", "/churn_risk": "marketing", "/customer_value": "marketing",
     "/admin/reload": "admin", "/admin/forget": "admin",
+    "/admin/experiments/create": "admin", "/admin/experiments/stop": "admin",
+    "/experiments": "marketing", "/experiments/report": "marketing",
 }
 PUBLIC = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json", "/"}
 KEYS = {"storefront": STOREFRONT, "marketing": MARKETING, "admin": ADMIN}

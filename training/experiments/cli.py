@@ -51,10 +51,11 @@ def _log(settings):
 
 
 def _find(store, name: str):
-    found = {e.name: e for e in store.experiments()}
-    if name not in found:
+    from training.experiments.manage import find
+
+    if (exp := find(store, name)) is None:
         fail(f"no experiment named {name!r} (see `shoprec experiment list`)")
-    return found[name]
+    return exp
 
 
 def _published(v):
@@ -98,34 +99,21 @@ def create(
 ) -> None:
     """Create and start an experiment (admin key). Example:
     shoprec experiment create home-pop --variant control=champion --variant treatment=popular --split 50/50"""
-    from pydantic import ValidationError
-
-    from features.experiments import Experiment, ExperimentError, now_iso, parse_variants
+    from features.experiments import ExperimentError
+    from training.experiments.manage import define, start
 
     settings = load_settings()
     who = _authorize(settings, key, "admin")
     try:
-        variants = tuple(_published(v) for v in parse_variants(variant, split))
-        exp = Experiment(name=name, variants=variants, salt=salt or name, endpoint=endpoint,
-                         metric=metric, guardrails=tuple(g for g in guardrail if g != metric), coverage=coverage,
-                         attribution_days=attribution_days, planned_days=None if open_ended else planned_days,
-                         planned_users=None if open_ended else planned_users, spending=spending, created_at=now_iso())
-        store = _log(settings)
-        running = [e for e in store.experiments() if e.running and e.endpoint == exp.endpoint]
-        store.put_experiment(exp, new=True)
+        exp = define(name, variant, split, salt, endpoint, metric, guardrail, coverage, attribution_days, planned_days,
+                     planned_users, spending, open_ended, arm=_published)
+        started = start(_log(settings), exp)
     except ExperimentError as e:
         fail(str(e))
-    except ValidationError as e:
-        fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'experiment'}: {err['msg']}" for err in e.errors()))
-    plan = ("open-ended (confidence sequence)" if exp.open_ended else
-            f"planned {exp.planned_users:,} shoppers" if exp.planned_users is not None else f"planned {exp.planned_days:g} days")
-    typer.echo(f"created experiment {exp.name} on /{exp.endpoint} by {who}: "
-               + ", ".join(f"{v.name}={v.arm} ({s:.0%})" for v, s in zip(exp.variants, exp.shares().values()))
-               + f"; {plan}"
-               + "; running servers pick it up within a few seconds (SHOPREC_EXPERIMENTS_REFRESH_S, default 2)")
-    if running:
-        typer.echo(f"note: /{exp.endpoint} already runs {', '.join(e.name for e in running)}: a shopper is in the first "
-                   "(by name) whose coverage includes them")
+    typer.echo(f"created {started.summary()} by {who}; running servers pick it up within a few seconds "
+               "(SHOPREC_EXPERIMENTS_REFRESH_S, default 2)")
+    if (note := started.overlap_note()) is not None:
+        typer.echo(f"note: {note}")
 
 
 @experiment_app.command("list")
@@ -147,7 +135,7 @@ def list_experiments(as_json: bool = typer.Option(False, "--json", help="print J
 @experiment_app.command("stop")
 def stop(name: str = typer.Argument(...), key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP)) -> None:
     """Stop an experiment (admin key): its shoppers go back to the champion; reports keep reading it."""
-    from features.experiments import now_iso
+    from training.experiments.manage import stop as stop_experiment
 
     settings = load_settings()
     who = _authorize(settings, key, "admin")
@@ -156,7 +144,7 @@ def stop(name: str = typer.Argument(...), key: Optional[str] = typer.Option(None
     if not exp.running:
         typer.echo(f"experiment {name} was stopped already ({exp.stopped_at})")
         return
-    store.put_experiment(exp.model_copy(update={"status": "stopped", "stopped_at": now_iso()}))
+    stop_experiment(store, exp)
     typer.echo(f"stopped experiment {name} (by {who}); its shoppers get the champion again within seconds")
 
 
