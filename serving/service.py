@@ -235,7 +235,6 @@ class Shoprec:
         return ForgetAnswer(pseudonym=report.pseudonym, events_removed=report.events,
                             canonical_rows_removed=report.canonical_rows, experiment_rows_removed=report.experiment_rows)
 
-
     # -- A/B tests over HTTP (serving/experiments_api.py): create and stop need an admin key, list and report a
     # marketing key, as `shoprec experiment` does
     @bentoml.api(input_spec=experiments_api.ExperimentCreateRequest, route="/admin/experiments/create")
