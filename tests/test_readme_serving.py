@@ -25,6 +25,19 @@ def test_readme_serving_floors_paragraph_is_the_benchmark_result():
     assert f"p99 {work['p99']:.2f} ms, max {work['max']:.2f} ms in that run" in text  # the service's own work per request
 
 
+def test_readme_inproc_figures_are_the_benchmark_result():
+    """Where the gap to the trivial endpoint is (README, "Next to its two floors"): the committed result of
+    `python -m benchmarks.serving_inproc`."""
+    data = json.loads(REPO.joinpath("benchmarks/results/serving-inproc.json").read_text())
+    text = " ".join(REPO.joinpath("README.md").read_text().split("**Next to its two floors**", 1)[1]
+                    .split("\n\n", 1)[0].split())
+    cpu = {v: data["cpu_ms"][v]["median"] for v in ("service", "service-constant", "trivial")}
+    assert (f"the service {cpu['service']:.3f} ms of CPU a request, the same service with its endpoints answering a "
+            f"constant {cpu['service-constant']:.3f}, the trivial endpoint {cpu['trivial']:.3f}") in text
+    assert f"own work inside the stack is {data['service_endpoint_ms']['median']:.3f} ms a request" in text
+    assert f"{data['rounds']} rounds" in text
+
+
 def test_readme_running_report_figures_are_the_benchmark_result():
     """The marketers' page's running-experiment report times (README, "Experiments") are the committed result of
     `python -m benchmarks.experiments --only report`, where kept rows gave the same report as the log read whole."""
