@@ -51,6 +51,19 @@ def test_readme_running_report_figures_are_the_benchmark_result():
     assert f"{whole:.2f} s per load read whole, {kept:.2f} s from kept rows (medians of {len(rep['rounds'])} rounds" in text
 
 
+def test_readme_exposure_logging_figures_are_the_benchmark_result():
+    """The p99 with and without exposure logging (README, "Experiments"): the committed result of
+    `python -m benchmarks.experiments --only latency --rounds 5`."""
+    lat = json.loads(REPO.joinpath("benchmarks/results/experiments.json").read_text())["latency"]
+    text = " ".join(REPO.joinpath("README.md").read_text().split())
+    for arm, words in (("with_experiment", "ms with the experiment"), ("without_experiment", "ms without it")):
+        p99 = [f"{r[arm]['latency_ms']['p99']:.2f}" for r in lat["rounds"]]
+        assert f"{', '.join(p99[:-1])} and {p99[-1]} {words}" in text, (arm, p99)
+    assert f"every answer under the experiment was stored ({lat['exposures_logged']:,} of " in text
+    assert ("is **met** in every round" in text) == all(r["with_experiment"]["latency_ms"]["p99"] <= 15
+                                                         for r in lat["rounds"])
+
+
 def test_readme_shown_experiment_figures_are_the_benchmark_result():
     """The figures of experiments decided by what the arms show (README, "Experiments") are the committed result of
     `python -m benchmarks.experiments_shown`."""
