@@ -1,15 +1,18 @@
 """Where a request's CPU goes, without sockets: BentoML's ASGI app driven in one process with the serving
-benchmark's mix, for the service, the same service with its storefront endpoints answering a constant, and the
-trivial BentoML endpoint (floor 1 of ``benchmarks.serving_floors``).
+benchmark's mix, for the service; the same service with its storefront endpoints answering a constant, with and
+without walking the 0.8 MB of item vectors a search reads first; the service's endpoints doing their work and then
+answering the constant; and the trivial BentoML endpoint (floor 1 of ``benchmarks.serving_floors``).
 
     python -m benchmarks.serving_inproc [--rounds 5]
 
 Needs what ``python -m benchmarks.serving_floors`` leaves in data/bench/work (the published 1M x 100k model in
 bentoml_home-floors, its event store and the mix's 4,000 bodies). Each round starts one fresh process per
 variant (rotating order), makes one pass over the mix to warm up and measures the next: the process's CPU time per
-request and, for the service, the time inside its endpoints. No client, no kernel sockets: the difference between
-the service and the constant-answer variant is what our endpoints cost inside the stack; between the
-constant-answer variant and the trivial endpoint, what the rest of our stack costs (middlewares, reply).
+request and the time inside the endpoints (the rest: the framework and our middlewares). No client, no kernel
+sockets: the constant-answer variant against the trivial endpoint is what the rest of our stack costs
+(middlewares, reply); the service's time outside its endpoints against the constant-answer variant's is how much
+slower the same framework code runs beside the endpoints' work; the work-then-constant variant says whether that
+comes from the work or from its answers, the walking variant how much of it reading the model's memory alone causes.
 Writes benchmarks/results/serving-inproc.json and .md.
 """
 from __future__ import annotations
@@ -26,6 +29,9 @@ from benchmarks.common import DATA, emit, fmt_spread, machine, machine_markdown,
 VARIANTS = {
     "service": "shoprec (`serving.service:Shoprec`)",
     "service-constant": "the same service, its /recommend and /session answering a constant (same size of answer)",
+    "service-constant-walk": "the same constant answer after a product with the model's 2,048 longest item vectors "
+                             "(the memory a search's first block reads, 0.8 MB), timed as endpoint work",
+    "service-work": "the service's endpoints doing their work, then answering the constant instead of their answer",
     "trivial": "BentoML, same schemas, constant answer (`benchmarks.trivial_bento:Trivial`)",
 }
 HOME = DATA / "work" / "bentoml_home-floors"
@@ -43,17 +49,35 @@ def task_variant(variant: str) -> None:
     else:
         from serving.service import Shoprec as service
     timed = [0.0]
-    if variant == "service-constant":
+    if variant.startswith("service-constant"):
+        from starlette.responses import Response
+
+        from benchmarks.trivial_bento import ANSWER
+
+        body = ANSWER.model_dump_json().encode()
+        walk = variant.endswith("-walk")
+
+        async def constant(self, ctx, **req):
+            if walk:  # what the length-pruned search reads first, then nothing of it is used
+                search = self.models.current.store._user_index
+                search.vectors[: search.FIRST_BLOCK] @ search.vectors[0]
+            return Response(body, media_type="application/json")
+        for name in ("recommend", "session"):
+            service.apis[name].func = _timed(constant, timed)
+    elif variant == "service-work":
         from starlette.responses import Response
 
         from benchmarks.trivial_bento import ANSWER
 
         body = ANSWER.model_dump_json().encode()
 
-        async def constant(self, ctx, **req):
-            return Response(body, media_type="application/json")
+        def work_then_constant(func):
+            async def endpoint(self, ctx, **req):
+                await func(self, ctx, **req)
+                return Response(body, media_type="application/json")
+            return endpoint
         for name in ("recommend", "session"):
-            service.apis[name].func = constant
+            service.apis[name].func = _timed(work_then_constant(service.apis[name].func), timed)
     elif variant == "service":
         for name in ("recommend", "session"):
             service.apis[name].func = _timed(service.apis[name].func, timed)
@@ -98,7 +122,7 @@ def task_variant(variant: str) -> None:
                 await call(path, body)
             return (time.process_time() - start) / len(requests) * 1e3, timed[0] / len(requests) * 1e3
     cpu_ms, endpoint_ms = asyncio.run(passes())
-    emit(0.0, cpu_ms=cpu_ms, endpoint_ms=endpoint_ms if variant == "service" else None)
+    emit(0.0, cpu_ms=cpu_ms, endpoint_ms=endpoint_ms if variant.startswith("service") else None)
 
 
 def _timed(func, total: list):
@@ -128,14 +152,20 @@ def main(argv=None) -> None:
             print(f"round {r + 1} {v}: {res.payload['cpu_ms']:.3f} ms", flush=True)
     cpu = {v: summary([x["cpu_ms"] for x in runs[v]]) for v in VARIANTS}
     endpoint = summary([x["endpoint_ms"] for x in runs["service"]])
-    out = {"machine": machine(), "rounds": args.rounds, "cpu_ms": cpu, "service_endpoint_ms": endpoint, "runs": runs}
+    inside = {v: summary([x["endpoint_ms"] for x in runs[v]]) for v in VARIANTS if v.startswith("service")}
+    outside = {v: summary([x["cpu_ms"] - x["endpoint_ms"] for x in runs[v]]) for v in inside}
+    outside["trivial"] = cpu["trivial"]
+    out = {"machine": machine(), "rounds": args.rounds, "cpu_ms": cpu, "service_endpoint_ms": endpoint,
+           "endpoint_ms": inside, "outside_endpoint_ms": outside, "runs": runs}
     lines = ["# Serving without sockets: where a request's CPU goes (`python -m benchmarks.serving_inproc`)", "",
              machine_markdown(out["machine"]), "",
              f"BentoML's ASGI app driven in one process with the mix of `benchmarks.serving_floors` (4,000 bodies of "
              f"the 1M x 100k model), one fresh process per variant and round, {args.rounds} rounds in rotating order; "
              "CPU time of one pass after a warm-up pass. Median (min–max, n).", "",
-             "| variant | what it does | CPU ms / request |", "|---|---|---|"]
-    lines += [f"| {v} | {VARIANTS[v]} | {fmt_spread(cpu[v], 3)} |" for v in VARIANTS]
+             "| variant | what it does | CPU ms / request | of which in the endpoints | the rest (framework, middlewares) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {v} | {VARIANTS[v]} | {fmt_spread(cpu[v], 3)} | {fmt_spread(inside.get(v), 3)} | "
+              f"{fmt_spread(outside[v], 3)} |" for v in VARIANTS]
     lines += ["", f"Inside the service's /recommend and /session (the endpoints' own work, in the stack): "
               f"{fmt_spread(endpoint, 3)} ms a request of the mix.", ""]
     write_results("serving-inproc", out, "\n".join(lines))

@@ -35,6 +35,12 @@ def test_readme_inproc_figures_are_the_benchmark_result():
     assert (f"the service {cpu['service']:.3f} ms of CPU a request, the same service with its endpoints answering a "
             f"constant {cpu['service-constant']:.3f}, the trivial endpoint {cpu['trivial']:.3f}") in text
     assert f"own work inside the stack is {data['service_endpoint_ms']['median']:.3f} ms a request" in text
+    rest = {v: data["outside_endpoint_ms"][v]["median"] for v in ("service", "service-constant", "service-work",
+                                                                  "service-constant-walk")}
+    assert (f"takes {rest['service']:.3f} ms a request beside that work against {rest['service-constant']:.3f} beside "
+            f"a constant") in text
+    assert f"answering the constant gives the same {rest['service-work']:.3f}" in text
+    assert f"brings it to {rest['service-constant-walk']:.3f}" in text
     assert f"{data['rounds']} rounds" in text
 
 
