@@ -240,6 +240,12 @@ def test_serve_the_bento_and_call_every_endpoint(project, tmp_path):
                             and b["customers"][0]["stage"] in STAGE_NAMES and b["customers"][1]["clv"] is None),
         "/admin/reload": (ADMIN, {}, lambda b: b["status"] == "unchanged" and b["model_version"] == f"{SHOP}/v1"),
         "/admin/forget": (ADMIN, {"user_id": "u-not-a-customer"}, lambda b: "pseudonym" in b),
+        "/admin/experiments/create": (ADMIN, {"name": "bento", "variants": ["control=champion", "t=popular"]},
+                                      lambda b: b["experiment"]["status"] == "running"),
+        "/experiments": (MARKETING, {}, lambda b: [e["name"] for e in b["experiments"]] == ["bento"]),
+        "/experiments/report": (MARKETING, {"name": "bento"}, lambda b: {v["variant"] for v in b["variants"]}
+                                == {"control", "t"}),
+        "/admin/experiments/stop": (ADMIN, {"name": "bento"}, lambda b: b["experiment"]["status"] == "stopped"),
     }
     with bentoml_server(project.home, extra_env=env, target="shoprec:latest", cwd=tmp_path) as url:
         with httpx.Client(base_url=url, timeout=30) as http:
