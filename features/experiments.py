@@ -67,9 +67,9 @@ class Experiment(BaseModel):
     name: str
     variants: tuple[Variant, ...] = Field(min_length=2, description="first one is the control")
     salt: str = Field(description="hash salt; a new salt reshuffles everyone")
-    endpoint: Literal["recommend", "rerank", "session", "similar_items", "bought_together"] = "recommend"
-    metric: Literal["conversion", "revenue_per_user", "ctr"] = "conversion"
-    guardrails: tuple[Literal["conversion", "revenue_per_user", "ctr"], ...] = ("revenue_per_user",)
+    endpoint: Literal[ENDPOINTS] = "recommend"  # type: ignore[valid-type]
+    metric: Literal[METRICS] = "conversion"  # type: ignore[valid-type]
+    guardrails: tuple[Literal[METRICS], ...] = ("revenue_per_user",)  # type: ignore[valid-type]
     coverage: float = Field(1.0, gt=0, le=1, description="share of units in the experiment (ramp up: only adds units)")
     attribution_days: float = Field(7.0, gt=0, le=90, description="outcomes count this long after an exposure")
     # the sequential test's plan (training/experiments/sequential.py): alpha is spent over this horizon
