@@ -49,38 +49,9 @@ def task_variant(variant: str) -> None:
     else:
         from serving.service import Shoprec as service
     timed = [0.0]
-    if variant.startswith("service-constant"):
-        from starlette.responses import Response
-
-        from benchmarks.trivial_bento import ANSWER
-
-        body = ANSWER.model_dump_json().encode()
-        walk = variant.endswith("-walk")
-
-        async def constant(self, ctx, **req):
-            if walk:  # what the length-pruned search reads first, then nothing of it is used
-                search = self.models.current.store._user_index
-                search.vectors[: search.FIRST_BLOCK] @ search.vectors[0]
-            return Response(body, media_type="application/json")
+    if variant != "trivial":
         for name in ("recommend", "session"):
-            service.apis[name].func = _timed(constant, timed)
-    elif variant == "service-work":
-        from starlette.responses import Response
-
-        from benchmarks.trivial_bento import ANSWER
-
-        body = ANSWER.model_dump_json().encode()
-
-        def work_then_constant(func):
-            async def endpoint(self, ctx, **req):
-                await func(self, ctx, **req)
-                return Response(body, media_type="application/json")
-            return endpoint
-        for name in ("recommend", "session"):
-            service.apis[name].func = _timed(work_then_constant(service.apis[name].func), timed)
-    elif variant == "service":
-        for name in ("recommend", "session"):
-            service.apis[name].func = _timed(service.apis[name].func, timed)
+            service.apis[name].func = _timed(_endpoint(variant, service.apis[name].func), timed)
     from bentoml._internal.context import server_context
 
     server_context.service_name = server_context.bento_name = service.name
@@ -123,6 +94,27 @@ def task_variant(variant: str) -> None:
             return (time.process_time() - start) / len(requests) * 1e3, timed[0] / len(requests) * 1e3
     cpu_ms, endpoint_ms = asyncio.run(passes())
     emit(0.0, cpu_ms=cpu_ms, endpoint_ms=endpoint_ms if variant.startswith("service") else None)
+
+
+def _endpoint(variant: str, func):
+    """What a service variant's /recommend or /session runs: the service's own endpoint ``func``, or a constant
+    answer (the trivial endpoint's) after ``func``'s work, after reading the search's first block, or alone."""
+    if variant == "service":
+        return func
+    from starlette.responses import Response
+
+    from benchmarks.trivial_bento import ANSWER
+
+    body = ANSWER.model_dump_json().encode()
+
+    async def endpoint(self, ctx, **req):
+        if variant == "service-work":
+            await func(self, ctx, **req)
+        elif variant == "service-constant-walk":  # what the length-pruned search reads first; nothing of it used
+            search = self.models.current.store._user_index
+            search.vectors[: search.FIRST_BLOCK] @ search.vectors[0]
+        return Response(body, media_type="application/json")
+    return endpoint
 
 
 def _timed(func, total: list):

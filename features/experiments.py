@@ -134,23 +134,26 @@ def assign(experiment: Experiment, unit_id: str) -> Variant | None:
     return experiment.variants[-1]  # rounding of the last edge
 
 
-def parse_variants(specs: list[str], split: str | None = None) -> tuple[Variant, ...]:
-    """``["control=champion", "treatment=popular"]`` and ``"50/50"`` (default: equal) -> variants."""
+def parse_variants(specs: list[str], split: str | None = None,
+                   fields: tuple[str, str] = ("--variant", "--split")) -> tuple[Variant, ...]:
+    """``["control=champion", "treatment=popular"]`` and ``"50/50"`` (default: equal) -> variants. ``fields``: what
+    the caller calls the two in its refusals (the CLI's options; the HTTP API's fields)."""
+    variant_field, split_field = fields
     pairs = []
     for spec in specs:
         name, sep, arm = spec.partition("=")
         if not sep or not name.strip() or not arm.strip():
-            raise ExperimentError(f"--variant {spec!r}: expected NAME=ARM (e.g. treatment=popular)")
+            raise ExperimentError(f"{variant_field} {spec!r}: expected NAME=ARM (e.g. treatment=popular)")
         pairs.append((name.strip(), arm.strip()))
     if len(pairs) < 2:
-        raise ExperimentError(f"an experiment needs at least two --variant, got {len(pairs)}")
+        raise ExperimentError(f"an experiment needs at least two {variant_field}, got {len(pairs)}")
     if split:
         try:
             weights = [float(w) for w in split.split("/")]
         except ValueError:
-            raise ExperimentError(f"--split {split!r}: expected numbers separated by '/', e.g. 50/50") from None
+            raise ExperimentError(f"{split_field} {split!r}: expected numbers separated by '/', e.g. 50/50") from None
         if len(weights) != len(pairs) or any(w <= 0 for w in weights):
-            raise ExperimentError(f"--split {split!r}: expected {len(pairs)} positive numbers (one per variant)")
+            raise ExperimentError(f"{split_field} {split!r}: expected {len(pairs)} positive numbers (one per variant)")
     else:
         weights = [1.0] * len(pairs)
     try:

@@ -83,7 +83,8 @@ def create(service_experiments, r: ExperimentCreateRequest, who: str) -> Experim
 
     try:
         exp = define(r.name, r.variants, r.split, r.salt, r.endpoint, r.metric, r.guardrails, r.coverage,
-                     r.attribution_days, r.planned_days, r.planned_users, r.spending, r.open_ended, arm=over_http)
+                     r.attribution_days, r.planned_days, r.planned_users, r.spending, r.open_ended, arm=over_http,
+                     fields=("variants", "split"))
     except ExperimentError as e:
         raise ApiRefusal(400, str(e)) from e
     if (champion := service_experiments.models.current) is None:

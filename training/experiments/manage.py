@@ -36,11 +36,13 @@ def define(name: str, variants: Sequence[str], split: str | None = None, salt: s
            endpoint: str = "recommend", metric: str = "conversion", guardrails: Sequence[str] = ("revenue_per_user",),
            coverage: float = 1.0, attribution_days: float = 7.0, planned_days: float | None = 14.0,
            planned_users: int | None = None, spending: str = "obrien_fleming", open_ended: bool = False,
-           arm: Callable[[Variant], Variant] = lambda v: v) -> Experiment:
+           arm: Callable[[Variant], Variant] = lambda v: v,
+           fields: tuple[str, str] = ("--variant", "--split")) -> Experiment:
     """The experiment these settings describe (``variants``: ``NAME=ARM``, the control first). ``arm`` may turn a
-    variant's arm into the one to store (the CLI publishes a registry version or alias into the model store)."""
+    variant's arm into the one to store (the CLI publishes a registry version or alias into the model store);
+    ``fields``: the names of the variants and the split in refusals (``parse_variants``)."""
     try:
-        return Experiment(name=name, variants=tuple(arm(v) for v in parse_variants(list(variants), split)),
+        return Experiment(name=name, variants=tuple(arm(v) for v in parse_variants(list(variants), split, fields)),
                           salt=salt or name, endpoint=endpoint, metric=metric,
                           guardrails=tuple(g for g in guardrails if g != metric), coverage=coverage,
                           attribution_days=attribution_days, planned_days=None if open_ended else planned_days,
