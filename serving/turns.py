@@ -33,6 +33,7 @@ class WorkTurns:
     def __init__(self, max_group: int = MAX_GROUP) -> None:
         self.max_group = max_group
         self._queued: list[tuple[Callable[[], object], asyncio.Future, contextvars.Context]] = []
+        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop that will run the queue next
         self.groups = 0  # callbacks that ran work (with ``works``: the mean group size, for tests and benchmarks)
         self.works = 0
 
@@ -40,7 +41,8 @@ class WorkTurns:
         """``work()``'s result (or exception), computed on the next turn of the loop with the others queued."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        if not self._queued:
+        if self._due_on is not loop:  # (a loop that stopped with work queued, as in tests, leaves it to this one)
+            self._due_on = loop
             loop.call_soon(self._run_queued)
         self._queued.append((work, done, contextvars.copy_context()))
         return await done
@@ -49,9 +51,11 @@ class WorkTurns:
         group, self._queued = self._queued[: self.max_group], self._queued[self.max_group:]
         if self._queued:  # more than a group: the rest on the next turn, after these requests reply
             asyncio.get_running_loop().call_soon(self._run_queued)
+        else:
+            self._due_on = None
         ran = 0
         for work, done, context in group:
-            if done.done():  # cancelled while queued
+            if done.done() or done.get_loop().is_closed():  # cancelled while queued; its loop gone
                 continue
             ran += 1
             try:

@@ -99,3 +99,19 @@ def test_each_work_runs_in_its_own_requests_context():
         return await asyncio.gather(*(request(n) for n in ("ana", "ben", "cy")))
 
     assert asyncio.run(main()) == ["ana", "ben", "cy"]
+
+
+def test_work_left_queued_by_a_stopped_loop_does_not_hold_up_the_next_loop():
+    turns = WorkTurns()
+    first = asyncio.new_event_loop()
+    stranded = first.create_task(turns.run(lambda: "never"))
+    first.stop()
+    first.run_forever()  # one turn: the work queued, its callback due on the next turn, which never comes
+    first.close()
+
+    async def main():
+        return await asyncio.wait_for(turns.run(lambda: "answered"), 5)  # held up: TimeoutError
+
+    assert asyncio.run(main()) == "answered"
+    assert not stranded.done()  # its loop is gone: nothing could answer it
+    stranded._log_destroy_pending = False
