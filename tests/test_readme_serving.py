@@ -26,22 +26,31 @@ def test_readme_serving_floors_paragraph_is_the_benchmark_result():
 
 
 def test_readme_inproc_figures_are_the_benchmark_result():
-    """Where the gap to the trivial endpoint is (README, "Next to its two floors"): the committed result of
-    `python -m benchmarks.serving_inproc`."""
+    """What grouping the work by loop turn saves (README, "Next to its two floors"): the committed result of
+    `python -m benchmarks.serving_inproc` (8 requests at a time)."""
     data = json.loads(REPO.joinpath("benchmarks/results/serving-inproc.json").read_text())
     text = " ".join(REPO.joinpath("README.md").read_text().split("**Next to its two floors**", 1)[1]
                     .split("\n\n", 1)[0].split())
-    cpu = {v: data["cpu_ms"][v]["median"] for v in ("service", "service-constant", "trivial")}
-    assert (f"the service {cpu['service']:.3f} ms of CPU a request, the same service with its endpoints answering a "
-            f"constant {cpu['service-constant']:.3f}, the trivial endpoint {cpu['trivial']:.3f}") in text
-    assert f"own work inside the stack is {data['service_endpoint_ms']['median']:.3f} ms a request" in text
-    rest = {v: data["outside_endpoint_ms"][v]["median"] for v in ("service", "service-constant", "service-work",
-                                                                  "service-constant-walk")}
-    assert (f"takes {rest['service']:.3f} ms a request beside that work against {rest['service-constant']:.3f} beside "
-            f"a constant") in text
-    assert f"answering the constant gives the same {rest['service-work']:.3f}" in text
-    assert f"brings it to {rest['service-constant-walk']:.3f}" in text
+    assert data["concurrency"] == 8 and "the whole mix 8 requests at a time" in text
+    cpu = {v: data["cpu_ms"][v]["median"] for v in ("service", "service-one-by-one", "service-constant", "trivial")}
+    assert (f"the service {cpu['service']:.3f} ms of CPU a request, the same service with each request's work run at "
+            f"once {cpu['service-one-by-one']:.3f}, with its endpoints answering a constant "
+            f"{cpu['service-constant']:.3f}, the trivial endpoint {cpu['trivial']:.3f}") in text
+    work = {v: data["endpoint_ms"][v]["median"] for v in ("service", "service-one-by-one")}
+    assert f"our work itself {work['service']:.3f} ms grouped against {work['service-one-by-one']:.3f} one by one" in text
+    rest = {v: data["outside_endpoint_ms"][v]["median"] for v in ("service", "service-one-by-one", "service-constant",
+                                                                  "service-work", "service-constant-walk")}
+    assert (f"the framework's code around it {rest['service']:.3f} ms a request against "
+            f"{rest['service-one-by-one']:.3f} one by one and {rest['service-constant']:.3f} beside a constant") in text
+    assert f"a search reads first: {rest['service-constant-walk']:.3f}" in text
+    assert f"the service's work then a constant answer: {rest['service-work']:.3f}" in text
     assert f"{data['rounds']} rounds" in text
+    alone = json.loads(REPO.joinpath("benchmarks/results/serving-inproc-c1.json").read_text())
+    assert alone["concurrency"] == 1
+    assert (f"`benchmarks/results/serving-inproc-c1.md`: {alone['cpu_ms']['service']['median']:.3f} ms against "
+            f"{alone['cpu_ms']['service-one-by-one']['median']:.3f} one by one") in text
+    before = json.loads(REPO.joinpath("benchmarks/results/serving-floors-before-turns.json").read_text())["summary"]
+    assert f"gave {before['ratios']['service_over_trivial_3']:.3f}" in text
 
 
 def test_readme_running_report_figures_are_the_benchmark_result():
