@@ -1,6 +1,7 @@
 """Request and response schemas of the storefront endpoints, with size limits."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -107,7 +108,9 @@ class EventsAck(BaseModel):
 
 class ScoredItem(BaseModel):
     item_id: str
-    score: float
+    score: float | None = Field(description="higher first; null where the model gives the item no score (on /rerank, a "
+                                            "candidate outside what the model ranks for this shopper: such candidates "
+                                            "follow the scored ones in the caller's order)")
     reason: str | None = None
 
 
@@ -133,8 +136,10 @@ class ReplyLabels:
 
 def recommendations_json(answer, labels: ReplyLabels) -> bytes:
     """``Recommendations`` as JSON bytes, byte for byte what the model's ``model_dump_json`` gives, written from
-    the storefront's answer (training/storefront.py ``Answer``) without building the models per request."""
-    return to_json({"items": [{"item_id": i, "score": float(s), "reason": r}
+    the storefront's answer (training/storefront.py ``Answer``) without building the models per request. A score
+    that is not a finite number is written as null, as pydantic writes it: JSON has no -Infinity or NaN (a browser's
+    ``JSON.parse`` refuses them)."""
+    return to_json({"items": [{"item_id": i, "score": float(s) if math.isfinite(s) else None, "reason": r}
                               for i, s, r in zip(answer.item_ids, answer.scores, answer.reasons)],
                     "source": answer.source, "model_version": labels.model_version, "request_id": labels.request_id,
                     "experiment": labels.experiment, "variant": labels.variant})

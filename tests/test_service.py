@@ -1,4 +1,5 @@
 """The real BentoML server on 127.0.0.1, real HTTP calls."""
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,10 @@ def test_known_user(server):
     assert not bought & {it["item_id"] for it in body["items"]}
 
 
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON (RFC 8259): a browser's JSON.parse refuses it")
+
+
 def test_answers_are_the_documented_recommendations_json(server):
     """The endpoints write Recommendations JSON themselves (serving/schemas.py recommendations_json): byte for
     byte the pydantic model's own serialisation, with an experiment's labels too; over HTTP in one body."""
@@ -67,6 +72,12 @@ def test_answers_are_the_documented_recommendations_json(server):
                                 source=answer.source, model_version=labels.model_version, request_id=labels.request_id,
                                 experiment=labels.experiment, variant=labels.variant)
         assert recommendations_json(answer, labels) == model.model_dump_json().encode()
+    unscored = Answer(["i1", "i2", "i3"], [0.5, float("-inf"), float("nan")], "model:ranker", [None] * 3)
+    written = recommendations_json(unscored, ReplyLabels("7"))  # a rerank's candidates the model does not score
+    assert written == Recommendations(items=[ScoredItem(item_id=i, score=s) for i, s in
+                                             zip(unscored.item_ids, unscored.scores)],
+                                      source="model:ranker", model_version="7").model_dump_json().encode()
+    assert [it["score"] for it in json.loads(written, parse_constant=_not_json)["items"]] == [0.5, None, None]
     r = post(server, "/recommend", {"user_id": "u1", "k": 3})
     assert r.headers["content-type"] == "application/json" and int(r.headers["content-length"]) == len(r.content)
     assert Recommendations.model_validate_json(r.content).model_dump_json().encode() == r.content
