@@ -181,9 +181,9 @@ def main(argv=None) -> None:
     inside = {v: summary([x["endpoint_ms"] for x in runs[v]]) for v in VARIANTS if v.startswith("service")}
     outside = {v: summary([x["cpu_ms"] - x["endpoint_ms"] for x in runs[v]]) for v in inside}
     outside["trivial"] = cpu["trivial"]
-    out = {"machine": machine(), "rounds": args.rounds, "concurrency": args.concurrency, "cpu_ms": cpu, "service_endpoint_ms": endpoint,
-           "endpoint_ms": inside, "outside_endpoint_ms": outside, "runs": runs}
-    command = "python -m benchmarks.serving_inproc" + ("" if args.concurrency == 8 else f" --concurrency {args.concurrency}")
+    out = {"machine": machine(), "rounds": args.rounds, "concurrency": args.concurrency, "cpu_ms": cpu,
+           "service_endpoint_ms": endpoint, "endpoint_ms": inside, "outside_endpoint_ms": outside, "runs": runs}
+    command = "python -m benchmarks.serving_inproc" + (f" --concurrency {args.concurrency}" if args.concurrency != 8 else "")
     lines = [f"# Serving without sockets: where a request's CPU goes (`{command}`)", "",
              machine_markdown(out["machine"]), "",
              f"BentoML's ASGI app driven in one process with the mix of `benchmarks.serving_floors` (4,000 bodies of "

@@ -80,7 +80,7 @@ class Shoprec:
         self.propensity_api.hidden = self.privacy.hide  # forgotten shoppers leave the churn list at once
         self.monitor = LiveMonitor.from_settings(self.settings)  # drift of live traffic (serving/monitoring.py)
         self.monitor.start()
-        self.turns = WorkTurns()  # the storefront's work of the requests in one loop turn, back to back (serving/turns.py)
+        self.turns = WorkTurns()  # the storefront work of one loop turn, back to back (serving/turns.py)
         collector.tune()  # fewer young-generation collections per request (serving/collector.py)
         gc.freeze()  # the loaded model's objects leave the collector's generations: shorter GC pauses per request
 
