@@ -418,8 +418,9 @@ def main(argv=None) -> int:
                 "starlette": stack.enter_context(starlette_server(home, args.workers, env, timeout=900))}
         out["start_seconds"] = round(time.perf_counter() - started, 1)
         log(f"servers up in {out['start_seconds']} s: {urls}")
+        warm = 2 * len(json.loads(bodies.read_text()))  # every body of the mix twice: its shoppers' pages are in
         for target, url in urls.items():  # page in the memory-mapped model, lazy imports, connections
-            log(f"warm-up {target}: " + load_brief(load(url, bodies, None, args.concurrency, 5, 3000)))
+            log(f"warm-up {target}: " + load_brief(load(url, bodies, None, args.concurrency, 15, warm)))
         for rep in range(args.repeats):
             order = TARGETS[rep % 3:] + TARGETS[:rep % 3]
             out["load"].append({"round": rep + 1, "loadavg": [round(x, 2) for x in os.getloadavg()],
@@ -483,7 +484,8 @@ def markdown(out: dict) -> str:
     s, a = out["summary"], out["args"]
     lines = [f"# Serving: shoprec next to its two floors (`python -m benchmarks.serving_floors`)", "",
              machine_markdown(out["machine"]), "",
-             f"All three servers run at once with {a['workers']} worker(s) each; measured one at a time in rotating order, "
+             f"All three servers run at once with {a['workers']} worker(s) each, each first warmed up with every body of the "
+             "mix twice (at most 15 s); measured one at a time in rotating order, "
              f"{a['repeats']} rounds; saturation = closed loop of {a['concurrency']} aiohttp clients for "
              f"{a['saturation_seconds']} s (at most {int(a['max_requests']):,} requests), latency = open loop at "
              f"{a['rate']} req/s for {a['rate_seconds']} s from the planned send time. Median (min–max, n) over rounds. "
