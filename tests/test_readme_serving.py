@@ -94,3 +94,15 @@ def test_readme_shown_experiment_figures_are_the_benchmark_result():
         assert (f"champion against {name}: true lift {100 * sc['truth']['lift']:+.1f}%, detected in "
                 f"{100 * sc['sequential_any_day']['rate']:.0f}% of runs, the final 95% interval covers the truth in "
                 f"{100 * sc['covers']['rate']:.0f}%") in text
+
+
+def test_readme_nginx_overhead_is_the_benchmark_result():
+    """nginx in front of two replicas against one replica directly (README, twice): the committed result of
+    `python -m benchmarks.nginx_overhead`."""
+    data = json.loads(REPO.joinpath("benchmarks/results/nginx-overhead.json").read_text())
+    text = " ".join(REPO.joinpath("README.md").read_text().split())
+    o = data["overhead_p50_ms"]
+    assert data["goal_ok"] and o["median"] <= 1.0
+    assert (f"adds {o['median']:.2f} ms to p50 against one replica directly (median of {len(data['rounds'])} rounds of "
+            f"1,000 paired requests, {o['min']:.2f}–{o['max']:.2f}") in text
+    assert f"the committed benchmark, with paired requests, measures {o['median']:.2f} ms" in text
