@@ -117,3 +117,28 @@ def test_the_linear_member_is_averaged_with_the_trees_on_every_path(view, monkey
     again = fit_candidate(make(linear_c=0.1), view)
     assert not np.array_equal(sampled.linear_.coef, both.linear_.coef)
     np.testing.assert_array_equal(sampled.linear_.coef, again.linear_.coef)
+
+
+def test_a_callers_candidates_are_all_scored_as_the_shoppers_candidates(view):
+    """/rerank (Recommender.scores_of): every item a caller lists gets a score, also those that none of the retrievers
+    put among the shopper's own candidates (which ``scores`` leaves at -inf); items already among them score as in
+    ``scores``; the same with new events."""
+    model = fit_candidate(make(), view)
+    user = 3
+    full = model.scores(np.array([user]))[0]
+    own, outside = np.flatnonzero(np.isfinite(full)), np.flatnonzero(~np.isfinite(full))
+    assert len(outside) > 0  # the shopper's candidates are a few of the catalogue (and bought items are left out)
+    listed = np.concatenate([own[:5], outside[:10]])
+    got = model.scores_of(listed, user)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got[:5], full[own[:5]], rtol=1e-6)  # the own candidates score as in ``scores``
+    bought = view.bought[user].indices[:2]
+    assert np.isfinite(model.scores_of(bought, user)).all()  # a caller may list what the shopper bought
+    row = view.matrix(InteractionConfig(binary=True))[user]
+    items, kinds = np.array([outside[0]]), ["cart"]
+    with_events = model.scores_of(listed, user, (row, items, kinds))
+    assert np.isfinite(with_events).all()
+    folded = model.score_events(row, user, items, kinds)[0]
+    inside = np.isfinite(folded[listed])
+    assert inside.any() and not inside.all()
+    np.testing.assert_allclose(with_events[inside], folded[listed][inside], rtol=1e-6)  # own candidates: unchanged

@@ -225,12 +225,14 @@ class Storefront:
 
     def _known_user_scores(self, user_row: int, item_rows: np.ndarray) -> np.ndarray:
         """Scores over the catalogue that are right at least at ``item_rows``: a factor model
-        scores just those items (a 100-item rerank need not read 100k item vectors)."""
+        scores just those items (a 100-item rerank need not read 100k item vectors); the others score them as
+        the shopper's candidates (``Recommender.scores_of``: the ranker scores items beyond its own candidates)."""
+        scores = np.zeros(self.n_items, dtype=np.float32)
         try:
             users, items = self.bundle.model.factors()
         except NotImplementedError:
-            return self.bundle.model.scores(np.array([user_row]))[0]
-        scores = np.zeros(self.n_items, dtype=np.float32)
+            scores[item_rows] = self.bundle.model.scores_of(item_rows, user_row)
+            return scores
         scores[item_rows] = items[item_rows] @ users[user_row]
         return scores
 
@@ -373,7 +375,9 @@ class Storefront:
         user_row = self.bundle.users.row(user_id)
         if events and len(self._rows_of([i for i, _ in events])):
             cols, kinds = self._new_events(list(events))
-            scores = self.bundle.model.score_events(self._event_row(user_row, cols, kinds), user_row, cols, kinds)[0]
+            scores = np.zeros(self.n_items, dtype=np.float32)
+            scores[rows[known]] = self.bundle.model.scores_of(rows[known], user_row,
+                                                              (self._event_row(user_row, cols, kinds), cols, kinds))
             source = f"model:{self.name}+events"
         elif self._knows(user_row):
             scores, source = self._known_user_scores(user_row, rows[known]), f"model:{self.name}"

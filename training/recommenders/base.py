@@ -146,6 +146,16 @@ class Recommender(ABC):
         the part's config (training/recommenders/part_rows.py)."""
         return self.score_rows(row, exclude)
 
+    def scores_of(self, item_rows: np.ndarray, user_row: int, events: tuple | None = None) -> np.ndarray:
+        """(len(item_rows),) one shopper's scores of the given items (a caller's candidates to rerank): a known
+        shopper by ``user_row``, or with new events ``(row, items, kinds)`` as ``score_events`` takes them. Models
+        that score every item take them from their scores; a model that scores only candidates of its own (the
+        ranker) scores these as candidates too."""
+        item_rows = np.asarray(item_rows, dtype=np.int64)
+        full = self.scores(np.array([user_row]))[0] if events is None else self.score_events(events[0], user_row,
+                                                                                            *events[1:])[0]
+        return full[item_rows]
+
     @abstractmethod
     def _arrays(self) -> dict[str, np.ndarray]:
         """Learned state as named numeric arrays."""

@@ -163,18 +163,33 @@ class RankerRecommender(Recommender):
     def _retriever_scores(self, user_rows: np.ndarray) -> list[np.ndarray]:
         return [r.scores(user_rows) for r in self.retrievers_]
 
-    def _candidates(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix):
-        """Union of each retriever's top candidates (``exclude`` left out) and their features:
-        (n, m) item rows padded with -1, and (n, m, n_features) float32 (a retriever's missing
-        score, e.g. an item outside EASE's cap, is NaN: missing to LightGBM)."""
+    def _candidates(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix,
+                    include: np.ndarray | None = None):
+        """Union of each retriever's top candidates (``exclude`` left out), then the item rows of ``include`` that
+        are not among them (a caller's candidates, for every row), and their features: (n, m) item rows padded with
+        -1, and (n, m, n_features) float32 (a retriever's missing score, e.g. an item outside EASE's cap, is NaN:
+        missing to LightGBM). A retriever's rank feature is the item's rank among the row's own candidates (an
+        included item's: how many of them score higher), so the own candidates' features, and scores, are the same
+        with or without ``include``."""
         tops = [topk(s.astype(np.float32, copy=True), self.config.candidates, exclude)[0] for s in scores]
-        cand = _unique_keep_order(np.concatenate(tops, axis=1))
+        cand, added = _unique_keep_order(np.concatenate(tops, axis=1)), None
+        if include is not None and len(include):
+            own = (cand >= 0).sum(axis=1)
+            extra = np.broadcast_to(np.asarray(include, dtype=cand.dtype), (len(cand), len(include)))
+            cand = _unique_keep_order(np.concatenate([cand, extra], axis=1))
+            added = (np.arange(cand.shape[1])[None, :] >= own[:, None]) & (cand >= 0)
         safe = np.where(cand >= 0, cand, 0)
         cols = []
         for s in scores:
             val = np.take_along_axis(s, safe, axis=1)
             val = np.where(np.isfinite(val), val, np.nan)
-            rank = np.argsort(np.argsort(-np.where((cand >= 0) & np.isfinite(val), val, -np.inf), axis=1), axis=1)
+            key = np.where((cand >= 0) & np.isfinite(val), val, -np.inf)
+            if added is not None:  # the own candidates ranked among themselves; an added one by its place among them
+                key = np.where(added, -np.inf, key)
+                above = (key[:, None, :] > np.where(np.isfinite(val), val, -np.inf)[:, :, None]).sum(axis=2)
+            rank = np.argsort(np.argsort(-key, axis=1), axis=1)
+            if added is not None:
+                rank = np.where(added, above, rank)
             cols += [val, rank.astype(np.float32)]
         activity = np.log1p(np.diff(sp.csr_matrix(history).indptr)).astype(np.float32)
         cols += [self.item_popularity_[safe], np.repeat(activity[:, None], cand.shape[1], axis=1)]
@@ -182,8 +197,9 @@ class RankerRecommender(Recommender):
             cols += list(np.moveaxis(self.item_time_[safe], 2, 0))
         return cand, np.stack(cols, axis=2).astype(np.float32)
 
-    def _rank(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix) -> np.ndarray:
-        cand, feats = self._candidates(scores, exclude, history)
+    def _rank(self, scores: list[np.ndarray], exclude: sp.csr_matrix, history: sp.csr_matrix,
+              include: np.ndarray | None = None) -> np.ndarray:
+        cand, feats = self._candidates(scores, exclude, history, include)
         n, m = cand.shape
         pred = self._score_candidates(feats.reshape(n * m, -1)).reshape(n, m)
         out = np.full((n, self.n_items_), -np.inf, dtype=np.float32)
@@ -196,23 +212,34 @@ class RankerRecommender(Recommender):
         user_rows = np.asarray(user_rows, dtype=np.int64)
         return self._rank(self._retriever_scores(user_rows), self.bought_[user_rows], self.history_[user_rows])
 
-    def score_rows(self, user_items: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> np.ndarray:
+    def score_rows(self, user_items: sp.csr_matrix, exclude: sp.csr_matrix | None = None,
+                   include: np.ndarray | None = None) -> np.ndarray:
         user_items = sp.csr_matrix(user_items, dtype=np.float32)
         exclude = sp.csr_matrix(user_items.shape, dtype=np.float32) if exclude is None else sp.csr_matrix(exclude)
         scores = [r.score_rows(as_trained(user_items, p.interactions.binary), exclude)
                   for p, r in zip(self.config.retrievers, self.retrievers_)]
-        return self._rank(scores, exclude, user_items)
+        return self._rank(scores, exclude, user_items, include)
 
     def score_events(self, row: sp.csr_matrix, user_row: int, items: np.ndarray, kinds,
-                     exclude: sp.csr_matrix | None = None) -> np.ndarray:
+                     exclude: sp.csr_matrix | None = None, include: np.ndarray | None = None) -> np.ndarray:
         """Each retriever reads the shopper's row as built by its own config (its training row plus the new
         events); the activity feature reads ``row``, as for known shoppers and ``score_rows``."""
         if self.part_rows_ is None:  # saved before the part rows were kept
-            return self.score_rows(row, exclude)
+            return self.score_rows(row, exclude, include)
         exclude = sp.csr_matrix(row.shape, dtype=np.float32) if exclude is None else sp.csr_matrix(exclude)
         scores = [r.score_rows(self.part_rows_.row(i, user_row, items, kinds, self.n_items_), exclude)
                   for i, r in enumerate(self.retrievers_)]
-        return self._rank(scores, exclude, sp.csr_matrix(row, dtype=np.float32))
+        return self._rank(scores, exclude, sp.csr_matrix(row, dtype=np.float32), include)
+
+    def scores_of(self, item_rows: np.ndarray, user_row: int, events: tuple | None = None) -> np.ndarray:
+        """The given items scored as candidates of the shopper's own (Recommender.scores_of): a caller's candidate
+        that none of the retrievers put among the shopper's top candidates is scored too, not left at -inf.
+        Bought items are scored as well (a caller may list them)."""
+        item_rows = np.asarray(item_rows, dtype=np.int64)
+        if events is not None:
+            return self.score_events(events[0], user_row, *events[1:], include=item_rows)[0][item_rows]
+        rows = np.array([user_row], dtype=np.int64)
+        return self._rank(self._retriever_scores(rows), self.bought_[rows], self.history_[rows], item_rows)[0][item_rows]
 
     @property
     def n_items(self) -> int:
