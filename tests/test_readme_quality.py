@@ -39,3 +39,17 @@ def test_readme_shop_row_is_the_benchmark_result(shop):
     assert champion.startswith("peer:") == peer, f"{shop}: README says {champion!r}, the benchmark {m['champion']!r}"
     if not peer:
         assert ("ranker" in champion.lower()) == m["champion"].startswith("ranker")
+
+
+def test_readme_rerank_figures_are_the_benchmark_result():
+    """/rerank against the test period (README, "Service"): the committed result of
+    `python -m benchmarks.rerank_quality`; scoring every candidate beats leaving the ranker's non-candidates
+    unscored on every shop."""
+    data = json.loads(REPO.joinpath("benchmarks/results/rerank-quality.json").read_text())
+    text = " ".join(REPO.joinpath("README.md").read_text().split())
+    assert {r["shop"] for r in data["shops"]} >= {"online-retail", "synthetic small", "synthetic gift-test"}
+    for r in data["shops"]:
+        n = r["ndcg@10"]
+        assert n["now"] > n["before"] > n["caller"], r["shop"]
+        assert (f"{r['shop']} {n['now']:.3f} (before {n['before']:.3f}, the caller's order {n['caller']:.3f}; "
+                f"{r['unscored_share_before']:.0%} of the candidates unscored before)") in text
