@@ -13,15 +13,18 @@ Writes benchmarks/results/rerank-quality.json and .md.
 """
 from __future__ import annotations
 
-import argparse
-import tempfile
-import time
-from pathlib import Path
+import os
 
-import numpy as np
-import pandas as pd
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `shoprec train` (training/cli.py): its models, float for float
 
-from benchmarks.common import REPO, machine, machine_markdown, write_results
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import REPO, machine, machine_markdown, write_results  # noqa: E402
 
 RETAIL = REPO.parent / "shared" / "data" / "online-retail" / "onlineretail.csv.gz"
 LIST, TRUTH_MAX, K = 20, 3, 10
@@ -40,12 +43,15 @@ def measure(name: str, canonical: Path, users: int, seed: int = 0) -> dict:
     from training.storefront import Storefront
 
     start = time.perf_counter()
+    from features.relational.engine import connect
+
     data = load_canonical(canonical)
+    engine = connect("duckdb")  # as `shoprec train` counts the matrices (its default engine)
     config = TrainConfig.load(REPO / "configs" / "train.yaml")
-    result = evaluate(config, data.events, data.orders)
+    result = evaluate(config, data.events, data.orders, engine=engine)
     split, candidate = result.test_split, result.recipes[result.chosen]
     model = fit_candidate(candidate, split.view)
-    bundle = fit_bundle(candidate, config, None, None, {}, view=split.view, model=model)
+    bundle = fit_bundle(candidate, config, None, None, {}, view=split.view, model=model, engine=engine)
     store = Storefront(bundle, approximate=True)
     rng = np.random.default_rng(seed)
     picked = rng.permutation(len(split.test_users))[:users]

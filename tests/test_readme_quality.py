@@ -44,12 +44,14 @@ def test_readme_shop_row_is_the_benchmark_result(shop):
 def test_readme_rerank_figures_are_the_benchmark_result():
     """/rerank against the test period (README, "Service"): the committed result of
     `python -m benchmarks.rerank_quality`; scoring every candidate beats leaving the ranker's non-candidates
-    unscored on every shop."""
+    unscored wherever the champion left some unscored, and changes nothing where it scores every item."""
     data = json.loads(REPO.joinpath("benchmarks/results/rerank-quality.json").read_text())
     text = " ".join(REPO.joinpath("README.md").read_text().split())
     assert {r["shop"] for r in data["shops"]} >= {"online-retail", "synthetic small", "synthetic gift-test"}
+    assert any(r["unscored_share_before"] > 0.5 for r in data["shops"])
     for r in data["shops"]:
         n = r["ndcg@10"]
-        assert n["now"] > n["before"] > n["caller"], r["shop"]
-        assert (f"{r['shop']} {n['now']:.3f} (before {n['before']:.3f}, the caller's order {n['caller']:.3f}; "
-                f"{r['unscored_share_before']:.0%} of the candidates unscored before)") in text
+        assert n["before"] > n["caller"], r["shop"]
+        assert n["now"] > n["before"] if r["unscored_share_before"] > 0 else n["now"] == n["before"], r["shop"]
+        assert (f"{r['shop']} ({r['recipe']}) {n['now']:.3f} (before {n['before']:.3f}, the caller's order "
+                f"{n['caller']:.3f}; {r['unscored_share_before']:.0%} of the candidates unscored before)") in text
