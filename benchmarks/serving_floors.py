@@ -418,7 +418,7 @@ def main(argv=None) -> int:
                 "starlette": stack.enter_context(starlette_server(home, args.workers, env, timeout=900))}
         out["start_seconds"] = round(time.perf_counter() - started, 1)
         log(f"servers up in {out['start_seconds']} s: {urls}")
-        warm = 2 * len(json.loads(bodies.read_text()))  # every body of the mix twice: its shoppers' pages are in
+        warm = 2 * out["mix_made"]["bodies"]  # every body of the mix twice: its shoppers' pages are in
         for target, url in urls.items():  # page in the memory-mapped model, lazy imports, connections
             log(f"warm-up {target}: " + load_brief(load(url, bodies, None, args.concurrency, 15, warm)))
         for rep in range(args.repeats):

@@ -223,19 +223,6 @@ class Storefront:
             return None
         return self._answer(items[pick], lists.scores[at][pick], f"model:{self.name}", self._reason_text(lists.reasons[at][pick]))
 
-    def _known_user_scores(self, user_row: int, item_rows: np.ndarray) -> np.ndarray:
-        """Scores over the catalogue that are right at least at ``item_rows``: a factor model
-        scores just those items (a 100-item rerank need not read 100k item vectors); the others score them as
-        the shopper's candidates (``Recommender.scores_of``: the ranker scores items beyond its own candidates)."""
-        scores = np.zeros(self.n_items, dtype=np.float32)
-        try:
-            users, items = self.bundle.model.factors()
-        except NotImplementedError:
-            scores[item_rows] = self.bundle.model.scores_of(item_rows, user_row)
-            return scores
-        scores[item_rows] = items[item_rows] @ users[user_row]
-        return scores
-
     def _top_among(self, user_row: int, filtered_out: np.ndarray, left_out: np.ndarray, k: int):
         """A known shopper's top-k among the items a narrow filter lets through (``filtered_out``: its mask) less
         ``left_out``: a factor model scores just those items, and the pick runs over them alone, not over a
@@ -371,20 +358,18 @@ class Storefront:
     def rerank(self, user_id: str, candidate_ids: list[str], events: list[tuple[str, str]] = ()) -> Answer:
         """The caller's candidates in personal order; ids we do not know keep their order, at the end."""
         rows = self.items.rows(candidate_ids)
-        known = rows >= 0
-        user_row = self.bundle.users.row(user_id)
-        if events and len(self._rows_of([i for i, _ in events])):
+        known_pos = np.flatnonzero(rows >= 0)
+        listed, user_row = rows[known_pos], self.bundle.users.row(user_id)
+        if events and len(self._rows_of([i for i, _ in events])):  # each listed item scored for this shopper
             cols, kinds = self._new_events(list(events))
-            scores = np.zeros(self.n_items, dtype=np.float32)
-            scores[rows[known]] = self.bundle.model.scores_of(rows[known], user_row,
-                                                              (self._event_row(user_row, cols, kinds), cols, kinds))
+            event_row = self._event_row(user_row, cols, kinds)
+            scores = self.bundle.model.scores_of(listed, user_row, (event_row, cols, kinds))
             source = f"model:{self.name}+events"
         elif self._knows(user_row):
-            scores, source = self._known_user_scores(user_row, rows[known]), f"model:{self.name}"
+            scores, source = self.bundle.model.scores_of(listed, user_row), f"model:{self.name}"
         else:
-            scores, source = self.bundle.fallback.scores(np.array([0]))[0], f"fallback:{self.fallback_name}"
-        known_pos = np.flatnonzero(known)
-        order = known_pos[np.argsort(-scores[rows[known_pos]], kind="stable")]
-        ids = [candidate_ids[i] for i in order] + [candidate_ids[i] for i in np.flatnonzero(~known)]
-        vals = [round(float(scores[rows[i]]), 6) for i in order] + [0.0] * int((~known).sum())
+            scores, source = self.bundle.fallback.scores(np.array([0]))[0][listed], f"fallback:{self.fallback_name}"
+        ranked = np.argsort(-scores, kind="stable")
+        ids = [candidate_ids[i] for i in known_pos[ranked]] + [c for c, r in zip(candidate_ids, rows) if r < 0]
+        vals = [round(float(v), 6) for v in scores[ranked]] + [0.0] * (len(candidate_ids) - len(known_pos))
         return Answer(ids, vals, source, [None] * len(ids))

@@ -184,12 +184,12 @@ class RankerRecommender(Recommender):
             val = np.take_along_axis(s, safe, axis=1)
             val = np.where(np.isfinite(val), val, np.nan)
             key = np.where((cand >= 0) & np.isfinite(val), val, -np.inf)
-            if added is not None:  # the own candidates ranked among themselves; an added one by its place among them
-                key = np.where(added, -np.inf, key)
-                above = (key[:, None, :] > np.where(np.isfinite(val), val, -np.inf)[:, :, None]).sum(axis=2)
-            rank = np.argsort(np.argsort(-key, axis=1), axis=1)
-            if added is not None:
-                rank = np.where(added, above, rank)
+            if added is None:
+                rank = np.argsort(np.argsort(-key, axis=1), axis=1)
+            else:  # the own candidates ranked among themselves; an added one by how many of them score higher
+                own_key = np.where(added, -np.inf, key)
+                rank = np.where(added, (own_key[:, None, :] > key[:, :, None]).sum(axis=2),
+                                np.argsort(np.argsort(-own_key, axis=1), axis=1))
             cols += [val, rank.astype(np.float32)]
         activity = np.log1p(np.diff(sp.csr_matrix(history).indptr)).astype(np.float32)
         cols += [self.item_popularity_[safe], np.repeat(activity[:, None], cand.shape[1], axis=1)]
