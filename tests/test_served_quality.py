@@ -264,3 +264,43 @@ def test_the_best_ranker_is_tried_again_with_the_last_days_best_sellers(shop):
     # switched off
     off = space.model_copy(update={"ranker": space.ranker.model_copy(update={"fresh_buyers_days": None})})
     assert not any("fresh" in n for n in search(off, split, 10, [], has_events=True).trials)
+
+
+_BLAS_PROBE = """
+import json, sys
+from threadpoolctl import threadpool_info
+import pandas as pd
+import training.pipeline as pipeline
+seen = []
+real_search = pipeline.search
+def search(*args, **kwargs):
+    seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+    return real_search(*args, **kwargs)
+pipeline.search = search
+from training.config import TrainConfig
+outside = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+orders, events = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
+pipeline.evaluate(TrainConfig(search=None, peers=False), events, orders)
+print(json.dumps({"outside": outside, "inside": seen}))
+"""
+
+
+def test_choosing_runs_blas_on_one_thread_whatever_the_callers_environment(tmp_path):
+    """A notebook with OpenBLAS on two threads chooses as `shoprec train` does (one thread): float sums in
+    another order once changed the choice on a near tie."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from features.synthetic import ShopConfig, generate_shop
+
+    paths = generate_shop(ShopConfig.preset("tiny"), tmp_path / "shop")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    run = subprocess.run([sys.executable, "-c", _BLAS_PROBE, str(paths.orders), str(paths.events)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["outside"] == 2  # the caller's setting is in force outside
+    assert seen["inside"] == [1]

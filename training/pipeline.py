@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from features.cooccurrence import association_rules, baskets
 from features.errors import ShortHistory
@@ -68,6 +69,11 @@ class Evaluation:
         return self.recipes[self.chosen]
 
 
+# One BLAS thread while choosing and fitting, whatever the caller's environment: a matrix product summed over
+# two threads adds its floats in another order, and on a near tie that alone changed the chosen recipe (a
+# notebook with OpenBLAS on two threads chose otherwise than `shoprec train`). The same data and config give
+# the same choice and the same model.
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def evaluate(
     config: TrainConfig,
     events: pd.DataFrame | None,
@@ -149,6 +155,7 @@ def _finalists(contenders: dict[str, Trial], incumbent: str | None, n: int) -> l
     return list(dict.fromkeys(ranked[:n] + peers[:1] + ([incumbent] if incumbent else [])))
 
 
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def fit_bundle(
     candidate: Candidate,
     config: TrainConfig,
