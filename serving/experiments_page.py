@@ -80,7 +80,7 @@ def _experiment(rep: dict) -> str:
     srm = rep["srm"]
     srm_line = (f"<p class='{'error' if srm['flagged'] else 'meta'}' id='srm-{escape(rep['experiment'])}'>"
                 f"Sample ratio check: units {escape(_counts(srm['observed']))}, expected {escape(_counts(srm['expected']))}, "
-                f"chi-square p = {srm['pvalue']:.3g}"
+                f"chi-square p = {_num(srm['pvalue'], '{:.3g}')}"
                 + (" — <strong>mismatch: the split is broken, do not read the results</strong>" if srm["flagged"] else " (ok)")
                 + "</p>")
     rows = "".join(
@@ -93,7 +93,7 @@ def _experiment(rep: dict) -> str:
                 "<th>CTR</th><th>conversion [95%]</th><th>revenue per user [95%]</th></tr></thead><tbody>" + rows + "</tbody></table>")
     comps = "".join(
         f"<tr><td>{escape(c['treatment'])}</td><td>{escape(c['metric'])}{' (primary)' if c['metric'] == rep['primary'] else ''}</td>"
-        f"<td class='num'>{c['lift']:+.2%}</td><td class='num'>{_ci(c['lift_ci'], True)}</td>"
+        f"<td class='num'>{_num(c['lift'], '{:+.2%}')}</td><td class='num'>{_ci(c['lift_ci'], True)}</td>"
         f"<td class='num'>{_ci(c['sequential_lift_ci'], True)}</td>"
         f"<td class='num'>{_num(c['cuped_width_ratio'], 'x{:.2f}') if c['cuped_width_ratio'] is not None else ''}</td>"
         f"<td>{'yes' if c['significant'] else 'no'}</td></tr>" for c in rep["comparisons"])

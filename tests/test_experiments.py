@@ -643,3 +643,30 @@ for arm, shop in (("v3", "shop-b"), ("v4", "shop-a"), (str(m.tag), "shop-b"), (s
     assert lines[2].startswith("NotInStore no shoprec-variant model of registry version 4 (shop shop-a)")
     assert lines[3] == "ArmRefused TAG was trained on shop 'shop-a', the champion on 'shop-b'"
     assert lines[4].startswith("ArmRefused cannot load BROKEN: ")
+
+
+def test_a_new_experiments_report_is_strict_json_and_readable():
+    """A first look (no conversions in the control, one in the treatment, no revenue) has undefined lifts and
+    p-values: the report holds null there, never NaN or Infinity (not JSON: a browser's JSON.parse and jq refuse
+    the whole answer), and the text and page say n/a."""
+    import json
+
+    from serving.experiments_page import _experiment
+    from training.experiments.report import render_text
+
+    table = pd.DataFrame({"unit_id": [f"u{i}" for i in range(61)], "variant": ["control"] * 34 + ["treatment"] * 27,
+                          "exposures": 1.0, "clicks": 0.0, "converted": [0.0] * 60 + [1.0],
+                          "revenue": [0.0] * 60 + [12.5], "pre_spend": 0.0,
+                          "first_ts": 100 * DAY + np.linspace(0, DAY / 2, 61)})
+    report = analyse(experiment(), table, now=100 * DAY + DAY / 2).to_dict()
+
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+
+    text = json.dumps(report)
+    assert json.loads(text, parse_constant=refuse) == report
+    conv = next(c for c in report["comparisons"] if c["metric"] == "conversion")
+    assert conv["lift"] is None and conv["lift_ci"] is None  # relative to a control of 0
+    assert "nan" not in render_text(report).lower() and "inf" not in render_text(report).lower()
+    page = _experiment(report | {"endpoint": "recommend"})
+    assert "nan" not in page.lower() and "inf" not in page.lower() and "n/a" in page

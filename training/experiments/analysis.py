@@ -498,7 +498,24 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON values: a number that is not finite (a lift over a control of 0, a first look's p-value, a
+        bound with no alpha left) is None, and so is an interval (``*_ci``) with such an end."""
+        return _json_ready(asdict(self))
+
+
+def _json_ready(x):
+    if isinstance(x, dict):
+        return {k: None if k.endswith("_ci") and x[k] is not None and not all(map(_finite, x[k])) else _json_ready(v)
+                for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_ready(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
 
 
 def analyse(exp: Experiment, table: pd.DataFrame, alpha: float = ALPHA, tuning_n: float = TUNING_N,

@@ -79,6 +79,10 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{x:+.2%}"
 
 
+def _p(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
 def _ci(ci, pct=False) -> str:
     if ci is None:
         return "n/a"
@@ -93,7 +97,7 @@ def sequential_label(seq: dict | None) -> str:
     if seq["method"] != "group-sequential":
         return "always-valid (confidence sequence, open-ended)"
     name = {"obrien_fleming": "O'Brien-Fleming", "pocock": "Pocock"}.get(seq["spending"], seq["spending"])
-    bound = "no alpha left" if seq["bound_z"] == float("inf") else \
+    bound = "no alpha left" if seq["bound_z"] in (None, float("inf")) else \
         f"|z| >= {seq['bound_z']:.2f} (p < {seq['nominal_alpha']:.2g})"
     return (f"group-sequential ({name} spending), look {seq['look']} at {seq['information_fraction']:.0%} of the "
             f"horizon: {bound}")
@@ -103,7 +107,7 @@ def render_text(report: dict) -> str:
     srm = report["srm"]
     lines = [f"experiment {report['experiment']} ({report['status']}), primary metric {report['primary']}, "
              f"guardrails {', '.join(report['guardrails']) or 'none'}",
-             f"sample ratio check: units {srm['observed']} expected {srm['expected']}, chi-square p = {srm['pvalue']:.3g}"
+             f"sample ratio check: units {srm['observed']} expected {srm['expected']}, chi-square p = {_p(srm['pvalue'])}"
              + ("  ** MISMATCH: do not read the results below **" if srm["flagged"] else "  (ok)"), ""]
     lines.append(f"{'variant':<14}{'arm':<28}{'units':>8}{'exposures':>11}{'CTR':>8}{'conversion':>24}{'revenue/user':>26}")
     for v in report["variants"]:
@@ -115,7 +119,7 @@ def render_text(report: dict) -> str:
     for c in report["comparisons"]:
         cuped = f", CUPED (interval width x{c['cuped_width_ratio']:.3f})" if c["cuped"] and c["cuped_width_ratio"] else ""
         lines.append(f"{c['treatment']} vs control, {c['metric']}: lift {_pct(c['lift'])} 95% {_ci(c['lift_ci'], True)}, "
-                     f"p = {c['pvalue']:.3g}{cuped}; {sequential_label(c.get('sequential'))} "
+                     f"p = {_p(c['pvalue'])}{cuped}; {sequential_label(c.get('sequential'))} "
                      f"{_ci(c['sequential_lift_ci'], True)}" + (" significant" if c["significant"] else ""))
     for note in report["notes"]:
         lines.append(f"note: {note}")
