@@ -33,7 +33,7 @@ import pandas as pd
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from features.key_store import Principal, digest
@@ -105,6 +105,18 @@ def _html(text: str, status: int = 200, headers: dict | None = None) -> HTMLResp
     return HTMLResponse(text, status_code=status, headers=HEADERS | (headers or {}))
 
 
+def _browser(request: Request) -> bool:
+    """A browser's navigation asks for HTML; a script (curl, requests: */*) does not."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _refusal(request: Request, title: str, text: str, status: int) -> Response:
+    """A page for a browser; for a script the API's JSON error (``{"error": ...}``), not HTML to scrape."""
+    if _browser(request):
+        return _html(views.message_page(title, text), status)
+    return JSONResponse({"error": f"{title}: {text}"}, status_code=status, headers=HEADERS)
+
+
 def _csrf_token(request: Request) -> str:
     """The token the page's forms carry: the CSRF cookie's value, or a new one (``_with_csrf`` sets it)."""
     return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
@@ -158,14 +170,16 @@ def create_app(backend: Callable[[], Backend] = service_backend, experiment_log:
         b = backend()
         principal, status = caller(request, b.access)
         if status == 403:
-            return b, None, _html(views.message_page("not allowed", "This key may not open the marketers' page: "
-                                                                    "it needs a marketing key."), 403)
-        if principal is None and given_key(request.headers) == (None, False):  # a browser: to the sign-in form
+            return b, None, _refusal(request, "not allowed", "This key may not open the marketers' page: it needs a "
+                                                             "marketing key.", 403)
+        nothing_given = given_key(request.headers) == (None, False)
+        if principal is None and nothing_given and _browser(request):  # a browser: to the sign-in form
             return b, None, RedirectResponse(f"{_base(request)}/login", status_code=303, headers=HEADERS)
-        if principal is None:  # a script with a bad key
-            return b, None, _html(views.message_page("not signed in", "Missing or invalid API key."), 401)
+        if principal is None:  # a script without a key or with a bad one
+            return b, None, _refusal(request, "not signed in", "Missing or invalid API key (send Authorization: "
+                                                               "Bearer <a marketing key>).", 401)
         if scores and b.api.bundle is None:
-            return b, None, _html(views.message_page("no propensity scores", b.api.missing), 503)
+            return b, None, _refusal(request, "no propensity scores", b.api.missing, 503)
         return b, principal, None
 
     def guarded(handler):
@@ -176,9 +190,9 @@ def create_app(backend: Callable[[], Backend] = service_backend, experiment_log:
             try:
                 req = _request(request.query_params)
             except ValidationError as e:
-                return _html(views.message_page("bad filter", _invalid(e)), 400)
+                return _refusal(request, "bad filter", _invalid(e), 400)
             if why := b.api.stage_problem(req.stage):
-                return _html(views.message_page("bad filter", why), 400)
+                return _refusal(request, "bad filter", why, 400)
             answer = b.api.churn_risk(req)
             b.access.log.record(principal.name, SCOPE, request.url.path, 200, len(answer.customers))
             return handler(request, b.api, req, answer)

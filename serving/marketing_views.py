@@ -112,7 +112,7 @@ def _row(c) -> str:
     reasons = "".join(f"<li>{escape(r)}</li>" for r in c.reasons)
     return (f'<tr data-customer="{escape(c.user_id)}"><td class="num">{c.rank}</td><td>{escape(c.user_id)}</td>'
             f'<td class="num">{c.churn_probability:.1%}</td><td class="num">{c.value_at_risk:,.2f}</td>'
-            f'<td class="num">{c.expected_spend:,.2f}</td><td class="num">{_money(c.clv)}</td>'
+            f'<td class="num">{c.expected_spend:,.2f}</td>'
             f'<td class="num">{c.conversion_probability:.1%}</td>'
             f'<td>{escape(c.segment)}</td><td>{escape((c.stage or "").replace("_", " "))}</td>'
             f'<td class="num">{c.days_since_last_order:,.0f}</td>'
@@ -120,12 +120,11 @@ def _row(c) -> str:
             f'<td><ul class="reasons">{reasons}</ul></td></tr>')
 
 
-def _money(value: float | None) -> str:
-    return "" if value is None else f"{value:,.2f}"
-
-
-HEADINGS = ["rank", "customer", "churn probability", "value at risk", "expected spend", "CLV", "purchase probability",
-            "segment", "lifecycle stage", "days since last order", "orders", "total spend", "why"]
+def headings(horizon_days: int, window_days: int) -> list[str]:
+    """The list's columns; the expected spend is the CLV over the churn horizon (value at risk = churn × it)."""
+    return ["rank", "customer", f"churn probability ({horizon_days} days)", "value at risk",
+            f"expected spend: CLV ({horizon_days} days)", f"purchase probability ({window_days} days)", "segment",
+            "lifecycle stage", "days since last order", "orders", "total spend", "why"]
 
 
 def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: str, csrf: str,
@@ -139,7 +138,7 @@ def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: 
         pager.append(f'<a href="{escape(base)}/?{escape(query(req, page=req.page - 1))}" id="prev">previous page</a>')
     if last < answer.total:
         pager.append(f'<a href="{escape(base)}/?{escape(query(req, page=req.page + 1))}" id="next">next page</a>')
-    table = ("<table id='customers'><thead><tr>" + "".join(f"<th>{t}</th>" for t in HEADINGS) + "</tr></thead><tbody>"
+    table = ("<table id='customers'><thead><tr>" + "".join(f"<th>{t}</th>" for t in headings(h, answer.window_days)) + "</tr></thead><tbody>"
              + "".join(_row(c) for c in answer.customers) + "</tbody></table>")
     body = (
         f"<h1>Customers at risk</h1><p class='meta'>Ranked by value at risk = churn probability ({h} days) × expected "

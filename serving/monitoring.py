@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -149,7 +150,7 @@ class LiveMonitor:
         model = answer.source.startswith("model:")
         if (src := f.get("recommend_source")) is not None:
             src.observe("model" if model else "fallback")
-        if model and answer.scores and (score := f.get("recommend_score")) is not None:
+        if model and answer.scores and math.isfinite(answer.scores[0]) and (score := f.get("recommend_score")) is not None:
             score.observe(answer.scores[0])
 
     def events(self, served, events) -> None:

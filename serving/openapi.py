@@ -12,7 +12,9 @@ the server does (a schemathesis run checks every answer against it, tests/test_f
 """
 from __future__ import annotations
 
+import functools
 import json
+from pathlib import Path
 
 from serving.auth import ROUTE_SCOPES
 
@@ -31,6 +33,15 @@ BEARER = {"type": "http", "scheme": "bearer", "description": "an API key of the 
                                                               "(`shoprec keys create --scope S`)"}
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("shoprec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 # the experiments' own refusals (serving/experiments_api.py)
 NAMED = {"/admin/experiments/create": ("409", "An experiment of that name exists (names are never reused)"),
          "/admin/experiments/stop": ("404", "No experiment of that name"),
@@ -38,6 +49,9 @@ NAMED = {"/admin/experiments/create": ("409", "An experiment of that name exists
 
 
 def corrected(spec: dict) -> dict:
+    info = spec.setdefault("info", {})
+    if info.get("version") in (None, "None", ""):  # served from the project, not a built Bento: our package's version
+        info["version"] = _package_version()
     _nullable_defaults(spec)
     _exclusive_bounds(spec)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
@@ -99,13 +113,44 @@ def _exclusive_bounds(node) -> None:
             _exclusive_bounds(value)
 
 
+INDEX_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+
+
+@functools.cache
+def index_page() -> bytes:
+    """BentoML's API page at ``/`` (Swagger UI on /docs.json, served from BentoML's own static files) without the
+    Google Tag Manager it ships: a third-party script on a keyed service that promises to load nothing from
+    elsewhere. A plain page linking /docs.json where that page is not found or still names the tag manager."""
+    import re
+
+    import _bentoml_impl.server as bento_server
+
+    plain = (b"<!DOCTYPE html><html lang='en'><head><meta charset='UTF-8'><title>shoprec API</title></head><body>"
+             b"<p>The OpenAPI document: <a href='./docs.json'>/docs.json</a></p></body></html>")
+    try:
+        html = (Path(bento_server.__file__).parent / "main-openapi.html").read_text()
+    except OSError:
+        return plain
+    html = re.sub(r"<!-- Google Tag Manager( \(noscript\))? -->.*?<!-- End Google Tag Manager( \(noscript\))? -->", "", html,
+                  flags=re.S).replace("BentoML Prediction Service", "shoprec API")
+    return plain if "googletagmanager" in html.lower() else html.encode()
+
+
 class OpenAPIFixes:
-    """ASGI middleware: rewrites the ``/docs.json`` answer with ``corrected``; passes everything else."""
+    """ASGI middleware: rewrites the ``/docs.json`` answer with ``corrected`` and answers ``/`` with ``index_page``;
+    passes everything else."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("path") == "/" and scope.get("method") in ("GET", "HEAD"):
+            body = index_page()
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                (b"content-security-policy", INDEX_CSP.encode()), (b"x-content-type-options", b"nosniff")]})
+            await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
+            return
         if scope["type"] != "http" or scope.get("path") not in DOC_PATHS:
             return await self.app(scope, receive, send)
         start, chunks = {}, []

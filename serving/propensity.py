@@ -63,7 +63,7 @@ class AtRiskCustomer(BaseModel):
     segment: str
     stage: Optional[str] = Field(description="lifecycle stage at the scoring date (null: the bundle has no customer value)")
     days_since_last_order: float
-    orders: float
+    orders: int
     total_spend: float
     reasons: list[str]
 
@@ -74,6 +74,7 @@ class ChurnRiskAnswer(BaseModel):
     page: int
     page_size: int
     horizon_days: int
+    window_days: int = Field(30, description="conversion_probability: any purchase within this many days")
     model_version: str
     scored_at: str
 
@@ -99,7 +100,9 @@ class PropensityApi:
         except bentoml.exceptions.NotFound:
             return cls(None, "", f"no propensity bundle '{tag}' in the model store: run `shoprec train` with orders, then `shoprec publish`")
         bundle = PropensityBundle.load(ref.path)
-        return cls(bundle, ref.info.labels.get("registry_version", bundle.meta.get("model_version", str(ref.tag.version))))
+        version = ref.info.labels.get("registry_version", bundle.meta.get("model_version", str(ref.tag.version)))
+        shop = ref.info.labels.get("shop") or bundle.meta.get("shop")
+        return cls(bundle, f"{shop}/v{version}" if shop else version)  # as the recommendations name theirs
 
     def propensity(self, req: PropensityRequest) -> PropensityAnswer:
         users = []
@@ -136,9 +139,10 @@ class PropensityApi:
                                     clv=None if pd.isna(r["clv"]) else round(float(r["clv"]), 2),
                                     conversion_probability=round(r["conversion_probability"], 6), segment=r["segment"],
                                     stage=None if pd.isna(r["stage"]) else str(r["stage"]),
-                                    days_since_last_order=round(r["recency_days"], 2), orders=r["frequency"],
+                                    days_since_last_order=round(r["recency_days"], 2), orders=int(r["frequency"]),
                                     total_spend=round(r["monetary"], 2), reasons=list(r["reasons"]))
                      for r in page.to_dict("records")]
         return ChurnRiskAnswer(customers=customers, total=len(ranked), page=req.page, page_size=req.page_size,
-                               horizon_days=int(self.bundle.meta.get("horizon_days", 90)), model_version=self.version,
+                               horizon_days=int(self.bundle.meta.get("horizon_days", 90)),
+                               window_days=int(self.bundle.meta.get("window_days", 30)), model_version=self.version,
                                scored_at=self.bundle.meta.get("scored_at", ""))

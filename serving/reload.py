@@ -88,8 +88,10 @@ def smoke_test(store: Storefront) -> None:
             raise Refused(f"smoke test: {name} answered from {answer.source!r}, expected {source}...")
         if not answer.item_ids and name != "similar items":
             raise Refused(f"smoke test: {name} got no items")
-        if not np.isfinite(np.asarray(answer.scores, dtype=float)).all():
-            raise Refused(f"smoke test: {name} got scores that are not finite")
+        scores = np.asarray(answer.scores, dtype=float)
+        # -inf is an item the answer was topped up with (unscored, written as null); NaN is broken
+        if np.isnan(scores).any() or np.isposinf(scores).any() or (len(scores) and not np.isfinite(scores[0])):
+            raise Refused(f"smoke test: {name} got NaN or infinite scores, or an unscored first item")
         if (bundle.items.rows(answer.item_ids) < 0).any():
             raise Refused(f"smoke test: {name} got item ids the bundle does not know")
 

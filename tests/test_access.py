@@ -82,7 +82,7 @@ def test_every_operation_in_the_docs_needs_a_key_of_its_scope_before_validation(
                 assert r.status_code == 400, (path, r.text)  # through to validation, which refuses the body
             else:
                 assert r.status_code == 403, (path, other, r.text)
-                assert r.json() == {"error": f"this key may not call {path}: it needs a {scope} key"}
+                assert r.json() == {"error": f"this key may not call {path}: it needs {'an' if scope == 'admin' else 'a'} {scope} key"}
 
 
 def test_the_key_is_checked_before_the_body_is_read(server):

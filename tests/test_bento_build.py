@@ -231,10 +231,10 @@ def test_serve_the_bento_and_call_every_endpoint(project, tmp_path):
         "/events": (storefront, {"user_id": user, "events": [{"item_id": item, "event_type": "view", "ts": now}]},
                     lambda b: b["stored"] == 1),
         "/propensity": (MARKETING, {"user_ids": [user, "nobody"]},
-                        lambda b: b["model_version"] == "1" and [u["known"] for u in b["users"]] == [True, False]),
+                        lambda b: b["model_version"] == f"{SHOP}/v1" and [u["known"] for u in b["users"]] == [True, False]),
         "/churn_risk": (MARKETING, {"top_n": 5}, lambda b: 0 < len(b["customers"]) <= 5),
         "/customer_value": (MARKETING, {"user_ids": [user, "nobody"]},
-                            lambda b: b["model_version"] == "1" and b["horizon_days"] > 0
+                            lambda b: b["model_version"] == f"{SHOP}/v1" and b["horizon_days"] > 0
                             and [c["known"] for c in b["customers"]] == [True, False]
                             and b["customers"][0]["clv"] >= 0 and 0 <= b["customers"][0]["purchase_probability"] <= 1
                             and b["customers"][0]["stage"] in STAGE_NAMES and b["customers"][1]["clv"] is None),

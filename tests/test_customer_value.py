@@ -256,3 +256,31 @@ def test_at_risk_list_has_clv_and_stage_and_filters_by_stage(tmp_path):
     plain.bundle.save(tmp_path / "old")
     CliRunner().invoke(app, ["churn-list", "--bundle", str(tmp_path / "old"), "--out", str(out)])
     assert [(r["clv_90d"], r["lifecycle_stage"]) for r in pd.read_csv(out, keep_default_na=False).to_dict("records")] == [("", "")] * 3
+
+
+def test_forgotten_shoppers_leave_churn_list_and_segments(tmp_path, monkeypatch):
+    """The published bundle still holds an erased shopper until the next training: the exports leave them out
+    (the service already did), and the ranks close up."""
+    import typer
+    from typer.testing import CliRunner
+
+    from features.privacy import ForgetList
+    from training.cli_propensity import churn_list
+    from training.cli_value import segments
+
+    app = typer.Typer()
+    app.command("churn-list")(churn_list)
+    app.command("segments")(segments)
+    monkeypatch.setenv("SHOPREC_PRIVACY_DIR", str(tmp_path / "privacy"))
+    valued_bundle().save(tmp_path / "b")
+    ForgetList.open(tmp_path / "privacy", create_key=True).add("-u3")
+    out = tmp_path / "list.parquet"
+    assert CliRunner().invoke(app, ["churn-list", "--bundle", str(tmp_path / "b"), "--out", str(out)]).exit_code == 0
+    listed = pd.read_parquet(out)
+    assert listed["customer_id"].astype(str).tolist() == ["u1", "=HYPERLINK(1)"] and listed["rank"].tolist() == [1, 2]
+    top = tmp_path / "top.parquet"
+    CliRunner().invoke(app, ["churn-list", "--bundle", str(tmp_path / "b"), "--top", "1", "--out", str(top)])
+    assert pd.read_parquet(top)["customer_id"].astype(str).tolist() == ["u1"]
+    seg = tmp_path / "seg.parquet"
+    assert CliRunner().invoke(app, ["segments", "--bundle", str(tmp_path / "b"), "--out", str(seg)]).exit_code == 0
+    assert pd.read_parquet(seg)["customer_id"].astype(str).tolist() == ["u1", "=HYPERLINK(1)"]

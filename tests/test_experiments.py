@@ -670,3 +670,19 @@ def test_a_new_experiments_report_is_strict_json_and_readable():
     assert "nan" not in render_text(report).lower() and "inf" not in render_text(report).lower()
     page = _experiment(report | {"endpoint": "recommend"})
     assert "nan" not in page.lower() and "inf" not in page.lower() and "n/a" in page
+
+
+def test_the_experiment_commands_use_the_projects_model_store(tmp_path, monkeypatch):
+    """Model arms were published into ~/bentoml, where `shoprec serve` (./bentoml_home) never finds them."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from training.experiments.cli import experiment_app
+
+    monkeypatch.delenv("BENTOML_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHOPREC_EVENTS_URL", f"sqlite:///{tmp_path}/events.db")
+    result = CliRunner().invoke(experiment_app, ["list"])
+    assert result.exit_code == 0, result.output
+    assert os.environ["BENTOML_HOME"] == str(tmp_path / "bentoml_home")

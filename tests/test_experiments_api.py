@@ -70,6 +70,7 @@ def test_create_list_report_and_stop_over_http(url):
     ({"variants": ["control=champion", "t=popular"], "split": "90"}, 400, "split"),
     ({"coverage": 2}, 400, "coverage"),
     ({"endpoint": "checkout"}, 400, "endpoint"),
+    ({"planned_users": 100, "open_ended": True}, 400, "planned_users"),  # a horizon and none: was stored open-ended
 ])
 def test_refusals_name_the_field_or_the_variant(url, change, status, words):
     answer = post(url, "/admin/experiments/create", PAGES | {"name": "refused"} | change, ADMIN)

@@ -73,7 +73,7 @@ def test_ab_test_end_to_end_over_http(home, tmp_path):
         # access: creating needs the admin scope
         refused = shoprec(home, env, "experiment", "create", "home", "--variant", "control=champion",
                           "--variant", "treatment=popular", "--key", MARKETING_KEY, check=False)
-        assert refused.returncode == 2 and "needs a admin key" in refused.stderr
+        assert refused.returncode == 2 and "needs an admin key" in refused.stderr
         with bentoml_server(home, extra_env=env) as a, bentoml_server(home, extra_env=env) as b:
             before = answers(a, USERS[:3])
             assert all(r["experiment"] is None and r["request_id"] is None for r in before.values())

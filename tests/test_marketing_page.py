@@ -82,9 +82,14 @@ def access(tmp_path) -> AccessControl:
         api_key=KEY, storefront_key=STOREFRONT_KEY, admin_key=None, keys_refresh_s=0.05))
 
 
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}  # a browser's navigation
+
+
 def call(backend: Backend, method: str, path: str, client=("127.0.0.1", 5000), scheme="http", **kw) -> httpx.Response:
-    """One request to the page app in-process, mounted at /marketing as the service mounts it."""
+    """One request to the page app in-process, mounted at /marketing as the service mounts it; as a browser asks
+    (Accept: text/html) unless ``headers`` say otherwise."""
     app = create_app(lambda: backend)
+    kw["headers"] = BROWSER | kw.get("headers", {})
 
     async def go():
         transport = httpx.ASGITransport(app=app, root_path="/marketing", client=client)
@@ -130,6 +135,19 @@ def test_a_browser_without_a_session_goes_to_the_sign_in_form(access):
     for path in ("/", "/churn_risk.csv", "/?segment=at_risk"):
         r = call(backend, "GET", path, headers={"Cookie": f"{COOKIE}=forged"})
         assert r.status_code == 303 and r.headers["location"] == "/marketing/login" and "c2" not in r.text
+
+
+def test_a_script_gets_json_errors_not_a_sign_in_form_or_html(access):
+    """curl or requests (Accept: */*) on the CSV: 401 without a key, a named bad filter as JSON, not a page."""
+    backend = Backend(_api(), access)
+    script = {"Accept": "*/*"}
+    r = call(backend, "GET", "/churn_risk.csv", headers=script)
+    assert r.status_code == 401 and r.headers["content-type"].startswith("application/json") and "c2" not in r.text
+    bad = call(backend, "GET", "/churn_risk.csv?segment=bogus", headers=script | AUTH)
+    assert bad.status_code == 400 and "segment" in bad.json()["error"]
+    wrong = call(backend, "GET", "/churn_risk.csv", headers=script | {"Authorization": f"Bearer {STOREFRONT_KEY}"})
+    assert wrong.status_code == 403 and "marketing key" in wrong.json()["error"]
+    assert call(backend, "GET", "/churn_risk.csv", headers=script | AUTH).text.startswith("rank,")
     form = call(backend, "GET", "/login")
     assert form.status_code == 200 and 'name="key"' in form.text and 'name="account"' in form.text
     assert 'name="csrf"' in form.text and "HttpOnly" in form.headers["set-cookie"]
@@ -398,13 +416,13 @@ def same_as_screen(csv_rows: list[dict], screen: list[list[str]]) -> None:
     """Every CSV row is the row on screen: ids, ranks, segments and reasons exactly; numbers as displayed."""
     assert len(csv_rows) == len(screen)
     for row, cells in zip(csv_rows, screen):
-        rank, customer, p_churn, var, spend, clv, p_buy, segment, stage, days, orders, total, why = cells
+        rank, customer, p_churn, var, spend, p_buy, segment, stage, days, orders, total, why = cells
         money = lambda s: float(s.replace(",", ""))  # noqa: E731
         assert (row["rank"], row["customer_id"], row["segment"]) == (rank, customer, segment)
         assert f"{float(row['churn_probability_90d']):.1%}" == p_churn
         assert f"{float(row['purchase_probability_30d']):.1%}" == p_buy
         assert float(row["value_at_risk_90d"]) == money(var) and float(row["expected_spend_90d"]) == money(spend)
-        assert float(row["clv_90d"]) == money(clv) and row["lifecycle_stage"].replace("_", " ") == stage
+        assert float(row["clv_90d"]) == money(spend) and row["lifecycle_stage"].replace("_", " ") == stage
         assert float(row["total_spend"]) == money(total) and int(row["orders"]) == money(orders)
         assert round(float(row["days_since_last_order"])) == money(days)
         assert row["reasons"] == "; ".join(line.strip() for line in why.splitlines() if line.strip())
@@ -478,7 +496,7 @@ def test_in_a_browser_the_dashboard_draws_its_figures_and_filters(server, browse
     page.select_option("#stage", "at_risk")  # the list's stage filter
     page.click("#apply")
     page.wait_for_url("**stage=at_risk**")
-    assert [r[1] for r in screen_rows(page)] == ["c6", "c1"] and {r[8] for r in screen_rows(page)} == {"at risk"}
+    assert [r[1] for r in screen_rows(page)] == ["c6", "c1"] and {r[7] for r in screen_rows(page)} == {"at risk"}
     page.click("#to-dashboard")
     page.wait_for_selector("#clv-chart")
     for chart, mark in (("#cohort-heatmap", "rect"), ("#funnel", "rect"), ("#transitions", "rect"), ("#clv-chart", "rect")):
@@ -523,8 +541,10 @@ def test_in_a_browser_the_sixth_wrong_key_in_15_minutes_is_429(tmp_path_factory,
 
 
 def test_the_page_needs_a_marketing_key_on_the_real_server(server):
-    r = httpx.get(f"{server}/marketing/", timeout=30)
+    r = httpx.get(f"{server}/marketing/", headers=BROWSER, timeout=30)
     assert r.status_code == 303 and r.headers["location"] == "/marketing/login" and "c2" not in r.text
+    script = httpx.get(f"{server}/marketing/churn_risk.csv", timeout=30)  # curl's Accept: */*
+    assert script.status_code == 401 and "Authorization: Bearer" in script.json()["error"]
     assert httpx.get(f"{server}/marketing/", headers={"Authorization": f"Bearer {STOREFRONT_KEY}"}, timeout=30).status_code == 403
     r = httpx.get(f"{server}/marketing/churn_risk.csv?min_value=100", headers=AUTH, timeout=30)
     assert r.status_code == 200 and [row["customer_id"] for row in csv.DictReader(io.StringIO(r.text))] == ["c2", "c4", "c6"]

@@ -30,7 +30,7 @@ SCORES = pd.DataFrame({
 def _store(home, src):
     PropensityBundle(SCORES, {"scored_at": "2024-12-31 00:00:00", "horizon_days": 90, "window_days": 30}).save(src)
     code = ("import sys; from pathlib import Path; from training.propensity.publish import store_propensity_bundle; "
-            "store_propensity_bundle(Path(sys.argv[1]), {'registry_version': '3'})")
+            "store_propensity_bundle(Path(sys.argv[1]), {'registry_version': '3', 'shop': 'acme'})")
     subprocess.run([sys.executable, "-c", code, str(src)], cwd=REPO, env=dict(os.environ, BENTOML_HOME=str(home)), check=True)
 
 
@@ -61,7 +61,7 @@ def test_propensity_known_and_unknown_users(server):
     r = post(server, "/propensity", {"user_ids": ["c1", "nobody", "c4"]})
     assert r.status_code == 200
     body = r.json()
-    assert body["model_version"] == "3" and body["scored_at"] == "2024-12-31 00:00:00"
+    assert body["model_version"] == "acme/v3" and body["scored_at"] == "2024-12-31 00:00:00"
     c1, nobody, c4 = body["users"]
     assert c1 == {"user_id": "c1", "known": True, "churn_probability": 0.9, "conversion_probability": 0.05,
                   "value_at_risk": 90.0, "segment": "at_risk"}
@@ -90,7 +90,7 @@ def test_churn_risk_with_the_key_is_the_ranked_list(server):
     body = r.json()
     assert [c["user_id"] for c in body["customers"]] == ["c2", "c4", "c6", "c1", "c3", "c5"]
     assert [c["rank"] for c in body["customers"]] == [1, 2, 3, 4, 5, 6]
-    assert body["total"] == 6 and body["model_version"] == "3" and body["horizon_days"] == 90
+    assert body["total"] == 6 and body["model_version"] == "acme/v3" and body["horizon_days"] == 90
     first = body["customers"][0]
     assert first["value_at_risk"] == 400.0 and first["days_since_last_order"] == 200.0 and first["reasons"]
 

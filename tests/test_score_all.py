@@ -72,3 +72,32 @@ def test_unknown_engine_is_refused(bundle_dir, tmp_path):
 
     result = CliRunner().invoke(app, ["score-all", "--engine", "dask", "--bundle", str(bundle_dir), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--engine dask" in result.output
+
+
+def test_forgotten_shoppers_leave_the_export_on_both_engines(bundle_dir, tmp_path, monkeypatch):
+    """`shoprec forget-user` erases a shopper; the published bundles still hold them until the next training, and
+    score-all used to write their top-k and propensity rows all the same."""
+    from features.privacy import ForgetList
+    from training.bundle import ModelBundle
+    from training.cli import app
+
+    monkeypatch.setenv("SHOPREC_PRIVACY_DIR", str(tmp_path / "privacy"))
+    users = ModelBundle.load(bundle_dir).users.ids
+    gone = str(users[3])
+    ForgetList.open(tmp_path / "privacy", create_key=True).add(gone)
+    prop = tmp_path / "propensity"
+    prop.mkdir()
+    pd.DataFrame({"user_id": users, "churn_probability": 0.5, "conversion_probability": 0.5, "expected_spend": 10.0,
+                  "value_at_risk": 5.0, "segment": "loyal"}).to_parquet(prop / "scores.parquet", index=False)
+    for engine in ("duckdb", "spark"):
+        out = tmp_path / engine
+        result = CliRunner().invoke(app, ["score-all", "--engine", engine, "--bundle", str(bundle_dir), "--propensity",
+                                          str(prop), "--out", str(out), "--k", "3"])
+        assert result.exit_code == 0, result.output
+        top = read_top(out / "topk.parquet").to_pandas()
+        scored = pd.read_parquet(out / "propensity.parquet")
+        assert gone not in set(top["user_id"]) and gone not in set(scored["user_id"])
+        assert top["user_id"].nunique() == len(scored) == len(users) - 1
+        assert f"of {len(users) - 1:,} shoppers" in result.output
+    missing = CliRunner().invoke(app, ["score-all", "--bundle", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+    assert missing.exit_code == 2 and "not a recommender bundle" in missing.output  # was a traceback

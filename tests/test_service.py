@@ -42,6 +42,10 @@ def test_health_and_openapi(server):
     spec = httpx.get(f"{server}/docs.json").json()
     for path in ("/recommend", "/similar_items", "/bought_together", "/rerank", "/session", "/events"):
         assert path in spec["paths"]
+    assert spec["info"]["version"] not in (None, "None", "")  # BentoML writes "None" outside a built Bento
+    index = httpx.get(f"{server}/")  # BentoML's API page, without the Google Tag Manager it ships
+    assert index.status_code == 200 and "swagger-ui" in index.text and "googletagmanager" not in index.text.lower()
+    assert index.headers["content-security-policy"].startswith("default-src 'self'")
     assert "bentoml_service_request" in httpx.get(f"{server}/metrics").text
 
 

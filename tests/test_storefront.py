@@ -116,7 +116,8 @@ def test_a_basket_without_rules_or_neighbours_gets_the_labelled_fallback():
     no_rules = Storefront(dataclasses.replace(bundle, together=sp.csr_matrix(bundle.together.shape, dtype=np.float32)))
     no_rules._has_similarity = False  # rules alone, and none for this basket
     answer = no_rules.bought_together(["i4"], k=3, filters=Filters(category="even"))
-    assert answer.source == "fallback:trending-14d" and answer.scores == [0.0] * 3
+    assert answer.source == "fallback:trending-14d" and answer.scores == sorted(answer.scores, reverse=True)
+    assert all(np.isfinite(answer.scores)) and answer.scores[0] > 0  # the fallback's own scores
     assert "i4" not in answer.item_ids and all(int(i[1:]) % 2 == 0 for i in answer.item_ids)
 
 
@@ -125,8 +126,13 @@ def test_rerank_orders_known_and_keeps_unknown_at_the_end(store):
     answer = store.rerank("u1", cands)
     assert sorted(answer.item_ids) == sorted(cands) and answer.item_ids[-2:] == ["zz1", "zz2"]
     scores = answer.scores[:3]
-    assert scores == sorted(scores, reverse=True)
+    assert scores == sorted(scores, reverse=True) and answer.scores[3:] == [-np.inf, -np.inf]  # unscored: null
     assert store.rerank("stranger", cands).source.startswith("fallback:")
+
+
+def test_a_basket_item_named_twice_counts_once(store):
+    once, twice = store.bought_together(["i4"], k=4), store.bought_together(["i4", "i4", "nope"], k=4)
+    assert (twice.item_ids, twice.scores) == (once.item_ids, once.scores)
 
 
 def test_save_load_same_answers(tmp_path):
@@ -155,3 +161,76 @@ def test_models_without_vectors_still_give_similar_items_and_reasons():
     store = Storefront(fit_bundle(blend, TrainConfig(), None, ORDERS, {}, items=ITEMS))
     assert store.similar_items("i3", k=3).source == "model:ease-blend"
     assert store.recommend("u1", k=3).reasons[0].startswith("because you bought")
+
+
+def _scored_then_unscored(answer) -> bool:
+    """Scores never rise down the list; unscored items (-inf, written as null) only after every scored one."""
+    s = np.asarray(answer.scores, dtype=float)
+    return bool(np.all(np.diff(s[np.isfinite(s)]) <= 0) and np.all(np.isfinite(s[: np.isfinite(s).sum()])))
+
+
+@pytest.fixture(scope="module")
+def ranker_store():
+    """A ranker champion on 4 taste groups of 20 items (category g0..g3, prices 1..20 within each group)."""
+    from tests.test_ranker import ORDERS as GROUPS, make
+
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(80)], "category": [f"g{i // 20}" for i in range(80)],
+                          "price": [float(1 + i % 20) for i in range(80)], "title": None, "in_stock": True})
+    return Storefront(fit_bundle(make(), TrainConfig(), None, GROUPS, {"run_id": "r1"}, items=items))
+
+
+def test_a_narrow_filter_scores_its_items_for_each_shopper_with_a_ranker(ranker_store):
+    """A category page of a taste group the shopper never bought from: the ranker's own candidates hold none of
+    its items, so the list used to be the fallback's, the same for everyone, at score 0 under the model's name."""
+    answers = {(u, g): ranker_store.recommend(u, k=5, filters=Filters(category=f"g{g}"))
+               for u in ("u0", "u1", "u2") for g in (0, 3)}  # shoppers of groups 0, 1, 2
+    for (user, group), answer in answers.items():
+        assert answer.source == "model:ranker" and len(answer.item_ids) == 5
+        assert all(int(i[1:]) // 20 == group for i in answer.item_ids)
+        assert np.isfinite(answer.scores).all() and answer.scores == sorted(answer.scores, reverse=True)
+        row = ranker_store.bundle.users.row(user)
+        listed = ranker_store.items.rows(answer.item_ids)
+        assert np.allclose(ranker_store.bundle.model.scores_of(listed, row), answer.scores, atol=1e-5)
+    assert answers["u0", 0].scores != answers["u1", 0].scores  # personal, not one list for all
+
+
+def test_bought_items_come_back_when_asked_for_with_a_ranker(ranker_store):
+    """The ranker never proposes what a shopper bought (it learns what is bought anew): exclude_bought=false
+    used to change nothing."""
+    row = ranker_store.bundle.users.row("u5")
+    mine = set(ranker_store.items.external(ranker_store._bought(row)))
+    kept = ranker_store.recommend("u5", k=40, exclude_bought=False)
+    left = ranker_store.recommend("u5", k=40)
+    assert not mine & set(left.item_ids)
+    again = mine & set(kept.item_ids)
+    assert again and np.isfinite(kept.scores).all() and kept.scores == sorted(kept.scores, reverse=True)
+    reasons = dict(zip(kept.item_ids, kept.reasons))
+    assert all(reasons[i] == "you bought this before" for i in again)
+
+
+def test_every_answer_lists_scored_items_first_and_unscored_ones_after(ranker_store, store):
+    cheap = Filters(max_price=3.0)
+    answers = [ranker_store.session(["i1", "i2"], k=12, filters=cheap), ranker_store.recommend("u3", k=12, filters=cheap),
+               ranker_store.recommend("u3", k=12, filters=cheap, events=[("i30", "view")]),
+               ranker_store.similar_items("i3", k=12, filters=cheap), ranker_store.bought_together(["i3"], k=12, filters=cheap),
+               store.recommend("u1", k=12, filters=Filters(category="non-existent")),
+               store.recommend("u1", k=12), store.rerank("u1", ["zz", "i2", "i9"])]
+    for answer in answers:
+        assert _scored_then_unscored(answer), answer
+    assert any(not np.isfinite(a.scores).all() for a in answers)  # some were topped up: the check has something to check
+
+
+def test_similar_items_under_a_filter_compare_every_item_it_lets_through():
+    """Neighbours first, filter after: a price filter kept 2 of a wide catalogue's nearest items where 35 passed."""
+    rng = np.random.default_rng(5)
+    orders = make_orders([(f"u{u}", f"w{int(i)}", f"2024-02-{1 + u % 28:02d}")
+                          for u in range(300) for i in rng.choice(400, size=6, replace=False)])
+    orders["order_id"] = orders["user_id"]
+    items = pd.DataFrame({"item_id": [f"w{i}" for i in range(400)], "category": "all", "price": [float(i) for i in range(400)],
+                          "title": None, "in_stock": True})
+    wide = Storefront(fit_bundle(Candidate(name="als", model=ALSConfig(factors=4, iterations=5, weighting="none")),
+                                 TrainConfig(), None, orders, {"run_id": "r1"}, items=items))
+    dear = wide.similar_items("w7", k=15, filters=Filters(min_price=380.0))  # 20 items pass
+    assert len(dear.item_ids) == 15 and all(int(i[1:]) >= 380 for i in dear.item_ids)
+    assert np.isfinite(dear.scores).all() and dear.scores == sorted(dear.scores, reverse=True)
+    assert dear.source == "model:als"

@@ -48,10 +48,11 @@ def _scorer(token: str, broadcast, k: int, exclude_bought: bool):
 
 
 def score_all_spark(bundle_dir: str | Path, k: int = 10, out_path: str = "recommendations", block: int = 8192,
-                    exclude_bought: bool = True, session=None, n_users: int | None = None) -> BatchReport:
-    """Top-k of the bundle in ``bundle_dir`` for every user row, written by Spark to ``out_path`` (a
-    Parquet dataset: local path or URI). ``session`` defaults to the process's SparkSession
-    (features.relational.engine.spark_session)."""
+                    exclude_bought: bool = True, session=None, n_users: int | None = None,
+                    skip_user_ids: list[str] = ()) -> BatchReport:
+    """Top-k of the bundle in ``bundle_dir`` for every user row but those of ``skip_user_ids`` (forgotten shoppers),
+    written by Spark to ``out_path`` (a Parquet dataset: local path or URI). ``session`` defaults to the process's
+    SparkSession (features.relational.engine.spark_session)."""
     from features.relational.engine import spark_session
     from features.vocab import IdVocab
 
@@ -79,10 +80,12 @@ def score_all_spark(bundle_dir: str | Path, k: int = 10, out_path: str = "recomm
 
     blocks = session.range(0, n_blocks, 1, numPartitions=parts)
     frame = blocks.mapInArrow(score, SPARK_SCHEMA)
+    if skip_user_ids:
+        frame = frame.filter(~frame["user_id"].isin(list(skip_user_ids)))
     frame.write.mode("overwrite").parquet(str(out_path))
     rows = session.read.parquet(str(out_path)).count()
     shared.unpersist()
-    return BatchReport(Path(str(out_path)), n, rows, time.perf_counter() - start)
+    return BatchReport(Path(str(out_path)), n - len(set(skip_user_ids)), rows, time.perf_counter() - start)
 
 
 def read_top(path: str | Path) -> "pa.Table":

@@ -42,15 +42,27 @@ def score_all_command(
     if bundle is None:
         fail("no recommender bundle: run `shoprec train` and `shoprec publish`, or pass --bundle DIR")
     propensity = propensity or _published("shoprec-propensity")
+    import numpy as np
+
+    from features.vocab import IdVocab
+    from training.cli_forgotten import forgotten_mask
+
+    try:
+        ids = IdVocab.load(Path(bundle) / "users.npz").ids
+    except FileNotFoundError as e:
+        fail(f"--bundle {bundle}: not a recommender bundle ({e})")
+    gone = forgotten_mask(ids)  # erased shoppers get no rows; everyone else as the bundle has them
+    gone_ids = [str(i) for i in np.asarray(ids)[gone]]
     top_path, prop_path = f"{out.rstrip('/')}/topk.parquet", f"{out.rstrip('/')}/propensity.parquet"
     if engine == "spark":
         from features.relational.engine import spark_session
         from training.batch_spark import score_all_spark
 
         session = spark_session(spark_master)
-        report = score_all_spark(bundle, k, top_path, session=session)
+        report = score_all_spark(bundle, k, top_path, session=session, skip_user_ids=gone_ids)
         if propensity is not None:
             scores = session.read.parquet(str(Path(propensity) / "scores.parquet"))
+            scores = scores.filter(~scores["user_id"].isin(gone_ids)) if gone_ids else scores
             scores.select(*PROPENSITY_COLUMNS).write.mode("overwrite").parquet(prop_path)
     else:
         import pandas as pd
@@ -58,9 +70,14 @@ def score_all_command(
         from training.batch import score_all
         from training.bundle import ModelBundle
 
-        report = score_all(ModelBundle.load(bundle), k, top_path)
+        try:
+            loaded = ModelBundle.load(bundle)
+        except FileNotFoundError as e:
+            fail(f"--bundle {bundle}: {e}")
+        report = score_all(loaded, k, top_path, users=np.flatnonzero(~gone))
         if propensity is not None:
-            pd.read_parquet(Path(propensity) / "scores.parquet", columns=PROPENSITY_COLUMNS).to_parquet(prop_path, index=False)
+            scores = pd.read_parquet(Path(propensity) / "scores.parquet", columns=PROPENSITY_COLUMNS)
+            scores[~scores["user_id"].astype(str).isin(gone_ids)].to_parquet(prop_path, index=False)
     typer.echo(f"wrote the top-{k} of {report.users:,} shoppers ({report.rows:,} rows) to {top_path} in "
                f"{report.seconds:.1f} s" + (f"; propensity scores to {prop_path}" if propensity is not None else
                                            "; no propensity bundle, no propensity scores"))

@@ -29,8 +29,11 @@ def churn_list(
 
     Example: shoprec churn-list --top 500 --min-prob 0.6 --segment at_risk --out at_risk.csv
     """
+    import numpy as np
+
     from features.user_features import SEGMENT_NAMES
     from features.writers import check_table_path, write_table
+    from training.cli_forgotten import forgotten_mask
     from training.propensity.bundle import PropensityBundle
 
     fmt, _ = check_table_path(out)  # a name it cannot honour is refused before any work
@@ -41,9 +44,11 @@ def churn_list(
     except FileNotFoundError as e:
         fail(str(e))
     try:
-        rows = loaded.at_risk(min_prob, min_value, segment, top, stage)
+        rows = loaded.at_risk(min_prob, min_value, segment, None, stage)
     except ValueError as e:  # a stage the bundle does not have
         fail(f"--stage: {e}")
+    rows = rows[~forgotten_mask(rows["user_id"])]  # erased shoppers leave the list; the ranks close up
+    rows = (rows.head(top) if top is not None else rows).assign(rank=lambda d: np.arange(1, len(d) + 1))
     write_table(loaded.table(rows, spreadsheet=fmt == "csv"), out)
     typer.echo(f"wrote {len(rows):,} customers to {out} (model version {loaded.version}, scored at "
                f"{loaded.meta.get('scored_at', '?')})")

@@ -25,6 +25,7 @@ def segments(
     Example: shoprec segments --out segments.csv
     """
     from features.writers import check_table_path, write_table
+    from training.cli_forgotten import forgotten_mask
     from training.cli_propensity import _published
     from training.propensity.bundle import PropensityBundle
 
@@ -41,6 +42,7 @@ def segments(
     if stage is not None and stage not in names:
         fail(f"--stage: unknown stage {stage!r}; choose one of {', '.join(names)}")
     s = loaded.scores
+    s = s[~forgotten_mask(s["user_id"])]  # erased shoppers leave the export at once
     if stage is not None:
         s = s[s["stage"] == stage]
     table = s.sort_values([f"clv_{h}d", "user_id"], ascending=[False, True], kind="stable")

@@ -48,6 +48,7 @@ FILTER_CACHE = 1024  # filter combinations whose left-out items are kept (catego
 FEW_LEFT = 0.75  # a filter leaving out more than this share of the catalogue: only the rest is scored
 ANN_MAX_LEFT_OUT = 0.5  # approximate search while at most this share of the catalogue is left out
 ANN_MAX_CANDIDATES = 1000
+SCORE_ALLOWED_MAX = 5000  # a known shopper's list short of k: the allowed items scored one by one, up to this many
 
 
 class Storefront:
@@ -58,8 +59,9 @@ class Storefront:
         self.bundle = bundle
         self.items = bundle.items
         self.n_items = len(bundle.items)
-        ranked, _ = bundle.fallback.recommend(np.array([0]), k=self.n_items)  # same list for all: rank once
+        ranked, best = bundle.fallback.recommend(np.array([0]), k=self.n_items)  # same list for all: rank once
         self._fallback_rows = ranked[0][ranked[0] >= 0]
+        self._fallback_scores = best[0][ranked[0] >= 0].astype(np.float32)  # the fallback's own scores, in that order
         self._row_config = InteractionConfig(**bundle.meta.get("row_interactions", {}))  # how the rows were built
         self.name = bundle.meta.get("name", bundle.model.kind)
         self.fallback_name = bundle.meta.get("fallback", bundle.fallback.kind)
@@ -172,21 +174,26 @@ class Storefront:
         return rows[0][keep], best[0][keep]
 
     def _fill(self, rows: np.ndarray, scores: np.ndarray, k: int, excluded: np.ndarray):
+        """Up to k: the answer's rows, then the fallback's first allowed items, which the model did not score
+        (-inf, written as null: they follow every scored item, whatever its sign)."""
         if len(rows) >= k:
             return rows, scores
-        extra = self._popular_rows(k - len(rows), np.concatenate([excluded, rows]))
-        return np.concatenate([rows, extra]), np.concatenate([scores, np.zeros(len(extra), np.float32)])
+        extra, _ = self._popular_rows(k - len(rows), np.concatenate([excluded, rows]))
+        return np.concatenate([rows, extra]), np.concatenate([scores, np.full(len(extra), -np.inf, np.float32)])
 
-    def _popular_rows(self, k: int, excluded: np.ndarray) -> np.ndarray:
-        rows = self._fallback_rows
+    def _popular_rows(self, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The fallback's first k items outside ``excluded`` and their scores."""
+        rows, scores = self._fallback_rows, self._fallback_scores
         if len(excluded) > ANN_MAX_EXCLUDED:  # many: one pass over a mask
             out = np.zeros(self.n_items, dtype=bool)
             out[excluded] = True
-            rows = rows[~out[rows]]
+            keep = ~out[rows]
         elif len(excluded):  # few: at most len(excluded) of the first k + len(excluded) are left out
-            head = rows[: k + len(excluded)]
-            rows = head[~np.isin(head, excluded)]
-        return rows[:k]
+            rows, scores = rows[: k + len(excluded)], scores[: k + len(excluded)]
+            keep = ~np.isin(rows, excluded)
+        else:
+            return rows[:k], scores[:k]
+        return rows[keep][:k], scores[keep][:k]
 
     def _answer(self, rows, scores, source, reasons=None) -> Answer:
         return Answer(self.items.external(rows).tolist(), [round(float(s), 6) for s in scores], source,
@@ -194,7 +201,7 @@ class Storefront:
 
     def _reasons(self, rows: np.ndarray, history: np.ndarray) -> list[str | None]:
         """'because you bought X': the shopper's past item most similar to each recommended item."""
-        return self._reason_text(self._reason_rows(rows, history))
+        return self._reason_text(self._reason_rows(rows, history), rows)
 
     def _reason_rows(self, rows: np.ndarray, history: np.ndarray) -> np.ndarray:
         """The row of the reason's item X per recommended row; -1 where there is none."""
@@ -203,8 +210,11 @@ class Storefront:
         sims = np.nan_to_num(self.bundle.model.similarity_between(history, rows), nan=-np.inf)  # (history, recommended)
         return history[np.argmax(sims, axis=0)]
 
-    def _reason_text(self, reason_rows) -> list[str | None]:
-        return [f"because you bought {self.items.ids[b]}" if b >= 0 else None for b in reason_rows]
+    def _reason_text(self, reason_rows, rows=None) -> list[str | None]:
+        """'because you bought X' per reason row; 'you bought this before' where X is the item itself."""
+        rows = np.full(len(reason_rows), -1) if rows is None else rows
+        return ["you bought this before" if b >= 0 and b == r else f"because you bought {self.items.ids[b]}" if b >= 0
+                else None for b, r in zip(reason_rows, rows)]
 
     def _listed(self, user_row: int, k: int, exclude_ids, filters: Filters | None) -> Answer | None:
         """A known shopper's answer from the top lists (training/top_lists.py, bought items left out): the first
@@ -223,20 +233,35 @@ class Storefront:
             return None
         return self._answer(items[pick], lists.scores[at][pick], f"model:{self.name}", self._reason_text(lists.reasons[at][pick]))
 
-    def _top_among(self, user_row: int, filtered_out: np.ndarray, left_out: np.ndarray, k: int):
-        """A known shopper's top-k among the items a narrow filter lets through (``filtered_out``: its mask) less
-        ``left_out``: a factor model scores just those items, and the pick runs over them alone, not over a
-        catalogue-wide array; None for other models (they score every item)."""
+    def _top_among(self, user_row: int, excluded: np.ndarray, k: int):
+        """A known shopper's top-k among the items outside ``excluded`` (sorted rows), each scored for the shopper:
+        a factor model scores just those items (no catalogue-wide array), other models through ``scores_of`` (a
+        ranker scores them as candidates of its own, which a narrow filter may leave none of)."""
+        allowed = np.ones(self.n_items, dtype=bool)
+        allowed[excluded] = False
+        rows = np.flatnonzero(allowed)
         try:
             users, items = self.bundle.model.factors()
+            scores = items[rows] @ users[user_row]
         except NotImplementedError:
-            return None
-        allowed = ~filtered_out
-        allowed[left_out] = False
-        rows = np.flatnonzero(allowed)
-        top, best = topk((items[rows] @ users[user_row])[None, :].astype(np.float32, copy=False), k)
+            scores = self.bundle.model.scores_of(rows, user_row)
+        top, best = topk(np.asarray(scores, dtype=np.float32)[None, :], k)
         keep = (top[0] >= 0) & np.isfinite(best[0])
         return rows[top[0][keep]], best[0][keep]
+
+    def _with_bought(self, user_row: int, rows: np.ndarray, best: np.ndarray, history: np.ndarray,
+                     excluded: np.ndarray, k: int):
+        """With bought items allowed: the shopper's past items (those not left out) scored and ranked with the
+        answer. A ranker never proposes them as candidates of its own (it learns what is bought anew), so
+        ``scores_of`` scores them; other models' scores are the same as in the answer."""
+        past = np.setdiff1d(history, np.concatenate([excluded, rows]))
+        if len(past) == 0:
+            return rows, best
+        scores = np.asarray(self.bundle.model.scores_of(past, user_row), dtype=np.float32)
+        rows, best = np.concatenate([rows, past]), np.concatenate([best, scores])
+        order = np.argsort(-best, kind="stable")[:k]
+        keep = np.isfinite(best[order])
+        return rows[order][keep], best[order][keep]
 
     def _searched(self, index: FactorIndex | NormPrunedSearch, vector, k: int, excluded: np.ndarray):
         """Top-k from ``index`` (training/ann.py), or None where scoring the whole catalogue must answer (more than ``ANN_MAX_LEFT_OUT`` of the
@@ -276,8 +301,7 @@ class Storefront:
         """The fallback list; ``exclude_ids`` are external ids, or item rows with ``rows_given``."""
         given = np.asarray(exclude_ids, dtype=np.int64) if rows_given else self._rows_of(exclude_ids)
         excluded = self._exclusions(filters, given)
-        rows = self._popular_rows(k, excluded)
-        return self._answer(rows, np.zeros(len(rows)), f"fallback:{self.fallback_name}")
+        return self._answer(*self._popular_rows(k, excluded), f"fallback:{self.fallback_name}")
 
     def recommend(self, user_id: str, k: int = 10, exclude_bought: bool = True, exclude_ids=(),
                   filters: Filters | None = None, events: list[tuple[str, str]] = ()) -> Answer:
@@ -298,9 +322,13 @@ class Storefront:
         elif self._knows(row):
             source = f"model:{self.name}"
             found = self._user_index and self._searched(self._user_index, self._user_vectors[row], k, excluded)
-            if not found and (out := self._filter_out(filters)) is not None and len(out[1]) > FEW_LEFT * self.n_items:
-                found = self._top_among(row, out[0], left_out, k)  # a narrow filter (a category page)
+            if not found and len(excluded) > FEW_LEFT * self.n_items:
+                found = self._top_among(row, excluded, k)  # a narrow filter (a category page): just its items
             rows, best = found or self._pick(self.bundle.model.scores(np.array([row]))[0], k, excluded)
+            if len(rows) < k and self.n_items - len(excluded) <= SCORE_ALLOWED_MAX:
+                rows, best = self._top_among(row, excluded, k)  # the model's own candidates ran out under the filters
+            if not exclude_bought:
+                rows, best = self._with_bought(row, rows, best, np.unique(history), excluded, k)
         else:
             return self.popular(k, excluded, rows_given=True)  # excluded holds the filters' rows already
         reasons = self._reasons(rows, np.unique(history)) + [None] * k
@@ -308,22 +336,27 @@ class Storefront:
         return self._answer(rows, best, source, reasons[: len(rows)])
 
     def similar_items(self, item_id: str, k: int = 10, filters: Filters | None = None) -> Answer:
-        """Items like ``item_id``; unknown items (or a model without similarities) get the fallback."""
+        """Items like ``item_id``; unknown items (or a model without similarities) get the fallback. Under filters,
+        every item they let through is compared with it (not just its nearest neighbours, which a price or
+        category filter can leave out almost all of); the list is topped up from the fallback, unscored."""
         row = self.items.row(item_id)
-        if row < 0:
+        if row < 0 or not self._has_similarity:
             return self.popular(k, [item_id], filters)
-        if (filters is None or not filters.active()) and self._item_index is not None:
-            found = self._searched(self._item_index, self._unit_items[row], k, np.array([row]))
-            if found is not None:
-                return self._answer(*found, f"model:{self.name}")
-        try:
-            rows, scores = self.bundle.model.similar_items(np.array([row]), min(self.n_items, k + 200))
-        except NotImplementedError:
-            return self.popular(k, [item_id], filters)
-        keep = rows[0] >= 0
-        if (out := self._filter_out(filters)) is not None:
-            keep &= ~out[0][np.maximum(rows[0], 0)]
-        return self._answer(rows[0][keep][:k], scores[0][keep][:k], f"model:{self.name}")
+        if filters is None or not filters.active():
+            if self._item_index is not None:
+                found = self._searched(self._item_index, self._unit_items[row], k, np.array([row]))
+                if found is not None:
+                    return self._answer(*found, f"model:{self.name}")
+            rows, scores = self.bundle.model.similar_items(np.array([row]), min(self.n_items, k))
+            keep = rows[0] >= 0
+            return self._answer(rows[0][keep], scores[0][keep], f"model:{self.name}")
+        excluded = self._exclusions(filters, np.array([row]))
+        sims = np.asarray(self.bundle.model.item_similarity(np.array([row]))[0], dtype=np.float32).copy()
+        sims[sims == 0] = -np.inf  # no link at all (a neighbourhood model's non-neighbours)
+        rows, best = self._pick(sims, k, excluded)
+        if len(rows) == 0:
+            return self.popular(k, excluded, rows_given=True)
+        return self._answer(*self._fill(rows, best, k, excluded), f"model:{self.name}")
 
     def session(self, viewed_ids, k: int = 10, filters: Filters | None = None) -> Answer:
         """Anonymous shopper: recommend from the items viewed in the session (viewed items left out)."""
@@ -339,7 +372,7 @@ class Storefront:
                         filters: Filters | None = None) -> Answer:
         """Complements for a basket: rule confidences summed over basket items, plus a little
         item similarity so items without rules still get neighbours; basket items left out."""
-        basket = self._rows_of(basket_ids)
+        basket = np.unique(self._rows_of(basket_ids))  # an item named twice counts once
         if len(basket) == 0:
             return self.popular(k, basket_ids, filters)
         scores = np.asarray(self.bundle.together[basket].sum(axis=0)).ravel().astype(np.float32)
@@ -371,5 +404,5 @@ class Storefront:
             scores, source = self.bundle.fallback.scores(np.array([0]))[0][listed], f"fallback:{self.fallback_name}"
         ranked = np.argsort(-scores, kind="stable")
         ids = [candidate_ids[i] for i in known_pos[ranked]] + [c for c, r in zip(candidate_ids, rows) if r < 0]
-        vals = [round(float(v), 6) for v in scores[ranked]] + [0.0] * (len(candidate_ids) - len(known_pos))
+        vals = [round(float(v), 6) for v in scores[ranked]] + [-np.inf] * (len(candidate_ids) - len(known_pos))
         return Answer(ids, vals, source, [None] * len(ids))

@@ -21,6 +21,18 @@ experiment_app = typer.Typer(help="A/B tests of recommendation policies: create,
 KEY_HELP = "an API key of the needed scope (default: $SHOPREC_KEY)"
 
 
+@experiment_app.callback()
+def _project_store() -> None:
+    """Model arms are published into, and the champion read from, the project's model store (./bentoml_home) unless
+    BENTOML_HOME says otherwise, as every other command and `shoprec serve` use it (not ~/bentoml)."""
+    os.environ.setdefault("BENTOML_HOME", str(Path.cwd() / "bentoml_home"))
+
+
+def _a(word: str) -> str:
+    """'an admin', 'a marketing'."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 def _authorize(settings, key: str | None, scope: str) -> str:
     """The key's name when it is an active key of ``scope``; exit 2 otherwise (as the API's 401/403)."""
     from features.key_store import KeyRing, KeyStore, KeyStoreError
@@ -28,7 +40,7 @@ def _authorize(settings, key: str | None, scope: str) -> str:
 
     key = (key or os.environ.get("SHOPREC_KEY") or "").strip()
     if not key:
-        fail(f"this command needs a {scope} key: --key KEY or SHOPREC_KEY (create one: shoprec keys create --scope {scope})")
+        fail(f"this command needs {_a(scope)} key: --key KEY or SHOPREC_KEY (create one: shoprec keys create --scope {scope})")
     env_keys = {f"SHOPREC_{f.upper()}": (s, k) for f, s in ENV_KEY_SCOPES.items() if (k := settings.env_key(f))}
     try:
         principal = KeyRing(KeyStore(settings.keys_file), env_keys).lookup(key)
@@ -37,7 +49,7 @@ def _authorize(settings, key: str | None, scope: str) -> str:
     if principal is None:
         fail("unknown or revoked key")
     if principal.scope != scope:
-        fail(f"key {principal.name!r} has scope {principal.scope}; this command needs a {scope} key")
+        fail(f"key {principal.name!r} has scope {principal.scope}; this command needs {_a(scope)} key")
     return principal.name
 
 
@@ -273,7 +285,8 @@ def _arm_stores(exp, bundle: Optional[Path], orders) -> dict:
 
     path = bundle or served_bundle_dir()
     if path is None:
-        fail("no champion to simulate: publish one (shoprec train) or give --bundle FOLDER")
+        fail(f"no champion to simulate in the model store ({os.environ.get('BENTOML_HOME')}): publish one "
+             "(shoprec publish, after shoprec train) or give --bundle FOLDER")
     champion = ModelBundle.load(Path(path))
     shop = str(champion.meta.get("shop", ""))
     stores = {}

@@ -41,6 +41,8 @@ def define(name: str, variants: Sequence[str], split: str | None = None, salt: s
     """The experiment these settings describe (``variants``: ``NAME=ARM``, the control first). ``arm`` may turn a
     variant's arm into the one to store (the CLI publishes a registry version or alias into the model store);
     ``fields``: the names of the variants and the split in refusals (``parse_variants``)."""
+    if open_ended and planned_users is not None:
+        raise ExperimentError(f"planned_users: {planned_users} plans a horizon, and open_ended asks for none: give one")
     try:
         return Experiment(name=name, variants=tuple(arm(v) for v in parse_variants(list(variants), split, fields)),
                           salt=salt or name, endpoint=endpoint, metric=metric,
