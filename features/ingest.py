@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,7 @@ from features.validate import validate
 LAYOUTS = ("auto", "contract", "online-retail", "otto")
 TABLE_FILES = {"events": "events.parquet", "orders": "orders.parquet", "items": "items.parquet"}
 REJECTS_FILE, REPORT_FILE = "rejects.csv", "ingest_report.json"
+FAILED_DIR = "failed"  # a run with a file of only rejects writes its rejects and report here, no tables
 # rows sort by these keys, then by their order in the input file
 SORT_KEYS = {"orders": ["ts", "order_id", "item_id"], "events": ["ts", "session_id"], "items": ["item_id"]}
 PRIMARY = {"online-retail": "orders", "otto": "events"}
@@ -59,7 +61,8 @@ class FileReport:
 
 @dataclass
 class IngestReport:
-    """Per-file counts and the number of rows written per canonical table."""
+    """Per-file counts and the number of rows written per canonical table (none, and ``out_dir`` the failed/ folder
+    beside the tables, when a file had every row rejected)."""
 
     out_dir: Path
     files: list[FileReport]
@@ -142,9 +145,14 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
     engine_tables = {t: df for t, df in tables.items() if not isinstance(df, pd.DataFrame)}  # sorted, in the engine
     if "items" in inputs:
         _check_catalogue(tables, inputs["items"])
-    progress("ingest: writing the canonical tables")
-
     out_dir = Path(out_dir)
+    if any(f.read and not f.accepted for f in reports):
+        # every row of a file rejected: the run cannot be used, so the last good run's tables stay as they were;
+        # this run's rejects and report go to failed/ beside them (the caller says so and points there)
+        out_dir, tables = out_dir / FAILED_DIR, {}
+    else:
+        shutil.rmtree(out_dir / FAILED_DIR, ignore_errors=True)
+    progress("ingest: writing the canonical tables")
     out_dir.mkdir(parents=True, exist_ok=True)
     for table, name in TABLE_FILES.items():
         if table in tables:

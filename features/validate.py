@@ -270,6 +270,9 @@ def _typed(col: pd.Series) -> bool:
         pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind))
 
 
+FUTURE_TOLERANCE = pd.Timedelta(days=1)  # naive local times of a shop east of UTC are up to 14 h ahead
+
+
 def _value_rules(values, column: Column, spec: TableSpec, reasons: Reasons, source: str) -> None:
     if column.kind == "str" and column.name.endswith("_id"):
         # an id vocabulary (numpy unicode) cannot keep a trailing NUL: "a\0" would become "a"
@@ -285,6 +288,12 @@ def _value_rules(values, column: Column, spec: TableSpec, reasons: Reasons, sour
         reasons.add(values == 0, "quantity is zero")
     elif column.name == "price":
         reasons.add(values < 0, "negative price", lambda m: "negative price " + pd.Series(values[m]).astype(str))
+    elif column.name == "ts":
+        # a date typo (2031 for 2021) would move the whole evaluation (its cutoff is the last purchase) years ahead
+        latest = pd.Timestamp.now(tz="UTC").tz_localize(None) + FUTURE_TOLERANCE
+        future = (values > latest).fillna(False).to_numpy(dtype=bool)
+        reasons.add(future, "ts in the future", lambda m: "ts in the future " + pd.Series(values[m]).astype(str)
+                    + f" (after now + {FUTURE_TOLERANCE.days} day)")
 
 
 def _table_rules(canon: pd.DataFrame, spec: TableSpec, reasons: Reasons, rows: np.ndarray) -> None:

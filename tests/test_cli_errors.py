@@ -82,14 +82,34 @@ def test_every_row_rejected(tmp_path):
     path.write_text(ORDERS_HEADER + "o1,u1,i1,not-a-date,1,2.0\no2,,i2,2024-03-02,1,3.0\n")
     result = run_cli("train", "--orders", path, "--work", tmp_path / "canonical", cwd=tmp_path)
     assert_input_error(result, "orders.csv: all 2 rows rejected (bad ts: 1; missing user_id: 1)",
-                       str(tmp_path / "canonical" / "rejects.csv"))
-    assert (tmp_path / "canonical" / "rejects.csv").read_text().count("\n") == 3  # header + both rows, with reasons
+                       str(tmp_path / "canonical" / "failed" / "rejects.csv"))
+    assert (tmp_path / "canonical" / "failed" / "rejects.csv").read_text().count("\n") == 3  # header + both rows
+
+
+def test_a_failed_ingest_leaves_the_last_good_tables_alone(tmp_path):
+    """A run that exits 2 (every row of a file rejected) used to write a 0-row orders table over the last good one
+    and delete its events; now it writes only its rejects and report, to failed/, which the next good run clears."""
+    good = orders_file(tmp_path / "good.csv", SPREAD)
+    out = tmp_path / "canonical"
+    assert run_cli("ingest", "--orders", good, "--out", out, cwd=tmp_path).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    bad = tmp_path / "bad.csv"
+    bad.write_text(ORDERS_HEADER + "o1,u1,i1,not-a-date,1,2.0\no2,,i2,2024-03-02,1,3.0\n")
+    assert run_cli("ingest", "--orders", bad, "--out", out, cwd=tmp_path).returncode == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert "not-a-date" in (out / "failed" / "rejects.csv").read_text()
+    assert run_cli("ingest", "--orders", good, "--out", out, cwd=tmp_path).returncode == 0
+    assert not (out / "failed").exists()
 
 
 @pytest.mark.parametrize("yaml_text, args, expected", [
     ("search:\n  budget_minutes: -1\n", [], "search.budget_minutes: Input should be greater than 0"),
     ("test_days: [\n", [], "not valid YAML"),
     ("propensity:\n  horizon_days: 0\n", [], "propensity.horizon_days: Input should be greater than or equal to 1"),
+    # a typo used to run the default silently (here: a 10-minute search)
+    ("search:\n  budget_minute: 0.01\n", [], "search.budget_minute: not a setting (did you mean search.budget_minutes?)"),
+    ("candidates:\n  - name: a\n    model: {kind: als, factor: 8}\n", [],
+     "candidates.0.model.factor: not a setting (did you mean candidates.0.model.factors?)"),
     (None, ["--test-days", "0"], "--test-days 0: must be more than 0"),
 ])
 def test_bad_settings(tmp_path, yaml_text, args, expected):

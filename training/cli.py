@@ -225,7 +225,7 @@ def _train_config(path: Path | None, test_days: float | None, budget_minutes: fl
     import yaml
     from pydantic import ValidationError
 
-    from training.config import TrainConfig
+    from training.config import TrainConfig, strictly
 
     path = path or _default_config()
     try:
@@ -236,7 +236,7 @@ def _train_config(path: Path | None, test_days: float | None, budget_minutes: fl
             raw["test_days"] = test_days
         if budget_minutes is not None and raw.get("search", {}) is not None:
             raw["search"] = (raw.get("search") or {}) | {"budget_minutes": budget_minutes}
-        return TrainConfig.model_validate(raw)
+        return strictly(TrainConfig, raw)
     except OSError as e:
         raise InputError(f"--config {path}: cannot read it ({e.strerror or e})", "give an existing YAML file") from e
     except yaml.YAMLError as e:
@@ -244,6 +244,8 @@ def _train_config(path: Path | None, test_days: float | None, budget_minutes: fl
     except ValidationError as e:
         wrong = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
         raise InputError(f"--config {path}: {wrong}", "see configs/train.yaml and training/config.py for the fields") from e
+    except ValueError as e:  # a key no setting has
+        raise InputError(f"--config {path}: {e}", "see configs/train.yaml and training/config.py for the fields") from e
 
 
 def _train_steps(cfg, orders, events, items, truth) -> int:

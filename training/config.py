@@ -112,7 +112,7 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        return strictly(cls, yaml.safe_load(Path(path).read_text()) or {})
 
     def dump(self, path: Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
@@ -123,3 +123,34 @@ class TrainConfig(BaseModel):
             if c.name == name:
                 return c
         raise KeyError(f"no candidate named {name!r}; have {[c.name for c in self.candidates]}")
+
+
+def strictly(model: type[BaseModel], data: dict) -> BaseModel:
+    """``model.model_validate(data)``, refusing a key no setting has (a typo would otherwise run the default
+    silently): ValueError naming its path and the nearest setting. Checked against what each part of ``data``
+    became, so a model chosen by its ``kind`` is checked against that model's own settings. Saved configs (a
+    champion's recipe, a bundle's row settings) are read as before: only a user's file is held to this."""
+    validated = model.model_validate(data)
+    if unknown := _unknown_keys(data, validated, ""):
+        raise ValueError("; ".join(unknown))
+    return validated
+
+
+def _unknown_keys(data, value, where: str) -> list[str]:
+    import difflib
+
+    out = []
+    if isinstance(value, BaseModel) and isinstance(data, dict):
+        fields = type(value).model_fields
+        names = set(fields) | {f.alias for f in fields.values() if f.alias}
+        for key, sub in data.items():
+            path = f"{where}{key}"
+            if key not in names:
+                near = difflib.get_close_matches(str(key), sorted(names), n=1)
+                out.append(f"{path}: not a setting" + (f" (did you mean {where}{near[0]}?)" if near else ""))
+            else:
+                out += _unknown_keys(sub, getattr(value, key, None), f"{path}.")
+    elif isinstance(value, (list, tuple)) and isinstance(data, (list, tuple)):
+        for i, (sub, item) in enumerate(zip(data, value)):
+            out += _unknown_keys(sub, item, f"{where}{i}.")
+    return out
