@@ -18,7 +18,7 @@ import hashlib
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 POLICIES = ("popular", "trending")
@@ -156,10 +156,15 @@ def parse_variants(specs: list[str], split: str | None = None,
             raise ExperimentError(f"{split_field} {split!r}: expected {len(pairs)} positive numbers (one per variant)")
     else:
         weights = [1.0] * len(pairs)
-    try:
-        return tuple(Variant(name=n, arm=a, weight=w) for (n, a), w in zip(pairs, weights))
-    except ValueError as e:
-        raise ExperimentError(str(e)) from None
+    variants, wrong = [], []
+    for (n, a), w in zip(pairs, weights):
+        try:
+            variants.append(Variant(name=n, arm=a, weight=w))
+        except ValidationError as e:  # the field's own words, not pydantic's banner and link
+            wrong += [f"{variant_field} {n}={a}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]
+    if wrong:
+        raise ExperimentError("; ".join(wrong))
+    return tuple(variants)
 
 
 def now_iso() -> str:
