@@ -269,9 +269,12 @@ class ForgetReport:
     experiment_rows: int = 0  # A/B tests' exposures and outcomes removed from the experiment log
 
     def summary(self) -> str:
-        rows = ", ".join(f"{name} {n:,}" for name, n in self.canonical_rows.items()) or "no canonical tables"
+        rows = ", ".join(f"{name} {n:,}" for name, n in self.canonical_rows.items()) or "no canonical rows"
+        nothing = not any(self.canonical_rows.values()) and not self.events and not self.experiment_rows
         return (f"forgot {self.pseudonym}: removed {rows}; {self.events:,} real-time events; "
-                f"{self.experiment_rows:,} experiment exposures and outcomes")
+                f"{self.experiment_rows:,} experiment exposures and outcomes"
+                + ("\nnothing of this id was found (a typo? ids are matched exactly); it is on the forgotten list all "
+                   "the same, so a later file with it is refused" if nothing else ""))
 
 
 def forget_user(user_id: str, forgotten: ForgetList, canonical_dir: Path | None = None,

@@ -184,7 +184,8 @@ def test_cli_forget_user(tmp_path):
     assert "u1" not in first.stdout + first.stderr
     assert "u1" not in set(load_canonical(out).orders["user_id"])
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and "removed no canonical tables; 0 real-time events" in again.stdout
+    assert again.returncode == 0 and "removed no canonical rows; 0 real-time events" in again.stdout
+    assert "nothing of this id was found" in again.stdout and "nothing of this id" not in first.stdout
 
 
 # -- the running service --------------------------------------------------------------------
