@@ -268,13 +268,15 @@ def test_serve_the_bento_and_call_every_endpoint(project, tmp_path):
             assert page.status_code == 200 and "churn" in page.text.lower()
             csv = http.get("/marketing/churn_risk.csv", headers=MARKETING)
             assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
-            assert http.get("/marketing/").status_code == 303
+            browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+            assert http.get("/marketing/", headers=browser).status_code == 303  # a browser: to the sign-in form
+            assert http.get("/marketing/").status_code == 401  # a script: its JSON error
             form = http.get("/marketing/login")
             token = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
             signed = http.post("/marketing/login",
                                data={"account": "SHOPREC_API_KEY", "key": MARKETING_KEY, "csrf": token})
             assert signed.status_code == 303, signed.text[:300]
-            assert http.get("/marketing/").status_code == 200  # the session cookie
+            assert http.get("/marketing/", headers=browser).status_code == 200  # the session cookie
         # the worker runs the bento's own copy of the code, not the copy of the repository
         port = url.rsplit(":", 1)[1]
         (serve,) = [p for p in psutil.process_iter(["cmdline"])
