@@ -322,10 +322,11 @@ class Storefront:
         elif self._knows(row):
             source = f"model:{self.name}"
             found = self._user_index and self._searched(self._user_index, self._user_vectors[row], k, excluded)
-            if not found and len(excluded) > FEW_LEFT * self.n_items:
-                found = self._top_among(row, excluded, k)  # a narrow filter (a category page): just its items
+            narrow = len(excluded) > FEW_LEFT * self.n_items  # a category page: just its items are scored
+            if not found and narrow:
+                found = self._top_among(row, excluded, k)
             rows, best = found or self._pick(self.bundle.model.scores(np.array([row]))[0], k, excluded)
-            if len(rows) < k and self.n_items - len(excluded) <= SCORE_ALLOWED_MAX:
+            if len(rows) < k and not narrow and self.n_items - len(excluded) <= SCORE_ALLOWED_MAX:
                 rows, best = self._top_among(row, excluded, k)  # the model's own candidates ran out under the filters
             if not exclude_bought:
                 rows, best = self._with_bought(row, rows, best, np.unique(history), excluded, k)
