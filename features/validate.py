@@ -271,6 +271,12 @@ def _typed(col: pd.Series) -> bool:
 
 
 FUTURE_TOLERANCE = pd.Timedelta(days=1)  # naive local times of a shop east of UTC are up to 14 h ahead
+FUTURE_NOTE, TS_TEXT = " (after now + 1 day)", "%Y-%m-%d %H:%M:%S"
+
+
+def latest_ts() -> pd.Timestamp:
+    """The latest timestamp a row may carry: now (UTC, naive as the canonical ``ts``) + FUTURE_TOLERANCE."""
+    return pd.Timestamp.now(tz="UTC").tz_localize(None) + FUTURE_TOLERANCE
 
 
 def _value_rules(values, column: Column, spec: TableSpec, reasons: Reasons, source: str) -> None:
@@ -290,10 +296,9 @@ def _value_rules(values, column: Column, spec: TableSpec, reasons: Reasons, sour
         reasons.add(values < 0, "negative price", lambda m: "negative price " + pd.Series(values[m]).astype(str))
     elif column.name == "ts":
         # a date typo (2031 for 2021) would move the whole evaluation (its cutoff is the last purchase) years ahead
-        latest = pd.Timestamp.now(tz="UTC").tz_localize(None) + FUTURE_TOLERANCE
-        future = (values > latest).fillna(False).to_numpy(dtype=bool)
-        reasons.add(future, "ts in the future", lambda m: "ts in the future " + pd.Series(values[m]).astype(str)
-                    + f" (after now + {FUTURE_TOLERANCE.days} day)")
+        future = (values > latest_ts()).fillna(False).to_numpy(dtype=bool)
+        reasons.add(future, "ts in the future", lambda m: "ts in the future " + pd.Series(values[m]).dt.strftime(TS_TEXT)
+                    + FUTURE_NOTE)
 
 
 def _table_rules(canon: pd.DataFrame, spec: TableSpec, reasons: Reasons, rows: np.ndarray) -> None:

@@ -7,7 +7,7 @@ that rejects it, in the order the pandas validation applies them:
 
 1. damage from a broken file and forgotten shoppers (decided at the edge: ``_pre``);
 2. per column, in the spec's order: missing (non-nullable), does not parse, a NUL in an id,
-   an unknown event type, an order quantity of zero, a negative price;
+   an unknown event type, a time more than a day ahead, an order quantity of zero, a negative price;
 3. among the rows still open, a repeat of an earlier one: every column for events, the item_id
    for items ("duplicate of row N", N the first such row of the file), found by grouping the open
    rows and joining the repeated groups back (no window over the whole table).
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from features.contract import EVENT_TYPES, TableSpec
-from features.validate import (FORGOTTEN, ValidationResult, parse, quote, records, _absent,
-                               Reasons)
+from features.validate import (FORGOTTEN, FUTURE_NOTE, TS_TEXT, ValidationResult, parse, quote, records, _absent,
+                               Reasons, latest_ts)
 
 POS, ROW, PRE = "_pos", "_row", "_pre"
 DUPLICATE_KEYS = {"events": None, "items": ["item_id"]}  # None: every column
@@ -54,6 +54,9 @@ def reasons(t: ibis.Table, spec: TableSpec) -> ibis.Table:
             rules.append((v.notnull() & ~v.isin(EVENT_TYPES),
                           "unknown event_type '" + v.substr(0, 40) + f"' (expected {expected})",
                           ibis.literal("unknown event_type")))
+        elif c.name == "ts":
+            rules.append((v > ibis.literal(latest_ts().to_pydatetime()),
+                          "ts in the future " + v.strftime(TS_TEXT) + FUTURE_NOTE, ibis.literal("ts in the future")))
         elif c.name == "quantity" and spec.name == "orders":
             rules.append((v == 0, ibis.literal("quantity is zero"), ibis.literal("quantity is zero")))
         elif c.name == "price":
