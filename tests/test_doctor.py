@@ -80,3 +80,27 @@ def test_test_tools_check_names_the_apt_package(monkeypatch):
 ])
 def test_store_uris_are_shown_without_passwords(uri, shown):
     assert doctor._redact(uri) == shown
+
+
+def test_a_published_bundle_is_compared_with_its_own_shops_champion(tmp_path):
+    """Shop north's v1 is published and is north's champion; shop south trained since (its champion v2): no WARN
+    (it used to compare with the latest training's shop and warn that 'the champion is 2')."""
+    import mlflow
+
+    from training import tracking
+
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    tracking.setup(tmp_path)
+    for shop in ("north", "south"):
+        with mlflow.start_run() as run:
+            mlflow.log_dict({}, "bundle/meta.json")
+            version = tracking.register(run.info.run_id, "bundle", {"eval_key": "k", "test_ndcg": "0.25", "shop": shop,
+                                                                      "candidate": json.dumps({"name": "als"})})
+            tracking.move_alias(version, "first", None, run.info.run_id, shop=shop)
+    home = tmp_path / "bentoml_home"
+    publish_test_bundle(home, tmp_path / "bundle", version="1", shop="north")
+    status = lines(run_doctor(tmp_path, home).stdout)
+    assert status["published recommender"] == "OK"
+    publish_test_bundle(home, tmp_path / "bundle2", version="3", shop="north")
+    result = run_doctor(tmp_path, home)
+    assert lines(result.stdout)["published recommender"] == "WARN" and "the champion of shop north is 1" in result.stdout

@@ -10,12 +10,13 @@ import pytest
 from tests.server import REPO, STOREFRONT, bentoml_server
 
 
-def publish_test_bundle(home, src, version="7"):
+def publish_test_bundle(home, src, version="7", shop=None):
     from tests.test_storefront import make_bundle
 
     make_bundle({"trained_at": "2024-01-01T00:00:00Z"}).save(src)
-    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from training.publish import store_bundle; "
-                    "store_bundle(Path(sys.argv[1]), {'registry_version': sys.argv[2]})", str(src), version],
+    labels = {"registry_version": version} | ({"shop": shop} if shop else {})
+    subprocess.run([sys.executable, "-c", "import json, sys; from pathlib import Path; from training.publish import store_bundle; "
+                    "store_bundle(Path(sys.argv[1]), json.loads(sys.argv[2]))", str(src), json.dumps(labels)],
                    cwd=REPO, env=dict(os.environ, BENTOML_HOME=str(home)), check=True)
 
 

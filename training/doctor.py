@@ -152,14 +152,29 @@ def check_bentoml_store(project: Path, champions: dict[str, str]) -> list[Check]
                              "publish again: `shoprec publish` (or delete the broken store entry with `bentoml models delete`)"))
             continue
         version = ref.info.labels.get("registry_version", "?")
-        champion = champions.get(kind)
+        champion, whose = _champion_of(kind, ref.info.labels.get("shop"), champions.get(kind))
         if champion and champion != version:
             out.append(Check(name, "WARN", f"{ref.tag} loads ({what}) but is registry version {version}, "
-                             f"the champion is {champion}",
+                             f"the champion{whose} is {champion}",
                              "`shoprec publish`, then POST /admin/reload (or restart the service)"))
         else:
             out.append(ok(name, f"{ref.tag} (registry version {version}): {what}"))
     return out
+
+
+def _champion_of(kind: str, shop: str | None, latest: str | None) -> tuple[str | None, str]:
+    """The champion version of the published bundle's own shop (another shop trained since has its own lineage),
+    and " of shop S" to say whose; the latest training's champion where the bundle names no shop."""
+    if not shop:
+        return latest, ""
+    from training import tracking
+    from training.propensity.train import MODEL_NAME as PROPENSITY
+
+    try:
+        champ = tracking.current_champion(tracking.MODEL_NAME if kind == "recommender" else PROPENSITY, shop=shop)
+    except Exception:  # the store is checked (and reported) by check_mlflow
+        return latest, ""
+    return (champ.version if champ else None), f" of shop {shop}"
 
 
 def check_test_tools() -> list[Check]:
