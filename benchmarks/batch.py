@@ -56,7 +56,7 @@ def floor(bundle_dir: str, out: str, k: str = "10", max_users: str = "0") -> Non
             scores = np.empty((len(rows), k), np.float32)
             ids[warm], scores[warm] = topk(itf, uf[rows[warm]], k, filter_query_items=bought[rows[warm]],
                                            num_threads=os.cpu_count() or 1)
-            ids[~warm], scores[~warm] = fallback_top(bundle, rows[~warm], k, bought, popular)
+            ids[~warm], scores[~warm] = fallback_top(bundle, rows[~warm], k, bought[rows[~warm]], popular)
             writer.write_table(top_table(bundle, item_ids, rows, ids, scores, warm))
     seconds = time.perf_counter() - start
     emit(seconds, users=n, rows=pq.ParquetFile(out).metadata.num_rows, check=_check(out))

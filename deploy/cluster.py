@@ -54,6 +54,10 @@ class Ports:
     replicas: tuple[int, ...] = (3001, 3002)
     nginx: int = 8080
 
+    def named(self) -> list[tuple[str, int]]:
+        return [("postgres", self.postgres), ("mlflow", self.mlflow), ("redis", self.redis),
+                *((f"replica-{n}", port) for n, port in enumerate(self.replicas, 1)), ("nginx", self.nginx)]
+
 
 @dataclass
 class Cluster:
@@ -133,6 +137,28 @@ def spawn(c: Cluster, name: str, cmd: list[str], cwd: Path | None = None, env: d
     return proc.pid
 
 
+def remember_family(c: Cluster, name: str) -> None:
+    """Add ``name``'s processes as they run now (a replica's workers, in sessions of their own) to its pidfile: a
+    worker left behind by a parent that was killed outright is then still ours to find and end."""
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads(c.pidfile(name).read_text())
+        if (pid := recorded(c, name)) is not None:
+            info["members"] = {str(p): t for p, t in family(pid).items()}
+            c.pidfile(name).write_text(json.dumps(info))
+
+
+def leftovers(c: Cluster, name: str) -> dict[int, str]:
+    """The processes recorded for ``name`` that still run while its main process does not (a replica whose
+    ``bentoml serve`` was killed outright leaves its worker serving)."""
+    try:
+        info = json.loads(c.pidfile(name).read_text())
+    except (OSError, ValueError):
+        return {}
+    if recorded(c, name) is not None:
+        return {}
+    return {int(p): t for p, t in info.get("members", {}).items() if _running(int(p), t)}
+
+
 def recorded(c: Cluster, name: str) -> int | None:
     """The PID of ``name`` if it is the process we started and it still runs."""
     try:
@@ -140,7 +166,7 @@ def recorded(c: Cluster, name: str) -> int | None:
     except (OSError, ValueError):
         return None
     pid = int(info["pid"])
-    return pid if info.get("started") is not None and _start_time(pid) == info["started"] else None
+    return pid if info.get("started") is not None and _running(pid, info["started"]) else None  # a zombie has ended
 
 
 def family(pid: int) -> dict[int, str]:
@@ -163,11 +189,11 @@ def family(pid: int) -> dict[int, str]:
 def end(c: Cluster, name: str, timeout_s: float = 15.0) -> bool:
     """SIGTERM what we started as ``name`` (its process group and every descendant); SIGKILL whatever of it
     still runs after ``timeout_s``. True if it ran."""
-    pid = recorded(c, name)
+    pid, left = recorded(c, name), leftovers(c, name)
     c.pidfile(name).unlink(missing_ok=True)
-    if pid is None:
+    if pid is None and not left:
         return False
-    members = family(pid)
+    members = (family(pid) if pid is not None else {}) | left
     signal_all(pid, members, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while any(_running(p, t) for p, t in members.items()) and time.monotonic() < deadline:
@@ -176,10 +202,12 @@ def end(c: Cluster, name: str, timeout_s: float = 15.0) -> bool:
     return True
 
 
-def signal_all(pgid: int, members: dict[int, str], sig: int) -> None:
-    """``sig`` to the process group ``pgid`` and to each of ``members`` that is still the process recorded."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+def signal_all(pgid: int | None, members: dict[int, str], sig: int) -> None:
+    """``sig`` to the process group ``pgid`` (None: none left) and to each of ``members`` that is still the
+    process recorded."""
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
     for p, started in members.items():
         if _start_time(p) == started:
             with contextlib.suppress(ProcessLookupError):
@@ -402,9 +430,14 @@ def start_nginx(c: Cluster) -> None:
 # -- start, stop, status -----------------------------------------------------------------------------
 def start(c: Cluster, preset: str = "small", budget_minutes: float | None = None) -> None:
     c.state.mkdir(parents=True, exist_ok=True)
-    running = [name for name in c.services() if recorded(c, name)]
+    running = [name for name in c.services() if recorded(c, name) or leftovers(c, name)]
     if running:
         raise ClusterError(f"already running in {c.state}: {', '.join(running)} (make cluster-stop first)")
+    ours = {"postgres"} if (c.state / "postgres" / "data" / "PG_VERSION").exists() and _postgres_running(c) else set()
+    taken = [f"{port} ({what})" for what, port in c.ports.named() if what not in ours and not port_free(port)]
+    if taken:  # a process we did not start (or lost track of) would answer in our place
+        raise ClusterError(f"ports in use on 127.0.0.1: {', '.join(taken)}; stop what listens there or choose "
+                           "other ports (--*-port)")
     started = time.monotonic()
     try:
         start_postgres(c)
@@ -417,6 +450,7 @@ def start(c: Cluster, preset: str = "small", budget_minutes: float | None = None
             start_replica(c, n)
         for n in range(1, len(c.ports.replicas) + 1):
             wait_for(f"replica-{n}", lambda n=n: http_ok(f"{c.replica_url(n)}/readyz"), 180, c, f"replica-{n}")
+            remember_family(c, f"replica-{n}")
             say(f"replica-{n} on {c.replica_url(n)} serving")
         start_nginx(c)
         wait_for("nginx -> replicas", lambda: http_ok(f"{c.url}/readyz"), 30)
@@ -441,10 +475,34 @@ def stop(c: Cluster) -> list[str]:
     return stopped
 
 
-def status(c: Cluster) -> dict[str, bool]:
-    up = {name: recorded(c, name) is not None for name in c.services()}
-    up["postgres"] = (c.state / "postgres" / "data" / "PG_VERSION").exists() and _postgres_running(c)
-    return up
+def status(c: Cluster) -> dict[str, str]:
+    """Per component: "running", "stopped", or "broken: ..." where its main process is gone but processes of it
+    still run (a replica's worker still answering on its port)."""
+    out = {}
+    for name in c.services():
+        if recorded(c, name) is not None:
+            out[name] = "running"
+        elif left := leftovers(c, name):
+            out[name] = (f"broken: its main process is gone, {len(left)} of its processes still run (PIDs "
+                         f"{', '.join(map(str, sorted(left)))}); make cluster-stop ends them")
+        else:
+            out[name] = "stopped"
+    pg = (c.state / "postgres" / "data" / "PG_VERSION").exists() and _postgres_running(c)
+    out["postgres"] = "running" if pg else "stopped"
+    return out
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:``port``."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -470,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         elif a.action == "stop":
             stop(c)
         else:
-            for name, up in status(c).items():
-                print(f"{name:10s} {'running' if up else 'stopped'}")
+            for name, state in status(c).items():
+                print(f"{name:10s} {state}")
     except ClusterError as e:
         print(f"[cluster] error: {e}", file=sys.stderr)
         return 1

@@ -235,6 +235,13 @@ def test_stop_ends_exactly_what_start_started(cluster):
     assert all(pids.values()), pids
     members = {name: family(pid) for name, pid in pids.items()}  # a replica's worker is not in its process group
     assert len(members["replica-1"]) >= 2
+    # replica-1's `bentoml serve` killed outright (not its worker, in a session of its own): the worker serves on,
+    # unmanaged; status says so and stop ends it (it used to be lost: stop said nothing of it, start then failed)
+    os.kill(pids["replica-1"], signal.SIGKILL)
+    assert until(lambda: not _running_pid(pids["replica-1"]), 5)
+    shown = subprocess.run([sys.executable, "-m", "deploy.cluster", "status", "--state", str(cluster.state)], cwd=REPO,
+                           capture_output=True, text=True, timeout=60).stdout
+    assert re.search(r"replica-1 +broken: its main process is gone", shown), shown
     bystander = subprocess.Popen([shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(free_port()),
                                   "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)  # same program, not ours
     try:
@@ -255,7 +262,28 @@ def test_stop_ends_exactly_what_start_started(cluster):
         bystander.wait(timeout=10)
 
 
+def _running_pid(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and not _zombie(pid)
+
+
 def _zombie(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     return True
+
+
+def test_start_refuses_a_port_something_else_listens_on(tmp_path):
+    """A leftover worker on a replica's port answered the readiness check in the new replica's place (which had died
+    on 'address in use'), and start said ready; now start names the port before starting anything."""
+    import socket
+
+    from deploy.cluster import ClusterError, start
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        c = Cluster(tmp_path / "state", SHOP, Ports(free_port(), free_port(), free_port(), (port, free_port()), free_port()))
+        with pytest.raises(ClusterError, match=rf"ports in use on 127.0.0.1: {port} \(replica-1\)"):
+            start(c)
+    assert not (tmp_path / "state" / "pids").exists()  # nothing was started

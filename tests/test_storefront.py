@@ -234,3 +234,30 @@ def test_similar_items_under_a_filter_compare_every_item_it_lets_through():
     assert len(dear.item_ids) == 15 and all(int(i[1:]) >= 380 for i in dear.item_ids)
     assert np.isfinite(dear.scores).all() and dear.scores == sorted(dear.scores, reverse=True)
     assert dear.source == "model:als"
+
+
+def test_never_recommended_categories_stay_out_of_every_answer_but_rerank(tmp_path):
+    """Online Retail's postage and fees (POST, DOT, BANK CHARGES: category 'non-product') topped price-filtered
+    lists and 'because you bought' reasons. They stay in the data and the models; no answer recommends them."""
+    import pyarrow.parquet as pq
+
+    from training.batch import score_all
+
+    items = ITEMS.assign(category=["non-product"] + ITEMS["category"].tolist()[1:])
+    als = Candidate(name="als", model=ALSConfig(factors=4, iterations=5, weighting="none"))
+    keep_all = Storefront(fit_bundle(als, TrainConfig(never_recommend=[]), None, ORDERS, {"run_id": "r"}, items=items))
+    bundle = fit_bundle(als, TrainConfig(), None, ORDERS, {"run_id": "r"}, items=items)
+    store = Storefront(bundle)
+    users = [f"u{u}" for u in range(30)]
+    assert any("i0" in keep_all.recommend(u, k=8).item_ids for u in users)  # the model would recommend it
+    answers = [store.recommend(u, k=8) for u in users] + [store.recommend(u, k=12, exclude_bought=False) for u in users]
+    answers += [store.recommend("u3", k=8, events=[("i1", "view")]), store.recommend("stranger", k=11),
+                store.similar_items("i1", k=11), store.similar_items("i1", k=11, filters=Filters(max_price=5.0)),
+                store.session(["i1", "i2"], k=11), store.bought_together(["i1"], k=11), store.popular(k=11)]
+    assert not any("i0" in a.item_ids for a in answers)
+    assert not any(r and r.endswith(" i0") for a in answers for r in a.reasons)  # nor "because you bought i0"
+    assert any(r and r.endswith(" i0") for u in users for r in keep_all.recommend(u, k=8).reasons)
+    assert "i0" in store.rerank("u1", ["i0", "i5"]).item_ids  # the caller's own list
+    assert bundle.meta["never_recommend"] == ["non-product"] and bundle.never_rows().tolist() == [0]
+    score_all(bundle, k=11, out_path=tmp_path / "top.parquet")
+    assert "i0" not in set(pq.read_table(tmp_path / "top.parquet").column("item_id").to_pylist())

@@ -33,14 +33,15 @@ SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int16()), ("item_id", 
 SOURCES = pa.array(["model", "fallback"])
 
 
-def fallback_top(bundle: ModelBundle, rows: np.ndarray, k: int, bought, popular) -> tuple[np.ndarray, np.ndarray]:
+def fallback_top(bundle: ModelBundle, rows: np.ndarray, k: int, excluded, popular, shared: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Top-k for users the model has nothing on: the ``popular`` list (the fallback's top-k,
-    shape (1, k) each), or for users with purchases in ``bought`` (None: keep purchases) the
-    fallback's list without them."""
+    shape (1, k) each), or for users with more left out in ``excluded`` (a CSR aligned with ``rows``; None:
+    nothing) than the ``shared`` items left out for everyone (``popular`` leaves those out already), the
+    fallback's list without their items."""
     items, scores = np.repeat(popular[0], len(rows), axis=0), np.repeat(popular[1], len(rows), axis=0)
-    has_bought = np.diff(bought.indptr)[rows] > 0 if bought is not None else np.zeros(len(rows), bool)
+    has_bought = np.diff(excluded.indptr) > shared if excluded is not None else np.zeros(len(rows), bool)
     if has_bought.any():
-        items[has_bought], scores[has_bought] = bundle.fallback.recommend(rows[has_bought], k, bought[rows[has_bought]])
+        items[has_bought], scores[has_bought] = bundle.fallback.recommend(rows[has_bought], k, excluded[has_bought])
     return items, scores
 
 
@@ -68,21 +69,23 @@ class BlockScorer:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         self.bundle, self.k, self.exclude_bought = bundle, k, exclude_bought
-        self.exclusions = bundle.bought.tocsr() if exclude_bought else None
+        self.never = bundle.never_rows()  # categories no answer recommends, left out for everyone as the service does
         self.active = np.diff(bundle.interactions.indptr) > 0
-        self.popular = bundle.fallback.recommend(np.array([0]), k)  # the same for every cold user
+        self.popular = bundle.fallback.recommend(np.array([0]), k, bundle.left_out(np.zeros(1, np.int64), bought=False))
         self.item_ids = pa.array(bundle.items.ids)
 
     def __call__(self, rows: np.ndarray) -> pa.Table:
-        k, exclusions = self.k, self.exclusions
+        k, excluded = self.k, self.bundle.left_out(rows, self.exclude_bought)
         warm = self.active[rows]
         items = np.empty((len(rows), k), np.int64)
         scores = np.empty((len(rows), k), np.float32)
         with threadpool_limits(1, "blas"):
             if warm.any():
                 items[warm], scores[warm] = self.bundle.model.recommend(
-                    rows[warm], k, exclusions[rows[warm]] if self.exclude_bought else None)
-            items[~warm], scores[~warm] = fallback_top(self.bundle, rows[~warm], k, exclusions, self.popular)
+                    rows[warm], k, excluded[warm] if excluded is not None else None)
+            items[~warm], scores[~warm] = fallback_top(self.bundle, rows[~warm], k,
+                                                       excluded[~warm] if excluded is not None else None,
+                                                       self.popular, len(self.never))
         return top_table(self.bundle, self.item_ids, rows, items, scores, warm)
 
 

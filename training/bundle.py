@@ -57,6 +57,31 @@ class ModelBundle:
         if self.catalog is not None and len(self.catalog) != len(self.items):
             raise ValueError(f"catalog has {len(self.catalog)} rows, expected one per item ({len(self.items)})")
 
+    def never_rows(self) -> np.ndarray:
+        """Sorted item rows of the catalogue categories no answer recommends (``meta["never_recommend"]``, from
+        TrainConfig.never_recommend; none for a bundle without a catalogue or saved before the setting)."""
+        categories = self.meta.get("never_recommend") or []
+        if self.catalog is None or not categories:
+            return np.empty(0, np.int64)
+        key = (tuple(categories), id(self.catalog))
+        if self.__dict__.get("_never_key") != key:  # kept: every request reads it
+            self._never_key = key
+            self._never = np.flatnonzero(self.catalog["category"].isin(categories).fillna(False).to_numpy(dtype=bool))
+        return self._never
+
+    def left_out(self, rows: np.ndarray, bought: bool = True) -> sp.csr_matrix | None:
+        """What ``rows`` (user rows) leave out of their lists, a CSR aligned with them: their purchases (with
+        ``bought``) and the never-recommended items (``never_rows``); None for nothing."""
+        rows = np.asarray(rows, dtype=np.int64)
+        own = self.bought.tocsr()[rows] if bought else None
+        never = self.never_rows()
+        if not len(never):
+            return own
+        n, m = len(rows), len(never)
+        everyone = sp.csr_matrix((np.ones(n * m, np.float32), np.tile(never, n), np.arange(n + 1) * m),
+                                 shape=(n, len(self.items)))
+        return everyone if own is None else (own + everyone).tocsr()
+
     def save(self, path: Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,10 @@ class TrainConfig(BaseModel):
     candidates: list[Candidate] = Field(default_factory=list, description="fixed recipes tried besides the search")
     peers: bool = Field(True, description="score the PRODUCT.md peers in the run (and let them win)")
     together: AssociationConfig = Field(default_factory=AssociationConfig, description="bought-together rules")
+    never_recommend: list[str] = Field(
+        ["non-product"], description="catalogue categories no answer recommends (postage, fees, manual adjustments: "
+        "Online Retail's codes POST, DOT, M, BANK CHARGES, ... are 'non-product'); they stay in the data, the models, "
+        "the evaluation's truth and a caller's /rerank list")
     propensity: PropensityConfig = Field(
         default_factory=PropensityConfig, description="the churn and conversion models trained with the orders "
         "(label lengths, training snapshots, calibration, LightGBM; training/propensity/config.py): another recipe "

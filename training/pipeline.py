@@ -183,7 +183,7 @@ def fit_bundle(
         together = association_rules(baskets(lines, view.items), config.together)
     meta = meta | {"name": candidate.name, "kind": candidate.model.kind, "fallback": config.fallback.name,
                    "data_until": str(view.now), "n_users": len(view.users), "n_items": len(view.items),
-                   "row_interactions": rows.model_dump(mode="json")}
+                   "row_interactions": rows.model_dump(mode="json"), "never_recommend": list(config.never_recommend)}
     bundle = ModelBundle(model, fallback_model, view.users, view.items, view.bought, view.matrix(rows), together,
                          catalog(items, view.items), meta, candidate.model_dump(mode="json"))
     bundle.reference = recommender_reference(bundle, view.events, view.orders)  # what live traffic is compared with

@@ -62,6 +62,7 @@ class Storefront:
         ranked, best = bundle.fallback.recommend(np.array([0]), k=self.n_items)  # same list for all: rank once
         self._fallback_rows = ranked[0][ranked[0] >= 0]
         self._fallback_scores = best[0][ranked[0] >= 0].astype(np.float32)  # the fallback's own scores, in that order
+        self._never = bundle.never_rows()  # categories no answer recommends (postage, fees); /rerank keeps them
         self._row_config = InteractionConfig(**bundle.meta.get("row_interactions", {}))  # how the rows were built
         self.name = bundle.meta.get("name", bundle.model.kind)
         self.fallback_name = bundle.meta.get("fallback", bundle.fallback.kind)
@@ -135,7 +136,7 @@ class Storefront:
     def _exclusions(self, filters: Filters | None, *parts: np.ndarray) -> np.ndarray:
         """Sorted unique item rows to leave out: what the filters leave out plus ``parts``. A filter can leave
         out most of the catalogue (a category page): a mask then, not a sort of that many rows per request."""
-        parts = [p for p in parts if len(p)]
+        parts = [p for p in (*parts, self._never) if len(p)]
         out = self._filter_out(filters)
         if out is None:
             return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
@@ -204,7 +205,10 @@ class Storefront:
         return self._reason_text(self._reason_rows(rows, history), rows)
 
     def _reason_rows(self, rows: np.ndarray, history: np.ndarray) -> np.ndarray:
-        """The row of the reason's item X per recommended row; -1 where there is none."""
+        """The row of the reason's item X per recommended row (never a never-recommended one: "because you bought
+        POSTAGE" says nothing); -1 where there is none."""
+        if len(self._never):
+            history = history[~np.isin(history, self._never)]
         if not self._has_similarity or len(history) == 0 or len(rows) == 0:
             return np.full(len(rows), -1, np.int64)
         sims = np.nan_to_num(self.bundle.model.similarity_between(history, rows), nan=-np.inf)  # (history, recommended)
@@ -226,8 +230,8 @@ class Storefront:
         allowed = items >= 0
         if (out := self._filter_out(filters)) is not None:
             allowed &= ~out[0][items]
-        if len(exclude_ids):
-            allowed &= ~np.isin(items, self._rows_of(exclude_ids))
+        if len(exclude_ids) or len(self._never):
+            allowed &= ~np.isin(items, np.concatenate([self._rows_of(exclude_ids), self._never]))
         pick = np.flatnonzero(allowed)[:k]
         if len(pick) < k:
             return None
@@ -343,15 +347,15 @@ class Storefront:
         row = self.items.row(item_id)
         if row < 0 or not self._has_similarity:
             return self.popular(k, [item_id], filters)
+        excluded = self._exclusions(filters, np.array([row]))
         if filters is None or not filters.active():
             if self._item_index is not None:
-                found = self._searched(self._item_index, self._unit_items[row], k, np.array([row]))
+                found = self._searched(self._item_index, self._unit_items[row], k, excluded)
                 if found is not None:
                     return self._answer(*found, f"model:{self.name}")
-            rows, scores = self.bundle.model.similar_items(np.array([row]), min(self.n_items, k))
-            keep = rows[0] >= 0
-            return self._answer(rows[0][keep], scores[0][keep], f"model:{self.name}")
-        excluded = self._exclusions(filters, np.array([row]))
+            rows, scores = self.bundle.model.similar_items(np.array([row]), min(self.n_items, k + len(excluded)))
+            keep = (rows[0] >= 0) & ~np.isin(rows[0], excluded)
+            return self._answer(rows[0][keep][:k], scores[0][keep][:k], f"model:{self.name}")
         sims = np.asarray(self.bundle.model.item_similarity(np.array([row]))[0], dtype=np.float32).copy()
         sims[sims == 0] = -np.inf  # no link at all (a neighbourhood model's non-neighbours)
         rows, best = self._pick(sims, k, excluded)

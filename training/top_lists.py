@@ -75,12 +75,10 @@ class TopLists:
         items = np.full((len(rows), n), -1, np.int32)
         scores = np.full((len(rows), n), -np.inf, np.float32)
         reasons = np.full((len(rows), n), -1, np.int32)
-        bought = bundle.bought.tocsr()
-
         def one(lo: int) -> None:
             part = rows[lo : lo + block]
             with threadpool_limits(1, "blas"):
-                top, best = bundle.model.recommend(part, n, bought[part])
+                top, best = bundle.model.recommend(part, n, bundle.left_out(part))  # bought and never-recommended
                 for i, row in enumerate(part):
                     keep = (top[i] >= 0) & np.isfinite(best[i])
                     got = top[i][keep]
