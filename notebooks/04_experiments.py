@@ -39,7 +39,7 @@ from features.exposures import open_experiment_log
 from shop_data import load_shop, work_dir
 from training.experiments.analysis import analyse, unit_table
 from training.experiments.report import build_report, render_text
-from training.experiments.simulate import shoppers_from_shop, study, traffic
+from training.experiments.simulate import isolated, shoppers_from_shop, study, traffic
 
 work = work_dir()
 canonical, shop = load_shop(work)
@@ -91,7 +91,7 @@ print(f"coverage 10%: {len(inside):,} shoppers in; at 50%: {sum(assign(half, u) 
 
 # %%
 shoppers = shoppers_from_shop(canonical.events, canonical.orders)
-exposures, outcomes = traffic(exp, days=14, lift=0.05, seed=1, shop=shoppers)
+exposures, outcomes = isolated(exp.name, *traffic(exp, days=14, lift=0.05, seed=1, shop=shoppers))
 store.add_outcomes(outcomes)
 store.add_exposures(exposures)
 report = build_report(exp, store)  # what `shoprec experiment report home-popular` prints
@@ -110,7 +110,7 @@ big = Experiment(name="home-popular-big", variants=exp.variants, salt="home-popu
                  created_at=pd.Timestamp.now(tz="UTC").isoformat())
 store.put_experiment(big, new=True)
 start = pd.Timestamp("2026-01-05", tz="UTC").timestamp()
-exposures, outcomes = traffic(big, users=20_000, days=14, lift=0.05, seed=7, start=start)
+exposures, outcomes = isolated(big.name, *traffic(big, users=20_000, days=14, lift=0.05, seed=7, start=start))
 store.add_outcomes(outcomes)
 store.add_exposures(exposures)
 ex_all, out_all = store.exposures(big.name), store.outcomes()
@@ -225,6 +225,7 @@ if (shop / "truth" / "truth.npz").exists():
     prices = dict(zip(canonical.items["item_id"], canonical.items["price"].astype(float)))
     exposures, outcomes, truth = shown_traffic(shown_exp, load_truth(shop / "truth"), shoppers.ids, arms, prices,
                                                days=14, seed=2, pre_purchases=shoppers.pre_purchases)
+    exposures, outcomes = isolated(shown_exp.name, exposures, outcomes)  # each simulation's shoppers its own
     store.add_outcomes(outcomes)
     store.add_exposures(exposures)
     shown_report = build_report(shown_exp, store)

@@ -669,6 +669,8 @@ def test_a_new_experiments_report_is_strict_json_and_readable():
     conv = next(c for c in report["comparisons"] if c["metric"] == "conversion")
     assert conv["lift"] is None and conv["lift_ci"] is None  # relative to a control of 0
     assert "nan" not in render_text(report).lower() and "inf" not in render_text(report).lower()
+    assert "no alpha left" not in render_text(report)  # the first look has spent none yet
+    assert all(c["effect_ci_plain"] is None or None not in c["effect_ci_plain"] for c in report["comparisons"])
     page = _experiment(report | {"endpoint": "recommend"})
     assert "nan" not in page.lower() and "inf" not in page.lower() and "n/a" in page
 
@@ -687,3 +689,39 @@ def test_the_experiment_commands_use_the_projects_model_store(tmp_path, monkeypa
     result = CliRunner().invoke(experiment_app, ["list"])
     assert result.exit_code == 0, result.output
     assert os.environ["BENTOML_HOME"] == str(tmp_path / "bentoml_home")
+
+
+def test_two_simulations_in_one_store_do_not_count_each_others_outcomes(tmp_path):
+    """Two simulations with the same seed wrote the same shoppers and request ids: each experiment then counted
+    the other's purchases (an A/A read 'ship', a finished report changed afterwards). Stored traffic is now
+    the experiment's own (training/experiments/simulate.py ``isolated``)."""
+    from training.experiments.report import build_report
+    from training.experiments.simulate import isolated, traffic
+
+    store = open_experiment_log(f"sqlite:///{tmp_path}/events.db")
+    try:
+        start = 1_700_000_000.0
+        first, second = experiment("first", planned_days=3), experiment("second", planned_days=3)
+        for exp, lift in ((first, 0.5), (second, 0.0)):
+            store.put_experiment(exp, new=True)
+            exposures, outcomes = isolated(exp.name, *traffic(exp, users=400, days=3, lift=lift, seed=0, start=start))
+            if exp is first:
+                store.add_outcomes(outcomes)
+                store.add_exposures(exposures)
+                before = build_report(first, store).to_dict()
+            else:
+                store.add_outcomes(outcomes)
+                store.add_exposures(exposures)
+        after = build_report(first, store).to_dict()
+        assert after["variants"] == before["variants"] and after["comparisons"] == before["comparisons"]
+        alone = open_experiment_log(f"sqlite:///{tmp_path}/alone.db")
+        alone.put_experiment(second, new=True)
+        ex, out = isolated(second.name, *traffic(second, users=400, days=3, lift=0.0, seed=0, start=start))
+        alone.add_outcomes(out)
+        alone.add_exposures(ex)
+        assert build_report(second, store).to_dict()["variants"] == build_report(second, alone).to_dict()["variants"]
+        alone.close()
+        ids = {e.user_id for e in ex}
+        assert all(u.startswith("sim:second:") for u in ids) and not ids & {e.user_id for e in store.exposures("first").itertuples()}
+    finally:
+        store.close()

@@ -140,6 +140,8 @@ def example_calls(host: str, port: int, user_id: str = "u000001", item_id: str =
     shop = made.get("storefront", "$STOREFRONT_KEY")
     market = made.get("marketing", "$MARKETING_KEY")
     base = f"http://{host}:{port}"
+    names = [k.name for k in store.read() if k.active and k.scope == "marketing"]  # the page's sign-in asks for one
+    names = sorted(names, key=lambda n: n != "make-run-marketing")
     user, item = json.dumps(user_id), json.dumps(item_id)
     auth = f"-H \"Authorization: Bearer {shop}\" -H 'content-type: application/json'"
     lines = []
@@ -157,6 +159,6 @@ def example_calls(host: str, port: int, user_id: str = "u000001", item_id: str =
         f"  curl -s -X POST {base}/churn_risk -H \"Authorization: Bearer {market}\" -H 'content-type: application/json' "
         "-d '{\"top_n\": 5}'",
         f"  curl -s {base}/readyz ; open {base}/ for the API docs, {base}/marketing/ for the marketers' page "
-        f"(key name make-run-marketing)\n",
+        + (f"(key name {names[0]})\n" if names else "(a marketing key's name and the key)\n"),
     ]
     return "\n".join(lines)

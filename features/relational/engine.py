@@ -200,6 +200,7 @@ def spark_session(master: str | None = None):
     return (builder
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")  # no stage bars in logs: shoprec prints its own steps
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.shuffle.partitions", "8")
             .getOrCreate())

@@ -505,8 +505,8 @@ class Report:
 
 def _json_ready(x):
     if isinstance(x, dict):
-        return {k: None if k.endswith("_ci") and x[k] is not None and not all(map(_finite, x[k])) else _json_ready(v)
-                for k, v in x.items()}
+        return {k: None if ("_ci_" in k or k.endswith("_ci")) and x[k] is not None and not all(map(_finite, x[k]))
+                else _json_ready(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_json_ready(v) for v in x]
     if isinstance(x, (float, np.floating)):

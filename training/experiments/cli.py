@@ -212,7 +212,7 @@ def simulate(
     items at the rates the shop's truth gives: the arms decide the effect, printed as the true lift.
     With --runs N: N experiments analysed after every day (false-positive rate with daily peeking,
     power, coverage, CUPED, SRM)."""
-    from training.experiments.simulate import study, traffic
+    from training.experiments.simulate import isolated, study, traffic
 
     if runs > 1:
         true_split = (0.5, 0.5)
@@ -235,7 +235,7 @@ def simulate(
     if shop is not None:
         _simulate_shown(store, exp, shop, bundle, days, seed, boost_days, out)
         return
-    exposures, outcomes = traffic(exp, users=users, days=days, lift=lift, seed=seed)
+    exposures, outcomes = isolated(exp.name, *traffic(exp, users=users, days=days, lift=lift, seed=seed))
     store.add_outcomes(outcomes)
     store.add_exposures(exposures)
     typer.echo(f"simulated {users} shoppers over {days} days for {name} (true lift {lift:+.1%} in conversion of "
@@ -249,7 +249,7 @@ def _simulate_shown(store, exp, shop: Path, bundle: Optional[Path], days: int, s
 
     from features.synthetic.truth import load_truth
     from training.experiments.shown import ShownModel, shown_traffic
-    from training.experiments.simulate import shoppers_from_shop
+    from training.experiments.simulate import isolated, shoppers_from_shop
 
     missing = [f for f in ("orders.parquet", "events.parquet", "items.parquet", "truth/truth.npz") if not (shop / f).exists()]
     if missing:
@@ -264,6 +264,7 @@ def _simulate_shown(store, exp, shop: Path, bundle: Optional[Path], days: int, s
     exposures, outcomes, truth = shown_traffic(
         exp, load_truth(shop / "truth"), shoppers.ids, arms, dict(zip(items["item_id"], items["price"].astype(float))),
         days=days, seed=seed, model=ShownModel(boost_days=boost_days), pre_purchases=shoppers.pre_purchases)
+    exposures, outcomes = isolated(exp.name, exposures, outcomes)  # not the shop's real shoppers in the live store
     store.add_outcomes(outcomes)
     store.add_exposures(exposures)
     if out:

@@ -97,7 +97,8 @@ def sequential_label(seq: dict | None) -> str:
     if seq["method"] != "group-sequential":
         return "always-valid (confidence sequence, open-ended)"
     name = {"obrien_fleming": "O'Brien-Fleming", "pocock": "Pocock"}.get(seq["spending"], seq["spending"])
-    bound = "no alpha left" if seq["bound_z"] in (None, float("inf")) else \
+    none = "no alpha spent yet" if (seq.get("information_fraction") or 0) < 1 else "no alpha left"
+    bound = none if seq["bound_z"] in (None, float("inf")) else \
         f"|z| >= {seq['bound_z']:.2f} (p < {seq['nominal_alpha']:.2g})"
     return (f"group-sequential ({name} spending), look {seq['look']} at {seq['information_fraction']:.0%} of the "
             f"horizon: {bound}")
@@ -109,12 +110,12 @@ def render_text(report: dict) -> str:
              f"guardrails {', '.join(report['guardrails']) or 'none'}",
              f"sample ratio check: units {srm['observed']} expected {srm['expected']}, chi-square p = {_p(srm['pvalue'])}"
              + ("  ** MISMATCH: do not read the results below **" if srm["flagged"] else "  (ok)"), ""]
-    lines.append(f"{'variant':<14}{'arm':<28}{'units':>8}{'exposures':>11}{'CTR':>8}{'conversion':>24}{'revenue/user':>26}")
+    lines.append(f"{'variant':<14}{'arm':<28}{'units':>8}{'exposures':>11}{'CTR':>8} {'conversion':>30} {'revenue/user':>30}")
     for v in report["variants"]:
         conv = "n/a" if v["conversion"] is None else f"{v['conversion']:.4f} {_ci(v['conversion_ci'])}"
         rev = "n/a" if v["revenue_per_user"] is None else f"{v['revenue_per_user']:.2f} {_ci(v['revenue_per_user_ci'])}"
         ctr = "n/a" if v["ctr"] is None else f"{v['ctr']:.3f}"
-        lines.append(f"{v['variant']:<14}{v['arm'][:27]:<28}{v['units']:>8}{v['exposures']:>11}{ctr:>8}{conv:>24}{rev:>26}")
+        lines.append(f"{v['variant']:<14}{v['arm'][:27]:<28}{v['units']:>8}{v['exposures']:>11}{ctr:>8} {conv:>30} {rev:>30}")
     lines.append("")
     for c in report["comparisons"]:
         cuped = f", CUPED (interval width x{c['cuped_width_ratio']:.3f})" if c["cuped"] and c["cuped_width_ratio"] else ""

@@ -18,8 +18,9 @@ training/experiments/shown.py has a generated shop's shoppers respond to the ite
 """
 from __future__ import annotations
 
+
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -259,6 +260,23 @@ def study(runs: int = 200, users: int = 40_000, days: int = 14, lift: float = 0.
 def request_id(rng: np.random.Generator) -> str:
     """A request id drawn from ``rng`` (uuid hex, reproducible with the seed)."""
     return uuid.UUID(int=int(rng.integers(0, 2 ** 63)) << 64 | int(rng.integers(0, 2 ** 63))).hex
+
+
+def isolated(experiment: str, exposures: list[Exposure], outcomes: list[Outcome]) -> tuple[list[Exposure], list[Outcome]]:
+    """Simulated traffic as it is stored: shoppers ``sim:<experiment>:<id>`` and request ids drawn for this
+    experiment alone. The analysis attributes a purchase to every exposure of its shopper (by user) or of its
+    request id, as it must for live traffic; two simulations with the same seed (or of the same shop's
+    shoppers) wrote the same ids, and each experiment then counted the other's purchases, a finished report
+    included. Nor does a simulated purchase ever carry a real shopper's id into the live store."""
+    def user(u: str) -> str:
+        return f"sim:{experiment}:{u}" if u else u
+
+    def request(r: str | None) -> str | None:
+        return uuid.uuid5(uuid.NAMESPACE_OID, f"{experiment}/{r}").hex if r else r
+
+    return ([replace(e, request_id=request(e.request_id), unit_id=user(e.unit_id), user_id=user(e.user_id))
+             for e in exposures],
+            [replace(o, request_id=request(o.request_id), user_id=user(o.user_id)) for o in outcomes])
 
 
 def pre_outcomes(pre_purchases: pd.DataFrame, start: float) -> list[Outcome]:
