@@ -270,8 +270,9 @@ def _simulate_shown(store, exp, shop: Path, bundle: Optional[Path], days: int, s
     if out:
         out.write_text(json.dumps(truth.to_dict(), indent=1) + "\n")
     conversions = ", ".join(f"{v} {c:.2%}" for v, c in truth.conversion.items())
-    typer.echo(f"simulated {truth.shoppers:,} shoppers of {shop} over {days} days from {truth.first_day} for {exp.name}: "
-               f"{len(exposures):,} exposures, {len(outcomes):,} outcomes written")
+    typer.echo(f"simulated {truth.shoppers:,} shoppers of {shop} over its {days} days from {truth.first_day} (stored as "
+               f"the last {days} days, shoppers sim:{exp.name}:<id>) for {exp.name}: {len(exposures):,} exposures, "
+               f"{len(outcomes):,} outcomes written")
     typer.echo(f"true conversion (everyone on the arm): {conversions}; true lift of {truth.treatment}: {truth.lift:+.2%}")
 
 
