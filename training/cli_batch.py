@@ -34,7 +34,11 @@ def score_all_command(
 
     Example: shoprec score-all --engine spark --out runs/scores
     """
+    import numpy as np
+
     from features.relational.engine import ENGINES
+    from features.vocab import IdVocab
+    from training.cli_forgotten import forgotten_mask
 
     if engine not in ENGINES:
         fail(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
@@ -42,11 +46,6 @@ def score_all_command(
     if bundle is None:
         fail("no recommender bundle: run `shoprec train` and `shoprec publish`, or pass --bundle DIR")
     propensity = propensity or _published("shoprec-propensity")
-    import numpy as np
-
-    from features.vocab import IdVocab
-    from training.cli_forgotten import forgotten_mask
-
     try:
         ids = IdVocab.load(Path(bundle) / "users.npz").ids
     except FileNotFoundError as e:
