@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import threading
 import time
 import uuid
@@ -131,10 +132,21 @@ class ServiceExperiments:
         for e, r in zip(events, requests):
             if e.event_type != "purchase" and not r.request_id:
                 continue
-            value = float(r.price or 0.0) * float(r.quantity if r.quantity is not None else 1) if e.event_type == "purchase" else 0.0
+            price = r.price if r.price is not None else self._catalogue_price(e.item_id)
+            value = float(price or 0.0) * float(r.quantity if r.quantity is not None else 1) if e.event_type == "purchase" else 0.0
             rows.append(Outcome(r.request_id, user_id, e.event_type, e.item_id, value, parse_ts(e.ts).timestamp()))
         if rows:
             self.log.add_outcomes(rows)
+
+    def _catalogue_price(self, item_id: str) -> float | None:
+        """The served catalogue's price of ``item_id``: a purchase sent without its price still counts its revenue
+        (it counted 0); None where the catalogue has none."""
+        served = self.models.current
+        catalog = served.store.bundle.catalog if served is not None else None
+        if catalog is None or (row := served.store.items.row(item_id)) < 0:
+            return None
+        price = float(catalog["price"].iat[row])
+        return price if math.isfinite(price) else None
 
     # -- the refresher ----------------------------------------------------------------------------------
     def _poll(self) -> None:

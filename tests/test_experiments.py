@@ -725,3 +725,27 @@ def test_two_simulations_in_one_store_do_not_count_each_others_outcomes(tmp_path
         assert all(u.startswith("sim:second:") for u in ids) and not ids & {e.user_id for e in store.exposures("first").itertuples()}
     finally:
         store.close()
+
+
+def test_a_purchase_sent_without_its_price_counts_the_catalogues(tmp_path):
+    """/events purchases without `price` counted revenue 0 in every A/B report; the served catalogue's price is used
+    (an explicit price wins)."""
+    from types import SimpleNamespace
+
+    from features.event_store import Event
+    from serving.experiments import ServiceExperiments
+
+    url = f"sqlite:///{tmp_path}/events.db"
+    champion = _champion()
+    svc = ServiceExperiments(url, _Slot(champion))
+    try:
+        price = float(champion.store.bundle.catalog["price"].iat[champion.store.items.row("i3")])
+        sent = [Event("i3", "purchase", "2024-06-01T10:00:00"), Event("i3", "purchase", "2024-06-01T10:01:00"),
+                Event("nope", "purchase", "2024-06-01T10:02:00")]
+        svc.record_outcomes("u1", sent, [SimpleNamespace(request_id=None, price=None, quantity=2),
+                                         SimpleNamespace(request_id=None, price=9.5, quantity=None),
+                                         SimpleNamespace(request_id=None, price=None, quantity=None)])
+        values = open_experiment_log(url).outcomes()["value"].tolist()
+        assert price > 0 and values == [2 * price, 9.5, 0.0]
+    finally:
+        svc.close()
