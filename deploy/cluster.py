@@ -147,14 +147,12 @@ def remember_family(c: Cluster, name: str) -> None:
             c.pidfile(name).write_text(json.dumps(info))
 
 
-def leftovers(c: Cluster, name: str) -> dict[int, str]:
-    """The processes recorded for ``name`` that still run while its main process does not (a replica whose
-    ``bentoml serve`` was killed outright leaves its worker serving)."""
+def members(c: Cluster, name: str) -> dict[int, str]:
+    """The processes recorded for ``name`` (``remember_family``) that still run; with its main process gone, what
+    is left of it (a replica whose ``bentoml serve`` was killed outright leaves its worker serving)."""
     try:
         info = json.loads(c.pidfile(name).read_text())
     except (OSError, ValueError):
-        return {}
-    if recorded(c, name) is not None:
         return {}
     return {int(p): t for p, t in info.get("members", {}).items() if _running(int(p), t)}
 
@@ -189,26 +187,26 @@ def family(pid: int) -> dict[int, str]:
 def end(c: Cluster, name: str, timeout_s: float = 15.0) -> bool:
     """SIGTERM what we started as ``name`` (its process group and every descendant); SIGKILL whatever of it
     still runs after ``timeout_s``. True if it ran."""
-    pid, left = recorded(c, name), leftovers(c, name)
+    pid, recorded_members = recorded(c, name), members(c, name)
     c.pidfile(name).unlink(missing_ok=True)
-    if pid is None and not left:
+    if pid is None and not recorded_members:
         return False
-    members = (family(pid) if pid is not None else {}) | left
-    signal_all(pid, members, signal.SIGTERM)
+    found = (family(pid) if pid is not None else {}) | recorded_members
+    signal_all(pid, found, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while any(_running(p, t) for p, t in members.items()) and time.monotonic() < deadline:
+    while any(_running(p, t) for p, t in found.items()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    signal_all(pid, {p: t for p, t in members.items() if _running(p, t)}, signal.SIGKILL)
+    signal_all(pid, {p: t for p, t in found.items() if _running(p, t)}, signal.SIGKILL)
     return True
 
 
-def signal_all(pgid: int | None, members: dict[int, str], sig: int) -> None:
-    """``sig`` to the process group ``pgid`` (None: none left) and to each of ``members`` that is still the
+def signal_all(pgid: int | None, procs: dict[int, str], sig: int) -> None:
+    """``sig`` to the process group ``pgid`` (None: none left) and to each of ``procs`` that is still the
     process recorded."""
     if pgid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-    for p, started in members.items():
+    for p, started in procs.items():
         if _start_time(p) == started:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, sig)
@@ -430,10 +428,10 @@ def start_nginx(c: Cluster) -> None:
 # -- start, stop, status -----------------------------------------------------------------------------
 def start(c: Cluster, preset: str = "small", budget_minutes: float | None = None) -> None:
     c.state.mkdir(parents=True, exist_ok=True)
-    running = [name for name in c.services() if recorded(c, name) or leftovers(c, name)]
+    running = [name for name in c.services() if recorded(c, name) or members(c, name)]
     if running:
         raise ClusterError(f"already running in {c.state}: {', '.join(running)} (make cluster-stop first)")
-    ours = {"postgres"} if (c.state / "postgres" / "data" / "PG_VERSION").exists() and _postgres_running(c) else set()
+    ours = {"postgres"} if _our_postgres_up(c) else set()
     taken = [f"{port} ({what})" for what, port in c.ports.named() if what not in ours and not port_free(port)]
     if taken:  # a process we did not start (or lost track of) would answer in our place
         raise ClusterError(f"ports in use on 127.0.0.1: {', '.join(taken)}; stop what listens there or choose "
@@ -482,14 +480,17 @@ def status(c: Cluster) -> dict[str, str]:
     for name in c.services():
         if recorded(c, name) is not None:
             out[name] = "running"
-        elif left := leftovers(c, name):
+        elif left := members(c, name):
             out[name] = (f"broken: its main process is gone, {len(left)} of its processes still run (PIDs "
                          f"{', '.join(map(str, sorted(left)))}); make cluster-stop ends them")
         else:
             out[name] = "stopped"
-    pg = (c.state / "postgres" / "data" / "PG_VERSION").exists() and _postgres_running(c)
-    out["postgres"] = "running" if pg else "stopped"
+    out["postgres"] = "running" if _our_postgres_up(c) else "stopped"
     return out
+
+
+def _our_postgres_up(c: Cluster) -> bool:
+    return (c.state / "postgres" / "data" / "PG_VERSION").exists() and _postgres_running(c)
 
 
 def port_free(port: int) -> bool:

@@ -62,6 +62,11 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def key_of(scope: str) -> str:
+    """'an admin key', 'a marketing key': what a refusal says the caller needs."""
+    return f"{'an' if scope[:1] in 'aeiou' else 'a'} {scope} key"
+
+
 def check_scope(scope: str) -> str:
     if scope not in SCOPES:
         raise KeyStoreError(f"scope {scope!r}: expected one of {', '.join(SCOPES)}")

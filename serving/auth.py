@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from features.access_log import AccessLog
-from features.key_store import KeyRing, KeyStore, Principal
+from features.key_store import KeyRing, KeyStore, Principal, key_of
 from features.settings import ENV_KEY_SCOPES, Settings
 from serving.admin import request_notes
 from serving.marketing_sessions import SessionStore
@@ -161,7 +161,7 @@ class ScopedKeys:
                                [(b"www-authenticate", b'Bearer realm="shoprec"')])
         if principal.scope != needed:
             log.info("403 %s %s: key %s has scope %s", scope.get("method"), path, principal.name, principal.scope)
-            return await _json(send, 403, f"this key may not call {path}: it needs {'an' if needed[:1] in 'aeiou' else 'a'} {needed} key")
+            return await _json(send, 403, f"this key may not call {path}: it needs {key_of(needed)}")
         if (wait := control.limits.key_request(principal.name)) is not None:
             log.info("429 %s %s: key %s over its request rate", scope.get("method"), path, principal.name)
             return await _json(send, 429, f"too many requests for this key: retry after {wait} s",

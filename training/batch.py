@@ -69,7 +69,7 @@ class BlockScorer:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         self.bundle, self.k, self.exclude_bought = bundle, k, exclude_bought
-        self.never = bundle.never_rows()  # categories no answer recommends, left out for everyone as the service does
+        self.shared = len(bundle.never_rows())  # items left out for everyone (categories no answer recommends)
         self.active = np.diff(bundle.interactions.indptr) > 0
         self.popular = bundle.fallback.recommend(np.array([0]), k, bundle.left_out(np.zeros(1, np.int64), bought=False))
         self.item_ids = pa.array(bundle.items.ids)
@@ -85,7 +85,7 @@ class BlockScorer:
                     rows[warm], k, excluded[warm] if excluded is not None else None)
             items[~warm], scores[~warm] = fallback_top(self.bundle, rows[~warm], k,
                                                        excluded[~warm] if excluded is not None else None,
-                                                       self.popular, len(self.never))
+                                                       self.popular, self.shared)
         return top_table(self.bundle, self.item_ids, rows, items, scores, warm)
 
 

@@ -63,11 +63,7 @@ class ModelBundle:
         categories = self.meta.get("never_recommend") or []
         if self.catalog is None or not categories:
             return np.empty(0, np.int64)
-        key = (tuple(categories), id(self.catalog))
-        if self.__dict__.get("_never_key") != key:  # kept: every request reads it
-            self._never_key = key
-            self._never = np.flatnonzero(self.catalog["category"].isin(categories).fillna(False).to_numpy(dtype=bool))
-        return self._never
+        return np.flatnonzero(self.catalog["category"].isin(categories).fillna(False).to_numpy(dtype=bool))
 
     def left_out(self, rows: np.ndarray, bought: bool = True) -> sp.csr_matrix | None:
         """What ``rows`` (user rows) leave out of their lists, a CSR aligned with them: their purchases (with

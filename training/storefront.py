@@ -230,8 +230,8 @@ class Storefront:
         allowed = items >= 0
         if (out := self._filter_out(filters)) is not None:
             allowed &= ~out[0][items]
-        if len(exclude_ids) or len(self._never):
-            allowed &= ~np.isin(items, np.concatenate([self._rows_of(exclude_ids), self._never]))
+        if len(exclude_ids):  # never-recommended items are not in the lists (TopLists.build: bundle.left_out)
+            allowed &= ~np.isin(items, self._rows_of(exclude_ids))
         pick = np.flatnonzero(allowed)[:k]
         if len(pick) < k:
             return None

@@ -28,19 +28,14 @@ def _project_store() -> None:
     os.environ.setdefault("BENTOML_HOME", str(Path.cwd() / "bentoml_home"))
 
 
-def _a(word: str) -> str:
-    """'an admin', 'a marketing'."""
-    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
-
-
 def _authorize(settings, key: str | None, scope: str) -> str:
     """The key's name when it is an active key of ``scope``; exit 2 otherwise (as the API's 401/403)."""
-    from features.key_store import KeyRing, KeyStore, KeyStoreError
+    from features.key_store import KeyRing, KeyStore, KeyStoreError, key_of
     from features.settings import ENV_KEY_SCOPES
 
     key = (key or os.environ.get("SHOPREC_KEY") or "").strip()
     if not key:
-        fail(f"this command needs {_a(scope)} key: --key KEY or SHOPREC_KEY (create one: shoprec keys create --scope {scope})")
+        fail(f"this command needs {key_of(scope)}: --key KEY or SHOPREC_KEY (create one: shoprec keys create --scope {scope})")
     env_keys = {f"SHOPREC_{f.upper()}": (s, k) for f, s in ENV_KEY_SCOPES.items() if (k := settings.env_key(f))}
     try:
         principal = KeyRing(KeyStore(settings.keys_file), env_keys).lookup(key)
@@ -49,7 +44,7 @@ def _authorize(settings, key: str | None, scope: str) -> str:
     if principal is None:
         fail("unknown or revoked key")
     if principal.scope != scope:
-        fail(f"key {principal.name!r} has scope {principal.scope}; this command needs {_a(scope)} key")
+        fail(f"key {principal.name!r} has scope {principal.scope}; this command needs {key_of(scope)}")
     return principal.name
 
 
