@@ -4,8 +4,9 @@
       meta.json           scored_at, horizon/window days, run and data ids, test metrics, config
       scores.parquet      one row per customer (SCORE_COLUMNS), ranked by value at risk
       reference.json      the scores' distributions that live answers are compared with (training/reference.py)
-      churn/              PropensityModel (model.txt LightGBM text + model.json, the linear member in it)
-      conversion/         PropensityModel
+      churn/              LabelEnsemble (ensemble.json; 30d/, 60d/, 90d/: a PropensityModel each, model.txt
+                          LightGBM text + model.json with the linear member), or one PropensityModel
+      conversion/         the same
 
 Serving reads ``scores.parquet`` only (a lookup, no model on the request path); the models
 are there so a score can be reproduced. ``at_risk`` is the one filter behind both the HTTP
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from training.propensity.ensemble import LabelEnsemble, load_propensity_model
 from training.propensity.model import PropensityModel
 from training.reference import propensity_reference
 
@@ -60,7 +62,7 @@ def expected_spend(features: pd.DataFrame, days: int) -> pd.Series:
 class PropensityBundle:
     scores: pd.DataFrame  # SCORE_COLUMNS, sorted by value_at_risk desc
     meta: dict = field(default_factory=dict)
-    models: dict[str, PropensityModel] = field(default_factory=dict)
+    models: dict[str, PropensityModel | LabelEnsemble] = field(default_factory=dict)
     reference: dict = field(default_factory=dict)  # quantity -> Reference.to_json(); made from the scores on save
 
     def __post_init__(self):
@@ -155,7 +157,7 @@ class PropensityBundle:
         for name in ("meta.json", "scores.parquet"):
             if not (path / name).exists():
                 raise FileNotFoundError(f"propensity bundle {path} is incomplete: {name} is missing")
-        models = {t: PropensityModel.load(path / t) for t in ("churn", "conversion") if with_models}
+        models = {t: load_propensity_model(path / t) for t in ("churn", "conversion") if with_models}
         scores = pd.read_parquet(path / "scores.parquet")
         scores["reasons"] = scores["reasons"].map(lambda r: [str(x) for x in r])
         reference = json.loads((path / "reference.json").read_text()) if (path / "reference.json").exists() else {}

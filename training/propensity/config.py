@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class LGBMParams(BaseModel):
@@ -40,10 +40,27 @@ class PropensityConfig(BaseModel):
     calibration: Literal["platt", "isotonic"] = Field("platt", description="probability calibration on the held-out "
                                                       "rows (Platt keeps the ranking; isotonic can tie scores)")
     lgbm: LGBMParams = Field(default_factory=LGBMParams)
+    label_lengths: list[int] = Field([30, 60, 90], description="label lengths (days) whose models answer each target "
+                                     "together: each is trained on its latest complete window before the scoring date, "
+                                     "their standardised log-odds are averaged and calibrated on the target's own label "
+                                     "(training/propensity/ensemble.py); the target's own length always takes part; [] "
+                                     "or only that length: one model")
     linear_c: Optional[float] = Field(0.1, gt=0, description="inverse L2 strength of the logistic regression "
                                       "averaged with LightGBM (training/linear_member.py); null: LightGBM alone")
     seed: int = Field(42, ge=0, description="seed of LightGBM and of the held-out split")
     top_reasons: int = Field(3, ge=0, le=10, description="reasons (in words) kept per scored customer")
+
+    @field_validator("label_lengths")
+    @classmethod
+    def _positive_lengths(cls, v: list[int]) -> list[int]:
+        if any(d < 1 for d in v):
+            raise ValueError(f"label lengths must be at least 1 day, got {v}")
+        return sorted(set(v))
+
+    @classmethod
+    def from_recipe(cls, recipe: dict) -> "PropensityConfig":
+        """A registered recipe; one saved before ``label_lengths`` existed had one model per target."""
+        return cls.model_validate({"label_lengths": [], **recipe})
 
     def days(self, target: str) -> int:
         """Label length of a target: horizon_days for churn, window_days for conversion."""

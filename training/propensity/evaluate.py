@@ -22,6 +22,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from features.labels import DAY
 from training.propensity.config import PropensityConfig
 from training.propensity.dataset import Rows, Snapshots, fit_split, training_dates
+from training.propensity.ensemble import LabelEnsemble, label_lengths
 from training.propensity.model import PropensityModel
 
 RFM_TENURE = ["recency_days", "frequency", "monetary", "tenure_days"]
@@ -61,17 +62,39 @@ def rfm_logreg():
     return make_pipeline(FunctionTransformer(np.log1p), StandardScaler(), LogisticRegression(max_iter=1000))
 
 
-def fit_model(snaps: Snapshots, target: str, cfg: PropensityConfig, apply_at: pd.Timestamp) -> tuple[PropensityModel, Rows]:
-    """The model (LightGBM and its linear member) for scoring at ``apply_at``: rows at ``apply_at - days`` (and earlier
-    snapshots), customers split into trees / held-out as ``fit_split`` describes."""
+def fit_model(snaps: Snapshots, target: str, cfg: PropensityConfig,
+              apply_at: pd.Timestamp) -> tuple[PropensityModel | LabelEnsemble, Rows]:
+    """The model for scoring ``target`` at ``apply_at``: the target's own label length (LightGBM and its linear member,
+    rows at ``apply_at - days`` and earlier snapshots, customers split into trees / held-out as ``fit_split``
+    describes), joined by a model per other length of ``cfg.label_lengths`` (training/propensity/ensemble.py). A length
+    whose window does not fit in the history, or teaches one class only, is left out and named in ``skipped``."""
     days = cfg.days(target)
+    own, fit, held = _fit_one(snaps, target, cfg, apply_at, days)
+    others = [d for d in cfg.label_lengths if d != days]
+    if not others:
+        return own, fit
+    members, skipped = {days: own}, {}
+    for d in others:
+        try:
+            members[d] = _fit_one(snaps, target, cfg, apply_at, d)[0]
+        except ValueError as e:
+            skipped[f"{d}d"] = str(e)
+    if len(members) == 1:
+        return own, fit
+    return LabelEnsemble.fit(members, days, held.X, held.y, cfg.calibration, skipped), fit
+
+
+def _fit_one(snaps: Snapshots, target: str, cfg: PropensityConfig, apply_at: pd.Timestamp,
+             days: int) -> tuple[PropensityModel, Rows, Rows]:
+    """``target`` over ``days`` days, learned from its latest complete window before ``apply_at``: the model, its
+    training rows and its held-out rows."""
     dated = snaps.stacked(training_dates(apply_at - days * DAY, cfg.snapshots, cfg.snapshot_step_days), target, days)
     fit, held = fit_split(dated, cfg.holdout_share, cfg.seed)
     p = cfg.lgbm
     params = {"learning_rate": p.learning_rate, "num_leaves": p.num_leaves, "min_child_samples": p.min_child_samples,
               "feature_fraction": p.feature_fraction, "bagging_fraction": p.bagging_fraction, "lambda_l2": p.lambda_l2}
     model = PropensityModel(params, cfg.calibration, cfg.seed, p.max_rounds, p.early_stopping_rounds, cfg.linear_c)
-    return model.fit(fit.X, fit.y, held.X, held.y), fit
+    return model.fit(fit.X, fit.y, held.X, held.y), fit, held
 
 
 @dataclass
@@ -84,7 +107,7 @@ class TargetEvaluation:
     train_at: list[pd.Timestamp]
     y: pd.Series
     scores: dict[str, np.ndarray]  # "model", "baseline_recency", "baseline_rfm_logreg", maybe "oracle"
-    model: PropensityModel
+    model: PropensityModel | LabelEnsemble
     notes: dict = field(default_factory=dict)
 
     def metrics(self) -> dict:
@@ -94,7 +117,9 @@ class TargetEvaluation:
                 out[name] = classification_metrics(self.y, p)
         out.update({"days": self.days, "test_at": str(self.test_at), "train_at": [str(t) for t in self.train_at],
                     "best_iteration": self.model.best_iteration_, "calibration": self.model.calibration_["method"],
-                    "linear_c": self.model.linear_c, **self.notes})
+                    "linear_c": self.model.linear_c, "label_lengths": label_lengths(self.model, self.days),
+                    **({"label_lengths_skipped": self.model.skipped} if isinstance(self.model, LabelEnsemble) and self.model.skipped else {}),
+                    **self.notes})
         return out
 
 

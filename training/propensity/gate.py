@@ -132,7 +132,7 @@ def decide(snaps: Snapshots, cfg: PropensityConfig, eval_key: str, champion, cha
     out = {"chosen_on": "validation"}
     if champion is None:
         return out | {"promoted": True, "reason": "no champion for this shop yet"}
-    recipe = PropensityConfig.model_validate(champion.candidate) if champion.candidate else None
+    recipe = PropensityConfig.from_recipe(champion.candidate) if champion.candidate else None
     if recipe is not None and same_recipe(recipe, cfg):
         if champion.eval_key == eval_key:
             return out | {"promoted": False, "reason": f"the same recipe and data as champion v{champion.version}: nothing new"}

@@ -125,7 +125,7 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
                          "eval_key": eval_key, "kind": "propensity", "shop": shop})
         mlflow.log_params({"horizon_days": cfg.horizon_days, "window_days": cfg.window_days, "snapshots": cfg.snapshots,
                            "calibration": cfg.calibration, "holdout_share": cfg.holdout_share, "seed": cfg.seed,
-                           "linear_c": cfg.linear_c, "end": str(snaps.end), **{f"lgbm.{k}": v for k, v in cfg.lgbm.model_dump().items()}})
+                           "linear_c": cfg.linear_c, "label_lengths": ",".join(map(str, cfg.label_lengths)), "end": str(snaps.end), **{f"lgbm.{k}": v for k, v in cfg.lgbm.model_dump().items()}})
         mlflow.log_metrics(_flat(metrics) | _flat(decision.get("validation_roc_auc", {}), "validation.")
                            | {"test_score": score, "customers_scored": float(len(bundle.scores))})
         mlflow.log_dict(cfg.model_dump(mode="json"), "propensity_config.json")
