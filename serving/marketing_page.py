@@ -29,6 +29,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -113,7 +114,7 @@ def _browser(request: Request) -> bool:
 def _refusal(request: Request, title: str, text: str, status: int) -> Response:
     """A page for a browser; for a script the API's JSON error (``{"error": ...}``), not HTML to scrape."""
     if _browser(request):
-        return _html(views.message_page(title, text), status)
+        return _html(views.message_page(title, text, back=_base(request) if status == 400 else None), status)
     return JSONResponse({"error": f"{title}: {text}"}, status_code=status, headers=HEADERS)
 
 
@@ -149,12 +150,14 @@ def csv_text(api: PropensityApi, answer: ChurnRiskAnswer) -> str:
     return out.getvalue()
 
 
-def segment_sizes(api: PropensityApi, min_probability: float = 0.0, min_value: float = 0.0) -> dict[str, int]:
-    """Customers per segment passing the probability and value filters (forgotten shoppers left out, as in the list)."""
-    rows = api.bundle.at_risk(min_probability, min_value)
-    if api.hidden is not None:
-        rows = rows[[not gone for gone in api.hidden(rows["user_id"].tolist())]]
-    return rows["segment"].value_counts().to_dict()
+def segment_sizes(api: PropensityApi, min_probability: float = 0.0, min_value: float = 0.0,
+                  stage: str | None = None) -> dict[str, int]:
+    """Customers per segment passing the probability, value and stage filters (forgotten shoppers left out, as in the
+    list); {} when none passes."""
+    rows = api.bundle.at_risk(min_probability, min_value, stage=stage)
+    if api.hidden is not None and len(rows):
+        rows = rows[np.array([not gone for gone in api.hidden(rows["user_id"].tolist())], dtype=bool)]
+    return {str(k): int(v) for k, v in rows["segment"].value_counts().items()}
 
 
 def create_app(backend: Callable[[], Backend] = service_backend, experiment_log: Callable = service_experiment_log) -> Starlette:
@@ -199,7 +202,7 @@ def create_app(backend: Callable[[], Backend] = service_backend, experiment_log:
         return endpoint
 
     def page(request: Request, api: PropensityApi, req: ChurnRiskRequest, answer: ChurnRiskAnswer) -> Response:
-        chart = views.segment_chart(segment_sizes(api), segment_sizes(api, req.min_probability, req.min_value), req.segment)
+        chart = views.segment_chart(segment_sizes(api), segment_sizes(api, req.min_probability, req.min_value, req.stage), req.segment)
         token = _csrf_token(request)
         return _with_csrf(request, _html(views.list_page(_base(request), req, answer, chart, token, api.bundle.stages)),
                           token)
@@ -223,7 +226,7 @@ def create_app(backend: Callable[[], Backend] = service_backend, experiment_log:
             req = DashboardRequest.model_validate({f: request.query_params[f] for f in fields
                                                    if request.query_params.get(f, "").strip()})
         except ValidationError as e:
-            return _html(views.message_page("bad filter", _invalid(e)), 400)
+            return _html(views.message_page("bad filter", _invalid(e), back=_base(request)), 400)
         b.access.log.record(principal.name, SCOPE, request.url.path, 200, 0)  # no customer is shown, only groups
         token = _csrf_token(request)
         html = dashboard_page(_base(request), req, report, visible_scores(b.api.bundle.scores, b.api.hidden),

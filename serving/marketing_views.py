@@ -52,8 +52,10 @@ def login_page(base: str, csrf: str, message: str = "") -> str:
         '<button type="submit">Sign in</button></form>'))
 
 
-def message_page(title: str, message: str) -> str:
-    return _page(f"shoprec: {title}", f"<h1>{escape(title)}</h1><p class='error' role='alert'>{escape(message)}</p>")
+def message_page(title: str, message: str, back: str | None = None) -> str:
+    """A titled message; ``back``: a link to the list (the page's base path), so a bad filter is not a dead end."""
+    link = f"<p><a href='{escape(back)}/' id='back'>Back to the list</a></p>" if back is not None else ""
+    return _page(f"shoprec: {title}", f"<h1>{escape(title)}</h1><p class='error' role='alert'>{escape(message)}</p>{link}")
 
 
 def query(req: ChurnRiskRequest, **change) -> str:
@@ -86,8 +88,8 @@ def _filters(base: str, req: ChurnRiskRequest, stages: list[str]) -> str:
 
 
 def segment_chart(all_sizes: dict[str, int], matching: dict[str, int], selected: str | None) -> str:
-    """Inline SVG: customers per RFM segment (light: all scored; dark: matching the probability
-    and value filters); the selected segment's label is bold."""
+    """Inline SVG: customers per RFM segment (light: all scored; dark: matching the probability,
+    value and stage filters); the selected segment's label is bold."""
     bar_w, row_h, label_w = 260, 22, 150
     top = max([1, *all_sizes.values()])
     rows = []
@@ -121,9 +123,10 @@ def _row(c) -> str:
 
 
 def headings(horizon_days: int, window_days: int) -> list[str]:
-    """The list's columns; the expected spend is the CLV over the churn horizon (value at risk = churn × it)."""
+    """The list's columns; the expected spend is the CLV over the churn horizon times the share of spend the customer
+    kept (not returned or cancelled): value at risk = churn × it."""
     return ["rank", "customer", f"churn probability ({horizon_days} days)", "value at risk",
-            f"expected spend: CLV ({horizon_days} days)", f"purchase probability ({window_days} days)", "segment",
+            f"expected spend kept: CLV × share not returned ({horizon_days} days)", f"purchase probability ({window_days} days)", "segment",
             "lifecycle stage", "days since last order", "orders", "total spend", "why"]
 
 
@@ -133,13 +136,20 @@ def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: 
     first = (req.page - 1) * req.page_size + 1
     last = first + len(answer.customers) - 1
     shown = f"rows {first:,}–{last:,}" if answer.customers else "no rows on this page"
+    pages = max(1, -(-answer.total // req.page_size))
     pager = []
-    if req.page > 1:
-        pager.append(f'<a href="{escape(base)}/?{escape(query(req, page=req.page - 1))}" id="prev">previous page</a>')
+    if req.page > 1:  # from beyond the end, back to the last page that has rows
+        pager.append(f'<a href="{escape(base)}/?{escape(query(req, page=min(req.page - 1, pages)))}" id="prev">previous page</a>')
     if last < answer.total:
         pager.append(f'<a href="{escape(base)}/?{escape(query(req, page=req.page + 1))}" id="next">next page</a>')
     table = ("<table id='customers'><thead><tr>" + "".join(f"<th>{t}</th>" for t in headings(h, answer.window_days)) + "</tr></thead><tbody>"
              + "".join(_row(c) for c in answer.customers) + "</tbody></table>")
+    if not answer.customers:
+        why = ("No customer matches these filters." if answer.total == 0 else
+               f"No rows on this page: the list has {answer.total:,} customers on {pages:,} pages.")
+        table += f"<p class='empty' id='empty'>{why}</p>"
+    download = (f'<a class="button" id="download" href="{escape(base)}/churn_risk.csv?{escape(query(req))}" download>'
+                f"Download these {len(answer.customers):,} rows (CSV)</a>" if answer.customers else "")
     body = (
         f"<h1>Customers at risk</h1><p class='meta'>Ranked by value at risk = churn probability ({h} days) × expected "
         f"spend ({h} days). Model version {escape(answer.model_version)}, scored at {escape(answer.scored_at)}. "
@@ -149,8 +159,7 @@ def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: 
         '<button type="submit">Sign out</button></form></p>'
         f"<div class='top'><div>{_filters(base, req, list(stages))}"
         f"<div class='summary'><span id='total'>{answer.total:,} customers match</span><span id='shown'>{shown}</span>"
-        f'<a class="button" id="download" href="{escape(base)}/churn_risk.csv?{escape(query(req))}" download>'
-        f"Download these {len(answer.customers):,} rows (CSV)</a></div>"
+        f"{download}</div>"
         f"<div class='pager'>{''.join(pager)}</div></div>"
         f"<div class='chart'><strong>Customers per segment</strong><br>{chart}</div></div>{table}")
     return _page("shoprec: customers at risk", body)

@@ -139,6 +139,27 @@ def test_customer_value_answers_and_scope(tmp_path):
     assert customer_value(api, CustomerValueRequest(user_ids=["u1"])).customers[0].known is False
 
 
+def test_value_at_risk_counts_only_the_spend_a_customer_kept():
+    """Online Retail's 16446 ordered 80,995 units and cancelled them: gross spend and CLV high, nothing at risk."""
+    from training.propensity.bundle import PropensityBundle, kept_share, score_table
+    from training.value.train import ValueResult, with_value
+
+    feats = pd.DataFrame({"recency_days": [1.0, 50.0, 9.0], "frequency": [2.0, 3.0, 4.0], "monetary": [168472.5, 900.0, 400.0],
+                          "tenure_days": [200.0, 60.0, 300.0], "return_share": [1.0, 0.25, np.nan]},
+                         index=pd.Index(["16446", "u2", "u3"], name="user_id"))
+    seg = pd.DataFrame({"segment": ["champions"] * 3, "r_score": [5] * 3, "f_score": [5] * 3, "m_score": [5] * 3}, index=feats.index)
+    bundle = PropensityBundle(score_table(feats, seg, np.array([0.9, 0.5, 0.5]), np.array([0.1] * 3),
+                                          pd.Series([["a"]] * 3, index=feats.index), 90), {"scored_at": "2011-12-09"})
+    value = pd.DataFrame({"clv_90d": [3215.5, 400.0, 100.0], "p_buy_90d": [0.2, 0.5, 0.5], "stage": ["reactivated"] * 3,
+                          "persona": [0] * 3, "persona_description": ["x"] * 3}, index=feats.index)
+    with_value(bundle, ValueResult({}, value, {}, {"horizon_days": 90}, None), 90, kept_share(feats))
+    rows = {r["user_id"]: r for r in bundle.lookup(["16446", "u2", "u3"])}
+    assert rows["16446"]["value_at_risk"] == 0.0 and bundle.scores.set_index("user_id").loc["16446", "clv_90d"] == 3215.5
+    assert rows["u2"]["expected_spend"] == pytest.approx(300.0) and rows["u2"]["value_at_risk"] == pytest.approx(150.0)
+    assert rows["u3"]["expected_spend"] == pytest.approx(100.0)  # no returns: all of it
+    assert bundle.at_risk()["user_id"].tolist() == ["u2", "u3", "16446"]
+
+
 @pytest.mark.slow
 def test_online_retail_customer_value_matches_readme(tmp_path):
     """PRODUCT.md's protocol on Online Retail: the peers reproduce its reference table where the recipe

@@ -298,6 +298,26 @@ def test_forgotten_shoppers_leave_the_page_and_the_chart(access):
     assert "c6" not in call(backend, "GET", "/churn_risk.csv", headers=AUTH).text
 
 
+def test_filters_nobody_passes_give_an_empty_list_and_pages_beyond_the_end_lead_back(access):
+    """A realistic filter (£5,000 at risk, probability 0.99) left nobody and crashed the page (500) while forgotten
+    shoppers were being left out; a page beyond the end led to the page before it, also empty."""
+    backend = Backend(_api(hidden=lambda ids: [i == "c6" for i in ids]), access)
+    for query in ("min_value=99999999", "min_probability=1", "segment=at_risk&min_probability=0.99"):
+        r = call(backend, "GET", f"/?{query}", headers=AUTH)
+        assert r.status_code == 200 and "0 customers match" in r.text and "No customer matches these filters." in r.text
+        assert ids_on(r.text) == [] and 'id="download"' not in r.text and '<svg' in r.text
+    far = call(backend, "GET", "/?page=99&page_size=2", headers=AUTH)
+    assert far.status_code == 200 and "No rows on this page: the list has 5 customers on 3 pages." in far.text
+    assert 'href="/marketing/?page=3&amp;page_size=2" id="prev"' in far.text
+    bad = call(backend, "GET", "/?min_probability=2", headers=AUTH)
+    assert bad.status_code == 400 and "<a href='/marketing/' id='back'>Back to the list</a>" in bad.text
+
+
+def test_the_segment_chart_follows_the_stage_filter(access):
+    r = call(Backend(_api(), access), "GET", "/?stage=at_risk", headers=AUTH)
+    assert ids_on(r.text) == ["c6", "c1"] and 'data-segment="at_risk">2 / 3<' in r.text
+
+
 def test_the_list_shows_clv_and_stage_and_filters_by_stage(access):
     backend = Backend(_api(), access)
     page = call(backend, "GET", "/?stage=at_risk", headers=AUTH)

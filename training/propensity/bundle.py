@@ -50,11 +50,16 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def kept_share(features: pd.DataFrame) -> pd.Series:
+    """Per customer, the share of their spend so far not returned or cancelled (1 without returns)."""
+    return (1.0 - features["return_share"].fillna(0.0).clip(0.0, 1.0)).rename("kept_share")
+
+
 def expected_spend(features: pd.DataFrame, days: int) -> pd.Series:
     """Spend expected over the next ``days`` if the customer keeps buying at their own pace:
     spend net of returns and cancellations, per day as a customer (at least ``days``, so one
     recent order is not extrapolated), times ``days``."""
-    net = features["monetary"] * (1.0 - features["return_share"].fillna(0.0).clip(0.0, 1.0))
+    net = features["monetary"] * kept_share(features)
     return (net / features["tenure_days"].clip(lower=days) * days).rename("expected_spend")
 
 

@@ -117,9 +117,11 @@ def train_propensity(canonical, project_dir: Path, config: PropensityConfig | No
                                                          for t in TARGETS},
                                                 "config": cfg.model_dump(mode="json")})
         if value is not None:
+            from training.propensity.bundle import kept_share
             from training.value.train import with_value
 
-            with_value(bundle, value, cfg.horizon_days)  # value at risk = churn probability x predicted spend
+            # value at risk = churn probability x predicted spend x the share of spend the customer kept
+            with_value(bundle, value, cfg.horizon_days, kept_share(snaps.features(snaps.end)))
         progress("propensity: logging to MLflow")
         mlflow.set_tags({"git_commit": tracking.git_commit(Path(__file__).resolve().parents[2]), "data_digest": digest,
                          "eval_key": eval_key, "kind": "propensity", "shop": shop})

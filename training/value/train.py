@@ -181,10 +181,12 @@ def marketing_report(snaps: Snapshots, cfg: ValueConfig, scores: pd.DataFrame, p
     }
 
 
-def with_value(bundle, result: ValueResult, horizon_days: int) -> None:
-    """Put customer value into a propensity bundle: ``expected_spend`` becomes the model's CLV over
-    the churn horizon (so value at risk = churn probability × predicted spend), the CLV, stage and
-    persona columns join the scores, the models and the report join the bundle."""
+def with_value(bundle, result: ValueResult, horizon_days: int, kept: pd.Series | None = None) -> None:
+    """Put customer value into a propensity bundle: ``expected_spend`` becomes the model's CLV over the churn horizon
+    times the share of their spend the customer kept so far (``kept``, by user id: not returned or cancelled; 1 where
+    not given), so value at risk = churn probability × the spend expected to stay. A customer who cancelled all they
+    ordered risks nothing, whatever the gross order they placed. The CLV, stage and persona columns join the scores,
+    the models and the report join the bundle."""
     from training.propensity.bundle import rank
 
     s = bundle.scores.set_index("user_id", drop=False)
@@ -192,8 +194,9 @@ def with_value(bundle, result: ValueResult, horizon_days: int) -> None:
     clv = v[f"clv_{horizon_days}d"]
     if clv.isna().any():
         raise ValueError(f"{int(clv.isna().sum())} scored customers have no customer value")
-    s["expected_spend"] = clv.to_numpy()
-    s["value_at_risk"] = s["churn_probability"].to_numpy() * clv.to_numpy()
+    share = np.ones(len(s)) if kept is None else kept.reindex(s.index.astype(str)).fillna(1.0).clip(0.0, 1.0).to_numpy()
+    s["expected_spend"] = clv.to_numpy() * share
+    s["value_at_risk"] = s["churn_probability"].to_numpy() * s["expected_spend"].to_numpy()
     for col in v.columns:
         s[col] = v[col].to_numpy()
     bundle.scores = rank(s.reset_index(drop=True))
