@@ -305,3 +305,32 @@ def test_forgotten_shoppers_leave_churn_list_and_segments(tmp_path, monkeypatch)
     seg = tmp_path / "seg.parquet"
     assert CliRunner().invoke(app, ["segments", "--bundle", str(tmp_path / "b"), "--out", str(seg)]).exit_code == 0
     assert pd.read_parquet(seg)["customer_id"].astype(str).tolist() == ["u1", "=HYPERLINK(1)"]
+
+
+def test_the_clv_averages_its_question_over_30_60_and_90_days(tmp_path):
+    """Each length's model learns from its own latest complete window; the CLV is the geometric mean of (1 + spend),
+    each scaled to 90 days; P(buys) stays the 90-day model's; a length the history cannot hold is named."""
+    from features.ingest import ingest, load_canonical
+    from features.synthetic import ShopConfig, generate_shop
+    from training.propensity.dataset import Snapshots
+    from training.value.config import ValueConfig
+    from training.value.train import ValuePrediction, ValueRows, evaluate_value
+
+    paths = generate_shop(ShopConfig.preset("tiny"), tmp_path / "shop")
+    ingest(paths.orders, paths.events, paths.items, tmp_path / "c")
+    snaps = Snapshots(load_canonical(tmp_path / "c"))
+    cfg = ValueConfig(lgbm={"min_child_samples": 5, "num_leaves": 4, "early_stopping_rounds": 30})
+    rows = ValueRows(snaps, cfg)
+    at = snaps.end - pd.Timedelta(days=90)
+    ours = ValuePrediction.fit(rows, cfg, at, 90)
+    assert sorted(ours.members) == [30, 60, 90] and ours.own is ours.members[90] and ours.skipped == {}
+    X = rows.features(at, 90)
+    logs = [np.log1p(m.predict(rows.features(at, d).reindex(X.index)) * 90 / d) for d, m in ours.members.items()]
+    np.testing.assert_allclose(ours.spend, np.expm1(np.mean(logs, axis=0)), rtol=1e-12)
+    alone = ValuePrediction.fit(rows, cfg.model_copy(update={"label_lengths": []}), at, 90)
+    assert list(alone.members) == [90] and np.allclose(alone.spend, ours.own.predict(X))
+    span = (snaps.end - snaps.orders["ts"].min()).days
+    far = ValuePrediction.fit(rows, cfg.model_copy(update={"label_lengths": [30, span]}), at, 90)
+    assert sorted(far.members) == [30, 90] and list(far.skipped) == [f"{span}d"]
+    m = evaluate_value(rows, cfg, 90).metrics()
+    assert m["label_lengths"] == [30, 60, 90]

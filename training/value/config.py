@@ -18,6 +18,10 @@ class ValueConfig(BaseModel):
     horizon_days: int = Field(90, ge=1, description="spend predicted over this many days (the protocol's horizon)")
     long_horizon_days: int = Field(365, ge=1, description="a second horizon, evaluated and scored where the history "
                                    "allows two of them before the end")
+    label_lengths: list[int] = Field([30, 60, 90], description="spend models over these lengths (days) answer the "
+                                     "main horizon together: each is trained on its latest complete window, its "
+                                     "prediction scaled to the horizon, and the geometric mean of (1 + spend) less 1 "
+                                     "is the CLV (the horizon's own model always takes part; [] or only it: one model)")
     snapshots: int = Field(4, ge=1, le=24, description="training scoring dates: the protocol's (end - 2*horizon) "
                            "and earlier ones every snapshot_step_days")
     snapshot_step_days: int = Field(30, ge=1, description="days between training scoring dates")

@@ -67,6 +67,36 @@ def fit_value_model(rows: ValueRows, cfg: ValueConfig, apply_at, days: int) -> t
 
 
 @dataclass
+class ValuePrediction:
+    """Expected spend over ``days`` at ``at`` for the rows of ``rows.features(at, days)``: the horizon's own model
+    (``own``, whose parts give P(buys)) joined, for the main horizon, by models over ``cfg.label_lengths`` trained on
+    their own latest complete windows (a shorter question learns from more recent rows), each scaled to ``days``;
+    the CLV is the geometric mean of (1 + spend) less 1. Lengths the history cannot hold are named in ``skipped``."""
+
+    spend: np.ndarray
+    own: ValueModel
+    members: dict  # days -> ValueModel, the own one included
+    train_at: list
+    skipped: dict
+
+    @classmethod
+    def fit(cls, rows: ValueRows, cfg: ValueConfig, at, days: int) -> "ValuePrediction":
+        X = rows.features(at, days)
+        own, dates = fit_value_model(rows, cfg, at, days)
+        members, skipped, logs = {days: own}, {}, [np.log1p(own.predict(X))]
+        lengths = [d for d in cfg.label_lengths if d != days] if days == cfg.horizon_days else []
+        for d in lengths:
+            try:
+                model, _ = fit_value_model(rows, cfg, at, d)
+            except ValueError as e:
+                skipped[f"{d}d"] = str(e)
+                continue
+            members[d] = model
+            logs.append(np.log1p(model.predict(rows.features(at, d).reindex(X.index)) * days / d))
+        return cls(np.expm1(np.mean(logs, axis=0)), own, dict(sorted(members.items())), dates, skipped)
+
+
+@dataclass
 class ValueEvaluation:
     days: int
     test_at: pd.Timestamp
@@ -93,9 +123,10 @@ def evaluate_value(rows: ValueRows, cfg: ValueConfig, days: int) -> ValueEvaluat
     """The protocol for one horizon: cutoff = end - days."""
     test_at = rows.snaps.end - days * DAY
     X, actual = rows.labelled(test_at, days)
-    model, dates = fit_value_model(rows, cfg, test_at, days)
-    preds = {"model": model.predict(X)} | peer_predictions(rows.snaps.orders, X.index, test_at, days, cfg.penalizer)
-    return ValueEvaluation(days, test_at, dates, actual.to_numpy(), preds, model)
+    ours = ValuePrediction.fit(rows, cfg, test_at, days)
+    preds = {"model": ours.spend} | peer_predictions(rows.snaps.orders, X.index, test_at, days, cfg.penalizer)
+    notes = {"label_lengths": list(ours.members)} | ({"label_lengths_skipped": ours.skipped} if ours.skipped else {})
+    return ValueEvaluation(days, test_at, ours.train_at, actual.to_numpy(), preds, ours.own, notes)
 
 
 def horizons(snaps: Snapshots, cfg: ValueConfig) -> tuple[list[int], dict]:
@@ -141,11 +172,11 @@ def train_value(snaps: Snapshots, cfg: ValueConfig | None = None, segments: pd.S
     scores = pd.DataFrame(index=X.index)
     models = {}
     for d in keep:
-        model, _ = fit_value_model(rows, cfg, snaps.end, d)
-        parts = model.parts(rows.features(snaps.end, d))
-        scores[f"clv_{d}d"] = (parts["p_buy"] * parts["spend_if_buying"]).to_numpy()
-        scores[f"p_buy_{d}d"] = parts["p_buy"].to_numpy()
-        models[f"value_{d}d"] = model
+        ours = ValuePrediction.fit(rows, cfg, snaps.end, d)
+        scores[f"clv_{d}d"] = ours.spend
+        scores[f"p_buy_{d}d"] = ours.own.parts(rows.features(snaps.end, d))["p_buy"].to_numpy()
+        models[f"value_{d}d"] = ours.own
+        models.update({f"value_{d}d_over_{m}d": model for m, model in ours.members.items() if m != d})
     scores["stage"] = lifecycle.stages(snaps.orders, snaps.end, cfg.lifecycle).reindex(X.index).astype(str)
     personas = Personas(cfg.persona_k, cfg.seed).fit(X)
     scores["persona"] = personas.labels_.reindex(X.index).astype(int)
