@@ -28,6 +28,7 @@ from serving.monitoring import LiveMonitor
 from serving.openapi import OpenAPIFixes
 from serving.served_by import ServedBy
 from serving.turns import WorkTurns
+from serving.validation_errors import ReadableValidationErrors
 from serving.marketing_page import app as marketing_page
 from serving.customer_value import CustomerValueAnswer, CustomerValueRequest, customer_value, missing_value
 from serving.propensity import ChurnRiskAnswer, ChurnRiskRequest, PropensityAnswer, PropensityApi, PropensityRequest
@@ -294,4 +295,5 @@ Shoprec.add_asgi_middleware(ScopedKeys)  # keys, scopes, rate, content type: bef
 Shoprec.add_asgi_middleware(BodySizeLimit, max_bytes=64 * 1024)
 Shoprec.add_asgi_middleware(CountTowardsConcurrency)  # a burst on the async endpoints gets 429s, not a queue
 Shoprec.add_asgi_middleware(OpenAPIFixes)  # /docs.json says what the server does (serving/openapi.py)
+Shoprec.add_asgi_middleware(ReadableValidationErrors)  # a bad body's 400 names its fields (serving/validation_errors.py)
 Shoprec.mount_asgi_app(marketing_page, path="/marketing")  # the marketers' page, marketing keys and sign-in

@@ -124,6 +124,22 @@ def test_oversized_body_is_refused(server):
     assert r.status_code == 413
 
 
+def test_a_bad_body_is_answered_in_the_fields_words(server):
+    """BentoML's own 400 named an internal class ("2 validation error for RecommendRequestIODescriptor") and linked to
+    pydantic's site; the headline now names the fields and reasons."""
+    r = post(server, "/recommend", {"user_id": 5, "k": "x"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert body["error"] == ("invalid request: user_id: Input should be a valid string; "
+                             "k: Input should be a valid integer")
+    assert [e["loc"] for e in body["detail"]] == [["user_id"], ["k"]] and "IODescriptor" not in r.text
+    assert "pydantic.dev" not in r.text and int(r.headers["content-length"]) == len(r.content)
+    whole = post(server, "/recommend", [1])
+    assert whole.status_code == 400 and whole.json()["error"] == "invalid request: body: Input should be an object"
+    ours = post(server, "/recommend", {"user_id": "u1", "min_price": 9, "max_price": 2})  # the model's own check
+    assert ours.status_code == 400 and ours.json()["error"] == "invalid request: body: min_price 9.0 is above max_price 2.0"
+
+
 def test_filters_over_http(server):
     body = post(server, "/recommend", {"user_id": "u1", "k": 5, "category": "even", "max_price": 8}).json()
     assert body["items"] and all(int(it["item_id"][1:]) % 2 == 0 and int(it["item_id"][1:]) <= 8 for it in body["items"])
