@@ -19,7 +19,8 @@ class CustomerValue(BaseModel):
     user_id: str
     known: bool = Field(description="false: no purchase history in the scored bundle (values are null)")
     clv: Optional[float] = Field(None, description="predicted spend over the next horizon_days")
-    purchase_probability: Optional[float] = Field(None, description="probability of any purchase in the horizon")
+    purchase_probability: Optional[float] = Field(None, description="probability of any purchase in the horizon: "
+                                                "1 - churn_probability, the churn model's answer to the same question")
     stage: Optional[str] = Field(None, description="lifecycle stage at the scoring date")
     persona: Optional[int] = None
     persona_description: Optional[str] = None

@@ -230,6 +230,9 @@ def with_value(bundle, result: ValueResult, horizon_days: int, kept: pd.Series |
     s["value_at_risk"] = s["churn_probability"].to_numpy() * s["expected_spend"].to_numpy()
     for col in v.columns:
         s[col] = v[col].to_numpy()
+    # one answer to "will they buy in the horizon" wherever a marketer reads it: the churn model's (the protocol
+    # evaluates it), not the value model's own first part, which could say 0.28 where churn said 0.98
+    s[f"p_buy_{horizon_days}d"] = 1.0 - s["churn_probability"].to_numpy()
     bundle.scores = rank(s.reset_index(drop=True))
     bundle.__post_init__()  # re-index the lookup columns
     bundle.models.update(result.models)
