@@ -30,6 +30,7 @@ class StageRule(BaseModel):
 
     name: str
     max_recency_days: Optional[float] = Field(None, description="last purchase at most this many days ago")
+    max_tenure_days: Optional[float] = Field(None, description="first purchase at most this many days ago")
     max_purchase_days: Optional[int] = Field(None, description="at most this many distinct purchase days")
     min_purchase_days: Optional[int] = Field(None, description="at least this many distinct purchase days")
     min_gap_before_last_days: Optional[float] = Field(None, description="the last purchase came after a gap of at "
@@ -38,7 +39,7 @@ class StageRule(BaseModel):
 
 
 DEFAULT_STAGES = [
-    StageRule(name="new", max_recency_days=30, max_purchase_days=1, description="first purchase in the last 30 days"),
+    StageRule(name="new", max_tenure_days=30, description="first purchase in the last 30 days"),
     StageRule(name="reactivated", max_recency_days=30, min_purchase_days=2, min_gap_before_last_days=90,
               description="bought in the last 30 days after more than 90 days away"),
     StageRule(name="repeat", max_recency_days=30, min_purchase_days=3,
@@ -71,13 +72,15 @@ def purchase_days(orders: pd.DataFrame, at) -> pd.DataFrame:
 
 
 def stage_inputs(orders: pd.DataFrame, at) -> pd.DataFrame:
-    """recency_days, purchase_days, gap_before_last_days per customer with a purchase up to ``at``."""
+    """recency_days, tenure_days, purchase_days, gap_before_last_days per customer with a purchase up to ``at``
+    (in whole days: purchase days against ``at``'s day)."""
     at = pd.Timestamp(at)
     days = purchase_days(orders, at)
     g = days.groupby("user_id", sort=True)["day"]
     last = g.max()
     gaps = g.diff() / DAY
-    out = pd.DataFrame({"recency_days": (at.floor("D") - last) / DAY, "purchase_days": g.size(),
+    out = pd.DataFrame({"recency_days": (at.floor("D") - last) / DAY, "tenure_days": (at.floor("D") - g.min()) / DAY,
+                        "purchase_days": g.size(),
                         "gap_before_last_days": gaps.groupby(days["user_id"]).last().reindex(last.index)})
     out.index = out.index.astype("string").rename("user_id")
     return out
@@ -92,6 +95,8 @@ def stages(orders: pd.DataFrame, at, cfg: LifecycleConfig | None = None) -> pd.S
         hold = pd.Series(True, index=x.index)
         if rule.max_recency_days is not None:
             hold &= x["recency_days"] <= rule.max_recency_days
+        if rule.max_tenure_days is not None:
+            hold &= x["tenure_days"] <= rule.max_tenure_days
         if rule.max_purchase_days is not None:
             hold &= x["purchase_days"] <= rule.max_purchase_days
         if rule.min_purchase_days is not None:

@@ -39,22 +39,24 @@ def test_metrics_perfect_reversed_and_ties():
 
 
 AT = pd.Timestamp("2024-06-30 12:00")
-TOY = [("a", "2024-06-20", 10), ("b", "2024-01-01", 10), ("b", "2024-06-25", 30), ("c", "2024-06-01", 5),
-       ("c", "2024-06-10", 5), ("c", "2024-06-20", 5), ("d", "2024-06-05", 8), ("d", "2024-06-25", 8),
-       ("e", "2024-05-01", 20), ("f", "2024-02-01", 20), ("g", "2023-06-01", 20), ("h", "2024-07-05", 99)]
+TOY = [("a", "2024-06-20", 10), ("b", "2024-01-01", 10), ("b", "2024-06-25", 30), ("c", "2024-05-25", 5),
+       ("c", "2024-06-10", 5), ("c", "2024-06-20", 5), ("d", "2024-05-20", 8), ("d", "2024-06-25", 8),
+       ("e", "2024-05-01", 20), ("f", "2024-02-01", 20), ("g", "2023-06-01", 20), ("h", "2024-07-05", 99),
+       ("i", "2024-06-10", 4), ("i", "2024-06-15", 4)]
 
 
 def test_stages_point_in_time_and_flows():
     orders = orders_frame(TOY)
     s = lifecycle.stages(orders, AT)
     assert s.to_dict() == {"a": "new", "b": "reactivated", "c": "repeat", "d": "active", "e": "cooling",
-                           "f": "at_risk", "g": "lapsed"}  # h bought after AT: not a customer yet
+                           "f": "at_risk", "g": "lapsed", "i": "new"}  # h bought after AT: not a customer yet
+    # i first bought 20 days ago and came back: still new ("first purchase in the last 30 days", as it says)
     strict = lifecycle.LifecycleConfig(stages=[lifecycle.StageRule(name="recent", max_recency_days=10),
                                                lifecycle.StageRule(name="other")])
     assert lifecycle.stages(orders, AT, strict)["b"] == "recent" and lifecycle.stages(orders, AT, strict)["e"] == "other"
     flows = lifecycle.transitions(orders, AT, months=1)  # end of May -> AT
     june = flows.set_index(["from_stage", "to_stage"])["customers"]
-    assert june[("not_yet_customer", "new")] == 1 and june[("at_risk", "reactivated")] == 1  # a arrives, b comes back
+    assert june[("not_yet_customer", "new")] == 2 and june[("at_risk", "reactivated")] == 1  # a, i arrive; b comes back
     assert june[("new", "cooling")] == 1  # e bought once, on May 1: new at the end of May, cooling by AT
     m = lifecycle.transition_matrix(flows)
     assert np.allclose(m.sum(axis=1)[m.sum(axis=1) > 0], 1.0)
