@@ -131,9 +131,13 @@ class request_notes:
 
 
 class NotesOnAccessLine(logging.Filter):
-    """On BentoML's access logger: appends the request's notes to its access line (and takes them)."""
+    """On BentoML's access logger: appends the request's notes to its access line (and takes them); a value over 200
+    characters (a made-up path) is cut to its start and length."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):  # a made-up 60 KB path would be written whole
+            record.args = tuple(f"{a[:200]}... ({len(a):,} characters)" if isinstance(a, str) and len(a) > 200 else a
+                                for a in record.args)
         notes = _request_notes.get()
         if notes and isinstance(record.args, tuple):
             record.msg, record.args = f"{record.msg} %s", (*record.args, " ".join(notes))

@@ -138,6 +138,9 @@ def service_control() -> AccessControl:
     return bentoml.get_current_service().access
 
 
+MAX_LOGGED_PATH = 200  # a made-up path of 60 KB is logged by its start and length
+
+
 class ScopedKeys:
     """ASGI middleware (mounted on the BentoML service): the checks above, then the request goes on;
     afterwards, marketing- and admin-scope calls are recorded."""
@@ -154,16 +157,17 @@ class ScopedKeys:
         key, malformed = given_key(headers)
         principal = control.keys.lookup(key)
         path = scope["path"]
+        shown = path if len(path) <= MAX_LOGGED_PATH else f"{path[:MAX_LOGGED_PATH]}... ({len(path):,} characters)"
         if principal is None:
             why = "malformed Authorization header" if malformed else ("unknown or revoked key" if key else "no key")
-            log.info("401 %s %s: %s", scope.get("method"), path, why)
+            log.info("401 %s %s: %s", scope.get("method"), shown, why)
             return await _json(send, 401, "missing or invalid API key: send Authorization: Bearer <key>",
                                [(b"www-authenticate", b'Bearer realm="shoprec"')])
         if principal.scope != needed:
-            log.info("403 %s %s: key %s has scope %s", scope.get("method"), path, principal.name, principal.scope)
+            log.info("403 %s %s: key %s has scope %s", scope.get("method"), shown, principal.name, principal.scope)
             return await _json(send, 403, f"this key may not call {path}: it needs {key_of(needed)}")
         if (wait := control.limits.key_request(principal.name)) is not None:
-            log.info("429 %s %s: key %s over its request rate", scope.get("method"), path, principal.name)
+            log.info("429 %s %s: key %s over its request rate", scope.get("method"), shown, principal.name)
             return await _json(send, 429, f"too many requests for this key: retry after {wait} s",
                                [(b"retry-after", str(wait).encode())])
         if scope.get("method") == "POST" and path in ROUTE_SCOPES:

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from features.event_store import open_event_store
 from features.settings import Settings
-from serving import accept_share, collector, experiments_api
+from serving import accept_share, collector, experiments_api, metric_paths
 from serving.admin import ForgetAnswer, ForgetRequest, ReloadAnswer, ReloadRequest, ServicePrivacy, configure_logging
 from serving.auth import AccessControl, ScopedKeys, count_customers, key_name
 from serving.event_intake import EventIntake
@@ -290,6 +290,7 @@ def _error(ctx: bentoml.Context, status: int, message: str):
     return JSONResponse({"error": message}, status_code=status)
 
 
+metric_paths.install()  # /metrics labels only the paths the service serves (serving/metric_paths.py)
 Shoprec.add_asgi_middleware(ServedBy)  # first, so every answer names the replica, refusals too (serving/served_by.py)
 Shoprec.add_asgi_middleware(ScopedKeys)  # keys, scopes, rate, content type: before any body is read (serving/auth.py)
 Shoprec.add_asgi_middleware(BodySizeLimit, max_bytes=64 * 1024)

@@ -184,3 +184,21 @@ def test_two_replicas_share_events_through_redis(home, tmp_path):
             assert post(a, "/events", {"user_id": "u22", "events": [{"item_id": top, "event_type": "purchase"}]}).status_code == 200
             after = post(b, "/recommend", {"user_id": "u22", "k": 3}).json()
     assert after["source"] == "model:als+events" and top not in [it["item_id"] for it in after["items"]]
+
+
+def test_made_up_paths_cannot_grow_the_metrics_or_the_log(server, home):
+    """Each path a caller makes up (refused with 401) used to add ~20 series to /metrics for good, and a 60 KB path
+    was written whole into two log lines: /metrics labels only served paths, logs keep a path's start and length."""
+    import re
+
+    for i in range(30):
+        assert httpx.get(f"{server}/made-up-{i}", timeout=10).status_code == 401
+    long = "/x" + "A" * 20_000
+    assert httpx.get(f"{server}{long}", timeout=10).status_code == 401
+    assert post(server, "/recommend", {"user_id": "u1", "k": 3}).status_code == 200
+    metrics = httpx.get(f"{server}/metrics", timeout=10).text
+    assert "made-up" not in metrics and "AAAA" not in metrics
+    assert re.search(r'request_total\{endpoint="/\{unmatched\}",http_response_code="401"[^}]*\} 3[1-9]\.0', metrics)
+    assert re.search(r'request_total\{endpoint="/recommend",http_response_code="200"', metrics)
+    logs = "".join(p.read_text() for p in home.glob("serve-*.log"))
+    assert "A" * 300 not in logs and "(20,002 characters)" in logs
