@@ -13,8 +13,9 @@
 Who may see it: a marketing-scope key (serving/auth.py), sent as ``Authorization: Bearer <key>`` or
 ``X-API-Key`` by scripts, or a sign-in session (serving/marketing_sessions.py): a random token in an
 HttpOnly, SameSite=Strict cookie (Secure over HTTPS), kept server-side, ended by signing out or by
-revoking the key. Sign-ins are throttled per account and per client address (5 failures in 15
-minutes, then 429; serving/rate_limits.py). Every form carries a CSRF token that must match a
+revoking the key. Failed sign-ins are throttled per account and per client address (5 failures in 15
+minutes, then 429 for wrong keys; serving/rate_limits.py); the right key always signs in, so others who know
+an account's name cannot lock its owner out. Every form carries a CSRF token that must match a
 cookie of the same name (403 otherwise). Each view and download is recorded in the access log with
 the number of customers shown. Filters, paging and the CSV columns come from
 ``PropensityApi.churn_risk`` and ``PropensityBundle.to_csv``, so the page, the API and
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hmac
 import io
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Callable
@@ -116,6 +118,15 @@ def _refusal(request: Request, title: str, text: str, status: int) -> Response:
     if _browser(request):
         return _html(views.message_page(title, text, back=_base(request) if status == 400 else None), status)
     return JSONResponse({"error": f"{title}: {text}"}, status_code=status, headers=HEADERS)
+
+
+def _loggable(account: str, keys) -> str:
+    """An account name as the log may show it: a key typed into the name field (anything that is a key, or looks
+    like one or like no key's name) is never written."""
+    if keys.lookup(account) is not None or account.startswith("sk_") or \
+            not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", account):
+        return "<not a key name>"
+    return account
 
 
 def _csrf_token(request: Request) -> str:
@@ -256,15 +267,18 @@ def create_app(backend: Callable[[], Backend] = service_backend, experiment_log:
                                                             "reload the page and try again."), 403)
         account = str(form.get("account") or "").strip()[:64]
         address = _client(request)
-        if (wait := b.access.limits.login_blocked(account, address)) is not None:
-            log.warning("sign-in refused (too many failures) for account %r from %s", account, address)
-            return sign_in_page(request, 429, f"Too many failed sign-ins: try again in {-(-wait // 60)} minute(s).",
-                                {"Retry-After": str(wait)})
         key = form.get("key")
         principal = b.access.keys.lookup(key.strip()) if isinstance(key, str) else None
         if principal is None or principal.scope != SCOPE or principal.name != account:
+            # a right key always gets in (256 random bits cannot be guessed, so failures by others, who only need
+            # the account's name, must not lock its owner out); wrong ones are throttled per account and address
+            shown = _loggable(account, b.access.keys)
+            if (wait := b.access.limits.login_blocked(account, address)) is not None:
+                log.warning("sign-in refused (too many failures) for account %r from %s", shown, address)
+                return sign_in_page(request, 429, f"Too many failed sign-ins: try again in {-(-wait // 60)} minute(s).",
+                                    {"Retry-After": str(wait)})
             b.access.limits.login_failed(account, address)
-            log.info("failed sign-in for account %r from %s", account, address)
+            log.info("failed sign-in for account %r from %s", shown, address)
             return sign_in_page(request, 401, "That name and key do not match a marketing key.")
         token = b.access.sessions.create(principal.name, digest(key.strip()))
         log.info("sign-in: key %s from %s", principal.name, address)
