@@ -1,8 +1,8 @@
 """Propensity answers from the published bundle (marketing scope, serving/auth.py).
 
-The bundle comes from the BentoML store (``SHOPREC_PROPENSITY_MODEL``, default
-``shoprec-propensity:latest``). Without one the service still starts and these endpoints
-answer 503 saying why.
+The bundle comes from the BentoML store: the newest ``shoprec-propensity`` of the service's shop (or the tag in
+``SHOPREC_PROPENSITY_MODEL``, which must be of that shop too). Without one the service still starts and these
+endpoints answer 503 saying why.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from serving.schemas import Id, _Strict
 from training.propensity.bundle import PropensityBundle
 
 TAG_ENV, DEFAULT_TAG = "SHOPREC_PROPENSITY_MODEL", "shoprec-propensity:latest"
+BENTO_NAME = DEFAULT_TAG.split(":")[0]
 log = logging.getLogger(__name__)
 
 
@@ -91,17 +92,35 @@ class PropensityApi:
     hidden: Optional[Callable[[list[str]], list[bool]]] = None
 
     @classmethod
-    def from_store(cls) -> "PropensityApi":
+    def from_store(cls, shop: str | None = None) -> "PropensityApi":
+        """The bundle the service answers from: ``SHOPREC_PROPENSITY_MODEL`` when set, else ``:latest`` (in a bento,
+        the bento's own) when it is of ``shop`` (the service's shop; any when the service has none yet), else the
+        newest stored bundle of ``shop``. Another shop's bundle is never loaded: its customers are not this shop's."""
         import bentoml
 
-        tag = os.environ.get(TAG_ENV, DEFAULT_TAG)
+        tag = os.environ.get(TAG_ENV)
         try:
-            ref = bentoml.models.get(tag)
+            ref = bentoml.models.get(tag or DEFAULT_TAG)  # in a bento: the bento's own copy
         except bentoml.exceptions.NotFound:
-            return cls(None, "", f"no propensity bundle '{tag}' in the model store: run `shoprec train` with orders, then `shoprec publish`")
+            ref = None
+        if ref is not None and not tag and shop and ref.info.labels.get("shop") != shop:
+            own = [m for m in bentoml.models.list(BENTO_NAME) if m.info.labels.get("shop") == shop]
+            ref = max(own, key=lambda m: m.info.creation_time) if own else None
+        if ref is None:
+            if shop:
+                return cls(None, "", f"no churn and conversion bundle of shop {shop!r} in the model store: "
+                                     f"`shoprec publish --shop {shop}` publishes the one `shoprec train` trained with "
+                                     "orders (none is trained while the shop's history is shorter than three churn "
+                                     "horizons; the training output says so)")
+            return cls(None, "", f"no propensity bundle '{tag or DEFAULT_TAG}' in the model store: run `shoprec train` "
+                                 "with orders, then `shoprec publish`")
+        bundle_shop = ref.info.labels.get("shop") or ""
+        if shop and bundle_shop and bundle_shop != shop:
+            return cls(None, "", f"{ref.tag} was trained on shop {bundle_shop!r}; this service serves shop {shop!r}: "
+                                 f"its customers are not this shop's (publish this shop's: `shoprec publish --shop {shop}`)")
         bundle = PropensityBundle.load(ref.path)
         version = ref.info.labels.get("registry_version", bundle.meta.get("model_version", str(ref.tag.version)))
-        shop = ref.info.labels.get("shop") or bundle.meta.get("shop")
+        shop = bundle_shop or bundle.meta.get("shop")
         return cls(bundle, f"{shop}/v{version}" if shop else version)  # as the recommendations name theirs
 
     def propensity(self, req: PropensityRequest) -> PropensityAnswer:

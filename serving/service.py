@@ -71,7 +71,8 @@ class Shoprec:
         self.models.reload()  # a missing or broken model: the server starts, /readyz says 503
         self.models.start_polling(reload_poll_seconds(os.environ))
         self.privacy = ServicePrivacy.from_env()
-        self.propensity_api = PropensityApi.from_store()  # no bundle: the propensity endpoints answer 503
+        # the newest churn bundle of this service's shop (never another shop's); none: the endpoints answer 503
+        self.propensity_api = PropensityApi.from_store(self.models.shop)
         self.settings = Settings()
         self.access = AccessControl.from_settings(self.settings)  # keys, rate limits, access log (serving/auth.py)
         self.intake = EventIntake(self.access.limits, self.settings.clock_skew_s)  # what /events accepts

@@ -138,3 +138,40 @@ def test_the_csv_never_holds_a_live_spreadsheet_formula(tmp_path):
     ids = pd.read_csv(tmp_path / "list.csv", dtype=str, keep_default_na=False)["customer_id"]
     assert sorted(ids) == sorted(["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "c5", "'\tc6"])
     assert not [i for i in ids if i[:1] in ("=", "+", "-", "@", "\t", "\r")]
+
+
+def test_a_service_answers_only_from_its_own_shops_bundle(tmp_path):
+    """A service for shop B whose churn model was never trained (too short a history) answered /propensity and
+    /churn_risk from shop A's newer bundle, A's customers included. Now: its own shop's newest, or 503 saying why."""
+    import json
+
+    code = r"""
+import json, sys
+from pathlib import Path
+from training.propensity.bundle import PropensityBundle
+from training.propensity.publish import store_propensity_bundle
+from tests.test_propensity_service import SCORES
+src = Path(sys.argv[1])
+for shop, version, ids in (("acme", "3", ["a1"]), ("acme", "4", ["a2"]), ("bolt", "1", ["b1"])):
+    PropensityBundle(SCORES.head(1).assign(user_id=ids), {"scored_at": "2024-12-31", "horizon_days": 90,
+                     "window_days": 30}).save(src / shop / version)
+    store_propensity_bundle(src / shop / version, {"registry_version": version, "shop": shop})
+from serving.propensity import PropensityApi
+out = {}
+for shop in ("acme", "bolt", "nobody", None):
+    api = PropensityApi.from_store(shop)
+    out[str(shop)] = [api.version, None if api.bundle is None else api.bundle.scores["user_id"].tolist(), api.missing]
+import os
+os.environ["SHOPREC_PROPENSITY_MODEL"] = "shoprec-propensity:latest"
+api = PropensityApi.from_store("acme")
+out["pinned"] = [api.version, api.bundle, api.missing]
+print(json.dumps(out))
+"""
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "src")], cwd=REPO, capture_output=True, text=True,
+                         env=dict(os.environ, BENTOML_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO)), check=True)
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["acme"][:2] == ["acme/v4", ["a2"]] and out["bolt"][:2] == ["bolt/v1", ["b1"]]
+    assert out["None"][:2] == ["bolt/v1", ["b1"]]  # a service with no shop yet: the newest
+    assert out["nobody"][1] is None and "no churn and conversion bundle of shop 'nobody'" in out["nobody"][2]
+    assert "`shoprec publish --shop nobody`" in out["nobody"][2]
+    assert out["pinned"][1] is None and "trained on shop 'bolt'; this service serves shop 'acme'" in out["pinned"][2]
