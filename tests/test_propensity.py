@@ -475,3 +475,19 @@ def test_publish_then_churn_list_from_the_store(trained, tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "published 1" in out.stdout  # the champion (v1), not the newest version (v2)
     assert "model version 1" in out.stdout and len(_read_csv(tmp_path / "top.csv")) == 3
+
+
+def test_a_shop_too_short_for_churn_is_told_how_much_history_it_needs(tiny, tmp_path):
+    """The skip said only "no customer has a purchase up to <date>": now also what the models need and what the
+    shop has."""
+    from training.train import TrainOutcome, finish
+
+    canonical, _ = tiny
+    short = canonical.orders[canonical.orders["ts"] > canonical.orders["ts"].max() - pd.Timedelta(days=60)]
+    said = []
+    out = finish(type(canonical)(canonical.events, short, canonical.items), tmp_path, "shop", None, None, said.append,
+                 TrainOutcome({}, "r", "1", True, ""))
+    skipped = out.metrics["propensity"]["skipped"]
+    assert skipped.startswith("they learn from customers scored two churn horizons (180 days) before the end, and the "
+                              "orders span 59 days: ") and any(m.startswith("churn and conversion models skipped: they")
+                                                               for m in said)

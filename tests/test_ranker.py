@@ -142,3 +142,27 @@ def test_a_callers_candidates_are_all_scored_as_the_shoppers_candidates(view):
     inside = np.isfinite(folded[listed])
     assert inside.any() and not inside.all()
     np.testing.assert_allclose(with_events[inside], folded[listed][inside], rtol=1e-6)  # own candidates: unchanged
+
+
+def test_a_recipe_the_shop_cannot_teach_is_skipped_with_its_reason_not_a_crash(monkeypatch):
+    """A 45-day shop with `--test-days 15.1` (the value train itself suggested) crashed in the search: the ranker had
+    no label rows. A recipe that cannot be fitted on the shop's data is now skipped and named; a required one (a
+    peer) still stops the run."""
+    import types
+
+    import training.search as search
+    from training.config import Candidate
+    from training.recommenders.popular import PopularConfig
+
+    def cannot(*args):
+        raise ValueError("ranker: no user has a newly bought item among the candidates in the label period")
+
+    monkeypatch.setattr(search, "fit_model", cannot)
+    said = []
+    s = search._Searcher(split=types.SimpleNamespace(view=None), k=10, budget_s=60.0, progress=said.append)
+    assert s.run(Candidate(name="ranker", model=PopularConfig()), "ranker") is None
+    assert s.result.skipped == [{"name": "ranker", "stage": "ranker", "reason": "cannot be fitted here: ranker: no user "
+                                 "has a newly bought item among the candidates in the label period"}]
+    assert said[-1].startswith("skipped ranker: ")
+    with pytest.raises(ValueError, match="no user has a newly bought item"):
+        s.run(Candidate(name="popular", model=PopularConfig()), "peer", required=True)

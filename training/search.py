@@ -82,7 +82,14 @@ class _Searcher:
             return None
         self.progress(f"validating {candidate.name}")
         start = time.perf_counter()
-        model = fit_model(candidate.model, candidate.interactions, self.split.view)
+        try:
+            model = fit_model(candidate.model, candidate.interactions, self.split.view)
+        except ValueError as e:  # the shop's data cannot teach this recipe (a ranker without label rows): say so
+            if required:
+                raise
+            self.result.skipped.append({"name": candidate.name, "stage": stage, "reason": f"cannot be fitted here: {e}"})
+            self.progress(f"skipped {candidate.name}: {e}")
+            return None
         metrics, per_user = discovery_per_user(model.scores, self.split, self.k)
         seconds = time.perf_counter() - start
         self.cost[stage] = max(self.cost.get(stage, 0.0), seconds)

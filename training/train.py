@@ -177,8 +177,12 @@ def finish(canonical, project_dir: Path, shop: str, truth_dir: Path | None, metr
             outcome.metrics.update(train_propensity(canonical, project_dir, propensity, shop=shop, truth_dir=truth_dir,
                                                     progress=progress))
         except ValueError as e:  # e.g. less than two horizons of order history
-            progress(f"churn and conversion models skipped: {e}")
-            outcome.metrics["propensity"] = {"skipped": str(e)}
+            h = (propensity or PropensityConfig()).horizon_days
+            ts = canonical.orders["ts"]
+            need = (f"they learn from customers scored two churn horizons ({2 * h} days) before the end, and the "
+                    f"orders span {(ts.max() - ts.min()).days} days: {e}")
+            progress(f"churn and conversion models skipped: {need}")
+            outcome.metrics["propensity"] = {"skipped": need}
     if metrics_out:
         atomic_write_json(metrics_out, outcome.metrics)
     return outcome
