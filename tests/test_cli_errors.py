@@ -178,3 +178,17 @@ def test_a_real_bug_keeps_its_traceback_and_says_so(capsys):
         app(["refused"], prog_name="shoprec")
     assert exit_.value.code == 2
     assert capsys.readouterr().err == "error: what is wrong, with 3 numbers\n  what to do\n"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["ingest", "--orders", "part1.csv", "--orders=part2.csv", "--out", "x"],
+     "--orders is given 2 times: it takes one value and would keep only the last (one file per table"),
+    (["keys", "create", "--name", "a", "--scope", "marketing", "--scope", "admin"],
+     "--scope is given 2 times: it takes one value and would keep only the last"),
+])
+def test_a_one_value_option_given_twice_is_refused_not_cut_to_its_last(tmp_path, args, expected):
+    """`ingest --orders part1.csv --orders part2.csv` read part 2 alone and said nothing (click keeps the last);
+    `keys create --scope marketing --scope admin` made an admin key."""
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 2 and expected in r.stderr, r.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "x").exists()  # nothing done

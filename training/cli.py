@@ -33,6 +33,9 @@ class ShoprecApp(typer.Typer):
     a bug: its traceback, a line saying so, exit code 1."""
 
     def __call__(self, *args, **kwargs):
+        if (repeated := repeated_option(typer.main.get_command(self), sys.argv[1:])) is not None:
+            _error(repeated)  # click keeps only the last of a repeated option: the first file was dropped silently
+            sys.exit(2)
         try:
             return super().__call__(*args, **kwargs)
         except InputError as e:
@@ -43,6 +46,25 @@ class ShoprecApp(typer.Typer):
             typer.secho("shoprec: this is a bug in shoprec, not a problem with your data or settings; please "
                         "report it with the traceback above", fg="red", err=True)
             sys.exit(1)
+
+
+def repeated_option(command, argv: list[str]) -> str | None:
+    """Why ``argv`` is refused when it gives a one-value option of its subcommand twice (``--orders a.csv --orders
+    b.csv``: click would keep b.csv alone), else None."""
+    while isinstance(getattr(command, "commands", None), dict):  # a group (typer's own click: duck-typed)
+        name = next((a for a in argv if not a.startswith("-")), None)
+        if (sub := command.commands.get(name)) is None:
+            return None
+        argv, command = argv[argv.index(name) + 1:], sub
+    for param in command.params:
+        if getattr(param, "param_type_name", "") != "option" or param.multiple or param.is_flag or param.count:
+            continue
+        given = [a for a in argv if a in param.opts or any(a.startswith(o + "=") for o in param.opts)]
+        if len(given) > 1:
+            files = " (one file per table: put the rows of several files into one first)" \
+                if getattr(getattr(param, "type_descriptor", None), "annotation", None) is Path else ""
+            return f"{param.opts[0]} is given {len(given)} times: it takes one value and would keep only the last{files}"
+    return None
 
 
 app = ShoprecApp(
