@@ -60,6 +60,16 @@ def _filters(r: FilterFields) -> Filters:
     return Filters(r.category, r.in_stock, r.min_price, r.max_price)
 
 
+def _unfilterable(m: Served, r: FilterFields) -> str:
+    """Why the request's filters cannot apply to the served model (it was trained without an item catalogue), or ''.
+    They used to be dropped silently: a category page got the unfiltered list, postage included."""
+    if m.store.bundle.catalog is not None or not _filters(r).active():
+        return ""
+    given = [f for f in ("category", "in_stock", "min_price", "max_price") if getattr(r, f) is not None]
+    return (f"{', '.join(given)}: this shop's model was trained without an item catalogue, so there is no category, "
+            "stock or price to filter on (train with --items FILE)")
+
+
 # Overload: beyond 64 requests in flight the server answers 429 at once instead of queueing (one worker,
 # ~3 ms a request: at most ~0.2 s of queue); a request still unanswered after 10 s gets 504.
 # Override per deployment: BENTOML_CONFIG_OPTIONS="services.shoprec.traffic.max_concurrency=N".
@@ -125,6 +135,8 @@ class Shoprec:
         r = RecommendRequest.model_construct(**req)  # validated by BentoML (input_spec): not again
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
+        if why := _unfilterable(m, r):
+            return _error(ctx, 400, why)
 
         def work() -> Answer:
             user_id, events = self._shopper(m, r.user_id)
@@ -141,6 +153,8 @@ class Shoprec:
         r = SimilarItemsRequest.model_construct(**req)
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
+        if why := _unfilterable(m, r):
+            return _error(ctx, 400, why)
         return self._reply(m, await self._viewed("similar_items", r, m,
                                                  lambda store: store.similar_items(r.item_id, r.k, _filters(r))))
 
@@ -150,6 +164,8 @@ class Shoprec:
         r = BoughtTogetherRequest.model_construct(**req)
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
+        if why := _unfilterable(m, r):
+            return _error(ctx, 400, why)
         return self._reply(m, await self._viewed("bought_together", r, m,
                                                  lambda store: store.bought_together(r.items, r.k, filters=_filters(r))))
 
@@ -159,6 +175,8 @@ class Shoprec:
         r = SessionRequest.model_construct(**req)
         if (m := self.models.current) is None:
             return _error(ctx, 503, NOT_READY)
+        if why := _unfilterable(m, r):
+            return _error(ctx, 400, why)
         return self._reply(m, await self.turns.run(lambda: self.experiments.run(
             "session", r.session_id or "", "", m, lambda store: store.session(r.items, r.k, _filters(r)))))
 

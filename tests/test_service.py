@@ -223,3 +223,21 @@ def test_two_replicas_share_events_through_redis(home, tmp_path):
             after = post(b, "/recommend", {"user_id": "u22", "k": 3}).json()
     assert after["source"] == "model:als+events" and top not in [it["item_id"] for it in after["items"]]
 
+
+
+def test_filters_on_a_model_without_a_catalogue_are_refused_not_dropped():
+    """A shop trained without --items has no category, stock or price: its filters were dropped silently (the
+    'category' page got the unfiltered list, postage included)."""
+    from types import SimpleNamespace
+
+    from serving.schemas import RecommendRequest, SimilarItemsRequest
+    from serving.service import _unfilterable
+
+    bare = SimpleNamespace(store=SimpleNamespace(bundle=SimpleNamespace(catalog=None)))
+    listed = SimpleNamespace(store=SimpleNamespace(bundle=SimpleNamespace(catalog=object())))
+    why = _unfilterable(bare, RecommendRequest(user_id="u1", category="x", min_price=100))
+    assert why == ("category, min_price: this shop's model was trained without an item catalogue, so there is no "
+                   "category, stock or price to filter on (train with --items FILE)")
+    assert "in_stock" in _unfilterable(bare, SimilarItemsRequest(item_id="i1", in_stock=True))
+    assert _unfilterable(bare, RecommendRequest(user_id="u1")) == ""  # no filter: fine
+    assert _unfilterable(listed, RecommendRequest(user_id="u1", category="x")) == ""
