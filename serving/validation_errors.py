@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import re
 
+from serving.schemas import ID_PATTERN
+
 _HEADLINE = re.compile(r"^\d+ validation errors? for \w+$")
+_ID_MISMATCH = f"String should match pattern '{ID_PATTERN}'"
 
 
 def reworded(body: bytes) -> bytes | None:
@@ -27,6 +30,8 @@ def reworded(body: bytes) -> bytes | None:
     detail = [{k: v for k, v in entry.items() if k != "url"} for entry in answer["detail"] if isinstance(entry, dict)]
     for e in detail:  # a model's own check (a ValueError) comes back as "Value error, <our words>"
         e["msg"] = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        if e["msg"] == _ID_MISMATCH:  # the id rule in words, not its 400-character pattern
+            e["msg"] = "an id must not start or end with whitespace, nor hold control characters"
     reasons = "; ".join(f"{'.'.join(map(str, e.get('loc') or [])) or 'body'}: {e['msg']}" for e in detail)
     return json.dumps({"error": f"invalid request: {reasons}", "detail": detail}).encode()
 

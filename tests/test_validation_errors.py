@@ -46,3 +46,13 @@ def test_the_middleware_rewords_only_those_answers():
     assert b.status_code == 400 and b.json()["error"].startswith("invalid request: min_probability:")
     assert int(b.headers["content-length"]) == len(b.content)
     assert o.json() == {"error": "min_price 9 is above max_price 2"} and t.text == "1 validation error for X"
+
+
+def test_an_id_with_surrounding_space_is_refused_in_words():
+    from serving.schemas import ID_PATTERN
+
+    bento = {"error": "1 validation error for RecommendRequestIODescriptor", "detail": [
+        {"type": "string_pattern_mismatch", "loc": ["user_id"], "msg": f"String should match pattern '{ID_PATTERN}'"}]}
+    out = json.loads(reworded(json.dumps(bento).encode()))
+    assert out["error"] == ("invalid request: user_id: an id must not start or end with whitespace, nor hold control "
+                            "characters") and ID_PATTERN not in json.dumps(out)
