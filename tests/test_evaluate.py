@@ -56,6 +56,10 @@ def test_buy_again_ranks_only_previous_purchases():
     split = time_split(None, ORDERS, test_days=10)
     result = score_buy_again(personal_frequency(split), split, k=1)
     assert result["users"] == 1 and 0.0 <= result["ndcg@1"] <= 1.0
+    nobody_again = time_split(None, ORDERS[~((ORDERS["user_id"] == "a") & (ORDERS["item_id"] == "x")
+                                              & (ORDERS["ts"] > "2024-01-21"))], test_days=10)
+    assert score_buy_again(personal_frequency(nobody_again), nobody_again, k=1) == {"ndcg@1": None, "recall@1": None,
+                                                                                     "users": 0}  # not 0.0
 
 
 def test_no_purchases_is_an_error():

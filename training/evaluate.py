@@ -107,7 +107,10 @@ def ranked_metrics(items: np.ndarray, truth: list[set[int]], k: int = 10) -> tup
 
 
 def score_buy_again(score_fn: ScoreFn, split: Split, k: int = 10) -> dict[str, float]:
-    """NDCG@k and Recall@k ranking only the items each user bought before the cutoff."""
+    """NDCG@k and Recall@k ranking only the items each user bought before the cutoff (None, not 0, when no user
+    bought again in the test period: there is nothing to measure)."""
+    if len(split.repeat_users) == 0:
+        return {f"ndcg@{k}": None, f"recall@{k}": None, "users": 0}
     items = _ranked(score_fn, split.repeat_users, split.view.bought, k, restrict=True)
     return {f"ndcg@{k}": ndcg_at_k(items, split.repeat_truth, k),
             f"recall@{k}": recall_at_k(items, split.repeat_truth, k), "users": len(split.repeat_users)}
