@@ -82,7 +82,7 @@ def peek_columns(path: Path) -> list[str]:
     fmt = file_format(path)
     try:
         if fmt == "csv":
-            return [str(c) for c in pd.read_csv(path, nrows=0, dtype=str).columns]
+            return [str(c) for c in pd.read_csv(path, nrows=0, dtype=str, sep=delimiter(path)).columns]
         if fmt == "parquet":
             return list(pq.read_schema(path).names)
         with _open_text(path) as f:
@@ -102,7 +102,25 @@ def read_json_table(path: Path) -> pa.Table:
 
 
 def _read_csv(path: Path, encoding: str | None) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding=encoding or "utf-8")
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding=encoding or "utf-8",
+                       sep=delimiter(path, encoding))
+
+
+DELIMITERS = (";", "\t", "|")  # a header without a comma: the first of these it holds (European spreadsheet exports)
+
+
+def delimiter(path: Path, encoding: str | None = None) -> str:
+    """The CSV's column separator, from its header line: a comma, or else ';', a tab or '|' when the header holds one
+    (a semicolon file was refused as 'missing required column order_id ... found order_id;user_id;...')."""
+    opener = gzip.open if Path(path).name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding=encoding or "utf-8", errors="replace", newline="") as f:
+            header = f.readline()
+    except (OSError, EOFError):
+        return ","
+    if "," in header:
+        return ","
+    return next((d for d in DELIMITERS if d in header), ",")
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -166,5 +184,7 @@ def _encoding_error(path: Path, encoding: str) -> IngestError:
             if not chunk:
                 break
             offset += len(chunk)
-    hint = "" if encoding.lower().replace("-", "") != "utf8" else "; pass encoding= (e.g. 'latin-1') if the file is not UTF-8"
+    hint = "" if encoding.lower().replace("-", "") != "utf8" else (
+        "; save it as UTF-8 first (a spreadsheet's 'CSV UTF-8' export, or `iconv -f latin1 -t utf-8`), or from Python "
+        "pass encoding= (e.g. 'latin-1')")
     return IngestError(f"{path}: not valid {encoding} at {where}{hint}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.errors import IngestError
-from features.readers import file_format, read_raw
+from features.readers import DELIMITERS, file_format, read_raw
 
 DAMAGE, NOTES = "row_damage", "damage_notes"
 BAD_ENCODING = "bad encoding"
@@ -111,10 +111,12 @@ def _decode(data: bytes, encoding: str) -> str:
 
 def _csv(body: bytes, tail: bytes, encoding: str) -> tuple[pd.DataFrame, dict[str, list[int]]]:
     text = _decode(body, encoding)
-    df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+    header = text.split("\n", 1)[0]
+    sep = "," if "," in header else next((d for d in DELIMITERS if d in header), ",")  # as features/readers.py
+    df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, sep=sep)
     damage: dict[str, list[int]] = {BAD_ENCODING: [], TRUNCATED: []}
     if tail.strip():
-        fields = next(csv.reader([_decode(tail, encoding)]), [])
+        fields = next(csv.reader([_decode(tail, encoding)], delimiter=sep), [])
         fields = (fields + [""] * len(df.columns))[: len(df.columns)]
         df = pd.concat([df, pd.DataFrame([fields], columns=df.columns, dtype=str)], ignore_index=True)
         damage[TRUNCATED].append(len(df) - 1)

@@ -357,7 +357,11 @@ def _whole_column(col: pd.Series, column: Column, missing: np.ndarray, bad: np.n
         return
     if bad.any():
         example = quote(col[bad].iloc[:1]).iloc[0]
-        raise IngestError(f"{source}: column {column.name}: {EXPECTED[column.kind]}; no value parses (first: {example})")
+        hint = ""
+        if column.kind == "float" and col[bad].astype(str).str.fullmatch(r"-?\d+,\d+").mean() > 0.5:
+            hint = "; the values look like decimal commas ('2,55'): write decimals with a point ('2.55')"
+        raise IngestError(f"{source}: column {column.name}: {EXPECTED[column.kind]}; no value parses (first: {example})"
+                          f"{hint}")
     raise IngestError(f"{source}: column {column.name}: every value is empty ({EXPECTED[column.kind]})")
 
 

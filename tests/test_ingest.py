@@ -250,3 +250,26 @@ def test_a_timestamp_in_the_future_is_rejected_with_its_row(engine):
     assert dict(zip(result.rejects["row"], result.rejects["reason"])) == {
         2: "ts in the future 2031-01-01 00:00:00 (after now + 1 day)"}
     assert result.accepted["order_id"].tolist() == ["o1", "o3"]
+
+
+@pytest.mark.parametrize("sep, name, encoding", [(";", "orders.csv", "utf-8-sig"), (";", "orders.csv.gz", "utf-8"),
+                                                 ("\t", "orders.csv", "utf-8"), ("|", "orders.csv", "utf-8")])
+def test_a_csv_with_semicolons_tabs_or_pipes_between_columns_is_read(tmp_path, sep, name, encoding):
+    """A spreadsheet's European export (semicolons, often with a byte-order mark) was refused as 'missing required
+    column order_id ... found order_id;user_id;...'."""
+    rows = pd.DataFrame({"order_id": ["o1", "o2"], "user_id": ["0012", "u2"], "item_id": ["a", "café"],
+                         "ts": ["2024-01-01T10:00:00", "2024-01-02T10:00:00"], "quantity": ["1", "2"], "price": ["2.5", "3"]})
+    path = tmp_path / name
+    rows.to_csv(path, sep=sep, index=False, encoding=encoding, compression="gzip" if name.endswith(".gz") else None)
+    report = ingest(path, None, None, tmp_path / "out")
+    orders = load_canonical(tmp_path / "out").orders
+    assert report.files[0].accepted == 2 and orders["user_id"].tolist() == ["0012", "u2"]
+    assert orders["item_id"].tolist() == ["a", "café"] and orders["price"].tolist() == [2.5, 3.0]
+
+
+def test_decimal_commas_are_named_when_no_price_parses(tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_text("order_id;user_id;item_id;ts;quantity;price\no1;u1;a;2024-01-01T10:00:00;1;2,55\n"
+                    "o2;u2;b;2024-01-02T10:00:00;1;10,00\n")
+    with pytest.raises(IngestError, match=r"no value parses \(first: '2,55'\); the values look like decimal commas"):
+        ingest(path, None, None, tmp_path / "out")
