@@ -30,7 +30,8 @@ class AccessLog:
         self.path = Path(path)
         self._ready = False
 
-    def record(self, key: str, scope: str, endpoint: str, status: int, customers: int) -> Access:
+    def record(self, key: str, scope: str, endpoint: str, status: int, customers: int) -> Access | None:
+        """Append the entry; None when it could not be written (the caller then must not hand out customer data)."""
         entry = Access(dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"), key, scope, endpoint,
                        status, customers)
         line = (json.dumps(asdict(entry), ensure_ascii=True) + "\n").encode()
@@ -43,8 +44,9 @@ class AccessLog:
                 os.write(fd, line)
             finally:
                 os.close(fd)
-        except OSError as e:  # the call has been answered; the log line below still records it
+        except OSError as e:  # the log line below still tells of the call; the caller refuses to hand out data
             log.error("cannot append to the access log %s: %s", self.path, e)
+            entry = None
         log.info("access key=%s scope=%s endpoint=%s status=%d customers=%d", key, scope, endpoint, status, customers)
         return entry
 

@@ -181,24 +181,34 @@ class ScopedKeys:
             with request_notes():  # the privacy note goes on the access log line (serving/admin.py)
                 return await self.app(scope, receive, send)
         status = 500
-        recorded = False
+        recorded, held, refused = False, None, False
 
-        def write_record() -> None:
+        def write_record() -> bool:
             nonlocal recorded
-            if not recorded:
-                recorded = True
-                control.log.record(principal.name, principal.scope, path, status,
-                                   record.customers if status < 300 else 0)
+            if recorded:
+                return True
+            recorded = True
+            return control.log.record(principal.name, principal.scope, path, status,
+                                      record.customers if status < 300 else 0) is not None
 
         async def watch(message):
-            nonlocal status
+            nonlocal status, held, refused
+            if refused:
+                return
             if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                # with the first part of the body, before the caller can have its whole answer: whoever reads the
-                # log next sees this call (a body with a Content-Length is complete on its last byte, which may
-                # come before the final empty message). The handler has counted the customers by now.
-                write_record()
+                status, held = message["status"], message  # sent with the body, once the call is on record
+                return
+            if message["type"] == "http.response.body" and held is not None:
+                # with the first part of the body, before the caller can have any of its answer: whoever reads the
+                # log next sees this call. The handler has counted the customers by now. No record, no data.
+                if not write_record() and status < 300:
+                    refused = True
+                    log.error("refused %s %s for key %s: the access record cannot be written", scope.get("method"),
+                              shown, principal.name)
+                    return await _json(send, 503, "this call cannot be put on record (the access log cannot be "
+                                                  "written), so no customer data is sent: tell the operator")
+                await send(held)
+                held = None
             await send(message)
 
         try:

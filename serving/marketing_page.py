@@ -208,7 +208,9 @@ def create_app(backend: Callable[[], Backend] = service_backend, experiment_log:
             if why := b.api.stage_problem(req.stage):
                 return _refusal(request, "bad filter", why, 400)
             answer = b.api.churn_risk(req)
-            b.access.log.record(principal.name, SCOPE, request.url.path, 200, len(answer.customers))
+            if b.access.log.record(principal.name, SCOPE, request.url.path, 200, len(answer.customers)) is None:
+                return _refusal(request, "not recorded", "This view cannot be put on record (the access log cannot be "
+                                                         "written), so no customer is shown: tell the operator.", 503)
             return handler(request, b.api, req, answer)
         return endpoint
 

@@ -237,6 +237,29 @@ def test_a_recorded_call_is_in_the_access_log_before_its_caller_has_the_answer(t
                                                                               ("/customer_value", 500, 0)]
 
 
+def test_no_record_no_customer_data(tmp_path):
+    """The access log could not be written (a full disk, a directory in its place): the marketing call still answered
+    200 with the customers, logging an error. Now it is a 503 and no data leaves; a storefront call is not held."""
+    control = AccessControl.from_settings(Settings(
+        keys_file=tmp_path / "keys.json", access_log=tmp_path / "access.jsonl", sessions_file=tmp_path / "s.json",
+        storefront_key="shop", api_key="mkt", admin_key=None))
+    (tmp_path / "access.jsonl").mkdir()  # cannot be appended to
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"customers": ["c1"]}'})
+
+    async def go():
+        transport = httpx.ASGITransport(app=ScopedKeys(app, control=lambda: control))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return (await c.post("/churn_risk", json={}, headers={"Authorization": "Bearer mkt"}),
+                    await c.post("/recommend", json={}, headers={"Authorization": "Bearer shop"}))
+
+    marketing, storefront = anyio.run(go)
+    assert marketing.status_code == 503 and "c1" not in marketing.text and "cannot be put on record" in marketing.text
+    assert storefront.status_code == 200 and "c1" in storefront.text
+
+
 def test_sign_in_failures_are_counted_per_account_and_address(tmp_path):
     limits = RateLimits(Settings(login_failures="2/15 minutes"))
     assert limits.login_blocked("crm", "1.2.3.4") is None

@@ -326,6 +326,13 @@ def test_filters_nobody_passes_give_an_empty_list_and_pages_beyond_the_end_lead_
     assert bad.status_code == 400 and "<a href='/marketing/' id='back'>Back to the list</a>" in bad.text
 
 
+def test_no_record_no_page(access, tmp_path):
+    (tmp_path / "access.jsonl").mkdir()  # the access log cannot be written
+    for path in ("/", "/churn_risk.csv"):
+        r = call(Backend(_api(), access), "GET", path, headers=AUTH)
+        assert r.status_code == 503 and ids_on(r.text) == [] and "c1" not in r.text, path
+
+
 def test_the_segment_chart_follows_the_stage_filter(access):
     r = call(Backend(_api(), access), "GET", "/?stage=at_risk", headers=AUTH)
     assert ids_on(r.text) == ["c6", "c1"] and 'data-segment="at_risk">2 / 3<' in r.text
