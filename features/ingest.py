@@ -145,6 +145,8 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
     engine_tables = {t: df for t, df in tables.items() if not isinstance(df, pd.DataFrame)}  # sorted, in the engine
     if "items" in inputs:
         _check_catalogue(tables, inputs["items"])
+        if (gap := _unlisted(tables)) and (listed := [f for f in reports if f.table == "items"]):
+            listed[0].notes["items ordered or viewed but not in this catalogue"] = gap
     out_dir = Path(out_dir)
     if any(f.read and not f.accepted for f in reports):
         # every row of a file rejected: the run cannot be used, so the last good run's tables stay as they were;
@@ -211,6 +213,25 @@ def _check_catalogue(tables: dict[str, pd.DataFrame], path: Path) -> None:
     raise IngestError(f"{path}: none of the {len(bought):,} items in the orders/events (e.g. {', '.join(bought[:3])}) "
                       f"is among the catalogue's {len(listed):,} items (e.g. {', '.join(listed[:3])})",
                       "give the catalogue of this shop, with the same item_id values as its orders and events")
+
+
+UNLISTED_MAX_ROWS = 2_000_000
+
+
+def _unlisted(tables: dict) -> str:
+    """How many items of the orders/events the catalogue lacks, with examples ('' when it lists them all): such items
+    have no category, price or stock, so no category or price filter lets them through."""
+    catalogue = tables.get("items")
+    used = [tables[t] for t in ("orders", "events") if t in tables and len(tables[t])]
+    if catalogue is None or not used or sum(len(df) for df in used) > UNLISTED_MAX_ROWS:
+        return ""  # a clickstream of millions: its ids are not fetched from the engine for a note
+    listed = pd.Index(_item_ids(catalogue).astype(str).unique())
+    seen = pd.Index(pd.concat([_item_ids(df) for df in used], ignore_index=True).astype(str).unique())
+    missing = seen[~seen.isin(listed)]
+    if not len(missing):
+        return ""
+    return (f"{len(missing):,} of {len(seen):,} (e.g. {', '.join(sorted(missing)[:3])}): no category, price or stock "
+            "for them, so no category or price filter lets them through")
 
 
 def _item_ids(table) -> pd.Series:

@@ -273,3 +273,18 @@ def test_decimal_commas_are_named_when_no_price_parses(tmp_path):
                     "o2;u2;b;2024-01-02T10:00:00;1;10,00\n")
     with pytest.raises(IngestError, match=r"no value parses \(first: '2,55'\); the values look like decimal commas"):
         ingest(path, None, None, tmp_path / "out")
+
+
+def test_items_the_catalogue_lacks_are_counted_in_the_report(tmp_path):
+    """137 of 651 ordered items missing from a shop's catalogue went unmentioned."""
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,user_id,item_id,ts,quantity,price\n"
+                      + "".join(f"o{i},u{i % 3},i{i},2024-01-0{1 + i % 5}T10:00:00,1,2.5\n" for i in range(6)))
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,category,price\ni0,a,1\ni1,a,2\ni2,b,3\ni3,b,4\n")
+    report = ingest(orders, None, items, tmp_path / "out")
+    note = [f for f in report.files if f.table == "items"][0].notes["items ordered or viewed but not in this catalogue"]
+    assert note.startswith("2 of 6 (e.g. i4, i5): no category, price or stock") and "i4, i5" in report.summary()
+    items.write_text("item_id,category,price\n" + "".join(f"i{i},a,1\n" for i in range(6)))
+    full = ingest(orders, None, items, tmp_path / "out2")
+    assert "items ordered or viewed but not in this catalogue" not in [f for f in full.files if f.table == "items"][0].notes
