@@ -127,6 +127,8 @@ def load_propensity_model(path: Path) -> PropensityModel | LabelEnsemble:
     return LabelEnsemble.load(path) if (path / ENSEMBLE_FILE).exists() else PropensityModel.load(path)
 
 
-def label_lengths(model: PropensityModel | LabelEnsemble, days: int) -> list[int]:
-    """The label lengths behind a target's model (``days``: the target's own)."""
-    return model.label_lengths if isinstance(model, LabelEnsemble) else [days]
+def label_summary(model: PropensityModel | LabelEnsemble, days: int) -> dict:
+    """The label lengths behind a target's model (``days``: the target's own), and any left out, for its metrics."""
+    if not isinstance(model, LabelEnsemble):
+        return {"label_lengths": [days]}
+    return {"label_lengths": model.label_lengths} | ({"label_lengths_skipped": model.skipped} if model.skipped else {})

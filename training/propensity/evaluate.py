@@ -22,7 +22,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from features.labels import DAY
 from training.propensity.config import PropensityConfig
 from training.propensity.dataset import Rows, Snapshots, fit_split, training_dates
-from training.propensity.ensemble import LabelEnsemble, label_lengths
+from training.propensity.ensemble import LabelEnsemble, label_summary
 from training.propensity.model import PropensityModel
 
 RFM_TENURE = ["recency_days", "frequency", "monetary", "tenure_days"]
@@ -117,9 +117,7 @@ class TargetEvaluation:
                 out[name] = classification_metrics(self.y, p)
         out.update({"days": self.days, "test_at": str(self.test_at), "train_at": [str(t) for t in self.train_at],
                     "best_iteration": self.model.best_iteration_, "calibration": self.model.calibration_["method"],
-                    "linear_c": self.model.linear_c, "label_lengths": label_lengths(self.model, self.days),
-                    **({"label_lengths_skipped": self.model.skipped} if isinstance(self.model, LabelEnsemble) and self.model.skipped else {}),
-                    **self.notes})
+                    "linear_c": self.model.linear_c, **label_summary(self.model, self.days), **self.notes})
         return out
 
 
