@@ -146,7 +146,7 @@ def clv_chart(groups: list[ClvGroup], days: int) -> str:
     """Mean CLV per group as bars, with customers, median and 90th percentile."""
     if not groups:
         return "<p class='meta' id='clv-chart'>No customers match.</p>"
-    bar_w, row_h, label_w = 260, 24, 230
+    bar_w, row_h, label_w = 260, 24, 330  # persona descriptions run to ~50 characters
     top = max(g.mean for g in groups) or 1.0
     parts = []
     for i, g in enumerate(groups):
@@ -155,7 +155,7 @@ def clv_chart(groups: list[ClvGroup], days: int) -> str:
         parts.append(f'<g class="clv-group" data-group="{escape(g.name)}" data-customers="{g.customers}" '
                      f'data-mean="{g.mean:.2f}"><title>{escape(g.name)}: {g.customers:,} customers, mean {g.mean:,.2f}, '
                      f'median {g.median:,.2f}, 90th percentile {g.p90:,.2f}</title>'
-                     f'<text x="{label_w - 6}" y="{y + 16}" font-size="11" text-anchor="end">{escape(label[:36])}</text>'
+                     f'<text x="{label_w - 6}" y="{y + 16}" font-size="11" text-anchor="end">{escape(label[:56])}</text>'
                      f'<rect x="{label_w}" y="{y + 4}" width="{w:.1f}" height="16" fill="#1f6feb"/>'
                      f'<text x="{label_w + w + 4:.1f}" y="{y + 16}" font-size="11">{g.mean:,.2f} '
                      f'(median {g.median:,.2f}; {g.customers:,})</text></g>')
@@ -190,8 +190,10 @@ def dashboard_page(base: str, req: DashboardRequest, report: dict, scores: pd.Da
         f"{_filters(base, req)}<div class='top'>"
         + section("CLV", f"by {req.clv_by}, {who}", clv_chart(groups, days))
         + section("Funnel", f"sessions, {who}", funnel_chart(totals))
-        + section("Stage flows", "month over month", transition_heatmap(report["transition_matrix"]))
-        + section("Cohort retention", "by month of the first order", cohort_heatmap(report.get("cohorts", [])))
+        + section("Stage flows", "month over month, all customers (the segment filter does not apply)",
+                  transition_heatmap(report["transition_matrix"]))
+        + section("Cohort retention", "by month of the first order, all customers (the segment filter does not apply)",
+                  cohort_heatmap(report.get("cohorts", [])))
         + "</div>")
     return _page("shoprec: customer value and lifecycle", body)
 
