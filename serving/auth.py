@@ -94,6 +94,10 @@ def given_key(headers) -> tuple[str | None, bool]:
     """(the key the request carries, whether an Authorization header was malformed). ``headers``:
     the ASGI list of (name, value) byte pairs, or a mapping of lower-case names to str."""
     get = _getter(headers)
+    if isinstance(headers, list):
+        names = [k.lower() for k, _ in headers if k.lower() in (b"authorization", *KEY_HEADERS)]
+        if len(names) != len(set(names)):
+            return None, True  # one header twice (a gateway adding its own?): which one counts would be a guess
     auth = get(b"authorization")
     if auth is not None:
         scheme, _, token = auth.strip().partition(" ")

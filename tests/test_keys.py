@@ -150,6 +150,9 @@ def test_make_run_creates_a_storefront_and_a_marketing_key_once(tmp_path, monkey
     ([(b"authorization", b"Basic abc")], (None, True)), ([(b"authorization", b"Bearer a b")], (None, True)),
     ([(b"x-api-key", b" abc ")], ("abc", False)), ([(b"x-admin-key", b"abc")], ("abc", False)),
     ([(b"authorization", b"Bearer abc"), (b"x-api-key", b"other")], ("abc", False)), ([], (None, False)),
+    # the same header twice: refused, whichever order (the first one used to win)
+    ([(b"authorization", b"Bearer abc"), (b"Authorization", b"Bearer other")], (None, True)),
+    ([(b"x-api-key", b"abc"), (b"x-api-key", b"abc")], (None, True)),
 ])
 def test_where_the_key_comes_from(headers, expected):
     assert given_key(headers) == expected
