@@ -474,7 +474,10 @@ def test_publish_then_churn_list_from_the_store(trained, tmp_path):
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "published 1" in out.stdout  # the champion (v1), not the newest version (v2)
-    assert "model version 1" in out.stdout and len(_read_csv(tmp_path / "top.csv")) == 3
+    import re
+
+    assert re.search(r"model version \S+/v1,", out.stdout), out.stdout  # named as the service names it: <shop>/v1
+    assert len(_read_csv(tmp_path / "top.csv")) == 3
 
 
 def test_a_shop_too_short_for_churn_is_told_how_much_history_it_needs(tiny, tmp_path):
@@ -491,3 +494,11 @@ def test_a_shop_too_short_for_churn_is_told_how_much_history_it_needs(tiny, tmp_
     assert skipped.startswith("they learn from customers scored two churn horizons (180 days) before the end, and the "
                               "orders span 59 days: ") and any(m.startswith("churn and conversion models skipped: they")
                                                                for m in said)
+
+
+def test_one_item_reads_as_one_item():
+    from training.propensity.reasons import _breadth
+
+    assert _breadth({"distinct_items": 1.0, "repeat_item_share": 1.0}) == "1 item only, bought more than once"
+    assert _breadth({"distinct_items": 1.0, "repeat_item_share": 0.0}) == "1 item only, bought once"
+    assert _breadth({"distinct_items": 4.0, "repeat_item_share": 0.5}) == "4 different items, 50% of them bought more than once"

@@ -68,5 +68,7 @@ def _published():
         fail(f"no propensity bundle in the BentoML store ({os.environ['BENTOML_HOME']}): run `shoprec train` with "
               "orders and `shoprec publish`, or pass --bundle DIR")
     loaded = PropensityBundle.load(ref.path)
-    loaded.meta["model_version"] = ref.info.labels.get("registry_version", loaded.meta.get("model_version", str(ref.tag.version)))
+    version = ref.info.labels.get("registry_version", loaded.meta.get("model_version", str(ref.tag.version)))
+    shop = ref.info.labels.get("shop") or loaded.meta.get("shop")
+    loaded.meta["model_version"] = f"{shop}/v{version}" if shop else version  # as the service names it
     return loaded

@@ -51,6 +51,13 @@ def _orders_trend(r) -> str:
             f"{_n(r['orders_30d'])} in the last 30 against {_n(r['orders_prev_30d'])}")
 
 
+def _breadth(r) -> str:
+    if r["distinct_items"] == 1:  # "1 different item, 100% of them bought more than once" read oddly
+        return "1 item only, " + ("bought once" if r["repeat_item_share"] == 0 else "bought more than once")
+    return f"{_count(r['distinct_items'], 'different item')}, " + (
+        "none bought twice" if r["repeat_item_share"] == 0 else f"{_pct(r['repeat_item_share'])} of them bought more than once")
+
+
 def _visits(r) -> str:
     gap = r.get("mean_visit_gap_days", float("nan"))
     if math.isnan(r["days_since_visit"]):
@@ -73,8 +80,7 @@ GROUPS: list[tuple[str, tuple[str, ...], callable]] = [
     ("basket", ("basket_lines", "basket_units", "basket_value"),
      lambda r: f"baskets of {_n(r['basket_lines'], 1)} lines worth {_n(r['basket_value'])} on average"),
     ("breadth", ("distinct_items", "distinct_categories", "repeat_item_share"),
-     lambda r: f"{_count(r['distinct_items'], 'different item')}, " + (
-         "none bought twice" if r["repeat_item_share"] == 0 else f"{_pct(r['repeat_item_share'])} of them bought more than once")),
+     lambda r: _breadth(r)),
     ("returns", ("return_lines", "return_orders", "return_share"),
      lambda r: "no returns or cancellations so far" if r["return_lines"] == 0 else
      f"{_count(r['return_lines'], 'returned or cancelled line')} ({_pct(r['return_share'])} of spend)"),
