@@ -104,3 +104,17 @@ def test_a_published_bundle_is_compared_with_its_own_shops_champion(tmp_path):
     publish_test_bundle(home, tmp_path / "bundle2", version="3", shop="north")
     result = run_doctor(tmp_path, home)
     assert lines(result.stdout)["published recommender"] == "WARN" and "the champion of shop north is 1" in result.stdout
+
+
+def test_a_recommender_and_a_churn_bundle_of_two_shops_are_named_and_warned_about(tmp_path):
+    """The latest recommender was shop4m's and the latest churn bundle shopwide's: both were reported OK, naming
+    neither shop (and a service for shop4m answers churn only from shop4m's bundle now)."""
+    from tests.test_propensity_service import _store
+
+    home = tmp_path / "bentoml_home"
+    publish_test_bundle(home, tmp_path / "bundle", version="1", shop="north")
+    _store(home, tmp_path / "propensity")  # shop acme's
+    result = run_doctor(tmp_path, home)
+    status = lines(result.stdout)
+    assert status["published shops"] == "WARN" and "shop north's" in result.stdout and "shop acme's" in result.stdout
+    assert "registry version 1, shop north" in result.stdout and "registry version 3, shop acme" in result.stdout

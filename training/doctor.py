@@ -131,6 +131,7 @@ def check_bentoml_store(project: Path, champions: dict[str, str]) -> list[Check]
            Check("bentoml store", "FAIL", f"{home} does not exist", "`shoprec publish` creates it (BENTOML_HOME picks another)")]
     targets = (("recommender", os.environ.get("SHOPREC_MODEL") or "shoprec-recommender:latest", True),
                ("propensity", os.environ.get("SHOPREC_PROPENSITY_MODEL") or "shoprec-propensity:latest", False))
+    shops: dict[str, str] = {}
     for kind, tag, required in targets:
         name = f"published {kind}"
         try:
@@ -158,7 +159,13 @@ def check_bentoml_store(project: Path, champions: dict[str, str]) -> list[Check]
                              f"the champion{whose} is {champion}",
                              "`shoprec publish`, then POST /admin/reload (or restart the service)"))
         else:
-            out.append(ok(name, f"{ref.tag} (registry version {version}): {what}"))
+            of = f", shop {ref.info.labels['shop']}" if ref.info.labels.get("shop") else ""
+            out.append(ok(name, f"{ref.tag} (registry version {version}{of}): {what}"))
+        shops[kind] = ref.info.labels.get("shop") or ""
+    if len(shops) == 2 and all(shops.values()) and shops["recommender"] != shops["propensity"]:
+        out.append(Check("published shops", "WARN", f"the latest recommender is shop {shops['recommender']}'s, the latest "
+                         f"churn bundle shop {shops['propensity']}'s: a service answers churn only from its own shop's",
+                         f"`shoprec publish --shop {shops['recommender']}` publishes both of one shop"))
     return out
 
 
