@@ -127,7 +127,7 @@ def headings(horizon_days: int, window_days: int) -> list[str]:
     kept (not returned or cancelled): value at risk = churn × it."""
     return ["rank", "customer", f"churn probability ({horizon_days} days)", "value at risk",
             f"expected spend kept: CLV × share not returned ({horizon_days} days)", f"purchase probability ({window_days} days)", "segment",
-            "lifecycle stage", "days since last order", "orders", "total spend", "why"]
+            "lifecycle stage", "days since last order", "orders", "total spend (net of returns)", "why"]
 
 
 def list_page(base: str, req: ChurnRiskRequest, answer: ChurnRiskAnswer, chart: str, csrf: str,

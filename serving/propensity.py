@@ -65,7 +65,7 @@ class AtRiskCustomer(BaseModel):
     stage: Optional[str] = Field(description="lifecycle stage at the scoring date (null: the bundle has no customer value)")
     days_since_last_order: float
     orders: int
-    total_spend: float
+    total_spend: float = Field(description="spend so far, net of returns and cancellations")
     reasons: list[str]
 
 

@@ -160,6 +160,8 @@ def test_value_at_risk_counts_only_the_spend_a_customer_kept():
     assert rows["u2"]["expected_spend"] == pytest.approx(300.0) and rows["u2"]["value_at_risk"] == pytest.approx(150.0)
     assert rows["u3"]["expected_spend"] == pytest.approx(100.0)  # no returns: all of it
     assert bundle.at_risk()["user_id"].tolist() == ["u2", "u3", "16446"]
+    # the list's total spend is what they kept: 16446's cancelled order is not spend
+    assert bundle.scores.set_index("user_id").loc[["16446", "u2", "u3"], "monetary"].tolist() == [0.0, 675.0, 400.0]
     # "will they buy in 90 days" has one answer: 1 - churn probability (not the value model's own 0.2 / 0.5)
     np.testing.assert_allclose(bundle.scores.set_index("user_id").loc[["16446", "u2"], "p_buy_90d"], [0.1, 0.5])
 

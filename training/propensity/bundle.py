@@ -189,7 +189,7 @@ def score_table(features: pd.DataFrame, segments: pd.DataFrame, p_churn: np.ndar
         "r_score": segments["r_score"].to_numpy(), "f_score": segments["f_score"].to_numpy(),
         "m_score": segments["m_score"].to_numpy(),
         "recency_days": features["recency_days"].to_numpy(), "frequency": features["frequency"].to_numpy(),
-        "monetary": features["monetary"].to_numpy(),
+        "monetary": (features["monetary"] * kept_share(features)).to_numpy(),  # spend kept: net of returns/cancellations
         "reasons": reasons.reindex(features.index).to_list(),
     })
     return rank(table)
