@@ -161,7 +161,7 @@ class ModelSlot:
             gc.freeze()  # the new model's objects out of the collector's way (see serving/service.py)
             self._last_refused = None
             log.info("now serving %s (registry version %s); was %s", full_tag, version, before.tag if before else "nothing")
-            return Outcome("loaded", tag, full_tag, version, f"was {before.tag if before else 'nothing'}")
+            return Outcome("loaded", tag, full_tag, self.current.version, f"was {before.tag if before else 'nothing'}")
 
     def start_polling(self, every_s: float) -> None:
         """Reload the configured tag every ``every_s`` seconds in a daemon thread."""

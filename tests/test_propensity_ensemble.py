@@ -67,7 +67,8 @@ def test_each_member_learns_from_its_own_latest_complete_window(tiny):
     conversion, _ = fit_model(snaps, "conversion", SMALL_DATA, at)
     assert conversion.label_lengths == [30, 60, 90] and conversion.own_days == 30
     m = evaluate_target(snaps, "churn", SMALL_DATA).metrics()
-    assert m["label_lengths"] == [30, 60, 90] and set(m["best_iteration"]) == {"30d", "60d", "90d"}
+    assert m["label_lengths"] == [30, 60, 90] and set(m["best_iteration_by_length"]) == {"30d", "60d", "90d"}
+    assert m["best_iteration"] == m["best_iteration_by_length"]["90d"]  # an int, as a single model's
 
 
 def test_a_length_the_history_cannot_hold_is_left_out_and_named(tiny):

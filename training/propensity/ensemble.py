@@ -66,7 +66,12 @@ class LabelEnsemble:
         return self.own.features_
 
     @property
-    def best_iteration_(self) -> dict[str, int]:
+    def best_iteration_(self) -> int:
+        """The own length's member's (as a single model reports it); ``best_iterations`` has every member's."""
+        return self.own.best_iteration_
+
+    @property
+    def best_iterations(self) -> dict[str, int]:
         return {f"{d}d": m.best_iteration_ for d, m in self.members.items()}
 
     @property
@@ -131,4 +136,5 @@ def label_summary(model: PropensityModel | LabelEnsemble, days: int) -> dict:
     """The label lengths behind a target's model (``days``: the target's own), and any left out, for its metrics."""
     if not isinstance(model, LabelEnsemble):
         return {"label_lengths": [days]}
-    return {"label_lengths": model.label_lengths} | ({"label_lengths_skipped": model.skipped} if model.skipped else {})
+    return ({"label_lengths": model.label_lengths, "best_iteration_by_length": model.best_iterations}
+            | ({"label_lengths_skipped": model.skipped} if model.skipped else {}))
