@@ -141,9 +141,12 @@ def _with_csrf(request: Request, response: Response, token: str) -> Response:
     return response
 
 
+FILTER_FIELDS = ("segment", "stage", "min_probability", "min_value", "page", "page_size")
+
+
 def _request(params) -> ChurnRiskRequest:
     """Filters from the query string; empty fields mean the default."""
-    fields = ("segment", "stage", "min_probability", "min_value", "page", "page_size")
+    fields = FILTER_FIELDS
     # query strings are text: validate them lax (the JSON API's models are strict, serving/schemas.py)
     return ChurnRiskRequest.model_validate({f: params[f] for f in fields if params.get(f, "").strip()}, strict=False)
 
@@ -201,6 +204,9 @@ def create_app(backend: Callable[[], Backend] = service_backend, experiment_log:
             b, principal, refusal = admit(request)
             if refusal is not None:
                 return refusal
+            if unknown := sorted(set(request.query_params) - set(FILTER_FIELDS)):  # a typo must not show everyone
+                return _refusal(request, "bad filter", f"unknown filter {', '.join(unknown)}: the filters are "
+                                                       f"{', '.join(FILTER_FIELDS)}", 400)
             try:
                 req = _request(request.query_params)
             except ValidationError as e:

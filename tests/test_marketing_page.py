@@ -204,6 +204,9 @@ def test_bad_filters_say_which_field(access):
                          ("min_value=lots", "min_value")):
         r = call(backend, "GET", f"/?{query}", headers=AUTH)
         assert r.status_code == 400 and field in r.text
+    typo = call(backend, "GET", "/?min_prob=1", headers=AUTH)  # the CLI's --min-prob: it showed all 6 customers
+    assert typo.status_code == 400 and "unknown filter min_prob: the filters are segment, stage" in typo.text
+    assert call(backend, "GET", "/churn_risk.csv?min_prob=1", headers=AUTH).status_code == 400
 
 
 def test_sign_in_makes_a_server_side_session_and_sign_out_ends_it(access):
