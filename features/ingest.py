@@ -144,8 +144,7 @@ def ingest(orders: Path | None, events: Path | None, items: Path | None, out_dir
     tables = {t: _sorted(tables.pop(t), SORT_KEYS[t]) for t in TABLE_FILES if t in tables}
     engine_tables = {t: df for t, df in tables.items() if not isinstance(df, pd.DataFrame)}  # sorted, in the engine
     if "items" in inputs:
-        _check_catalogue(tables, inputs["items"])
-        if (gap := _unlisted(tables)) and (listed := [f for f in reports if f.table == "items"]):
+        if (gap := _check_catalogue(tables, inputs["items"])) and (listed := [f for f in reports if f.table == "items"]):
             listed[0].notes["items ordered or viewed but not in this catalogue"] = gap
     out_dir = Path(out_dir)
     if any(f.read and not f.accepted for f in reports):
@@ -198,37 +197,29 @@ def _ns(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _check_catalogue(tables: dict[str, pd.DataFrame], path: Path) -> None:
-    """``IngestError`` when the catalogue shares no item id with the orders and events (both non-empty)."""
+UNLISTED_MAX_ROWS = 2_000_000  # above this many order/event rows the ids are compared in the engine, without a count
+
+
+def _check_catalogue(tables: dict[str, pd.DataFrame], path: Path) -> str:
+    """``IngestError`` when the catalogue shares no item id with the orders and events (both non-empty); else how many
+    of their items the catalogue lacks, with examples ('' when it lists them all, or for a clickstream of millions):
+    such items have no category, price or stock, so no category or price filter lets them through."""
     catalogue = tables.get("items")
     used = [tables[t] for t in ("orders", "events") if t in tables and len(tables[t])]
     if catalogue is None or not len(catalogue) or not used:
-        return
-    if any(not isinstance(df, pd.DataFrame) for df in [catalogue, *used]) and _shares_items(catalogue, used):
-        return  # tables still in the engine: the ids are compared there; the ids themselves only for the error
-    listed = pd.Index(_item_ids(catalogue).astype(str).unique())
-    bought = pd.Index(pd.concat([_item_ids(df) for df in used], ignore_index=True).astype(str).unique())
-    if listed.isin(bought).any():
-        return
-    raise IngestError(f"{path}: none of the {len(bought):,} items in the orders/events (e.g. {', '.join(bought[:3])}) "
-                      f"is among the catalogue's {len(listed):,} items (e.g. {', '.join(listed[:3])})",
-                      "give the catalogue of this shop, with the same item_id values as its orders and events")
-
-
-UNLISTED_MAX_ROWS = 2_000_000
-
-
-def _unlisted(tables: dict) -> str:
-    """How many items of the orders/events the catalogue lacks, with examples ('' when it lists them all): such items
-    have no category, price or stock, so no category or price filter lets them through."""
-    catalogue = tables.get("items")
-    used = [tables[t] for t in ("orders", "events") if t in tables and len(tables[t])]
-    if catalogue is None or not used or sum(len(df) for df in used) > UNLISTED_MAX_ROWS:
-        return ""  # a clickstream of millions: its ids are not fetched from the engine for a note
+        return ""
+    large = sum(len(df) for df in used) > UNLISTED_MAX_ROWS
+    if large and any(not isinstance(df, pd.DataFrame) for df in [catalogue, *used]) and _shares_items(catalogue, used):
+        return ""  # tables still in the engine: the ids are compared there; the ids themselves only for the error
     listed = pd.Index(_item_ids(catalogue).astype(str).unique())
     seen = pd.Index(pd.concat([_item_ids(df) for df in used], ignore_index=True).astype(str).unique())
-    missing = seen[~seen.isin(listed)]
-    if not len(missing):
+    found = seen.isin(listed)
+    if not found.any():
+        raise IngestError(f"{path}: none of the {len(seen):,} items in the orders/events (e.g. {', '.join(seen[:3])}) "
+                          f"is among the catalogue's {len(listed):,} items (e.g. {', '.join(listed[:3])})",
+                          "give the catalogue of this shop, with the same item_id values as its orders and events")
+    missing = seen[~found]
+    if large or not len(missing):
         return ""
     return (f"{len(missing):,} of {len(seen):,} (e.g. {', '.join(sorted(missing)[:3])}): no category, price or stock "
             "for them, so no category or price filter lets them through")

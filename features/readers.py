@@ -118,9 +118,12 @@ def delimiter(path: Path, encoding: str | None = None) -> str:
             header = f.readline()
     except (OSError, EOFError):
         return ","
-    if "," in header:
-        return ","
-    return next((d for d in DELIMITERS if d in header), ",")
+    return delimiter_of(header)
+
+
+def delimiter_of(header: str) -> str:
+    """A comma, or else the first of ``DELIMITERS`` the header line holds (a comma when none)."""
+    return "," if "," in header else next((d for d in DELIMITERS if d in header), ",")
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.errors import IngestError
-from features.readers import DELIMITERS, file_format, read_raw
+from features.readers import delimiter_of, file_format, read_raw
 
 DAMAGE, NOTES = "row_damage", "damage_notes"
 BAD_ENCODING = "bad encoding"
@@ -111,8 +111,7 @@ def _decode(data: bytes, encoding: str) -> str:
 
 def _csv(body: bytes, tail: bytes, encoding: str) -> tuple[pd.DataFrame, dict[str, list[int]]]:
     text = _decode(body, encoding)
-    header = text.split("\n", 1)[0]
-    sep = "," if "," in header else next((d for d in DELIMITERS if d in header), ",")  # as features/readers.py
+    sep = delimiter_of(text.split("\n", 1)[0])
     df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, sep=sep)
     damage: dict[str, list[int]] = {BAD_ENCODING: [], TRUNCATED: []}
     if tail.strip():

@@ -103,7 +103,8 @@ class LabelEnsemble:
 
     def importance(self) -> pd.Series:
         """Each feature's share of its member's total gain, averaged over the members, largest first."""
-        shares = [m.importance() / max(float(m.importance().sum()), 1e-12) for m in self.members.values()]
+        gains = [m.importance() for m in self.members.values()]
+        shares = [g / max(float(g.sum()), 1e-12) for g in gains]
         return (sum(shares) / len(shares)).sort_values(ascending=False)
 
     def save(self, path: Path) -> None:

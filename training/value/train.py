@@ -74,6 +74,7 @@ class ValuePrediction:
     the CLV is the geometric mean of (1 + spend) less 1. Lengths the history cannot hold are named in ``skipped``."""
 
     spend: np.ndarray
+    p_buy: np.ndarray  # the own model's P(any purchase in the horizon)
     own: ValueModel
     members: dict  # days -> ValueModel, the own one included
     train_at: list
@@ -83,7 +84,8 @@ class ValuePrediction:
     def fit(cls, rows: ValueRows, cfg: ValueConfig, at, days: int) -> "ValuePrediction":
         X = rows.features(at, days)
         own, dates = fit_value_model(rows, cfg, at, days)
-        members, skipped, logs = {days: own}, {}, [np.log1p(own.predict(X))]
+        parts = own.parts(X)
+        members, skipped, logs = {days: own}, {}, [np.log1p((parts["p_buy"] * parts["spend_if_buying"]).to_numpy())]
         lengths = [d for d in cfg.label_lengths if d != days] if days == cfg.horizon_days else []
         for d in lengths:
             try:
@@ -93,7 +95,8 @@ class ValuePrediction:
                 continue
             members[d] = model
             logs.append(np.log1p(model.predict(rows.features(at, d).reindex(X.index)) * days / d))
-        return cls(np.expm1(np.mean(logs, axis=0)), own, dict(sorted(members.items())), dates, skipped)
+        return cls(np.expm1(np.mean(logs, axis=0)), parts["p_buy"].to_numpy(), own, dict(sorted(members.items())), dates,
+                   skipped)
 
 
 @dataclass
@@ -174,7 +177,7 @@ def train_value(snaps: Snapshots, cfg: ValueConfig | None = None, segments: pd.S
     for d in keep:
         ours = ValuePrediction.fit(rows, cfg, snaps.end, d)
         scores[f"clv_{d}d"] = ours.spend
-        scores[f"p_buy_{d}d"] = ours.own.parts(rows.features(snaps.end, d))["p_buy"].to_numpy()
+        scores[f"p_buy_{d}d"] = ours.p_buy
         models[f"value_{d}d"] = ours.own
         models.update({f"value_{d}d_over_{m}d": model for m, model in ours.members.items() if m != d})
     scores["stage"] = lifecycle.stages(snaps.orders, snaps.end, cfg.lifecycle).reindex(X.index).astype(str)
